@@ -1,0 +1,247 @@
+"""NATS and JetStream I/O: the only module that imports ``nats``.
+
+``JetStreamLink`` owns one client connection (reconnecting forever), provisions
+the stream, publishes with a reply inbox, and turns replies on the ack inbox
+into ``AckResult`` values handed to one callback. It decides nothing: retry,
+windowing and timeouts belong to ``bridge.pipeline.publish``.
+
+PubAck format (JetStream API): ``{"stream": str, "seq": int, "duplicate": bool}``
+or ``{"error": {"code": int, "err_code": int, "description": str}}``; a core
+NATS status message with header ``Status: 503`` means no responders (no stream
+for the subject, or JetStream not ready, e.g. during a leader election).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import StorageType, StreamConfig
+
+from bridge.config.model import NatsConfig, StorageKind
+from bridge.config.model import StreamConfig as StreamSettings
+from bridge.errors import BridgeError, ProvisioningError
+from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected
+
+__all__ = ["JetStreamLink", "parse_ack", "stream_config_for"]
+
+log = logging.getLogger(__name__)
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(_PubAck)
+
+
+def parse_ack(msg: Msg) -> AckResult:
+    """Turn a reply on the ack inbox into an ``AckResult``. Never raises."""
+    headers = msg.headers
+    if headers and headers.get("Status") == "503":
+        return AckResult(AckOutcome.NO_RESPONDERS, error_code=503, description="no responders")
+    try:
+        ack = _ack_decoder.decode(msg.data)
+    except msgspec.DecodeError as exc:
+        return AckResult(AckOutcome.ERROR, description=f"unreadable PubAck: {exc}")
+    if ack.error is not None:
+        outcome = AckOutcome.NO_RESPONDERS if ack.error.code == 503 else AckOutcome.ERROR
+        return AckResult(outcome, error_code=ack.error.err_code or ack.error.code, description=ack.error.description)
+    return AckResult(AckOutcome.DUPLICATE if ack.duplicate else AckOutcome.STORED, seq=ack.seq)
+
+
+def stream_config_for(settings: StreamSettings) -> StreamConfig:
+    """The nats-py ``StreamConfig`` for our settings (subjects ``<prefix>.>``)."""
+    return StreamConfig(
+        name=settings.name,
+        subjects=[f"{settings.subject_prefix}.>"],
+        storage=StorageType.FILE if settings.storage is StorageKind.FILE else StorageType.MEMORY,
+        num_replicas=settings.replicas,
+        duplicate_window=settings.duplicate_window_secs,
+        max_age=settings.max_age_secs,
+        max_bytes=settings.max_bytes,
+        max_msgs=settings.max_msgs,
+    )
+
+
+class JetStreamLink:
+    """One NATS connection used by the bridge.
+
+    ``on_state(connected: bool)`` is called on every connect/disconnect.
+    ``publish`` raises ``NotConnected`` when the client cannot even buffer.
+    """
+
+    def __init__(
+        self, cfg: NatsConfig, servers: list[str], *, name: str, on_state: Callable[[bool], None] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.servers = servers
+        self.name = name
+        self._on_state = on_state or (lambda connected: None)
+        self.nc: Client | None = None
+        self.reconnects = 0
+
+    async def connect(self) -> None:
+        """Connect (retrying forever on later drops). Raises ``BridgeError`` if the first connect fails."""
+        try:
+            self.nc = await nats.connect(servers=self.servers, **self._connect_options())
+        except (OSError, nats.errors.Error) as exc:
+            raise BridgeError(f"cannot connect to NATS {self.servers}: {exc!r}") from exc
+        self._on_state(True)
+
+    def _connect_options(self) -> dict[str, Any]:
+        c = self.cfg
+        opts: dict[str, Any] = dict(
+            name=self.name,
+            connect_timeout=c.connect_timeout_secs,
+            reconnect_time_wait=c.reconnect_wait_secs,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+            pending_size=c.reconnect_buffer_bytes,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=self._reconnected,
+            error_cb=self._error,
+            closed_cb=self._closed,
+        )
+        opts.update(_credentials(c))
+        return opts
+
+    async def _disconnected(self) -> None:
+        log.warning("NATS disconnected; reconnecting (forever)")
+        self._on_state(False)
+
+    async def _reconnected(self) -> None:
+        self.reconnects += 1
+        log.info("NATS reconnected to %s", self.nc.connected_url.netloc if self.nc and self.nc.connected_url else "?")
+        self._on_state(True)
+
+    async def _error(self, exc: Exception) -> None:
+        log.warning("NATS client error: %r", exc)
+
+    async def _closed(self) -> None:
+        self._on_state(False)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc and self.nc.is_connected)
+
+    @property
+    def max_payload(self) -> int:
+        return self.nc.max_payload if self.nc else 1024 * 1024
+
+    def new_inbox(self) -> str:
+        assert self.nc is not None
+        return self.nc.new_inbox()
+
+    async def ensure_stream(self, settings: StreamSettings) -> dict[str, Any]:
+        """Create the stream, or update it when it differs and ``update_existing``.
+
+        Returns the stream config as the server reports it. Raises
+        ``ProvisioningError`` (e.g. subjects overlapping another stream).
+        """
+        assert self.nc is not None
+        js = self.nc.jetstream()
+        wanted = stream_config_for(settings)
+        try:
+            info = await js.add_stream(wanted)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10058:  # stream name already in use with a different configuration
+                raise ProvisioningError(f"cannot create stream {settings.name}: {exc.description}") from exc
+            if not settings.update_existing:
+                raise ProvisioningError(f"stream {settings.name} exists with another configuration") from exc
+            info = await self._update(js, wanted)
+        except (nats.errors.Error, OSError) as exc:
+            raise ProvisioningError(f"cannot create stream {settings.name}: {exc!r}") from exc
+        return info.config.as_dict()
+
+    async def _update(self, js: Any, wanted: StreamConfig) -> Any:
+        try:
+            return await js.update_stream(wanted)
+        except nats.errors.Error as exc:
+            raise ProvisioningError(f"cannot update stream {wanted.name}: {exc}") from exc
+
+    async def subscribe_acks(self, prefix: str, on_ack: Callable[[int, AckResult], None]) -> None:
+        """Deliver every reply on ``<prefix>.<token>`` as ``on_ack(token, result)``."""
+        assert self.nc is not None
+        cut = len(prefix) + 1
+
+        async def handle(msg: Msg) -> None:
+            try:
+                token = int(msg.subject[cut:])
+            except ValueError:
+                return
+            on_ack(token, parse_ack(msg))
+
+        await self.nc.subscribe(f"{prefix}.*", cb=handle, pending_msgs_limit=-1, pending_bytes_limit=-1)
+
+    async def publish(self, subject: str, payload: bytes, reply: str, headers: dict[str, str]) -> None:
+        """Queue one message on the connection. Raises ``NotConnected``."""
+        assert self.nc is not None
+        try:
+            await self.nc.publish(subject, payload, reply=reply, headers=headers)
+        except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionClosedError) as exc:
+            raise NotConnected(str(exc) or type(exc).__name__) from exc
+
+    async def probe(self, timeout_secs: float = 2.0) -> bool:
+        """True when JetStream answers an account info request in time."""
+        if not self.connected:
+            return False
+        assert self.nc is not None
+        try:
+            await self.nc.jetstream(timeout=timeout_secs).account_info()
+        except (nats.errors.Error, OSError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Flush what is buffered and close. Idempotent."""
+        nc, self.nc = self.nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await nc.flush(timeout=2)
+            except (nats.errors.Error, OSError):
+                pass
+            await nc.close()
+
+
+def _credentials(c: NatsConfig) -> dict[str, Any]:
+    """Connect options for the configured secrets; files and env only (DESIGN §8)."""
+    opts: dict[str, Any] = {}
+    if c.creds_file:
+        opts["user_credentials"] = c.creds_file
+    if c.user:
+        opts["user"] = c.user
+        opts["password"] = _secret(c.password_file, c.password_env, "nats.password")
+    if c.token_file or c.token_env:
+        opts["token"] = _secret(c.token_file, c.token_env, "nats.token")
+    return opts
+
+
+def _secret(file: str | None, env: str | None, what: str) -> str:
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise BridgeError(f"{what}: cannot read {file}: {exc.strerror}") from exc
+    value = os.environ.get(env or "")
+    if not value:
+        raise BridgeError(f"{what}: environment variable {env} is not set")
+    return value

@@ -1,0 +1,165 @@
+"""Legacy ZMQ ingest: the only module that imports ``zmq``.
+
+A SUB socket subscribed to everything (``""``: an ``ERROR:`` filter would lose
+D2, D5 and D6), either **bound** on ``tcp://*:7150`` (the legacy agents
+connect; nothing else ever bound a SUB there) or **connected** to publishers
+that bind (pooled ``ErrorPublisher``/``PC2ErrorPublisher`` sockets). RCVHWM is
+raised (libzmq's default 1000 silently loses bursts) and every message is read
+with ``recv_multipart`` because the same topic comes in one or two frames.
+
+The receive loop is a plain drain of the socket (``NOBLOCK``) in batches of
+``batch_max``, calling a synchronous handler per message; between batches it
+yields to the event loop, and when the socket is empty it waits on the ZMQ
+file descriptor (edge-triggered: ``EVENTS`` is checked before every wait). It
+never awaits anything else, so it never waits on NATS.
+
+A socket monitor counts publishers with a completed ZMTP handshake (a PUB of
+the wrong kind connects and disconnects without ever completing one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from bridge.config.model import ZmqConfig, ZmqMode
+
+__all__ = ["IngestSocket"]
+
+log = logging.getLogger(__name__)
+
+_MONITOR_EVENTS = {
+    zmq.EVENT_ACCEPTED: "accepted",
+    zmq.EVENT_CONNECTED: "connected",
+    zmq.EVENT_HANDSHAKE_SUCCEEDED: "handshake_succeeded",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed",
+    zmq.EVENT_DISCONNECTED: "disconnected",
+}
+
+FramesHandler = Callable[[list[bytes]], None]
+EventHandler = Callable[[str, int], None]
+
+
+class IngestSocket:
+    """The bridge's SUB socket. ``open()`` then ``run(handler)``; ``close()`` releases the port.
+
+    ``on_event(name, publishers_connected)`` is called for each monitor event.
+    """
+
+    def __init__(self, cfg: ZmqConfig, on_event: EventHandler | None = None) -> None:
+        self.cfg = cfg
+        self._on_event = on_event or (lambda name, connected: None)
+        self._ctx = zmq.Context()
+        self._sock: zmq.Socket[bytes] | None = None
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._handshaken: set[int] = set()
+        self.endpoints: list[str] = []
+
+    @property
+    def publishers_connected(self) -> int:
+        return len(self._handshaken)
+
+    def open(self) -> list[str]:
+        """Create, configure and bind/connect the socket; return its endpoints.
+
+        Raises ``zmq.ZMQError`` (e.g. EADDRINUSE when another process holds 7150).
+        """
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, self.cfg.rcvhwm)
+        if self.cfg.rcvbuf_bytes:
+            sock.setsockopt(zmq.RCVBUF, self.cfg.rcvbuf_bytes)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.cfg.max_frame_bytes)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self._monitor = sock.get_monitor_socket()
+        self._sock = sock
+        try:
+            self.endpoints = self._attach(sock)
+        except zmq.ZMQError:
+            self.close()
+            raise
+        return self.endpoints
+
+    def _attach(self, sock: zmq.Socket[bytes]) -> list[str]:
+        if self.cfg.mode is ZmqMode.BIND:
+            sock.bind(self.cfg.bind_endpoint)
+            endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            log.info("ZMQ SUB bound on %s (RCVHWM %d)", endpoint, self.cfg.rcvhwm)
+            return [endpoint]
+        for endpoint in self.cfg.connect_endpoints:
+            sock.connect(endpoint)
+        log.info("ZMQ SUB connecting to %s", ", ".join(self.cfg.connect_endpoints))
+        return list(self.cfg.connect_endpoints)
+
+    async def run(self, handler: FramesHandler) -> None:
+        """Read until cancelled, calling ``handler(frames)`` once per message."""
+        sock = self._sock
+        assert sock is not None, "open() first"
+        batch_max = self.cfg.batch_max
+        while True:
+            n = _drain(sock, handler, batch_max)
+            if n == batch_max:
+                await anyio.lowlevel.checkpoint()
+                continue
+            await _wait_readable(sock)
+
+    async def run_monitor(self) -> None:
+        """Track handshakes and disconnects until cancelled."""
+        mon = self._monitor
+        assert mon is not None, "open() first"
+        while True:
+            while mon.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._on_monitor(parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK)))
+            await _wait_readable(mon)
+
+    def _on_monitor(self, event: dict) -> None:
+        name = _MONITOR_EVENTS.get(event["event"])
+        if name is None:
+            return
+        fd = int(event["value"])
+        if name == "handshake_succeeded":
+            self._handshaken.add(fd)
+        elif name == "disconnected":
+            self._handshaken.discard(fd)
+        self._on_event(name, len(self._handshaken))
+
+    def close(self) -> None:
+        """Close the sockets (linger 0) and release the port. Idempotent."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.disable_monitor()
+            sock.close(linger=0)
+        mon, self._monitor = self._monitor, None
+        if mon is not None:
+            mon.close(linger=0)
+        self._handshaken.clear()
+        if not self._ctx.closed:
+            self._ctx.term()
+
+
+def _drain(sock: zmq.Socket[bytes], handler: FramesHandler, batch_max: int) -> int:
+    n = 0
+    recv = sock.recv_multipart
+    while n < batch_max:
+        try:
+            frames = recv(zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        handler(frames)
+        n += 1
+    return n
+
+
+async def _wait_readable(sock: zmq.Socket[bytes]) -> None:
+    """Wait until ``sock`` may have input (edge-triggered FD; 1 s safety timeout)."""
+    if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        return
+    with anyio.move_on_after(1.0):
+        await anyio.wait_readable(sock.getsockopt(zmq.FD))

@@ -1,0 +1,207 @@
+"""Composition root: builds every part of one bridge and runs them in one task group.
+
+Start order: embedded nats-server (when no server is configured) -> NATS
+connection -> stream provisioning -> ack subscription -> ZMQ ingest socket ->
+admin HTTP -> tasks. ``serve`` reports the started ``Bridge`` through
+``task_status.started`` (the readiness handshake), so a caller knows the
+socket is bound and the stream exists.
+
+Stop order (``request_stop``, SIGTERM/SIGINT in the CLI): stop reading ZMQ and
+release the port, drain pending and in-flight publishes within
+``publish.drain_timeout_secs`` (what is left is counted as dropped, reason
+``shutdown``), close NATS, stop the admin server, stop the embedded server.
+A failure in any task cancels the others and surfaces once from ``serve``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import anyio
+import anyio.abc
+
+from bridge.adapters.jetstream import JetStreamLink
+from bridge.adapters.nats_server import NatsServerProcess
+from bridge.adapters.zmq import IngestSocket
+from bridge.admin import AdminServer
+from bridge.config.model import BridgeConfig
+from bridge.metrics import Metrics
+from bridge.pipeline.decode import LegacyDecoder
+from bridge.pipeline.identity import EventIdentity
+from bridge.pipeline.outbound import OutboundBuilder
+from bridge.pipeline.publish import PipelinedPublisher
+from bridge.pipeline.runner import IngestRunner
+from contracts.subjects import Subjects
+
+__all__ = ["Bridge"]
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    """One running bridge. Attributes are set once ``serve`` has started it.
+
+    ``zmq_endpoints``: where the SUB socket is bound/connected. ``nats_url``:
+    the server in use. ``admin_port``: the admin HTTP port (0 in config picks one).
+    """
+
+    def __init__(self, cfg: BridgeConfig, *, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.subjects = Subjects(cfg.stream.subject_prefix)
+        self.embedded: NatsServerProcess | None = None
+        self.link: JetStreamLink | None = None
+        self.publisher: PipelinedPublisher | None = None
+        self.ingest: IngestSocket | None = None
+        self.runner: IngestRunner | None = None
+        self.admin: AdminServer | None = None
+        self.nats_url = ""
+        self.zmq_endpoints: list[str] = []
+        self.admin_port = 0
+        self.stream_config: dict[str, Any] = {}
+        self._stop = anyio.Event()
+        self._last_probe_ok: float | None = None
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (idempotent, callable from any task)."""
+        self._stop.set()
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[Bridge] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``request_stop``; see the module note for the order of things."""
+        async with AsyncExitStack() as stack:
+            await self._start_nats(stack)
+            await self._start_publisher()
+            self._start_ingest(stack)
+            await self._start_admin(stack)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.publisher.run)  # type: ignore[union-attr]
+                tg.start_soon(self._probe_loop)
+                await self._read_until_stopped(task_status)
+                await self._drain()
+                tg.cancel_scope.cancel()
+
+    async def _start_nats(self, stack: AsyncExitStack) -> None:
+        servers = list(self.cfg.nats.servers)
+        if not servers:
+            servers = [await self._start_embedded(stack)]
+        self.nats_url = servers[0]
+        link = JetStreamLink(self.cfg.nats, servers, name=f"busbridge-{self.cfg.bridge_id}", on_state=self._nats_state)
+        await link.connect()
+        stack.push_async_callback(link.close)
+        self.link = link
+        self.stream_config = await link.ensure_stream(self.cfg.stream)
+        log.info("NATS %s, stream %s ready (max_payload %d B)", self.nats_url, self.cfg.stream.name, link.max_payload)
+
+    async def _start_embedded(self, stack: AsyncExitStack) -> str:
+        emb = self.cfg.nats.embedded
+        store = Path(emb.store_dir) if emb.store_dir else Path(self.cfg.data_dir) / "nats"
+        server = NatsServerProcess(
+            store, binary=emb.binary, host=emb.host, port=emb.port, max_payload_bytes=emb.max_payload_bytes
+        )
+        url = await anyio.to_thread.run_sync(server.start, emb.startup_timeout_secs)
+        stack.callback(server.stop)
+        self.embedded = server
+        log.info("embedded nats-server pid %s on %s, store %s", server.pid, url, store)
+        return url
+
+    def _nats_state(self, connected: bool) -> None:
+        self.metrics.nats_connected.set(1 if connected else 0)
+        if connected and self.link is not None and self.link.reconnects:
+            self.metrics.nats_reconnects.inc()
+
+    async def _start_publisher(self) -> None:
+        assert self.link is not None
+        p = self.cfg.publish
+        ack_prefix = self.link.new_inbox()
+        self.publisher = PipelinedPublisher(
+            self.link,
+            ack_prefix,
+            self.metrics,
+            max_in_flight=p.max_in_flight,
+            ack_timeout_secs=p.ack_timeout_secs,
+            max_pending=p.max_pending,
+            retry_initial_secs=p.retry_initial_secs,
+            retry_max_secs=p.retry_max_secs,
+        )
+        await self.link.subscribe_acks(ack_prefix, self.publisher.on_ack)
+
+    def _start_ingest(self, stack: AsyncExitStack) -> None:
+        assert self.link is not None and self.publisher is not None
+        identity = EventIdentity(
+            self.cfg.identity.occurrence_window_secs, self.cfg.identity.max_tracked, anyio.current_time
+        )
+        decoder = LegacyDecoder(
+            machine=self.cfg.machine or "", identity=identity, local_tz=ZoneInfo(self.cfg.legacy.local_timezone)
+        )
+        builder = OutboundBuilder(self.subjects, self.cfg.bridge_id or "", self.link.max_payload)
+        self.runner = IngestRunner(decoder, builder, self.publisher, self.metrics)
+        self.ingest = IngestSocket(self.cfg.zmq, on_event=self._zmq_event)
+        self.zmq_endpoints = self.ingest.open()
+        stack.callback(self.ingest.close)
+
+    def _zmq_event(self, name: str, connected: int) -> None:
+        self.metrics.zmq_connection_events.labels(name).inc()
+        self.metrics.zmq_publishers.set(connected)
+
+    async def _start_admin(self, stack: AsyncExitStack) -> None:
+        a = self.cfg.admin
+        if not a.enabled:
+            return
+        self.admin = AdminServer(self.metrics, self.readiness, a.host, a.port)
+        await self.admin.start()
+        stack.push_async_callback(self.admin.stop)
+        self.admin_port = self.admin.port
+        log.info("admin HTTP on http://%s:%d (/metrics /healthz /readyz)", a.host, self.admin_port)
+
+    async def _read_until_stopped(self, task_status: anyio.abc.TaskStatus[Bridge]) -> None:
+        assert self.ingest is not None and self.runner is not None
+        async with anyio.create_task_group() as ingest_tg:
+            ingest_tg.start_soon(self.ingest.run, self.runner)
+            ingest_tg.start_soon(self.ingest.run_monitor)
+            task_status.started(self)
+            log.info("bridge %s running; ZMQ %s", self.cfg.bridge_id, ", ".join(self.zmq_endpoints))
+            await self._stop.wait()
+            ingest_tg.cancel_scope.cancel()
+        self.ingest.close()  # stop reading and release the port before draining
+
+    async def _drain(self) -> None:
+        assert self.publisher is not None
+        backlog = self.publisher.backlog
+        left = await self.publisher.drain(self.cfg.publish.drain_timeout_secs)
+        if left:
+            log.error("shutdown: %d of %d unacknowledged messages abandoned after the drain timeout", left, backlog)
+        else:
+            log.info("shutdown: drained %d messages", backlog)
+
+    async def _probe_loop(self) -> None:
+        """Keep readiness fresh on an idle bus: probe JetStream when no PubAck came recently."""
+        assert self.link is not None and self.publisher is not None
+        interval = self.cfg.admin.probe_interval_secs
+        while True:
+            last_ack = self.publisher.last_ack_at
+            if last_ack is None or anyio.current_time() - last_ack > interval:
+                if await self.link.probe():
+                    self._last_probe_ok = anyio.current_time()
+            await anyio.sleep(interval)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """``(ready, details)`` for ``/readyz``; see ``bridge.admin``."""
+        reasons = []
+        if self.link is None or not self.link.connected:
+            reasons.append("nats_disconnected")
+        fresh = max(self._last_probe_ok or -math.inf, (self.publisher and self.publisher.last_ack_at) or -math.inf)
+        if anyio.current_time() - fresh > self.cfg.admin.ready_max_age_secs:
+            reasons.append("no_recent_puback_or_probe")
+        if self.ingest is None or not self.zmq_endpoints:
+            reasons.append("ingest_closed")
+        details = {
+            "reasons": reasons,
+            "backlog": self.publisher.backlog if self.publisher else 0,
+            "zmq_publishers_connected": self.ingest.publishers_connected if self.ingest else 0,
+        }
+        return not reasons, details

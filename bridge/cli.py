@@ -1,0 +1,178 @@
+"""``busbridge`` command line (argparse).
+
+Commands: ``run`` (the bridge; embedded nats-server unless a URL is given),
+``check-config FILE`` (validate; exit 2 listing every problem), ``tail``
+(print stored events), ``replay`` (send captured legacy frames over ZMQ).
+Exit status: 0 ok, 1 runtime failure, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import anyio
+import msgspec
+
+from bridge.config.load import load_config
+from bridge.config.model import BridgeConfig
+from bridge.errors import BridgeError, ConfigError
+
+__all__ = ["main"]
+
+log = logging.getLogger("busbridge")
+
+ENV_CONFIG = "BUSBRIDGE_CONFIG"
+ENV_NATS_URL = "BUSBRIDGE_NATS_URL"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_status
+    except BridgeError as exc:
+        print(f"busbridge: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="busbridge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_check(sub)
+    _add_tail(sub)
+    _add_replay(sub)
+    return parser
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default=os.environ.get(ENV_CONFIG), help=f"YAML config file (env {ENV_CONFIG})")
+    p.add_argument(
+        "--nats-url",
+        default=os.environ.get(ENV_NATS_URL),
+        help=f"NATS server URL(s), comma separated; overrides nats.servers (env {ENV_NATS_URL})",
+    )
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the bridge (embedded nats-server unless a NATS URL is configured)")
+    _config_args(p)
+    p.add_argument("--zmq-endpoint", help="override zmq.bind_endpoint, e.g. tcp://*:7150")
+    p.add_argument("--machine", help="override machine")
+    p.add_argument("--data-dir", help="override data_dir")
+    p.add_argument("--admin-port", type=int, help="override admin.port (0: any free port)")
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-config", help="validate a config file; list every problem")
+    p.add_argument("file")
+    p.add_argument("--show", action="store_true", help="print the effective configuration as YAML-compatible JSON")
+    p.set_defaults(func=_cmd_check)
+
+
+def _add_tail(sub: argparse._SubParsersAction) -> None:
+    from consumers.tail import add_arguments
+
+    p = sub.add_parser("tail", help="print stored events from the stream")
+    _config_args(p)
+    add_arguments(p)
+    p.set_defaults(func=_cmd_tail)
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    from loadtest.replay import add_arguments
+
+    p = sub.add_parser("replay", help="send recorded legacy frames to the bridge over ZMQ PUB")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_replay)
+
+
+def effective_config(args: argparse.Namespace) -> BridgeConfig:
+    """The config file with command-line overrides applied. Raises ``ConfigError``."""
+    cfg = load_config(args.config)
+    if getattr(args, "nats_url", None):
+        servers = [u.strip() for u in args.nats_url.split(",") if u.strip()]
+        cfg = msgspec.structs.replace(cfg, nats=msgspec.structs.replace(cfg.nats, servers=servers))
+    overrides = {
+        "machine": getattr(args, "machine", None),
+        "data_dir": getattr(args, "data_dir", None),
+    }
+    cfg = msgspec.structs.replace(cfg, **{k: v for k, v in overrides.items() if v})
+    if getattr(args, "zmq_endpoint", None):
+        cfg = msgspec.structs.replace(cfg, zmq=msgspec.structs.replace(cfg.zmq, bind_endpoint=args.zmq_endpoint))
+    if getattr(args, "admin_port", None) is not None:
+        cfg = msgspec.structs.replace(cfg, admin=msgspec.structs.replace(cfg.admin, port=args.admin_port))
+    return _revalidate(cfg, args.config or "<defaults>")
+
+
+def _revalidate(cfg: BridgeConfig, source: str) -> BridgeConfig:
+    from bridge.config.load import parse_config
+
+    return parse_config(msgspec.json.encode(cfg).decode(), f"{source} + command line")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = effective_config(args)
+    _setup_logging(cfg.log_level)
+    from bridge.app import Bridge
+
+    bridge = Bridge(cfg)
+
+    async def serve() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, bridge)
+            await bridge.serve()
+            tg.cancel_scope.cancel()
+
+    anyio.run(serve)
+    return 0
+
+
+async def _stop_on_signal(bridge: object) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            bridge.request_stop()  # type: ignore[attr-defined]
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    if args.show:
+        print(msgspec.json.format(msgspec.json.encode(cfg), indent=2).decode())
+    else:
+        print(f"{args.file}: ok (machine {cfg.machine}, stream {cfg.stream.name}, zmq {cfg.zmq.mode.value})")
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from consumers.tail import run_tail
+
+    cfg = effective_config(args)
+    _setup_logging("WARNING")
+    return anyio.run(run_tail, cfg, args)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from loadtest.replay import run_replay
+
+    _setup_logging("INFO")
+    return run_replay(args)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

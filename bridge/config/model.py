@@ -1,0 +1,183 @@
+"""Configuration tree of the bridge: msgspec Structs that mirror the YAML file.
+
+Every Struct forbids unknown keys; ranges live in the types (``Meta``).
+Cross-field rules live in ``bridge.config.load.cross_checks``. The annotated
+example is ``ops/config/busbridge.example.yaml``; a test loads it.
+
+Units are in the names: ``*_secs`` seconds, ``*_bytes`` bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "AdminConfig",
+    "BridgeConfig",
+    "EmbeddedNatsConfig",
+    "IdentityConfig",
+    "LegacyConfig",
+    "NatsConfig",
+    "PublishConfig",
+    "StorageKind",
+    "StreamConfig",
+    "ZmqConfig",
+    "ZmqMode",
+]
+
+PositiveSecs = Annotated[float, Meta(gt=0)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Token = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base: unknown keys fail, values are immutable once loaded."""
+
+
+class ZmqMode(str, enum.Enum):
+    BIND = "bind"  # the bridge binds the SUB (the legacy agents connect): default
+    CONNECT = "connect"  # the bridge connects to publishers that bind (pooled sockets)
+
+
+class ZmqConfig(_Strict):
+    """Legacy ingest socket (ZMQ SUB subscribed to everything)."""
+
+    mode: ZmqMode = ZmqMode.BIND
+    #: bind mode: where the SUB binds. ``tcp://127.0.0.1:*`` picks a free port.
+    bind_endpoint: str = "tcp://*:7150"
+    #: connect mode: the publishers' endpoints the SUB connects to.
+    connect_endpoints: list[str] = []
+    #: receive high-water mark in messages (libzmq default 1000 loses bursts).
+    rcvhwm: Annotated[int, Meta(ge=0)] = 1_000_000
+    #: kernel receive buffer in bytes; 0 keeps the OS default.
+    rcvbuf_bytes: Annotated[int, Meta(ge=0)] = 4 * 1024 * 1024
+    #: frames larger than this are refused by libzmq (ZMQ_MAXMSGSIZE); -1 = no cap.
+    max_frame_bytes: Annotated[int, Meta(ge=-1)] = 16 * 1024 * 1024
+    #: frames handled per event-loop turn before yielding.
+    batch_max: PositiveInt = 2048
+
+
+class EmbeddedNatsConfig(_Strict):
+    """The nats-server started when ``nats.servers`` is empty (DESIGN §6)."""
+
+    #: explicit binary; else env BUSBRIDGE_NATS_SERVER, the venv scripts folder, then PATH.
+    binary: str | None = None
+    host: str = "127.0.0.1"
+    #: client port; 0 picks a free one.
+    port: Port = 4222
+    #: JetStream store dir; default ``<data_dir>/nats``.
+    store_dir: str | None = None
+    startup_timeout_secs: PositiveSecs = 15.0
+    #: server max_payload in bytes (NATS default 1 MiB).
+    max_payload_bytes: Annotated[int, Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
+
+class NatsConfig(_Strict):
+    """How to reach NATS. No servers: start the embedded one."""
+
+    servers: list[str] = []
+    name: str | None = None
+    #: NATS creds file (JWT + nkey seed); secrets never go in this file itself.
+    creds_file: str | None = None
+    #: user name (not a secret) with the password read from a file or an env variable.
+    user: str | None = None
+    password_file: str | None = None
+    password_env: str | None = None
+    token_file: str | None = None
+    token_env: str | None = None
+    connect_timeout_secs: PositiveSecs = 5.0
+    reconnect_wait_secs: PositiveSecs = 1.0
+    #: outbound buffer kept by the client while reconnecting, in bytes.
+    reconnect_buffer_bytes: Annotated[int, Meta(ge=0)] = 64 * 1024 * 1024
+    embedded: EmbeddedNatsConfig = msgspec.field(default_factory=EmbeddedNatsConfig)
+
+
+class StorageKind(str, enum.Enum):
+    FILE = "file"
+    MEMORY = "memory"
+
+
+class StreamConfig(_Strict):
+    """The JetStream stream provisioned for bridged messages."""
+
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "ERRBUS"
+    #: every subject is ``<subject_prefix>.…``; must not be ``errors`` (legacy streams).
+    subject_prefix: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = "errbus"
+    storage: StorageKind = StorageKind.FILE
+    replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    #: window in which JetStream collapses equal Nats-Msg-Id values.
+    duplicate_window_secs: PositiveSecs = 600.0
+    max_age_secs: PositiveSecs = 7 * 24 * 3600.0
+    #: -1 = unlimited
+    max_bytes: Annotated[int, Meta(ge=-1)] = 10 * 1024**3
+    max_msgs: Annotated[int, Meta(ge=-1)] = -1
+    #: update an existing stream whose config differs (else refuse to start).
+    update_existing: bool = True
+
+
+class PublishConfig(_Strict):
+    """The pipelined JetStream publisher."""
+
+    #: published but not yet acknowledged messages, at most.
+    max_in_flight: PositiveInt = 1024
+    #: a PubAck not received within this is a failure and the message is retried.
+    ack_timeout_secs: PositiveSecs = 5.0
+    #: decoded messages waiting for a publish slot (memory); beyond it they are dropped and counted.
+    max_pending: PositiveInt = 200_000
+    retry_initial_secs: PositiveSecs = 0.05
+    retry_max_secs: PositiveSecs = 5.0
+    #: on shutdown, how long to wait for pending and in-flight messages to be acked.
+    drain_timeout_secs: PositiveSecs = 10.0
+
+
+class IdentityConfig(_Strict):
+    """Event identity for frames without a legacy ``error_id`` (DESIGN §3)."""
+
+    #: the n-th identical frame within this window gets suffix ``-n``.
+    occurrence_window_secs: PositiveSecs = 600.0
+    #: distinct frame hashes tracked at most (oldest forgotten first).
+    max_tracked: PositiveInt = 200_000
+
+
+class LegacyConfig(_Strict):
+    """How to read the legacy dialects."""
+
+    #: IANA zone of naive host-local timestamps (D3 flat_iso_enum, D5). Dev hosts were UTC+8.
+    local_timezone: str = "UTC"
+
+
+class AdminConfig(_Strict):
+    """Admin HTTP: /metrics /healthz /readyz."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    #: 0 picks a free port.
+    port: Port = 9150
+    #: ready only if a PubAck or a probe succeeded within this many seconds.
+    ready_max_age_secs: PositiveSecs = 15.0
+    #: idle bridges probe JetStream this often to stay ready.
+    probe_interval_secs: PositiveSecs = 5.0
+
+
+class BridgeConfig(_Strict):
+    """Root of the configuration file."""
+
+    #: machine name used in subjects (MainPC, PC2, ...). Default: env BUSBRIDGE_MACHINE or the host name.
+    machine: Token | None = None
+    #: identifies this bridge in headers (loop prevention) and heartbeats; default ``<machine>``.
+    bridge_id: Token | None = None
+    #: local state (embedded NATS store, spool).
+    data_dir: str = "./busbridge-data"
+    log_level: Annotated[str, Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")] = "INFO"
+    zmq: ZmqConfig = msgspec.field(default_factory=ZmqConfig)
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
+    publish: PublishConfig = msgspec.field(default_factory=PublishConfig)
+    identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
+    legacy: LegacyConfig = msgspec.field(default_factory=LegacyConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)

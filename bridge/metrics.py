@@ -1,0 +1,88 @@
+"""Every Prometheus series of the bridge, declared once (registry injected).
+
+Names follow ``busbridge_<name>_<unit>[_total]``. Label values are bounded
+sets (dialects, dead-letter reasons, message kinds, fixed reason words); never
+a source, machine or subject.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from contracts.messages import DeadLetterReason, Dialect
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Holds the series; ``registry`` defaults to a fresh private one (tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.frames_received = Counter(
+            "busbridge_frames_received_total", "Legacy ZMQ messages read (one multipart message each)", registry=r
+        )
+        self.frames_received_bytes = Counter(
+            "busbridge_frames_received_bytes_total", "Bytes of legacy ZMQ messages read", registry=r
+        )
+        self.decoded = Counter(
+            "busbridge_decoded_total", "Messages decoded into ErrorEvent, by legacy dialect", ["dialect"], registry=r
+        )
+        self.dead_letters = Counter(
+            "busbridge_dead_letters_total", "Messages turned into DeadLetter, by reason", ["reason"], registry=r
+        )
+        self.unknown_severity = Counter(
+            "busbridge_unknown_severity_total", "ErrorEvents whose legacy severity was not in the mapping", registry=r
+        )
+        self.published = Counter(
+            "busbridge_published_total", "Publish attempts sent to JetStream (retries included)", ["kind"], registry=r
+        )
+        self.acked = Counter("busbridge_acked_total", "PubAcks received, by message kind", ["kind"], registry=r)
+        self.duplicates = Counter(
+            "busbridge_duplicates_total", "Duplicates dropped, by where they were caught", ["by"], registry=r
+        )
+        self.publish_failures = Counter(
+            "busbridge_publish_failures_total", "Failed publish attempts (retried), by reason", ["reason"], registry=r
+        )
+        self.dropped = Counter(
+            "busbridge_dropped_total", "Accepted messages not delivered, by reason", ["reason"], registry=r
+        )
+        self.truncated = Counter(
+            "busbridge_truncated_total", "Messages cut to fit the server max_payload", ["kind"], registry=r
+        )
+        self.publish_latency = Histogram(
+            "busbridge_publish_latency_seconds",
+            "Time from publish to PubAck, per attempt",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("busbridge_in_flight", "Published messages awaiting their PubAck", registry=r)
+        self.pending = Gauge("busbridge_pending", "Decoded messages waiting for a publish slot", registry=r)
+        self.nats_connected = Gauge("busbridge_nats_connected", "1 while connected to NATS", registry=r)
+        self.nats_reconnects = Counter("busbridge_nats_reconnects_total", "Reconnections to NATS", registry=r)
+        self.zmq_publishers = Gauge(
+            "busbridge_zmq_publishers_connected", "Legacy publishers with a completed ZMQ handshake", registry=r
+        )
+        self.zmq_connection_events = Counter(
+            "busbridge_zmq_connection_events_total", "ZMQ socket monitor events", ["event"], registry=r
+        )
+        self.ready = Gauge("busbridge_ready", "1 when /readyz answers ready", registry=r)
+        self._init_label_sets()
+
+    def _init_label_sets(self) -> None:
+        """Create every bounded label child so series exist at 0 from the start."""
+        for dialect in Dialect:
+            self.decoded.labels(dialect.value)
+        for reason in DeadLetterReason:
+            self.dead_letters.labels(reason.value)
+        for kind in ("error_event", "dead_letter"):
+            self.published.labels(kind)
+            self.acked.labels(kind)
+        self.duplicates.labels("jetstream")
+        for reason in ("timeout", "no_responders", "jetstream_error", "not_connected"):
+            self.publish_failures.labels(reason)
+        for reason in ("pending_full", "shutdown", "rejected"):
+            self.dropped.labels(reason)

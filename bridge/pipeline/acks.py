@@ -1,0 +1,36 @@
+"""The publish port's vocabulary: outcomes of a publish, shared by the
+publisher (``bridge.pipeline.publish``) and the transport that implements it
+(``bridge.adapters.jetstream``), so pipeline stages never import adapters.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from bridge.errors import BridgeError
+
+__all__ = ["AckOutcome", "AckResult", "NotConnected"]
+
+
+class NotConnected(BridgeError):
+    """Publishing is impossible right now (disconnected and buffer full, or closed)."""
+
+    code = "nats_not_connected"
+
+
+class AckOutcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    NO_RESPONDERS = "no_responders"
+    ERROR = "jetstream_error"
+
+
+class AckResult(msgspec.Struct, frozen=True):
+    """Outcome of one publish: ``seq`` is the stream sequence when stored."""
+
+    outcome: AckOutcome
+    seq: int = 0
+    error_code: int = 0
+    description: str = ""

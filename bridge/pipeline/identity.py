@@ -1,0 +1,74 @@
+"""Event identity: the deterministic ``Nats-Msg-Id`` of each legacy message (DESIGN §3).
+
+* A legacy ``error_id`` (D1/D2 uuid4) is the id as sent, so the ``PC2_ERROR``
+  and ``CROSS_MACHINE_ERROR`` copies of one event share it.
+* Otherwise the id is ``<blake2b-128 of the frames, hex>-<n>`` where ``n`` counts
+  identical frame sets: legitimate identical repeats (D7, dialects without a
+  timestamp) get distinct ids, and two bridges reading the same bus compute
+  the same ids.
+
+The counter of a frame hash resets only after ``window_secs`` with no
+occurrence; with ``window_secs >= duplicate_window`` every id the reset makes
+reusable has already left JetStream's duplicate window. At most ``max_tracked``
+hashes are remembered (least recently seen forgotten first); forgetting one
+seen within the window is a duplicate risk and is counted in
+``evicted_in_window``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from hashlib import blake2b
+
+__all__ = ["EventIdentity", "frames_digest"]
+
+_MAX_ID_CHARS = 128
+_UNSAFE_ID = re.compile(r"[^\x21-\x7e]")
+
+
+def frames_digest(frames: Sequence[bytes]) -> str:
+    """128-bit hex digest of a frame list; frame boundaries are part of the hash."""
+    h = blake2b(digest_size=16)
+    for frame in frames:
+        h.update(len(frame).to_bytes(8, "little"))
+        h.update(frame)
+    return h.hexdigest()
+
+
+class EventIdentity:
+    """Callable ``(frames, legacy_error_id) -> msg id``; ``clock`` is monotonic seconds."""
+
+    def __init__(self, window_secs: float, max_tracked: int, clock: Callable[[], float]) -> None:
+        if window_secs <= 0 or max_tracked < 1:
+            raise ValueError("window_secs and max_tracked must be positive")
+        self.window_secs = window_secs
+        self.max_tracked = max_tracked
+        self._clock = clock
+        self._seen: OrderedDict[str, list[float | int]] = OrderedDict()
+        self.evicted_in_window = 0
+
+    def __call__(self, frames: Sequence[bytes], legacy_id: str | None) -> str:
+        if legacy_id:
+            return _UNSAFE_ID.sub("_", legacy_id[:_MAX_ID_CHARS])
+        key = frames_digest(frames)
+        return f"{key}-{self._occurrence(key)}"
+
+    def _occurrence(self, key: str) -> int:
+        now = self._clock()
+        entry = self._seen.get(key)
+        if entry is None or now - entry[0] >= self.window_secs:
+            entry = [now, 0]
+            self._seen[key] = entry
+            self._evict(now)
+        entry[0] = now
+        entry[1] += 1
+        self._seen.move_to_end(key)
+        return int(entry[1])
+
+    def _evict(self, now: float) -> None:
+        while len(self._seen) > self.max_tracked:
+            _, (last_seen, _) = self._seen.popitem(last=False)
+            if now - last_seen < self.window_secs:
+                self.evicted_in_window += 1

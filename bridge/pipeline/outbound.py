@@ -1,0 +1,115 @@
+"""Contract message -> ``Outbound`` (subject, headers, payload), within ``max_payload``.
+
+Headers: ``Nats-Msg-Id`` (the event id), ``Busbridge-Contract`` (``type`` tag),
+``Busbridge-Contract-Version`` and ``Busbridge-Origin`` (bridge id, for loop
+prevention).
+
+Oversized messages (legacy contexts are unbounded; a 1.1 MB one exceeds NATS'
+default 1 MiB ``max_payload``) are **stored truncated with a marker**, never
+dropped: an ``ErrorEvent`` keeps every field but has ``details`` replaced by
+the leading part of its JSON text and, if still too big, ``message`` cut; a
+``DeadLetter`` keeps the leading bytes of its frames. Either way the
+``truncated`` field records the original and kept sizes and the fields cut.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from contracts.codec import contract_name, encode
+from contracts.messages import CONTRACT_VERSION, DeadLetter, ErrorEvent, Message, Truncation
+from contracts.subjects import (
+    HEADER_CONTRACT,
+    HEADER_CONTRACT_VERSION,
+    HEADER_MSG_ID,
+    HEADER_ORIGIN,
+    Subjects,
+)
+from bridge.pipeline.publish import Outbound
+
+__all__ = ["OutboundBuilder"]
+
+#: room left in max_payload for the protocol line overhead, in bytes
+_SAFETY_BYTES = 512
+_json = msgspec.json.Encoder()
+
+
+class OutboundBuilder:
+    """Builds ``Outbound`` values for one bridge. ``max_payload_bytes`` is the server's."""
+
+    def __init__(self, subjects: Subjects, bridge_id: str, max_payload_bytes: int) -> None:
+        self.subjects = subjects
+        self.bridge_id = bridge_id
+        self.max_payload_bytes = max_payload_bytes
+        self.truncated = 0
+
+    def build(self, msg: Message) -> Outbound:
+        headers = {
+            HEADER_MSG_ID: msg.event_id,
+            HEADER_CONTRACT: contract_name(msg),
+            HEADER_CONTRACT_VERSION: str(CONTRACT_VERSION),
+            HEADER_ORIGIN: self.bridge_id,
+        }
+        payload = encode(msg)
+        budget = self.max_payload_bytes - _SAFETY_BYTES - sum(len(k) + len(v) + 4 for k, v in headers.items())
+        if len(payload) > budget:
+            msg, payload = _truncate(msg, payload, budget)
+            self.truncated += 1
+        return Outbound(self._subject(msg), payload, headers, contract_name(msg), msg.event_id, context=msg)
+
+    def _subject(self, msg: Message) -> str:
+        if isinstance(msg, ErrorEvent):
+            return self.subjects.error(msg.machine, msg.severity, msg.source)
+        return self.subjects.dead_letter(msg.machine)
+
+
+def _truncate(msg: Message, payload: bytes, budget: int) -> tuple[Message, bytes]:
+    if isinstance(msg, ErrorEvent):
+        return _truncate_event(msg, len(payload), budget)
+    return _truncate_dead_letter(msg, len(payload), budget)
+
+
+def _truncate_event(ev: ErrorEvent, original: int, budget: int) -> tuple[Message, bytes]:
+    details_text = ev.details if isinstance(ev.details, str) else _json.encode(ev.details).decode()
+    fields = ["details"]
+    base = _size_of(msgspec.structs.replace(ev, details="", truncated=_marker(original, original, fields)))
+    message = ev.message
+    if base > budget:  # details alone cannot make it fit: cut the message too
+        fields.append("message")
+        message = _cut_text(ev.message, max(0, len(ev.message.encode("utf-8", "surrogatepass")) - (base - budget)))
+    keep = max(0, budget - base)
+    while True:  # JSON escaping can grow the text: shrink until it fits
+        out = msgspec.structs.replace(
+            ev, details=_cut_text(details_text, keep), message=message, truncated=_marker(original, 0, fields)
+        )
+        size = _size_of(out) + 32  # the final marker's digits
+        if size <= budget or keep == 0:
+            break
+        keep = int(keep * budget / size * 0.98)
+    out = msgspec.structs.replace(out, truncated=_marker(original, _size_of(out), fields))
+    return out, encode(out)
+
+
+def _truncate_dead_letter(dl: DeadLetter, original: int, budget: int) -> tuple[Message, bytes]:
+    base = _size_of(msgspec.structs.replace(dl, frames=[], truncated=_marker(original, original, ["frames"])))
+    room = max(0, (budget - base) * 3 // 4 - 4 * len(dl.frames))  # base64 grows bytes by 4/3
+    frames = []
+    for frame in dl.frames:
+        frames.append(frame[:room])
+        room = max(0, room - len(frame))
+    out = msgspec.structs.replace(dl, frames=frames, truncated=_marker(original, 0, ["frames"]))
+    out = msgspec.structs.replace(out, truncated=_marker(original, _size_of(out), ["frames"]))
+    return out, encode(out)
+
+
+def _marker(original: int, kept: int, fields: list[str]) -> Truncation:
+    return Truncation(original_bytes=original, kept_bytes=kept, fields=list(fields))
+
+
+def _size_of(msg: Message) -> int:
+    return len(encode(msg))
+
+
+def _cut_text(text: str, max_bytes: int) -> str:
+    """Leading part of ``text`` whose UTF-8 form is at most ``max_bytes``."""
+    return text.encode("utf-8", "surrogatepass")[:max_bytes].decode("utf-8", "ignore")

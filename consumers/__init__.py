@@ -1,0 +1,1 @@
+"""Consumers of the bridged stream (tail, ...)."""

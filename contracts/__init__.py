@@ -1,0 +1,36 @@
+"""Wire contracts shared by the bridge, consumers and load tests."""
+
+from contracts.codec import contract_name, decode, encode
+from contracts.messages import (
+    CONTRACT_VERSION,
+    DeadLetter,
+    DeadLetterReason,
+    Dialect,
+    ErrorEvent,
+    LegacyOrigin,
+    Message,
+    Severity,
+    TimestampKind,
+    Truncation,
+)
+from contracts.severity import normalise_severity
+from contracts.subjects import Subjects, sanitise_token
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "DeadLetter",
+    "DeadLetterReason",
+    "Dialect",
+    "ErrorEvent",
+    "LegacyOrigin",
+    "Message",
+    "Severity",
+    "Subjects",
+    "TimestampKind",
+    "Truncation",
+    "contract_name",
+    "decode",
+    "encode",
+    "normalise_severity",
+    "sanitise_token",
+]

@@ -1,0 +1,184 @@
+"""Wire contracts of busbridge: every message the bridge stores in JetStream.
+
+Design note
+-----------
+Each message is a frozen msgspec Struct in one tagged union; the tag field is
+``type`` and its value is the snake_case name of the contract (``error_event``,
+``dead_letter``). Schema evolution follows msgspec's rules: new fields are only
+appended, always with a default, so an older reader decodes a newer message
+(unknown fields are ignored) and a newer reader decodes an older one (missing
+fields take their default). ``schema_version`` is bumped only for a change an
+older reader must not silently accept.
+
+Times are UTC ``datetime`` values (JSON: RFC 3339 with ``Z``). Bytes are
+carried base64 encoded in JSON (msgspec's standard encoding of ``bytes``).
+
+Sources: DESIGN §5 (contract list), legacy-bus.md §1 (the dialects that the
+``LegacyOrigin`` fields describe).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "Dialect",
+    "ErrorEvent",
+    "DeadLetter",
+    "DeadLetterReason",
+    "LegacyOrigin",
+    "Message",
+    "Severity",
+    "TimestampKind",
+    "Truncation",
+]
+
+CONTRACT_VERSION = 1
+
+
+class Severity(str, enum.Enum):
+    """Normalised severity, ordered from least to most severe.
+
+    Legacy values (``ERROR``, ``high``, ``ErrorSeverity.WARNING``, ...) map onto
+    these through ``contracts.severity.normalise_severity``.
+    """
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 (debug) .. 4 (critical): eviction and shedding order."""
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
+
+
+class Dialect(str, enum.Enum):
+    """The seven legacy wire dialects of the :7150 bus (legacy-bus.md §1)."""
+
+    ERRPUB_ENVELOPE = "errpub_envelope"  # D1: b"ERROR:" + envelope JSON, 1 frame
+    PC2_TOPIC = "pc2_topic"  # D2: b"PC2_ERROR:<CAT>:" / b"CROSS_MACHINE_ERROR:PC2:" + JSON
+    PREFIX_FLAT = "prefix_flat"  # D3: b"ERROR:" + flat JSON, 1 frame
+    MULTIPART_COLON = "multipart_colon"  # D4: [b"ERROR:", JSON]
+    MULTIPART_BARE = "multipart_bare"  # D5: [b"ERROR", JSON]
+    BARE_JSON = "bare_json"  # D6: JSON object, no topic (MMS, CentralErrorBus relay)
+    PREFIX_TEXT = "prefix_text"  # D7: b"ERROR:<Agent>:<context>:" + free text
+
+
+class TimestampKind(str, enum.Enum):
+    """How the legacy sender stamped the event (legacy-bus.md §1, 'Timestamps')."""
+
+    NAIVE_UTC_ISO = "naive_utc_iso"  # datetime.utcnow().isoformat()
+    NAIVE_LOCAL_ISO = "naive_local_iso"  # datetime.now().isoformat(), host-local
+    EPOCH_SECONDS = "epoch_seconds"  # time.time() as a JSON float
+    MISSING = "missing"  # D7, flat_nots, most relayed frames
+    UNPARSEABLE = "unparseable"  # present but not a time: kept raw only
+
+
+class DeadLetterReason(str, enum.Enum):
+    """Why a frame could not be decoded. A bounded set: it is a metric label."""
+
+    EMPTY_FRAME = "empty_frame"
+    EMPTY_PAYLOAD = "empty_payload"
+    TOO_MANY_FRAMES = "too_many_frames"
+    UNKNOWN_TOPIC = "unknown_topic"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    OVERSIZED = "oversized"
+
+
+class LegacyOrigin(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where an ``ErrorEvent`` came from on the legacy bus, with the raw values kept.
+
+    ``topic`` is the topic prefix as text (raw UTF-8 decoded; D2 categories may be
+    non-ASCII). ``raw_severity`` and ``raw_timestamp`` are the values as sent,
+    before normalisation. ``sanitized`` is true when the payload needed the
+    lenient JSON path (``NaN``/``Infinity`` became strings, lone surrogates became
+    ``\\uXXXX`` text).
+    """
+
+    dialect: Dialect
+    variant: str = ""
+    topic: str = ""
+    raw_severity: Any = None
+    raw_timestamp: Any = None
+    timestamp_kind: TimestampKind = TimestampKind.MISSING
+    message_type: str | None = None
+    source_machine: str | None = None
+    cross_machine_copy: bool = False
+    sanitized: bool = False
+
+
+class Truncation(msgspec.Struct, frozen=True, kw_only=True):
+    """Marker on a message cut down to fit the server's ``max_payload``.
+
+    ``original_bytes``: size of the encoded message before truncation, in bytes.
+    ``kept_bytes``: size after. ``fields``: which fields were cut.
+    """
+
+    original_bytes: int
+    kept_bytes: int
+    fields: list[str]
+
+
+class ErrorEvent(msgspec.Struct, frozen=True, kw_only=True, tag="error_event", tag_field="type"):
+    """One error reported on the bus, normalised.
+
+    ``event_id``: the ``Nats-Msg-Id`` (legacy ``error_id`` when present, else a
+    hash of the raw frames plus an occurrence counter). ``occurred_at``: when the
+    sender says it happened (UTC; ``None`` when the dialect carries no time).
+    ``received_at``: when the bridge read the frame (UTC). ``machine``: the
+    machine whose bridge received it. ``details``: dict, string, list or null,
+    as sent. ``fingerprint``: stable hash of (source, error_type, masked
+    message) used by flood control.
+    """
+
+    event_id: str
+    occurred_at: datetime | None
+    received_at: datetime
+    machine: str
+    source: str
+    severity: Severity
+    error_type: str
+    message: str
+    details: Any = None
+    fingerprint: str = ""
+    legacy: LegacyOrigin | None = None
+    truncated: Truncation | None = None
+    schema_version: int = CONTRACT_VERSION
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, tag="dead_letter", tag_field="type"):
+    """A frame set the decoder could not turn into an ``ErrorEvent``.
+
+    ``frames``: the exact ZMQ frames as received (base64 in JSON), unless
+    ``truncated`` says they were cut to fit ``max_payload``; ``frame_sizes`` are
+    always the original sizes in bytes. ``detail`` says what went wrong in words.
+    """
+
+    event_id: str
+    received_at: datetime
+    machine: str
+    reason: DeadLetterReason
+    frames: list[bytes]
+    frame_sizes: list[int]
+    dialect_guess: Dialect | None = None
+    detail: str = ""
+    truncated: Truncation | None = None
+    schema_version: int = CONTRACT_VERSION
+
+
+Message = ErrorEvent | DeadLetter
+
+ContractName = Literal["error_event", "dead_letter"]

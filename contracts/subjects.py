@@ -1,0 +1,91 @@
+"""Subject scheme and header names of busbridge (DESIGN §5).
+
+Every bridged subject lives under one prefix (default ``errbus``), chosen so it
+never overlaps the legacy ``errors.>`` streams (``ERRORS``, ``ERROR_STREAM``,
+``AGENT_ERRORS``, legacy-bus.md trap 12):
+
+* ``<prefix>.error.<machine>.<severity>.<source>`` - ``ErrorEvent``
+* ``<prefix>.dlq.<machine>`` - ``DeadLetter``
+* ``<prefix>.flood.<machine>.<source>`` - flood control events
+* ``<prefix>.health.<machine>.<service>`` - health reports
+* ``<prefix>.bridge.<machine>.<event>`` - bridge heartbeats and phase changes
+
+Tokens are sanitised: anything outside ``[A-Za-z0-9_-]`` becomes ``_``, an
+empty token becomes ``_``, and tokens are cut to ``MAX_TOKEN_CHARS``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from contracts.messages import Severity
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "HEADER_CONTRACT",
+    "HEADER_CONTRACT_VERSION",
+    "HEADER_MSG_ID",
+    "HEADER_ORIGIN",
+    "LEGACY_PREFIXES",
+    "MAX_TOKEN_CHARS",
+    "Subjects",
+    "sanitise_token",
+]
+
+DEFAULT_PREFIX = "errbus"
+LEGACY_PREFIXES = ("errors",)
+MAX_TOKEN_CHARS = 64
+
+HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_CONTRACT = "Busbridge-Contract"
+HEADER_CONTRACT_VERSION = "Busbridge-Contract-Version"
+HEADER_ORIGIN = "Busbridge-Origin"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def sanitise_token(value: str) -> str:
+    """Return ``value`` as one safe subject token (never empty, never a wildcard)."""
+    token = _UNSAFE.sub("_", value[:MAX_TOKEN_CHARS])
+    return token or "_"
+
+
+class Subjects:
+    """Builds the subjects under one prefix. ``prefix`` may contain dots."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not prefix or prefix.split(".")[0] in LEGACY_PREFIXES:
+            raise ValueError(f"subject prefix {prefix!r} collides with the legacy errors.> streams")
+        self.prefix = prefix
+
+    @property
+    def all(self) -> str:
+        """Wildcard covering every busbridge subject: the stream's subject filter."""
+        return f"{self.prefix}.>"
+
+    def error(self, machine: str, severity: Severity, source: str) -> str:
+        return f"{self.prefix}.error.{sanitise_token(machine)}.{severity.value}.{sanitise_token(source)}"
+
+    def errors(self, machine: str = "*", severity: str = "*", source: str = "*") -> str:
+        """Filter subject for error events; ``*`` leaves a token open."""
+        parts = [_filter_token(machine), _filter_token(severity), _filter_token(source)]
+        return f"{self.prefix}.error." + ".".join(parts)
+
+    def dead_letter(self, machine: str) -> str:
+        return f"{self.prefix}.dlq.{sanitise_token(machine)}"
+
+    def dead_letters(self, machine: str = "*") -> str:
+        return f"{self.prefix}.dlq.{_filter_token(machine)}"
+
+    def flood(self, machine: str, source: str) -> str:
+        return f"{self.prefix}.flood.{sanitise_token(machine)}.{sanitise_token(source)}"
+
+    def health(self, machine: str, service: str) -> str:
+        return f"{self.prefix}.health.{sanitise_token(machine)}.{sanitise_token(service)}"
+
+    def bridge(self, machine: str, event: str) -> str:
+        return f"{self.prefix}.bridge.{sanitise_token(machine)}.{sanitise_token(event)}"
+
+
+def _filter_token(value: str) -> str:
+    return value if value in ("*", ">") else sanitise_token(value)

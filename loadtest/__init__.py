@@ -1,0 +1,1 @@
+"""Load, replay and benchmark tools for busbridge."""

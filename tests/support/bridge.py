@@ -1,0 +1,50 @@
+"""Run a real ``Bridge`` inside a test: started in a task group, stopped and drained after."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from bridge.app import Bridge
+from bridge.config.load import parse_config
+from bridge.config.model import BridgeConfig
+
+__all__ = ["running_bridge", "test_config"]
+
+
+def test_config(nats_url: str | None, data_dir: Path, **sections: dict) -> BridgeConfig:
+    """A config for tests: ZMQ on a free loopback port, admin on a free port, fast timeouts.
+
+    ``sections`` override whole top-level sections by key, e.g. ``publish={...}``.
+    """
+    doc: dict = {
+        "machine": "TestPC",
+        "data_dir": str(data_dir),
+        "zmq": {"bind_endpoint": "tcp://127.0.0.1:*"},
+        "nats": {"servers": [nats_url] if nats_url else [], "embedded": {"port": 0}},
+        "admin": {"port": 0, "probe_interval_secs": 0.5},
+        "publish": {"ack_timeout_secs": 2.0, "drain_timeout_secs": 10.0},
+    }
+    for key, value in sections.items():
+        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
+    return parse_config(msgspec.json.encode(doc).decode(), "<test>")
+
+
+@asynccontextmanager
+async def running_bridge(cfg: BridgeConfig) -> AsyncIterator[Bridge]:
+    """Yield a started bridge (socket bound, stream provisioned); stop it gracefully on exit."""
+    bridge = Bridge(cfg)
+    async with anyio.create_task_group() as tg:
+        await tg.start(_serve, bridge)
+        try:
+            yield bridge
+        finally:
+            bridge.request_stop()
+
+
+async def _serve(bridge: Bridge, *, task_status: anyio.abc.TaskStatus[Bridge]) -> None:
+    await bridge.serve(task_status=task_status)

@@ -1,0 +1,36 @@
+"""Fakes for unit tests: a transport that records publishes, a manual clock."""
+
+from __future__ import annotations
+
+from bridge.pipeline.acks import NotConnected
+
+__all__ = ["FakeClock", "FakeTransport"]
+
+
+class FakeClock:
+    """Monotonic seconds that move only when told."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, secs: float) -> None:
+        self.now += secs
+
+
+class FakeTransport:
+    """Records ``(subject, payload, reply, headers)``; ``connected=False`` raises NotConnected."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, str, dict[str, str]]] = []
+        self.connected = True
+
+    async def publish(self, subject: str, payload: bytes, reply: str, headers: dict[str, str]) -> None:
+        if not self.connected:
+            raise NotConnected("fake transport disconnected")
+        self.sent.append((subject, payload, reply, headers))
+
+    def token(self, index: int) -> int:
+        return int(self.sent[index][2].rsplit(".", 1)[1])

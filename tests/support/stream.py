@@ -1,0 +1,60 @@
+"""Read back what a bridge stored: every message of a stream, decoded."""
+
+from __future__ import annotations
+
+import anyio
+import nats
+
+from contracts.codec import decode
+from contracts.messages import Message
+
+__all__ = ["StoredMessage", "fetch_all", "wait_for_count"]
+
+
+class StoredMessage:
+    def __init__(self, seq: int, subject: str, headers: dict[str, str], msg: Message) -> None:
+        self.seq = seq
+        self.subject = subject
+        self.headers = headers
+        self.msg = msg
+
+
+async def wait_for_count(url: str, stream: str, count: int, timeout_secs: float = 30.0, settle_secs: float = 0.5) -> int:
+    """Wait until ``stream`` holds ``count`` messages (then ``settle_secs`` more, to catch extras)."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        with anyio.move_on_after(timeout_secs):
+            while (await js.stream_info(stream)).state.messages < count:
+                await anyio.sleep(0.05)
+        await anyio.sleep(settle_secs)
+        return (await js.stream_info(stream)).state.messages
+    finally:
+        await nc.close()
+
+
+async def fetch_all(url: str, stream: str, subject: str = ">") -> list[StoredMessage]:
+    """Every message of ``stream`` (matching ``subject``) in stream order."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        total = info.state.messages
+        if total == 0:
+            return []
+        filter_subject = subject if subject != ">" else info.config.subjects[0]
+        sub = await js.pull_subscribe(filter_subject, durable=None, stream=stream)
+        out: list[StoredMessage] = []
+        while len(out) < total:
+            try:
+                batch = await sub.fetch(min(1000, total - len(out)), timeout=2)
+            except nats.errors.TimeoutError:
+                break
+            for m in batch:
+                out.append(StoredMessage(m.metadata.sequence.stream, m.subject, dict(m.headers or {}), decode(m.data)))
+                await m.ack()
+        await sub.unsubscribe()
+        return out
+    finally:
+        await nc.close()
+

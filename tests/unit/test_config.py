@@ -1,0 +1,73 @@
+"""Config loading: strict keys, every problem with its path, cross-field rules, example file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from bridge.config.load import load_config, parse_config
+from bridge.config.model import ZmqMode
+from bridge.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "ops" / "config" / "busbridge.example.yaml"
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "t.yaml")
+    return info.value.problems
+
+
+def test_defaults_are_valid_and_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUSBRIDGE_MACHINE", "PC2")
+    cfg = load_config(None)
+    assert (cfg.machine, cfg.bridge_id, cfg.zmq.bind_endpoint) == ("PC2", "PC2", "tcp://*:7150")
+    assert cfg.zmq.mode is ZmqMode.BIND and cfg.nats.servers == []
+
+
+def test_example_file_loads_and_matches_defaults() -> None:
+    cfg = load_config(EXAMPLE)
+    assert cfg.machine == "MainPC" and cfg.stream.name == "ERRBUS"
+    assert cfg.zmq == load_config(None).zmq
+
+
+def test_every_problem_is_listed_with_its_path() -> None:
+    problems = _problems(
+        "zmq: {rcvhwm: -1, bogus: 1}\npublish: {max_in_flight: 0}\nstream: {duplicate_window_secs: x}\nnope: 1\n"
+    )
+    assert sorted(p.split(":")[0] for p in problems) == sorted(
+        ["zmq.rcvhwm", "zmq.bogus", "stream.duplicate_window_secs", "publish.max_in_flight", "nope"]
+    )
+
+
+def test_cross_field_rules() -> None:
+    problems = _problems(
+        "zmq: {mode: connect}\nstream: {subject_prefix: errors.bridge}\n"
+        "identity: {occurrence_window_secs: 10}\nlegacy: {local_timezone: Mars/Base}\n"
+        "nats: {servers: ['http://x'], user: bob}\n"
+    )
+    paths = sorted(p.split(":")[0] for p in problems)
+    assert paths == sorted([
+        "zmq.connect_endpoints", "stream.subject_prefix", "identity.occurrence_window_secs",
+        "legacy.local_timezone", "nats.servers[0]", "nats.user",
+    ])
+
+
+def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("zmq: [unclosed\n")
+    with pytest.raises(ConfigError):
+        load_config(bad)
+
+
+def test_check_config_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("zmq: {rcvhwm: -1}\nadmin: {port: 70000}\n")
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "zmq.rcvhwm" in err and "admin.port" in err
