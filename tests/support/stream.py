@@ -12,10 +12,13 @@ __all__ = ["StoredMessage", "fetch_all", "wait_for_count"]
 
 
 class StoredMessage:
-    def __init__(self, seq: int, subject: str, headers: dict[str, str], msg: Message) -> None:
+    """One stored message; ``msg`` is the decoded contract (None when fetched raw)."""
+
+    def __init__(self, seq: int, subject: str, headers: dict[str, str], data: bytes, msg: Message | None) -> None:
         self.seq = seq
         self.subject = subject
         self.headers = headers
+        self.data = data
         self.msg = msg
 
 
@@ -33,7 +36,7 @@ async def wait_for_count(url: str, stream: str, count: int, timeout_secs: float 
         await nc.close()
 
 
-async def fetch_all(url: str, stream: str, subject: str = ">") -> list[StoredMessage]:
+async def fetch_all(url: str, stream: str, subject: str = ">", *, raw: bool = False) -> list[StoredMessage]:
     """Every message of ``stream`` (matching ``subject``) in stream order."""
     nc = await nats.connect(url)
     try:
@@ -51,7 +54,8 @@ async def fetch_all(url: str, stream: str, subject: str = ">") -> list[StoredMes
             except nats.errors.TimeoutError:
                 break
             for m in batch:
-                out.append(StoredMessage(m.metadata.sequence.stream, m.subject, dict(m.headers or {}), decode(m.data)))
+                msg = None if raw else decode(m.data)
+                out.append(StoredMessage(m.metadata.sequence.stream, m.subject, dict(m.headers or {}), m.data, msg))
                 await m.ack()
         await sub.unsubscribe()
         return out
