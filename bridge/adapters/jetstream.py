@@ -125,7 +125,8 @@ class JetStreamLink:
         return opts
 
     async def _disconnected(self) -> None:
-        log.warning("NATS disconnected; reconnecting (forever)")
+        if self.nc is not None:  # None: we are closing on purpose
+            log.warning("NATS disconnected; reconnecting (forever)")
         self._on_state(False)
 
     async def _reconnected(self) -> None:

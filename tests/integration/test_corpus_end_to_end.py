@@ -5,7 +5,7 @@ exactly once in the stream."""
 from __future__ import annotations
 
 import collections
-import urllib.request
+import re
 from pathlib import Path
 
 import anyio
@@ -17,7 +17,8 @@ from contracts.messages import DeadLetter, ErrorEvent, Severity
 from contracts.subjects import HEADER_CONTRACT, HEADER_MSG_ID, HEADER_ORIGIN
 from loadtest.corpus import load_corpus
 from loadtest.replay import connect_publishers, replay
-from tests.support.bridge import running_bridge, test_config
+from tests.support.bridge import running_bridge, make_config
+from tests.support.http import http_get
 from tests.support.stream import fetch_all, wait_for_count
 
 pytestmark = pytest.mark.integration
@@ -29,8 +30,6 @@ SYNTHETIC = [r for r in CORPUS if r.origin == "synthetic"]
 
 def _expected_event_count() -> int:
     """Legacy rows minus the PC2/CROSS_MACHINE copies that share an error_id."""
-    import re
-
     ids = collections.Counter(
         m.group(1) for r in LEGACY for f in r.frames for m in re.finditer(rb'"error_id": "([^"]+)"', f)
     )
@@ -54,13 +53,13 @@ async def _replay_corpus(endpoint: str) -> None:
 
 @pytest.fixture
 async def stored(nats_server: NatsServerProcess, tmp_path: Path):
-    cfg = test_config(nats_server.url, tmp_path)
+    cfg = make_config(nats_server.url, tmp_path)
     async with running_bridge(cfg) as bridge:
         await _replay_corpus(bridge.zmq_endpoints[0])
         expected = _expected_event_count() + len(SYNTHETIC)
         assert await wait_for_count(nats_server.url, cfg.stream.name, expected) == expected
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{bridge.admin_port}/metrics").read().decode()
-        ready = urllib.request.urlopen(f"http://127.0.0.1:{bridge.admin_port}/readyz").status
+        _, metrics = await http_get(f"http://127.0.0.1:{bridge.admin_port}/metrics")
+        ready, _ = await http_get(f"http://127.0.0.1:{bridge.admin_port}/readyz")
     yield await fetch_all(nats_server.url, cfg.stream.name), metrics, ready
 
 
@@ -124,5 +123,7 @@ async def test_subjects_follow_the_scheme(stored) -> None:
 
 async def test_identical_frames_without_id_are_kept(stored) -> None:
     messages, _, _ = stored
-    counters = collections.Counter(m.msg.event_id.rsplit("-", 1)[0] for m in messages if len(m.msg.event_id) > 36)
-    assert sorted(n for n in counters.values() if n > 1) == [2, 2, 2]
+    hashed = [m.msg.event_id for m in messages if re.fullmatch(r"[0-9a-f]{32}-\d+", m.msg.event_id)]
+    counters = collections.Counter(i.rsplit("-", 1)[0] for i in hashed)
+    repeats = {k: sorted(int(i.rsplit("-", 1)[1]) for i in hashed if i.startswith(k)) for k, n in counters.items() if n > 1}
+    assert sorted(repeats.values()) == [[1, 2], [1, 2], [1, 2]]

@@ -13,10 +13,10 @@ from bridge.app import Bridge
 from bridge.config.load import parse_config
 from bridge.config.model import BridgeConfig
 
-__all__ = ["running_bridge", "test_config"]
+__all__ = ["running_bridge", "make_config"]
 
 
-def test_config(nats_url: str | None, data_dir: Path, **sections: dict) -> BridgeConfig:
+def make_config(nats_url: str | None, data_dir: Path, **sections: dict) -> BridgeConfig:
     """A config for tests: ZMQ on a free loopback port, admin on a free port, fast timeouts.
 
     ``sections`` override whole top-level sections by key, e.g. ``publish={...}``.
