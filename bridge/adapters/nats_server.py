@@ -118,6 +118,7 @@ class NatsServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
+            start_new_session=True,  # a Ctrl-C to the bridge's group must not kill it before the drain
         )
         self._reader = threading.Thread(target=self._read_log, name="nats-server-log", daemon=True)
         self._reader.start()
