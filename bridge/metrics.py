@@ -64,7 +64,7 @@ class Metrics:
         self.nats_connected = Gauge("busbridge_nats_connected", "1 while connected to NATS", registry=r)
         self.nats_reconnects = Counter("busbridge_nats_reconnects_total", "Reconnections to NATS", registry=r)
         self.zmq_publishers = Gauge(
-            "busbridge_zmq_publishers_connected", "Legacy publishers with a completed ZMQ handshake", registry=r
+            "busbridge_zmq_publishers_connected", "Open ZMQ connections from legacy publishers (socket monitor)", registry=r
         )
         self.zmq_connection_events = Counter(
             "busbridge_zmq_connection_events_total", "ZMQ socket monitor events", ["event"], registry=r

@@ -13,8 +13,11 @@ yields to the event loop, and when the socket is empty it waits on the ZMQ
 file descriptor (edge-triggered: ``EVENTS`` is checked before every wait). It
 never awaits anything else, so it never waits on NATS.
 
-A socket monitor counts publishers with a completed ZMTP handshake (a PUB of
-the wrong kind connects and disconnects without ever completing one).
+A socket monitor counts open publisher connections (``ACCEPTED``/``CONNECTED``
+add the connection's fd, ``DISCONNECTED``/``CLOSED`` remove it); handshake
+successes and failures are reported as events (libzmq gives no fd with them).
+A peer of the wrong kind (a PUB connecting to a PUB) fails its handshake and is
+disconnected at once, so it does not stay counted.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ _MONITOR_EVENTS = {
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed",
     zmq.EVENT_DISCONNECTED: "disconnected",
+    zmq.EVENT_CLOSED: "closed",
 }
+_OPENED = {"accepted", "connected"}
+_GONE = {"disconnected", "closed"}
 
 FramesHandler = Callable[[list[bytes]], None]
 EventHandler = Callable[[str, int], None]
@@ -59,12 +65,12 @@ class IngestSocket:
         self._ctx = zmq.Context()
         self._sock: zmq.Socket[bytes] | None = None
         self._monitor: zmq.Socket[bytes] | None = None
-        self._handshaken: set[int] = set()
+        self._open_fds: set[int] = set()
         self.endpoints: list[str] = []
 
     @property
     def publishers_connected(self) -> int:
-        return len(self._handshaken)
+        return len(self._open_fds)
 
     def open(self) -> list[str]:
         """Create, configure and bind/connect the socket; return its endpoints.
@@ -124,11 +130,11 @@ class IngestSocket:
         if name is None:
             return
         fd = int(event["value"])
-        if name == "handshake_succeeded":
-            self._handshaken.add(fd)
-        elif name == "disconnected":
-            self._handshaken.discard(fd)
-        self._on_event(name, len(self._handshaken))
+        if name in _OPENED:
+            self._open_fds.add(fd)
+        elif name in _GONE:
+            self._open_fds.discard(fd)
+        self._on_event(name, len(self._open_fds))
 
     def close(self) -> None:
         """Close the sockets (linger 0) and release the port. Idempotent."""
@@ -139,7 +145,7 @@ class IngestSocket:
         mon, self._monitor = self._monitor, None
         if mon is not None:
             mon.close(linger=0)
-        self._handshaken.clear()
+        self._open_fds.clear()
         if not self._ctx.closed:
             self._ctx.term()
 
