@@ -1,55 +1,68 @@
-"""Reader of the captured legacy corpus (``shared/corpus/legacy_frames.sample.jsonl``).
+"""Loader of the captured legacy frame corpus (legacy-bus.md §7).
 
-Each line: ``{i, dialect, variant, case, origin: legacy|synthetic, frames_b64, ...}``
-(legacy-bus.md §7). ``load_corpus`` returns ``CorpusRow`` values with the
-frames decoded to bytes. The default path is ``../shared/corpus/...`` beside
-the repository, or env ``BUSBRIDGE_CORPUS``.
+``load_corpus(path=None) -> list[CorpusRow]``: one row per JSONL line, with
+``frames_b64`` decoded to ``bytes``. The default file is
+``<repo>/../shared/corpus/legacy_frames.sample.jsonl`` (``shared/`` beside the
+repository); the environment variable ``BUSBRIDGE_CORPUS`` overrides it. Raises ``FileNotFoundError``
+when the file is missing (``corpus_path()`` lets tests check first).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import msgspec
+__all__ = ["CORPUS_ENV", "CorpusRow", "corpus_path", "default_corpus_path", "load_corpus"]
 
-__all__ = ["CorpusRow", "default_corpus_path", "load_corpus"]
+CORPUS_ENV = "BUSBRIDGE_CORPUS"
+_REPO = Path(__file__).resolve().parents[1]
+_DEFAULT = _REPO.parent / "shared" / "corpus" / "legacy_frames.sample.jsonl"
 
 
-class CorpusRow(msgspec.Struct, frozen=True):
+@dataclass(frozen=True)
+class CorpusRow:
+    """One captured message; ``row["key"]`` reads any original JSON field."""
+
     i: int
     dialect: str
     variant: str
     case: str
-    origin: str
+    origin: str  # "legacy" | "synthetic"
     frames: list[bytes]
+    raw: dict[str, Any] = field(repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.raw[key]
+
+    @property
+    def is_legacy(self) -> bool:
+        return self.origin == "legacy"
 
 
-class _Line(msgspec.Struct):
-    i: int
-    dialect: str
-    variant: str
-    case: str
-    origin: str
-    frames_b64: list[str]
+def corpus_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The corpus file to read: ``path``, else ``$BUSBRIDGE_CORPUS``, else the default."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get(CORPUS_ENV) or _DEFAULT)
 
 
 def default_corpus_path() -> Path:
-    env = os.environ.get("BUSBRIDGE_CORPUS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "corpus" / "legacy_frames.sample.jsonl"
+    """The corpus file used when none is named (env ``BUSBRIDGE_CORPUS`` or the default)."""
+    return corpus_path(None)
 
 
 def load_corpus(path: str | os.PathLike[str] | None = None) -> list[CorpusRow]:
-    """Read every row. Raises ``OSError`` or ``msgspec.DecodeError`` on a bad file."""
-    decoder = msgspec.json.Decoder(_Line)
-    rows = []
-    with open(path or default_corpus_path(), "rb") as fh:
-        for line in fh:
-            if line.strip():
-                r = decoder.decode(line)
-                frames = [base64.b64decode(f) for f in r.frames_b64]
-                rows.append(CorpusRow(r.i, r.dialect, r.variant, r.case, r.origin, frames))
-    return rows
+    """Every row of the corpus file, in file order."""
+    with corpus_path(path).open(encoding="utf-8") as lines:
+        return [_row(json.loads(line)) for line in lines if line.strip()]
+
+
+def _row(raw: dict[str, Any]) -> CorpusRow:
+    return CorpusRow(
+        i=raw["i"], dialect=raw["dialect"], variant=raw["variant"], case=raw["case"], origin=raw["origin"],
+        frames=[base64.b64decode(frame) for frame in raw["frames_b64"]], raw=raw,
+    )  # fmt: skip

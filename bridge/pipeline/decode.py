@@ -1,0 +1,129 @@
+"""Decode stage: one legacy ZMQ frame set -> ``ErrorEvent`` or ``DeadLetter``.
+
+Contract of ``LegacyDecoder.decode(frames, received_at)``:
+
+* ``frames``: the frames of one ``recv_multipart`` (``bytes`` or any
+  bytes-like object; copied to ``bytes`` only when not already ``bytes``).
+  ``received_at``: tz-aware UTC wall-clock time of the read, stored as is.
+* Returns a decision and never raises: an ``ErrorEvent`` (classification and
+  field mapping in ``bridge.legacy.dialects``; ``fingerprint`` from
+  ``bridge.pipeline.fingerprint``) or a ``DeadLetter`` carrying the exact
+  input frames, their sizes, the reason, the dialect the prefix suggested and
+  a detail in words. Any unexpected exception becomes a ``DeadLetter`` with
+  reason ``invalid_json`` and ``detail`` naming the exception.
+* ``identity(frames, legacy_error_id)`` is called exactly once per call, for
+  events and dead letters alike, with the ``bytes`` frames; ``legacy_error_id``
+  is D1/D2's ``error_data.error_id`` when it is a non-empty string, else None
+  (always None for a dead letter). Its result is ``event_id``. If ``identity``
+  itself raises, the id falls back to ``fallback-<blake2b of frames and
+  received_at>`` so the message is still not lost.
+* No logging, no counting, no clock: the runner acts on the result.
+* Every result encodes with ``contracts.codec.encode`` (strings are valid
+  Unicode, floats finite; see ``bridge.legacy.lenient_json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, tzinfo
+from hashlib import blake2b
+from typing import Any
+
+from bridge.legacy.dialects import Decoded, Rejected, read_frames
+from bridge.pipeline.fingerprint import fingerprint
+from contracts.messages import DeadLetter, DeadLetterReason, ErrorEvent
+
+__all__ = ["IdentityFn", "LegacyDecoder"]
+
+IdentityFn = Callable[[Sequence[bytes], str | None], str]
+
+_MAX_DETAIL_CHARS = 500
+
+
+class LegacyDecoder:
+    """Turns legacy frame sets into contracts for one machine; see the module docstring."""
+
+    __slots__ = ("_identity", "_local_tz", "_machine")
+
+    def __init__(self, *, machine: str, identity: IdentityFn, local_tz: tzinfo = UTC) -> None:
+        self._machine = machine
+        self._identity = identity
+        self._local_tz = local_tz
+
+    def decode(self, frames: Sequence[bytes], received_at: datetime) -> ErrorEvent | DeadLetter:
+        """Decode one frame set. Never raises."""
+        try:
+            raw = [frame if frame.__class__ is bytes else bytes(memoryview(frame)) for frame in frames]
+        except Exception as exc:  # not a sequence of bytes-like objects
+            return self._dead_letter(_salvage(frames), received_at, _crash(exc, "frames are not bytes"))
+        try:
+            outcome = read_frames(raw, self._local_tz)
+        except Exception as exc:
+            outcome = _crash(exc, "decoder error")
+        if outcome.__class__ is Decoded:
+            return self._event(raw, received_at, outcome)  # type: ignore[arg-type]
+        return self._dead_letter(raw, received_at, outcome)  # type: ignore[arg-type]
+
+    def _event(self, raw: list[bytes], received_at: datetime, decoded: Decoded) -> ErrorEvent | DeadLetter:
+        event_id = self._event_id(raw, decoded.error_id, received_at)
+        try:
+            return ErrorEvent(
+                event_id=event_id, occurred_at=decoded.occurred_at, received_at=received_at,
+                machine=self._machine, source=decoded.source, severity=decoded.severity,
+                error_type=decoded.error_type, message=decoded.message, details=decoded.details,
+                fingerprint=fingerprint(decoded.source, decoded.error_type, decoded.message),
+                legacy=decoded.legacy,
+            )  # fmt: skip
+        except Exception as exc:
+            rejected = _crash(exc, "event construction failed")
+            return self._letter(event_id, raw, received_at, rejected)
+
+    def _dead_letter(self, raw: list[bytes], received_at: datetime, rejected: Rejected) -> DeadLetter:
+        return self._letter(self._event_id(raw, None, received_at), raw, received_at, rejected)
+
+    def _letter(self, event_id: str, raw: list[bytes], received_at: datetime, rejected: Rejected) -> DeadLetter:
+        return DeadLetter(
+            event_id=event_id, received_at=received_at, machine=self._machine, reason=rejected.reason,
+            frames=raw, frame_sizes=[len(frame) for frame in raw], dialect_guess=rejected.dialect_guess,
+            detail=rejected.detail,
+        )  # fmt: skip
+
+    def _event_id(self, raw: list[bytes], error_id: str | None, received_at: datetime) -> str:
+        try:
+            event_id = self._identity(raw, error_id)
+            return event_id if event_id.__class__ is str else str(event_id)
+        except Exception:
+            return _fallback_id(raw, received_at)
+
+
+def _crash(exc: BaseException, context: str) -> Rejected:
+    """A dead-letter decision for an unexpected exception, naming it."""
+    try:
+        text = f"{context}: {type(exc).__name__}: {exc}"
+    except Exception:
+        text = f"{context}: {type(exc).__name__}"
+    return Rejected(DeadLetterReason.INVALID_JSON, None, text[:_MAX_DETAIL_CHARS])
+
+
+def _salvage(frames: Any) -> list[bytes]:
+    """Best-effort bytes of frames that are not all bytes-like (unreadable ones become b"")."""
+    try:
+        return [_frame_bytes(frame) for frame in frames]
+    except Exception:
+        return []
+
+
+def _frame_bytes(frame: Any) -> bytes:
+    try:
+        return bytes(memoryview(frame))
+    except Exception:
+        return b""
+
+
+def _fallback_id(raw: list[bytes], received_at: datetime) -> str:
+    digest = blake2b(digest_size=16)
+    for frame in raw:
+        digest.update(len(frame).to_bytes(8, "little"))
+        digest.update(frame)
+    digest.update(repr(received_at).encode("utf-8", "replace"))
+    return f"fallback-{digest.hexdigest()}"
