@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
-from hashlib import blake2b
 from typing import Any
 
 from bridge.legacy.dialects import Decoded, Rejected, read_frames
 from bridge.pipeline.fingerprint import fingerprint
+from bridge.pipeline.identity import frames_digest
 from contracts.messages import DeadLetter, DeadLetterReason, ErrorEvent
 
 __all__ = ["IdentityFn", "LegacyDecoder"]
@@ -121,9 +121,4 @@ def _frame_bytes(frame: Any) -> bytes:
 
 
 def _fallback_id(raw: list[bytes], received_at: datetime) -> str:
-    digest = blake2b(digest_size=16)
-    for frame in raw:
-        digest.update(len(frame).to_bytes(8, "little"))
-        digest.update(frame)
-    digest.update(repr(received_at).encode("utf-8", "replace"))
-    return f"fallback-{digest.hexdigest()}"
+    return f"fallback-{frames_digest([*raw, repr(received_at).encode('utf-8', 'replace')])}"
