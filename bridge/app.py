@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ class Bridge:
     def _start_ingest(self, stack: AsyncExitStack) -> None:
         assert self.link is not None and self.publisher is not None
         identity = EventIdentity(
-            self.cfg.identity.occurrence_window_secs, self.cfg.identity.max_tracked, anyio.current_time
+            self.cfg.identity.occurrence_window_secs, self.cfg.identity.max_tracked, time.monotonic
         )
         decoder = LegacyDecoder(
             machine=self.cfg.machine or "", identity=identity, local_tz=ZoneInfo(self.cfg.legacy.local_timezone)
@@ -184,9 +185,9 @@ class Bridge:
         interval = self.cfg.admin.probe_interval_secs
         while True:
             last_ack = self.publisher.last_ack_at
-            if last_ack is None or anyio.current_time() - last_ack > interval:
+            if last_ack is None or time.monotonic() - last_ack > interval:
                 if await self.link.probe():
-                    self._last_probe_ok = anyio.current_time()
+                    self._last_probe_ok = time.monotonic()
             await anyio.sleep(interval)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -195,7 +196,7 @@ class Bridge:
         if self.link is None or not self.link.connected:
             reasons.append("nats_disconnected")
         fresh = max(self._last_probe_ok or -math.inf, (self.publisher and self.publisher.last_ack_at) or -math.inf)
-        if anyio.current_time() - fresh > self.cfg.admin.ready_max_age_secs:
+        if time.monotonic() - fresh > self.cfg.admin.ready_max_age_secs:
             reasons.append("no_recent_puback_or_probe")
         if self.ingest is None or not self.zmq_endpoints:
             reasons.append("ingest_closed")
