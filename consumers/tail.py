@@ -54,7 +54,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
@@ -65,6 +64,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 
+from bridge.config.secrets import nats_auth_options
 from contracts import DeadLetter, ErrorEvent, Message, Severity, Subjects, decode
 from contracts.severity import LEGACY_SEVERITY
 
@@ -332,31 +332,7 @@ def _connect_options(c: NatsConfig, nc: Client, last_error: list[Exception | Non
 
     options = dict(name=c.name or "busbridge-tail", connect_timeout=c.connect_timeout_secs, max_reconnect_attempts=1)
     options.update(reconnect_time_wait=0.2, error_cb=remember, disconnected_cb=disconnected, reconnected_cb=reconnected)
-    return options | _auth_options(c)
-
-
-def _auth_options(c: NatsConfig) -> dict[str, Any]:
-    """Same secrets as the bridge (``nats.creds_file``/``user``/``token_*``), files and env only."""
-    opts: dict[str, Any] = {}
-    if c.creds_file:
-        opts["user_credentials"] = c.creds_file
-    if c.user:
-        opts.update(user=c.user, password=_secret(c.password_file, c.password_env, "nats.password"))
-    if c.token_file or c.token_env:
-        opts["token"] = _secret(c.token_file, c.token_env, "nats.token")
-    return opts
-
-
-def _secret(file: str | None, env: str | None, what: str) -> str:
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise _TailError(f"{what}: cannot read {file}: {exc.strerror}") from exc
-    value = os.environ.get(env or "")
-    if not value:
-        raise _TailError(f"{what}: environment variable {env} is not set")
-    return value
+    return options | nats_auth_options(c)
 
 
 async def _stream_state(js: JetStreamContext, name: str) -> StreamState:

@@ -14,9 +14,7 @@ for the subject, or JetStream not ready, e.g. during a leader election).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -28,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 
 from bridge.config.model import NatsConfig, StorageKind
+from bridge.config.secrets import nats_auth_options
 from bridge.config.model import StreamConfig as StreamSettings
 from bridge.errors import BridgeError, ProvisioningError
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected
@@ -121,7 +120,7 @@ class JetStreamLink:
             error_cb=self._error,
             closed_cb=self._closed,
         )
-        opts.update(_credentials(c))
+        opts.update(nats_auth_options(c))
         return opts
 
     async def _disconnected(self) -> None:
@@ -222,27 +221,3 @@ class JetStreamLink:
                 pass
             await nc.close()
 
-
-def _credentials(c: NatsConfig) -> dict[str, Any]:
-    """Connect options for the configured secrets; files and env only (DESIGN §8)."""
-    opts: dict[str, Any] = {}
-    if c.creds_file:
-        opts["user_credentials"] = c.creds_file
-    if c.user:
-        opts["user"] = c.user
-        opts["password"] = _secret(c.password_file, c.password_env, "nats.password")
-    if c.token_file or c.token_env:
-        opts["token"] = _secret(c.token_file, c.token_env, "nats.token")
-    return opts
-
-
-def _secret(file: str | None, env: str | None, what: str) -> str:
-    if file:
-        try:
-            return Path(file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise BridgeError(f"{what}: cannot read {file}: {exc.strerror}") from exc
-    value = os.environ.get(env or "")
-    if not value:
-        raise BridgeError(f"{what}: environment variable {env} is not set")
-    return value
