@@ -5,8 +5,10 @@
   event loop serves requests.
 * ``/readyz``: 200 ``{"status": "ready", ...}`` only when the readiness check
   passes (NATS connected, a PubAck or JetStream probe within
-  ``ready_max_age_secs``, ingest socket open); otherwise 503 with
-  ``"status": "not_ready"`` and the failing ``reasons``.
+  ``ready_max_age_secs``, no backlog waiting in the spool, ingest socket
+  open); otherwise 503 with the failing ``reasons`` and ``"status"``
+  ``"degraded"`` (NATS or backlog only: the spool is buffering, nothing is
+  lost) or ``"not_ready"``.
 * ``/metrics``: Prometheus text format of the bridge's registry.
 """
 
@@ -68,5 +70,6 @@ class AdminServer:
     async def _get_ready(self, request: web.Request) -> web.Response:
         ready, details = self._readiness()
         self._metrics.ready.set(1 if ready else 0)
-        body = {"status": "ready" if ready else "not_ready", **details}
+        status = "ready" if ready else ("degraded" if details.get("degraded") else "not_ready")
+        body = {"status": status, **details}
         return web.json_response(body, status=200 if ready else 503)

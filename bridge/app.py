@@ -1,15 +1,18 @@
 """Composition root: builds every part of one bridge and runs them in one task group.
 
 Start order: embedded nats-server (when no server is configured) -> NATS
-connection -> stream provisioning -> ack subscription -> ZMQ ingest socket ->
+connection -> stream provisioning -> ack subscription -> durable spool (its
+unacknowledged rows are replayed before live traffic) -> ZMQ ingest socket ->
 admin HTTP -> tasks. ``serve`` reports the started ``Bridge`` through
 ``task_status.started`` (the readiness handshake), so a caller knows the
 socket is bound and the stream exists.
 
 Stop order (``request_stop``, SIGTERM/SIGINT in the CLI): stop reading ZMQ and
-release the port, drain pending and in-flight publishes within
-``publish.drain_timeout_secs`` (what is left is counted as dropped, reason
-``shutdown``), close NATS, stop the admin server, stop the embedded server.
+release the port, write what is staged to the spool, drain pending and
+in-flight publishes within ``publish.drain_timeout_secs`` (with the spool, what
+is left stays on disk for the next start; without it, it is counted as
+dropped, reason ``shutdown``), close NATS, stop the admin server, stop the
+embedded server.
 A failure in any task cancels the others and surfaces once from ``serve``.
 """
 
@@ -32,11 +35,14 @@ from bridge.adapters.zmq import IngestSocket
 from bridge.admin import AdminServer
 from bridge.config.model import BridgeConfig
 from bridge.metrics import Metrics
+from bridge.pipeline.buffering import SpooledQueue
 from bridge.pipeline.decode import LegacyDecoder
 from bridge.pipeline.identity import EventIdentity
 from bridge.pipeline.outbound import OutboundBuilder
 from bridge.pipeline.publish import PipelinedPublisher
 from bridge.pipeline.runner import IngestRunner
+from bridge.pipeline.spool import Spool
+from bridge.pipeline.summaries import eviction_summary
 from contracts.subjects import Subjects
 
 __all__ = ["Bridge"]
@@ -59,6 +65,7 @@ class Bridge:
         self.link: JetStreamLink | None = None
         self.publisher: PipelinedPublisher | None = None
         self.ingest: IngestSocket | None = None
+        self.queue: SpooledQueue | None = None
         self.runner: IngestRunner | None = None
         self.admin: AdminServer | None = None
         self.nats_url = ""
@@ -77,14 +84,20 @@ class Bridge:
         async with AsyncExitStack() as stack:
             await self._start_nats(stack)
             await self._start_publisher()
-            self._start_ingest(stack)
+            builder = self._builder()
+            await self._start_spool(builder)
+            self._start_ingest(stack, builder)
             await self._start_admin(stack)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.publisher.run)  # type: ignore[union-attr]
                 tg.start_soon(self._probe_loop)
+                if self.queue is not None:
+                    tg.start_soon(self.queue.run)
                 await self._read_until_stopped(task_status)
                 await self._drain()
                 tg.cancel_scope.cancel()
+            if self.queue is not None:
+                await self.queue.flush_acks()
 
     async def _start_nats(self, stack: AsyncExitStack) -> None:
         servers = list(self.cfg.nats.servers)
@@ -131,16 +144,45 @@ class Bridge:
         )
         await self.link.subscribe_acks(ack_prefix, self.publisher.on_ack)
 
-    def _start_ingest(self, stack: AsyncExitStack) -> None:
-        assert self.link is not None and self.publisher is not None
+    def _builder(self) -> OutboundBuilder:
+        assert self.link is not None
+        return OutboundBuilder(self.subjects, self.cfg.bridge_id or "", self.link.max_payload)
+
+    async def _start_spool(self, builder: OutboundBuilder) -> None:
+        sc = self.cfg.spool
+        if not sc.enabled:
+            return
+        assert self.publisher is not None
+        path = Path(sc.path) if sc.path else Path(self.cfg.data_dir) / "spool.db"
+        spool = await anyio.to_thread.run_sync(Spool, path, sc.synchronous.value)
+        self.queue = SpooledQueue(
+            spool,
+            self.publisher,
+            self.metrics,
+            staging_max=sc.staging_max,
+            batch_max=sc.batch_max,
+            max_bytes=sc.max_bytes,
+            max_age_secs=sc.max_age_secs,
+            max_replay_rate=sc.max_replay_rate_per_sec,
+            duplicate_window_secs=self.stream_config.get("duplicate_window", 0) / 1e9 or None,
+            summary_factory=lambda tally: builder.build(eviction_summary(tally, self.cfg)),
+            summary_interval_secs=sc.eviction_summary_interval_secs,
+        )
+        self.publisher.on_done = self.queue.on_done
+        log.info("spool %s: %d messages waiting (%d B)", path, self.queue.rows, self.queue.bytes)
+
+    def _start_ingest(self, stack: AsyncExitStack, builder: OutboundBuilder) -> None:
+        assert self.publisher is not None
         identity = EventIdentity(
             self.cfg.identity.occurrence_window_secs, self.cfg.identity.max_tracked, time.monotonic
         )
         decoder = LegacyDecoder(
             machine=self.cfg.machine or "", identity=identity, local_tz=ZoneInfo(self.cfg.legacy.local_timezone)
         )
-        builder = OutboundBuilder(self.subjects, self.cfg.bridge_id or "", self.link.max_payload)
-        self.runner = IngestRunner(decoder, builder, self.publisher, self.metrics)
+        if self.queue is not None:
+            self.runner = IngestRunner(decoder, builder, self.queue, self.metrics, drop_reason="spool_staging_full")
+        else:
+            self.runner = IngestRunner(decoder, builder, self.publisher, self.metrics)
         self.ingest = IngestSocket(self.cfg.zmq, on_event=self._zmq_event)
         self.zmq_endpoints = self.ingest.open()
         stack.callback(self.ingest.close)
@@ -172,12 +214,25 @@ class Bridge:
 
     async def _drain(self) -> None:
         assert self.publisher is not None
-        backlog = self.publisher.backlog
-        left = await self.publisher.drain(self.cfg.publish.drain_timeout_secs)
-        if left:
-            log.error("shutdown: %d of %d unacknowledged messages abandoned after the drain timeout", left, backlog)
-        else:
+        if self.queue is not None:
+            await self.queue.flush_staging()
+        backlog = self._backlog()
+        with anyio.move_on_after(self.cfg.publish.drain_timeout_secs):
+            while self._backlog():
+                await anyio.sleep(0.01)
+        left = self._backlog()
+        self.publisher.abandon_all()
+        if not left:
             log.info("shutdown: drained %d messages", backlog)
+        elif self.queue is not None:
+            log.warning("shutdown: %d of %d messages not yet acknowledged stay in the spool for the next start", left, backlog)
+        else:
+            self.metrics.dropped.labels("shutdown").inc(left)
+            log.error("shutdown: %d of %d unacknowledged messages abandoned (no spool)", left, backlog)
+
+    def _backlog(self) -> int:
+        assert self.publisher is not None
+        return self.queue.backlog if self.queue is not None else self.publisher.backlog
 
     async def _probe_loop(self) -> None:
         """Keep readiness fresh on an idle bus: probe JetStream when no PubAck came recently."""
@@ -191,18 +246,27 @@ class Bridge:
             await anyio.sleep(interval)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """``(ready, details)`` for ``/readyz``; see ``bridge.admin``."""
+        """``(ready, details)`` for ``/readyz``; see ``bridge.admin``.
+
+        Not ready (``degraded`` when only buffering to the spool is going on):
+        NATS down, no recent PubAck or probe, a backlog waiting on disk, or the
+        ingest socket closed.
+        """
         reasons = []
         if self.link is None or not self.link.connected:
             reasons.append("nats_disconnected")
+        if self.queue is not None and self.queue.draining:
+            reasons.append("spool_backlog")
         fresh = max(self._last_probe_ok or -math.inf, (self.publisher and self.publisher.last_ack_at) or -math.inf)
         if time.monotonic() - fresh > self.cfg.admin.ready_max_age_secs:
             reasons.append("no_recent_puback_or_probe")
         if self.ingest is None or not self.zmq_endpoints:
             reasons.append("ingest_closed")
+        degraded = bool(reasons) and set(reasons) <= {"nats_disconnected", "spool_backlog", "no_recent_puback_or_probe"}
         details = {
             "reasons": reasons,
-            "backlog": self.publisher.backlog if self.publisher else 0,
+            "degraded": degraded and self.queue is not None,
+            "backlog": self._backlog() if self.publisher else 0,
             "zmq_publishers_connected": self.ingest.publishers_connected if self.ingest else 0,
         }
         return not reasons, details

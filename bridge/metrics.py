@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from contracts.messages import DeadLetterReason, Dialect
+from contracts.messages import DeadLetterReason, Dialect, Severity
 
 __all__ = ["Metrics"]
 
@@ -69,6 +69,29 @@ class Metrics:
         self.zmq_connection_events = Counter(
             "busbridge_zmq_connection_events_total", "ZMQ socket monitor events", ["event"], registry=r
         )
+        self.spool_rows = Gauge("busbridge_spool_messages", "Messages in the spool (not yet acknowledged)", registry=r)
+        self.spool_bytes = Gauge("busbridge_spool_bytes", "Bytes accounted in the spool", registry=r)
+        self.spool_oldest_age = Gauge(
+            "busbridge_spool_oldest_age_seconds", "Age of the oldest message in the spool", registry=r
+        )
+        self.spool_appends = Counter("busbridge_spool_appends_total", "Messages written to the spool", registry=r)
+        self.spool_acks = Counter(
+            "busbridge_spool_acks_total", "Messages deleted from the spool after their PubAck", registry=r
+        )
+        self.spool_replayed = Counter(
+            "busbridge_spool_replayed_total", "Messages read back from the spool (backlog replay)", registry=r
+        )
+        self.spool_evictions = Counter(
+            "busbridge_spool_evictions_total", "Messages evicted from a full spool", ["reason", "severity"], registry=r
+        )
+        self.spool_duplicate_risk = Counter(
+            "busbridge_spool_duplicate_risk_total",
+            "Replayed messages older than the stream duplicate window (may be stored twice)",
+            registry=r,
+        )
+        self.spool_recovered = Counter(
+            "busbridge_spool_recovered_total", "Unreadable spool files moved aside at start", registry=r
+        )
         self.ready = Gauge("busbridge_ready", "1 when /readyz answers ready", registry=r)
         self._init_label_sets()
 
@@ -84,5 +107,8 @@ class Metrics:
         self.duplicates.labels("jetstream")
         for reason in ("timeout", "no_responders", "jetstream_error", "not_connected"):
             self.publish_failures.labels(reason)
-        for reason in ("pending_full", "shutdown", "rejected"):
+        for reason in ("pending_full", "spool_staging_full", "shutdown", "rejected"):
             self.dropped.labels(reason)
+        for reason in ("max_bytes", "max_age"):
+            for severity in Severity:
+                self.spool_evictions.labels(reason, severity.value)

@@ -10,6 +10,7 @@ from contracts.messages import (
     LegacyOrigin,
     Message,
     Severity,
+    SpoolEvicted,
     TimestampKind,
     Truncation,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "LegacyOrigin",
     "Message",
     "Severity",
+    "SpoolEvicted",
     "Subjects",
     "TimestampKind",
     "Truncation",

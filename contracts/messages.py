@@ -34,6 +34,7 @@ __all__ = [
     "LegacyOrigin",
     "Message",
     "Severity",
+    "SpoolEvicted",
     "TimestampKind",
     "Truncation",
 ]
@@ -179,6 +180,25 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, tag="dead_letter", t
     schema_version: int = CONTRACT_VERSION
 
 
-Message = ErrorEvent | DeadLetter
+class SpoolEvicted(msgspec.Struct, frozen=True, kw_only=True, tag="spool_evicted", tag_field="type"):
+    """A bridge's spool was full or too old and it evicted messages (DESIGN §2).
 
-ContractName = Literal["error_event", "dead_letter"]
+    ``by_severity``: evicted count per severity value; ``by_reason``: per reason
+    (``max_bytes``, ``max_age``); ``evicted_bytes`` in bytes; the time range is UTC.
+    Published on ``<prefix>.bridge.<machine>.spool_evicted`` once NATS is reachable.
+    """
+
+    event_id: str
+    bridge_id: str
+    machine: str
+    first_evicted_at: datetime
+    last_evicted_at: datetime
+    by_severity: dict[str, int]
+    by_reason: dict[str, int]
+    evicted_bytes: int
+    schema_version: int = CONTRACT_VERSION
+
+
+Message = ErrorEvent | DeadLetter | SpoolEvicted
+
+ContractName = Literal["error_event", "dead_letter", "spool_evicted"]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import msgspec
 
-from contracts.messages import DeadLetter, ErrorEvent
+from contracts.messages import DeadLetter, ErrorEvent, SpoolEvicted
 
 __all__ = ["CONTRACTS", "SCHEMA_DIR", "render_schemas", "write_schemas"]
 
-CONTRACTS = (ErrorEvent, DeadLetter)
+CONTRACTS = (ErrorEvent, DeadLetter, SpoolEvicted)
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 

@@ -23,6 +23,8 @@ __all__ = [
     "LegacyConfig",
     "NatsConfig",
     "PublishConfig",
+    "SpoolConfig",
+    "SpoolSync",
     "StorageKind",
     "StreamConfig",
     "ZmqConfig",
@@ -127,12 +129,39 @@ class PublishConfig(_Strict):
     max_in_flight: PositiveInt = 1024
     #: a PubAck not received within this is a failure and the message is retried.
     ack_timeout_secs: PositiveSecs = 5.0
-    #: decoded messages waiting for a publish slot (memory); beyond it they are dropped and counted.
-    max_pending: PositiveInt = 200_000
+    #: messages queued in memory for a publish slot. With the spool on, more wait on disk;
+    #: with it off, messages beyond this are dropped and counted.
+    max_pending: PositiveInt = 20_000
     retry_initial_secs: PositiveSecs = 0.05
     retry_max_secs: PositiveSecs = 5.0
     #: on shutdown, how long to wait for pending and in-flight messages to be acked.
     drain_timeout_secs: PositiveSecs = 10.0
+
+
+class SpoolSync(str, enum.Enum):
+    NORMAL = "NORMAL"  # survives a process kill (kill -9); the default
+    FULL = "FULL"  # also survives power loss; slower (fsync per commit)
+
+
+class SpoolConfig(_Strict):
+    """Durable spool (SQLite WAL): every message is on disk before it is published."""
+
+    enabled: bool = True
+    #: default ``<data_dir>/spool.db``
+    path: str | None = None
+    synchronous: SpoolSync = SpoolSync.NORMAL
+    #: on-disk cap; beyond it the lowest severities are evicted first (counted and reported).
+    max_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 2 * 1024**3
+    #: messages older than this are evicted (counted and reported).
+    max_age_secs: PositiveSecs = 3 * 86400.0
+    #: backlog drain rate after an outage or restart, messages per second; 0 = unlimited.
+    max_replay_rate_per_sec: Annotated[float, Meta(ge=0)] = 0.0
+    #: rows per SQLite transaction.
+    batch_max: PositiveInt = 2000
+    #: messages staged in memory before the disk writer takes them; beyond: dropped and counted.
+    staging_max: PositiveInt = 200_000
+    #: how often a summary of evictions is appended (when there were any).
+    eviction_summary_interval_secs: PositiveSecs = 10.0
 
 
 class IdentityConfig(_Strict):
@@ -178,6 +207,7 @@ class BridgeConfig(_Strict):
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
     publish: PublishConfig = msgspec.field(default_factory=PublishConfig)
+    spool: SpoolConfig = msgspec.field(default_factory=SpoolConfig)
     identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
     legacy: LegacyConfig = msgspec.field(default_factory=LegacyConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)

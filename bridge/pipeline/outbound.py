@@ -17,7 +17,7 @@ from __future__ import annotations
 import msgspec
 
 from contracts.codec import contract_name, encode
-from contracts.messages import CONTRACT_VERSION, DeadLetter, ErrorEvent, Message, Truncation
+from contracts.messages import CONTRACT_VERSION, DeadLetter, ErrorEvent, Message, Severity, Truncation
 from contracts.subjects import (
     HEADER_CONTRACT,
     HEADER_CONTRACT_VERSION,
@@ -29,6 +29,8 @@ from bridge.pipeline.publish import Outbound
 
 __all__ = ["OutboundBuilder"]
 
+#: spool eviction rank of the non-ErrorEvent contracts (ErrorEvents use their severity)
+_RANK = {"dead_letter": Severity.ERROR.rank, "spool_evicted": Severity.CRITICAL.rank}
 #: room left in max_payload for the protocol line overhead, in bytes
 _SAFETY_BYTES = 512
 _json = msgspec.json.Encoder()
@@ -55,18 +57,23 @@ class OutboundBuilder:
         if len(payload) > budget:
             msg, payload = _truncate(msg, payload, budget)
             self.truncated += 1
-        return Outbound(self._subject(msg), payload, headers, contract_name(msg), msg.event_id, context=msg)
+        rank = msg.severity.rank if isinstance(msg, ErrorEvent) else _RANK.get(contract_name(msg), 3)
+        return Outbound(self._subject(msg), payload, headers, contract_name(msg), msg.event_id, rank=rank, context=msg)
 
     def _subject(self, msg: Message) -> str:
         if isinstance(msg, ErrorEvent):
             return self.subjects.error(msg.machine, msg.severity, msg.source)
-        return self.subjects.dead_letter(msg.machine)
+        if isinstance(msg, DeadLetter):
+            return self.subjects.dead_letter(msg.machine)
+        return self.subjects.bridge(msg.machine, contract_name(msg))
 
 
 def _truncate(msg: Message, payload: bytes, budget: int) -> tuple[Message, bytes]:
     if isinstance(msg, ErrorEvent):
         return _truncate_event(msg, len(payload), budget)
-    return _truncate_dead_letter(msg, len(payload), budget)
+    if isinstance(msg, DeadLetter):
+        return _truncate_dead_letter(msg, len(payload), budget)
+    return msg, payload  # bridge events are small by construction
 
 
 def _truncate_event(ev: ErrorEvent, original: int, budget: int) -> tuple[Message, bytes]:

@@ -63,20 +63,34 @@ class Transport(Protocol):
 class Outbound:
     """One message to publish. ``kind`` is a metric label (``error_event``, ``dead_letter``)."""
 
-    __slots__ = ("subject", "payload", "headers", "kind", "msg_id", "seq", "attempts", "rejections", "context")
+    __slots__ = (
+        "subject", "payload", "headers", "kind", "msg_id", "rank", "context",
+        "seq", "attempts", "rejections", "spool_seq", "size",
+    )  # fmt: skip
 
     def __init__(
-        self, subject: str, payload: bytes, headers: dict[str, str], kind: str, msg_id: str, context: object = None
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str],
+        kind: str,
+        msg_id: str,
+        *,
+        rank: int = 3,
+        context: object = None,
     ) -> None:
         self.subject = subject
         self.payload = payload
         self.headers = headers
         self.kind = kind
         self.msg_id = msg_id
-        self.seq = 0
+        self.rank = rank  # severity rank 0 (debug) .. 4 (critical): spool eviction order
+        self.context = context
+        self.seq = 0  # publisher submit order
         self.attempts = 0
         self.rejections = 0
-        self.context = context
+        self.spool_seq = 0  # row in the durable spool, 0 when not spooled
+        self.size = 0  # bytes the spool accounts for
 
 
 DoneCallback = Callable[[Outbound, str, AckResult | None], None]
@@ -118,7 +132,7 @@ class PipelinedPublisher:
         self._max_rejections = max_rejections
         self._clock = clock
         self._rng = rng or random.Random()
-        self._on_done = on_done or (lambda item, outcome, ack: None)
+        self.on_done: DoneCallback = on_done or (lambda item, outcome, ack: None)
         self._pending: deque[Outbound] = deque()
         self._retry: list[tuple[int, Outbound]] = []
         self._in_flight: dict[int, tuple[Outbound, float]] = {}
@@ -145,6 +159,11 @@ class PipelinedPublisher:
     def backlog(self) -> int:
         """Messages not yet acknowledged: pending + waiting for retry + in flight."""
         return len(self._pending) + len(self._retry) + len(self._in_flight)
+
+    @property
+    def room(self) -> int:
+        """How many more messages ``submit`` accepts right now."""
+        return self.max_pending - len(self._pending)
 
     @property
     def in_flight(self) -> int:
@@ -175,7 +194,7 @@ class PipelinedPublisher:
         self._m.acked.labels(item.kind).inc()
         if ack.outcome is AckOutcome.DUPLICATE:
             self._m.duplicates.labels("jetstream").inc()
-        self._on_done(item, ack.outcome.value, ack)
+        self.on_done(item, ack.outcome.value, ack)
 
     def _rejected(self, item: Outbound, ack: AckResult) -> None:
         item.rejections += 1
@@ -184,7 +203,7 @@ class PipelinedPublisher:
             return
         log.error("JetStream rejected %s %s %d times, giving up: %s", item.kind, item.msg_id, item.rejections, ack)
         self._m.dropped.labels("rejected").inc()
-        self._on_done(item, "rejected", ack)
+        self.on_done(item, "rejected", ack)
 
     def _failed(self, item: Outbound, reason: str) -> None:
         self._m.publish_failures.labels(reason).inc()
@@ -270,22 +289,22 @@ class PipelinedPublisher:
         return expired
 
     async def drain(self, timeout_secs: float) -> int:
-        """Wait until every message is settled or ``timeout_secs`` pass.
-
-        Returns how many were still unsettled; those are reported ``abandoned``
-        and counted as ``dropped{reason="shutdown"}``.
-        """
+        """Wait until every message is settled or ``timeout_secs`` pass; return how many are not."""
         with anyio.move_on_after(timeout_secs):
             while self.backlog:
                 await anyio.sleep(0.01)
-        return self._abandon_all()
+        return self.backlog
 
-    def _abandon_all(self) -> int:
+    def abandon_all(self) -> int:
+        """Report every unsettled message to ``on_done`` as ``abandoned``; return how many.
+
+        Whether that is a loss is the caller's business: with the durable spool
+        the messages stay on disk for the next start.
+        """
         left = [item for _, item in self._retry] + list(self._pending) + [i for i, _ in self._in_flight.values()]
         self._retry.clear()
         self._pending.clear()
         self._in_flight.clear()
         for item in left:
-            self._m.dropped.labels("shutdown").inc()
-            self._on_done(item, "abandoned", None)
+            self.on_done(item, "abandoned", None)
         return len(left)

@@ -7,39 +7,48 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from contracts.messages import DeadLetter, ErrorEvent
 from contracts.severity import normalise_severity
 from bridge.metrics import Metrics
 from bridge.pipeline.outbound import OutboundBuilder
-from bridge.pipeline.publish import PipelinedPublisher
+from bridge.pipeline.publish import Outbound
 
-__all__ = ["IngestRunner"]
+__all__ = ["IngestRunner", "Sink"]
 
 
-class _Decoder:  # structural type of bridge.pipeline.decode.LegacyDecoder
+class _Decoder(Protocol):  # bridge.pipeline.decode.LegacyDecoder
     def decode(self, frames: list[bytes], received_at: datetime) -> ErrorEvent | DeadLetter: ...
+
+
+class Sink(Protocol):
+    """Where outbound messages go: the spooled queue, or the publisher without a spool."""
+
+    def submit(self, item: Outbound) -> bool: ...
 
 
 class IngestRunner:
     """``runner(frames)``: handle one legacy ZMQ message. Never raises, never blocks.
 
     Outcomes, each a metric: decoded (by dialect) or dead-lettered (by reason);
-    then queued for publishing, or dropped with reason ``pending_full``.
+    then accepted by the sink, or dropped with ``drop_reason`` when it is full.
     """
 
     def __init__(
         self,
         decoder: _Decoder,
         builder: OutboundBuilder,
-        publisher: PipelinedPublisher,
+        sink: Sink,
         metrics: Metrics,
+        *,
+        drop_reason: str = "pending_full",
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._decoder = decoder
         self._builder = builder
-        self._publisher = publisher
+        self._sink = sink
+        self._dropped = metrics.dropped.labels(drop_reason)
         self._m = metrics
         self._now = wall_clock
         self._decoded: dict[str, Any] = {}  # dialect -> counter child, filled lazily
@@ -52,8 +61,8 @@ class IngestRunner:
         self._m.frames_received_bytes.inc(sum(map(len, frames)))
         msg = self._decoder.decode(frames, self._now())
         self._count(msg)
-        if not self._publisher.submit(self._builder.build(msg)):
-            self._m.dropped.labels("pending_full").inc()
+        if not self._sink.submit(self._builder.build(msg)):
+            self._dropped.inc()
 
     def _count(self, msg: ErrorEvent | DeadLetter) -> None:
         if isinstance(msg, ErrorEvent):

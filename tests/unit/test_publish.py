@@ -137,12 +137,13 @@ async def test_permanent_rejection_gives_up_after_max_rejections() -> None:
     assert done == [("id-1", "rejected")] and pub.backlog == 0
 
 
-async def test_drain_abandons_what_is_left_and_counts_it() -> None:
+async def test_drain_times_out_and_abandon_reports_what_is_left() -> None:
     t, clock, done = FakeTransport(), FakeClock(), []
     pub = _publisher(t, clock, done)
     pub.submit(_item(1))
     pub.submit(_item(2))
     assert await pub.drain(0.05) == 2
+    assert pub.abandon_all() == 2 and pub.backlog == 0
     assert sorted(done) == [("id-1", "abandoned"), ("id-2", "abandoned")]
 
 

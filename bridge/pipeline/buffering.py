@@ -1,0 +1,340 @@
+"""Spooled queue: every accepted message goes to the disk spool before it is
+published, and leaves it only after its PubAck (DESIGN §2).
+
+Design note
+-----------
+Three tasks around one ``Spool`` (all SQLite work off the event loop, on one
+thread at a time):
+
+* **writer**: drains the in-memory staging deque that ``submit`` fills (the
+  ZMQ reader calls it: it never blocks, never awaits), commits each batch, and
+  when the publisher is caught up hands the batch straight to it (no read back).
+* **reader**: when the spool holds rows the publisher has not seen (after a
+  restart, or while NATS was down and the publisher's window was full), reads
+  them in ``seq`` order and feeds the publisher, at most ``max_replay_rate``
+  rows per second, until it catches up with the writer. Backlog drains before
+  live traffic, so per-connection order holds across an outage.
+* **deleter**: deletes acknowledged rows in batches.
+
+``cursor`` is the highest ``seq`` handed to the publisher. Rows at or below it
+are in the publisher's memory (bounded by its ``max_pending``) and are never
+evicted; rows above it live only on disk. When the spool exceeds ``max_bytes``
+rows above the cursor are evicted lowest severity first (debug/info first,
+critical last), and rows older than ``max_age_secs`` are evicted too; every
+eviction is counted by reason and severity and reported in a summary message
+appended to the spool, so it is published once NATS is reachable.
+
+Replayed rows older than the stream's duplicate window can be stored twice if
+they were already stored before a crash: they are counted as a duplicate risk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import msgspec
+
+from bridge.metrics import Metrics
+from bridge.pipeline.acks import AckResult
+from bridge.pipeline.publish import Outbound, PipelinedPublisher
+from bridge.pipeline.spool import Evicted, Spool, SpoolRow, StoredRow
+from contracts.messages import Severity
+
+__all__ = ["EvictionTally", "SpooledQueue"]
+
+log = logging.getLogger(__name__)
+
+_headers_encoder = msgspec.json.Encoder()
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
+_SEVERITY_BY_RANK = {s.rank: s.value for s in Severity}
+
+
+class EvictionTally:
+    """What was evicted since the last summary: counts by severity and by reason."""
+
+    def __init__(self) -> None:
+        self.by_severity: Counter[str] = Counter()
+        self.by_reason: Counter[str] = Counter()
+        self.bytes = 0
+        self.first_at: datetime | None = None
+        self.last_at: datetime | None = None
+
+    def add(self, victims: list[Evicted], reason: str, now: datetime) -> None:
+        for v in victims:
+            self.by_severity[_SEVERITY_BY_RANK[v.rank]] += 1
+            self.bytes += v.size
+        self.by_reason[reason] += len(victims)
+        self.first_at = self.first_at or now
+        self.last_at = now
+
+    def __bool__(self) -> bool:
+        return bool(self.by_reason)
+
+
+SummaryFactory = Callable[[EvictionTally], Outbound]
+
+
+class SpooledQueue:
+    """Disk-backed queue feeding a ``PipelinedPublisher``; see the module note.
+
+    ``submit(item) -> bool`` is the ingest side (False: staging full, the caller
+    counts a drop). Install ``on_done`` as the publisher's completion callback.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        publisher: PipelinedPublisher,
+        metrics: Metrics,
+        *,
+        staging_max: int = 100_000,
+        batch_max: int = 2_000,
+        max_bytes: int = 1024**3,
+        max_age_secs: float = 7 * 86400.0,
+        max_replay_rate: float = 0.0,
+        duplicate_window_secs: float | None = None,
+        summary_factory: SummaryFactory | None = None,
+        summary_interval_secs: float = 10.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if staging_max < 1 or batch_max < 1 or max_bytes < 1:
+            raise ValueError("staging_max, batch_max and max_bytes must be positive")
+        self.spool = spool
+        self.publisher = publisher
+        self._m = metrics
+        self.staging_max = staging_max
+        self.batch_max = batch_max
+        self.max_bytes = max_bytes
+        self.max_age_secs = max_age_secs
+        self.max_replay_rate = max_replay_rate
+        self.duplicate_window_secs = duplicate_window_secs
+        self._summary_factory = summary_factory
+        self._summary_interval = summary_interval_secs
+        self._wall = wall_clock
+        self._staging: deque[Outbound] = deque()
+        self._acked: list[Outbound] = []
+        self._io_limiter = anyio.CapacityLimiter(1)
+        self._cursor_lock = anyio.Lock()
+        self._write_wake = _Signal()
+        self._read_wake = _Signal()
+        self._ack_wake = _Signal()
+        self.tally = EvictionTally()
+        self.rows, self.bytes = 0, 0
+        self.cursor = 0
+        self.caught_up = True
+        self._last_written = 0
+        self._load_state()
+
+    def _load_state(self) -> None:
+        self.rows, self.bytes, oldest, self._last_written = self.spool.stats()
+        self.caught_up = self.rows == 0
+        if self.rows:
+            age = self._wall() - (oldest or self._wall())
+            log.warning("spool holds %d unacknowledged messages (%d B, oldest %.0f s): replaying first", self.rows, self.bytes, age)
+        if self.spool.recovered_from is not None:
+            self._m.spool_recovered.inc()
+
+    # -- ingest side ---------------------------------------------------------------------
+
+    def submit(self, item: Outbound) -> bool:
+        """Stage ``item`` for the spool; never blocks. False when staging is full."""
+        if len(self._staging) >= self.staging_max:
+            return False
+        self._staging.append(item)
+        self._write_wake.set()
+        return True
+
+    @property
+    def backlog(self) -> int:
+        """Messages accepted but not yet acknowledged (staged + in the spool)."""
+        return len(self._staging) + self.rows
+
+    @property
+    def draining(self) -> bool:
+        """True while rows wait on disk that the publisher has not been given yet."""
+        return not self.caught_up
+
+    # -- publisher side --------------------------------------------------------------------
+
+    def on_done(self, item: Outbound, outcome: str, ack: AckResult | None) -> None:
+        """Publisher completion: acked and rejected rows are deleted; abandoned ones stay."""
+        if outcome != "abandoned" and item.spool_seq:
+            self._acked.append(item)
+            self._ack_wake.set()
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._write_loop)
+            tg.start_soon(self._read_loop)
+            tg.start_soon(self._delete_loop)
+            tg.start_soon(self._maintain_loop)
+
+    async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._io_limiter)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._write_wake.wait_for(lambda: bool(self._staging))
+            await self._write_batch()
+
+    async def _write_batch(self) -> None:
+        n = min(len(self._staging), self.batch_max)
+        batch = [self._staging.popleft() for _ in range(n)]
+        now = self._wall()
+        rows = [_to_row(item, now) for item in batch]
+        seqs = await self._io(self.spool.append, rows)
+        for item, row, seq in zip(batch, rows, seqs):
+            item.spool_seq, item.size = seq, row.size
+        self.rows += n
+        self.bytes += sum(r.size for r in rows)
+        self._last_written = seqs[-1]
+        self._m.spool_appends.inc(n)
+        self._hand_off(batch)
+        if self.bytes > self.max_bytes:
+            await self._evict_for_bytes()
+
+    def _hand_off(self, batch: list[Outbound]) -> None:
+        if self.caught_up:
+            for item in batch:
+                if not self.publisher.submit(item):
+                    self.caught_up = False
+                    break
+                self.cursor = item.spool_seq
+        if not self.caught_up:
+            self._read_wake.set()
+
+    async def _read_loop(self) -> None:
+        while True:
+            await self._read_wake.wait_for(lambda: not self.caught_up)
+            room = self.publisher.room
+            if room <= 0:
+                await anyio.sleep(0.005)
+                continue
+            async with self._cursor_lock:
+                fed = await self._feed(min(room, self.batch_max))
+            if fed and self.max_replay_rate > 0:
+                await anyio.sleep(fed / self.max_replay_rate)
+
+    async def _feed(self, limit: int) -> int:
+        """Read up to ``limit`` rows after the cursor into the publisher; return how many."""
+        stored: list[StoredRow] = await self._io(self.spool.read_after, self.cursor, limit)
+        if not stored:
+            if self.cursor >= self._last_written:
+                self.caught_up = True
+            return 0
+        now = self._wall()
+        for seq, row in stored:
+            self._count_duplicate_risk(row, now)
+            self.publisher.submit(_from_row(seq, row))
+            self.cursor = seq
+        self._m.spool_replayed.inc(len(stored))
+        return len(stored)
+
+    def _count_duplicate_risk(self, row: SpoolRow, now: float) -> None:
+        if self.duplicate_window_secs is not None and now - row.enqueued_at > self.duplicate_window_secs:
+            self._m.spool_duplicate_risk.inc()
+
+    async def _delete_loop(self) -> None:
+        while True:
+            await self._ack_wake.wait_for(lambda: bool(self._acked))
+            done, self._acked = self._acked, []
+            await self._io(self.spool.delete, [item.spool_seq for item in done])
+            self.rows -= len(done)
+            self.bytes -= sum(item.size for item in done)
+            self._m.spool_acks.inc(len(done))
+
+    async def _maintain_loop(self) -> None:
+        last_summary = time.monotonic()
+        while True:
+            await anyio.sleep(1.0)
+            await self._evict_expired()
+            if self.tally and time.monotonic() - last_summary >= self._summary_interval:
+                self._emit_summary()
+                last_summary = time.monotonic()
+            await self._update_gauges()
+
+    async def _evict_for_bytes(self) -> None:
+        excess = self.bytes - int(self.max_bytes * 0.95)  # 5% hysteresis: evict in chunks
+        async with self._cursor_lock:
+            victims = await self._io(self.spool.evict_lowest, self.cursor, excess)
+        self._evicted(victims, "max_bytes")
+
+    async def _evict_expired(self) -> None:
+        async with self._cursor_lock:
+            victims = await self._io(self.spool.evict_older_than, self.cursor, self._wall() - self.max_age_secs)
+        self._evicted(victims, "max_age")
+
+    def _evicted(self, victims: list[Evicted], reason: str) -> None:
+        if not victims:
+            return
+        self.rows -= len(victims)
+        self.bytes -= sum(v.size for v in victims)
+        self.tally.add(victims, reason, datetime.now(UTC))
+        for v in victims:
+            self._m.spool_evictions.labels(reason, _SEVERITY_BY_RANK[v.rank]).inc()
+        log.warning("spool full (%s): evicted %d messages, %d B", reason, len(victims), sum(v.size for v in victims))
+
+    def _emit_summary(self) -> None:
+        if self._summary_factory is None:
+            self.tally = EvictionTally()
+            return
+        if self.submit(self._summary_factory(self.tally)):
+            self.tally = EvictionTally()
+
+    async def _update_gauges(self) -> None:
+        oldest = await self._io(self.spool.oldest_enqueued_at)
+        self._m.spool_rows.set(self.rows)
+        self._m.spool_bytes.set(self.bytes)
+        self._m.spool_oldest_age.set(max(0.0, self._wall() - oldest) if oldest else 0.0)
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    async def flush_staging(self) -> None:
+        """Write everything staged to disk (call after ingest stopped)."""
+        while self._staging:
+            await self._write_batch()
+
+    async def flush_acks(self) -> None:
+        """Delete every row acknowledged so far, then close the spool file."""
+        if self._acked:
+            done, self._acked = self._acked, []
+            await self._io(self.spool.delete, [item.spool_seq for item in done])
+            self.rows -= len(done)
+        await self._io(self.spool.close)
+
+
+class _Signal:
+    """A wake-up flag for one waiting task: ``set`` from anywhere, ``wait_for`` a condition."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait_for(self, ready: Callable[[], bool]) -> None:
+        while not ready():
+            if self._event.is_set():
+                self._event = anyio.Event()
+                continue
+            await self._event.wait()
+
+
+def _to_row(item: Outbound, now: float) -> SpoolRow:
+    headers = _headers_encoder.encode(item.headers)
+    size = len(item.payload) + len(item.subject) + len(headers)
+    return SpoolRow(item.rank, now, item.kind, item.msg_id, item.subject, headers, item.payload, size)
+
+
+def _from_row(seq: int, row: SpoolRow) -> Outbound:
+    item = Outbound(row.subject, row.payload, _headers_decoder.decode(row.headers), row.kind, row.msg_id, rank=row.rank)
+    item.spool_seq, item.size = seq, row.size
+    return item

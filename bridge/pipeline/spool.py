@@ -1,0 +1,208 @@
+"""Durable spool: the on-disk queue between ingest and JetStream (SQLite, WAL).
+
+Design note
+-----------
+On-disk format: one SQLite database (stdlib ``sqlite3``) in WAL mode with one
+table::
+
+    spool(seq INTEGER PRIMARY KEY AUTOINCREMENT, rank INTEGER, enqueued_at REAL,
+          kind TEXT, msg_id TEXT, subject TEXT, headers BLOB, payload BLOB, size INTEGER)
+
+* ``seq`` is the spool order: AUTOINCREMENT guarantees a deleted ``seq`` is
+  never reused, so a reader's cursor stays valid. Rows are appended in ZMQ read
+  order, so per-connection order is ``seq`` order.
+* ``rank`` is the severity rank (0 debug .. 4 critical): eviction order.
+* ``enqueued_at`` is wall-clock epoch seconds (it must survive a restart).
+* ``headers`` is the JSON of the NATS headers (``Nats-Msg-Id`` included), so a
+  replay after a restart publishes the very same message.
+* ``size`` is the bytes a row accounts for (payload + subject + headers).
+
+Invariants: a row is appended (committed) before its message is published and
+deleted only after its PubAck. ``synchronous`` NORMAL survives a process kill
+(``kill -9``); FULL also survives power loss. Every method runs on one thread
+at a time (the caller serialises them; ``check_same_thread`` is off for that
+reason) and never touches the event loop.
+
+A database that cannot be opened or fails ``PRAGMA quick_check`` is renamed to
+``<name>.corrupt-<epoch>`` and a fresh spool is started (``recovered_from``
+tells where the old file went).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+__all__ = ["Spool", "SpoolRow", "StoredRow"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    rank INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    headers BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spool_by_rank ON spool(rank, seq);
+"""
+_COLUMNS = "rank, enqueued_at, kind, msg_id, subject, headers, payload, size"
+
+
+class SpoolRow(NamedTuple):
+    """One message to store; ``headers`` is JSON bytes, ``size`` in bytes."""
+
+    rank: int
+    enqueued_at: float
+    kind: str
+    msg_id: str
+    subject: str
+    headers: bytes
+    payload: bytes
+    size: int
+
+
+class StoredRow(NamedTuple):
+    seq: int
+    row: SpoolRow
+
+
+class Evicted(NamedTuple):
+    seq: int
+    rank: int
+    size: int
+
+
+class Spool:
+    """The SQLite spool file at ``path``. ``synchronous``: ``NORMAL`` or ``FULL``."""
+
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.recovered_from: Path | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db = self._start_fresh(exc)
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _start_fresh(self, exc: Exception) -> sqlite3.Connection:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        self.path.rename(aside)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                side.rename(aside.with_name(aside.name + suffix))
+        log.error("spool %s is unreadable (%s): moved aside to %s, starting a fresh spool", self.path, exc, aside)
+        self.recovered_from = aside
+        return self._open()
+
+    def append(self, rows: Sequence[SpoolRow]) -> list[int]:
+        """Insert ``rows`` in one transaction; return their ``seq`` values (contiguous, in order)."""
+        if not rows:
+            return []
+        with self._transaction() as db:
+            db.executemany(f"INSERT INTO spool ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+            last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        return list(range(last - len(rows) + 1, last + 1))
+
+    def read_after(self, seq: int, limit: int) -> list[StoredRow]:
+        """Up to ``limit`` rows with a ``seq`` greater than ``seq``, in ``seq`` order."""
+        cur = self._db.execute(f"SELECT seq, {_COLUMNS} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+        return [StoredRow(r[0], SpoolRow(*r[1:])) for r in cur]
+
+    def delete(self, seqs: Iterable[int]) -> None:
+        """Delete acknowledged rows (one transaction)."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM spool WHERE seq = ?", ((s,) for s in seqs))
+
+    def evict_lowest(self, after_seq: int, bytes_needed: int) -> list[Evicted]:
+        """Delete rows after ``after_seq``, lowest rank first then oldest, until
+        ``bytes_needed`` bytes are freed or none are left; return what went."""
+        victims: list[Evicted] = []
+        freed = 0
+        for rank in range(5):
+            cur = self._db.execute("SELECT seq, rank, size FROM spool WHERE rank = ? AND seq > ? ORDER BY seq", (rank, after_seq))
+            for row in cur:
+                victims.append(Evicted(*row))
+                freed += row[2]
+                if freed >= bytes_needed:
+                    break
+            if freed >= bytes_needed:
+                break
+        self.delete(v.seq for v in victims)
+        return victims
+
+    def evict_older_than(self, after_seq: int, cutoff_epoch: float, chunk: int = 10_000) -> list[Evicted]:
+        """Delete rows after ``after_seq`` enqueued before ``cutoff_epoch``; return what went.
+
+        Rows are enqueued in ``seq`` order, so the scan stops at the first young row.
+        """
+        victims: list[Evicted] = []
+        cursor = after_seq
+        while True:
+            rows = self._db.execute(
+                "SELECT seq, rank, size, enqueued_at FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, chunk)
+            ).fetchall()
+            expired = [Evicted(seq, rank, size) for seq, rank, size, at in rows if at < cutoff_epoch]
+            victims += expired
+            if len(expired) < len(rows) or len(rows) < chunk:
+                break
+            cursor = rows[-1][0]
+        self.delete(v.seq for v in victims)
+        return victims
+
+    def stats(self) -> tuple[int, int, float | None, int]:
+        """``(rows, bytes, oldest enqueued_at or None, last seq)``."""
+        rows, size, oldest, last = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(enqueued_at), COALESCE(MAX(seq), 0) FROM spool"
+        ).fetchone()
+        return rows, size, oldest, last
+
+    def oldest_enqueued_at(self) -> float | None:
+        row = self._db.execute("SELECT enqueued_at FROM spool ORDER BY seq LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
