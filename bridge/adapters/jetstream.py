@@ -14,6 +14,7 @@ for the subject, or JetStream not ready, e.g. during a leader election).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,8 @@ from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected
 __all__ = ["JetStreamLink", "parse_ack", "stream_config_for"]
 
 log = logging.getLogger(__name__)
+
+_ERROR_LOG_INTERVAL_SECS = 30
 
 
 class _ApiError(msgspec.Struct):
@@ -97,6 +100,7 @@ class JetStreamLink:
         self._on_state = on_state or (lambda connected: None)
         self.nc: Client | None = None
         self.reconnects = 0
+        self._last_error, self._last_error_at = "", 0.0
 
     async def connect(self) -> None:
         """Connect (retrying forever on later drops). Raises ``BridgeError`` if the first connect fails."""
@@ -134,7 +138,10 @@ class JetStreamLink:
         self._on_state(True)
 
     async def _error(self, exc: Exception) -> None:
-        log.warning("NATS client error: %r", exc)
+        text, now = repr(exc), time.monotonic()
+        if text != self._last_error or now - self._last_error_at > _ERROR_LOG_INTERVAL_SECS:
+            log.warning("NATS client error: %s (repeats are logged every %d s)", text, _ERROR_LOG_INTERVAL_SECS)
+            self._last_error, self._last_error_at = text, now
 
     async def _closed(self) -> None:
         self._on_state(False)

@@ -280,9 +280,14 @@ class SpooledQueue:
         self.tally.add(victims, reason, datetime.now(UTC))
         for v in victims:
             self._m.spool_evictions.labels(reason, _SEVERITY_BY_RANK[v.rank]).inc()
-        log.warning("spool full (%s): evicted %d messages, %d B", reason, len(victims), sum(v.size for v in victims))
+        log.debug("spool %s: evicted %d messages", reason, len(victims))
 
     def _emit_summary(self) -> None:
+        t = self.tally
+        log.warning(
+            "spool evicted %d messages (%d B) since %s: by severity %s, by reason %s",
+            sum(t.by_severity.values()), t.bytes, t.first_at, dict(t.by_severity), dict(t.by_reason),
+        )  # fmt: skip
         if self._summary_factory is None:
             self.tally = EvictionTally()
             return

@@ -11,7 +11,9 @@ and all PubAcks arrive on one wildcard subscription (``Transport``), so up to
 Invariants:
 
 * ``submit`` never blocks and never awaits: the ZMQ reader calls it. When
-  ``max_pending`` messages already wait, it refuses (the caller counts a drop).
+  ``max_pending`` messages already wait (new or for a retry), it refuses (the
+  caller counts a drop, or leaves the message in the spool). Memory is bounded
+  by ``max_pending + max_in_flight`` messages.
 * Every message leaves in exactly one way: a PubAck (stored or duplicate),
   ``rejected`` after ``max_rejections`` non-transient JetStream errors, or
   still pending at shutdown (``abandoned``). Each is reported to ``on_done``.
@@ -148,7 +150,7 @@ class PipelinedPublisher:
 
     def submit(self, item: Outbound) -> bool:
         """Queue ``item``; False (nothing queued) when ``max_pending`` is reached."""
-        if len(self._pending) >= self.max_pending:
+        if len(self._pending) + len(self._retry) >= self.max_pending:
             return False
         item.seq = next(self._seqs)
         self._pending.append(item)
@@ -162,8 +164,8 @@ class PipelinedPublisher:
 
     @property
     def room(self) -> int:
-        """How many more messages ``submit`` accepts right now."""
-        return self.max_pending - len(self._pending)
+        """How many more messages ``submit`` accepts right now (pending and retries share ``max_pending``)."""
+        return self.max_pending - len(self._pending) - len(self._retry)
 
     @property
     def in_flight(self) -> int:

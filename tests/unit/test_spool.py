@@ -1,0 +1,76 @@
+"""The SQLite spool: order, no seq reuse, eviction order, age eviction, corrupt file recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.pipeline.spool import Spool, SpoolRow
+
+
+def _row(n: int, rank: int = 3, at: float = 1000.0, size: int = 100) -> SpoolRow:
+    return SpoolRow(rank, at, "error_event", f"id-{n}", f"errbus.error.m.error.s{n}", b"{}", b"x%d" % n, size)
+
+
+def test_append_read_delete_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    seqs = spool.append([_row(n) for n in range(5)])
+    assert seqs == [1, 2, 3, 4, 5]
+    assert [r.row.msg_id for r in spool.read_after(2, 10)] == ["id-2", "id-3", "id-4"]
+    spool.delete([1, 2])
+    assert spool.stats()[:2] == (3, 300)
+    spool.close()
+
+
+def test_seq_is_never_reused_even_when_empty(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append([_row(1), _row(2)])
+    spool.delete([1, 2])
+    assert spool.append([_row(3)]) == [3]
+    spool.close()
+    reopened = Spool(tmp_path / "s.db")
+    assert reopened.append([_row(4)]) == [4]
+    reopened.close()
+
+
+def test_rows_survive_reopen(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append([_row(n) for n in range(3)])
+    spool.close()
+    again = Spool(tmp_path / "s.db", synchronous="FULL")
+    assert [r.row.msg_id for r in again.read_after(0, 10)] == ["id-0", "id-1", "id-2"]
+    again.close()
+
+
+def test_evict_lowest_severity_first_then_oldest_and_never_at_or_below_cursor(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    ranks = [1, 4, 1, 0, 3, 0, 2]  # seq 1..7
+    spool.append([_row(n, rank=r) for n, r in enumerate(ranks)])
+    victims = spool.evict_lowest(after_seq=1, bytes_needed=350)
+    assert [(v.seq, v.rank) for v in victims] == [(4, 0), (6, 0), (3, 1), (7, 2)]  # seq 1 is at the cursor: kept
+    assert [r.seq for r in spool.read_after(0, 10)] == [1, 2, 5]
+    spool.close()
+
+
+def test_evict_older_than_stops_at_the_first_young_row(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append([_row(0, at=10.0), _row(1, at=20.0), _row(2, at=30.0), _row(3, at=40.0)])
+    victims = spool.evict_older_than(after_seq=0, cutoff_epoch=25.0, chunk=1)
+    assert [v.seq for v in victims] == [1, 2]
+    spool.close()
+
+
+def test_corrupt_file_is_moved_aside_and_a_fresh_spool_started(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a sqlite database" * 100)
+    spool = Spool(path)
+    assert spool.recovered_from is not None and spool.recovered_from.read_bytes().startswith(b"this is not")
+    assert spool.append([_row(1)]) == [1]
+    assert "moved aside" in caplog.text
+    spool.close()
+
+
+def test_synchronous_is_checked() -> None:
+    with pytest.raises(ValueError):
+        Spool("/nonexistent/x.db", synchronous="OFF")
