@@ -230,13 +230,15 @@ class SpooledQueue:
             if self.cursor >= self._last_written:
                 self.caught_up = True
             return 0
-        now = self._wall()
+        now, fed = self._wall(), 0
         for seq, row in stored:
+            if not self.publisher.submit(_from_row(seq, row)):
+                break  # room shrank while we read (retries): the rest is read again later
             self._count_duplicate_risk(row, now)
-            self.publisher.submit(_from_row(seq, row))
             self.cursor = seq
-        self._m.spool_replayed.inc(len(stored))
-        return len(stored)
+            fed += 1
+        self._m.spool_replayed.inc(fed)
+        return fed
 
     def _count_duplicate_risk(self, row: SpoolRow, now: float) -> None:
         if self.duplicate_window_secs is not None and now - row.enqueued_at > self.duplicate_window_secs:
