@@ -22,13 +22,23 @@ class StoredMessage:
         self.msg = msg
 
 
-async def wait_for_count(url: str, stream: str, count: int, timeout_secs: float = 30.0, settle_secs: float = 0.5) -> int:
-    """Wait until ``stream`` holds ``count`` messages (then ``settle_secs`` more, to catch extras)."""
+async def wait_for_count(
+    url: str, stream: str, count: int, timeout_secs: float = 30.0, settle_secs: float = 0.5, stall_secs: float | None = None
+) -> int:
+    """Wait until ``stream`` holds ``count`` messages (then ``settle_secs`` more, to catch extras).
+
+    With ``stall_secs``, give up early once the count has not moved for that long.
+    """
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
+        last, moved_at = -1, anyio.current_time()
         with anyio.move_on_after(timeout_secs):
-            while (await js.stream_info(stream)).state.messages < count:
+            while (n := (await js.stream_info(stream)).state.messages) < count:
+                if n != last:
+                    last, moved_at = n, anyio.current_time()
+                elif stall_secs is not None and anyio.current_time() - moved_at > stall_secs:
+                    break
                 await anyio.sleep(0.05)
         await anyio.sleep(settle_secs)
         return (await js.stream_info(stream)).state.messages
