@@ -127,6 +127,8 @@ class Bridge:
         self.metrics.nats_connected.set(1 if connected else 0)
         if connected and self.link is not None and self.link.reconnects:
             self.metrics.nats_reconnects.inc()
+        if connected and self.publisher is not None:
+            self.publisher.resume()
 
     async def _start_publisher(self) -> None:
         assert self.link is not None

@@ -57,7 +57,7 @@ def _expected_per_rep(rows: list[CorpusRow]) -> int:
 def _start_bridge(workdir: Path, nats_port: int, zmq_port: int, admin_port: int) -> subprocess.Popen[bytes]:
     cfg = workdir / "bench.yaml"
     cfg.write_text(
-        f"machine: Bench\ndata_dir: {workdir}\nlog_level: WARNING\n"
+        f"machine: Bench\ndata_dir: {workdir}\nlog_level: INFO\n"
         f"zmq: {{bind_endpoint: 'tcp://127.0.0.1:{zmq_port}'}}\n"
         f"nats: {{embedded: {{port: {nats_port}}}}}\nadmin: {{port: {admin_port}}}\n"
     )
@@ -98,6 +98,7 @@ def _dropped(admin_port: int) -> float:
 
 def one_run(rows: list[CorpusRow], repeat: int, publishers: int, timeout_secs: float) -> dict:
     expected = _expected_per_rep(rows) * repeat
+    stored = -1
     nats_port, zmq_port, admin_port = _free_port(), _free_port(), _free_port()
     with tempfile.TemporaryDirectory(prefix="busbridge-bench-") as tmp:
         proc = _start_bridge(Path(tmp), nats_port, zmq_port, admin_port)
@@ -113,6 +114,8 @@ def one_run(rows: list[CorpusRow], repeat: int, publishers: int, timeout_secs: f
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+            if stored != expected:
+                sys.stderr.write((Path(tmp) / "bridge.log").read_text()[-4000:])
     elapsed = t_last - t0
     return {
         "sent": sent.sent,

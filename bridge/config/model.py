@@ -94,8 +94,10 @@ class NatsConfig(_Strict):
     token_env: str | None = None
     connect_timeout_secs: PositiveSecs = 5.0
     reconnect_wait_secs: PositiveSecs = 1.0
-    #: outbound buffer kept by the client while reconnecting, in bytes.
-    reconnect_buffer_bytes: Annotated[int, Meta(ge=0)] = 64 * 1024 * 1024
+    #: publishes the client buffers while reconnecting, in bytes. 0 (the default) keeps
+    #: per-publisher order across a reconnect: the client would flush newer buffered messages
+    #: before older ones are retried. The spool holds the backlog on disk instead.
+    reconnect_buffer_bytes: Annotated[int, Meta(ge=0)] = 0
     embedded: EmbeddedNatsConfig = msgspec.field(default_factory=EmbeddedNatsConfig)
 
 
@@ -131,7 +133,7 @@ class PublishConfig(_Strict):
     ack_timeout_secs: PositiveSecs = 5.0
     #: messages queued in memory for a publish slot. With the spool on, more wait on disk;
     #: with it off, messages beyond this are dropped and counted.
-    max_pending: PositiveInt = 20_000
+    max_pending: PositiveInt = 10_000
     retry_initial_secs: PositiveSecs = 0.05
     retry_max_secs: PositiveSecs = 5.0
     #: on shutdown, how long to wait for pending and in-flight messages to be acked.

@@ -58,7 +58,7 @@ class OutboundBuilder:
             msg, payload = _truncate(msg, payload, budget)
             self.truncated += 1
         rank = msg.severity.rank if isinstance(msg, ErrorEvent) else _RANK.get(contract_name(msg), 3)
-        return Outbound(self._subject(msg), payload, headers, contract_name(msg), msg.event_id, rank=rank, context=msg)
+        return Outbound(self._subject(msg), payload, headers, contract_name(msg), msg.event_id, rank=rank)
 
     def _subject(self, msg: Message) -> str:
         if isinstance(msg, ErrorEvent):

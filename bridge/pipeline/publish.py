@@ -20,11 +20,13 @@ Invariants:
 * Transient failures (ack timeout, no responders / 503, not connected) are
   retried forever with the *same* ``Nats-Msg-Id`` (the caller put it in the
   headers), so the stream stores a retried message once.
-* After a failure the publisher holds all sending for a backoff (exponential,
-  with jitter, reset by the next success), then resends failed messages in
-  their original submit order before any newer one: a partition does not
-  reorder a publisher's messages, apart from those already in flight when it
-  started.
+* After a failure the publisher holds all sending for a backoff (exponential
+  per round of failures, with jitter, reset by the next success or by
+  ``resume()`` when NATS reconnects), then resends failed messages in their
+  original submit order before any newer one: a partition does not reorder a
+  publisher's messages. (This needs the client's reconnect buffer off, the
+  default: a client that buffers while disconnected flushes newer messages
+  before older ones are retried.)
 * An ack timeout is measured from the send; a late PubAck for a message that
   was already retried is ignored (the retry's PubAck will say duplicate).
 
@@ -66,7 +68,7 @@ class Outbound:
     """One message to publish. ``kind`` is a metric label (``error_event``, ``dead_letter``)."""
 
     __slots__ = (
-        "subject", "payload", "headers", "kind", "msg_id", "rank", "context",
+        "subject", "payload", "headers", "kind", "msg_id", "rank",
         "seq", "attempts", "rejections", "spool_seq", "size",
     )  # fmt: skip
 
@@ -79,7 +81,6 @@ class Outbound:
         msg_id: str,
         *,
         rank: int = 3,
-        context: object = None,
     ) -> None:
         self.subject = subject
         self.payload = payload
@@ -87,7 +88,6 @@ class Outbound:
         self.kind = kind
         self.msg_id = msg_id
         self.rank = rank  # severity rank 0 (debug) .. 4 (critical): spool eviction order
-        self.context = context
         self.seq = 0  # publisher submit order
         self.attempts = 0
         self.rejections = 0
@@ -210,10 +210,18 @@ class PipelinedPublisher:
     def _failed(self, item: Outbound, reason: str) -> None:
         self._m.publish_failures.labels(reason).inc()
         heapq.heappush(self._retry, (item.seq, item))
+        now = self._clock()
+        if now < self._hold_until:
+            return  # already backing off: one round of failures counts once
         self._failures_in_row += 1
         backoff = min(self._retry_max, self._retry_initial * 2 ** min(self._failures_in_row - 1, 30))
-        backoff = backoff / 2 + self._rng.random() * backoff / 2
-        self._hold_until = max(self._hold_until, self._clock() + backoff)
+        self._hold_until = now + backoff / 2 + self._rng.random() * backoff / 2
+
+    def resume(self) -> None:
+        """End any backoff now (NATS just reconnected): retries go out at once, in order."""
+        self._hold_until = 0.0
+        self._failures_in_row = 0
+        self._wake.set()
 
     # -- tasks -------------------------------------------------------------------------
 

@@ -136,9 +136,12 @@ class Spool:
         return [StoredRow(r[0], SpoolRow(*r[1:])) for r in cur]
 
     def delete(self, seqs: Iterable[int]) -> None:
-        """Delete acknowledged rows (one transaction)."""
+        """Delete acknowledged rows (one transaction; contiguous runs as one range each)."""
+        ranges = _ranges(seqs)
+        if not ranges:
+            return
         with self._transaction() as db:
-            db.executemany("DELETE FROM spool WHERE seq = ?", ((s,) for s in seqs))
+            db.executemany("DELETE FROM spool WHERE seq BETWEEN ? AND ?", ranges)
 
     def evict_lowest(self, after_seq: int, bytes_needed: int) -> list[Evicted]:
         """Delete rows after ``after_seq``, lowest rank first then oldest, until
@@ -192,6 +195,17 @@ class Spool:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted ``seqs`` as inclusive ``(first, last)`` runs: PubAcks arrive nearly in order."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if out and seq <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(seq, out[-1][1]))
+        else:
+            out.append((seq, seq))
+    return out
 
 
 class _Transaction:

@@ -150,3 +150,20 @@ async def test_drain_times_out_and_abandon_reports_what_is_left() -> None:
 def test_constructor_guards_invariants() -> None:
     with pytest.raises(ValueError):
         PipelinedPublisher(FakeTransport(), "_INBOX.x", Metrics(), max_in_flight=0)
+
+
+async def test_backoff_grows_per_round_not_per_message_and_resume_ends_it() -> None:
+    t, clock, done = FakeTransport(), FakeClock(), []
+    pub = _publisher(t, clock, done, max_in_flight=8, retry_initial_secs=1.0, retry_max_secs=60.0)
+    for n in range(5):
+        pub.submit(_item(n))
+
+    async def body() -> None:
+        for i in range(5):  # one round: five failures, one backoff step
+            pub.on_ack(t.token(i), NO_RESPONDERS)
+        assert pub._failures_in_row == 1 and pub._hold_until - clock.now <= 1.0
+        pub.resume()  # NATS reconnected
+        await _settle()
+        assert [s[3]["Nats-Msg-Id"] for s in t.sent[5:]] == [f"id-{n}" for n in range(5)]
+
+    await _run(pub, body)

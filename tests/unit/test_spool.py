@@ -74,3 +74,14 @@ def test_corrupt_file_is_moved_aside_and_a_fresh_spool_started(tmp_path: Path, c
 def test_synchronous_is_checked() -> None:
     with pytest.raises(ValueError):
         Spool("/nonexistent/x.db", synchronous="OFF")
+
+
+def test_delete_by_ranges_deletes_exactly_the_given_rows(tmp_path: Path) -> None:
+    from bridge.pipeline.spool import _ranges
+
+    assert _ranges([5, 3, 4, 9, 1, 10, 4]) == [(1, 1), (3, 5), (9, 10)]
+    spool = Spool(tmp_path / "s.db")
+    spool.append([_row(n) for n in range(10)])
+    spool.delete([5, 3, 4, 9, 1, 10])
+    assert [r.seq for r in spool.read_after(0, 20)] == [2, 6, 7, 8]
+    spool.close()

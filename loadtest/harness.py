@@ -1,0 +1,86 @@
+"""A ``busbridge run`` child process on free loopback ports (benchmarks and tests); killed by its PID."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+__all__ = ["BUSBRIDGE", "BridgeProcess", "free_port"]
+
+BUSBRIDGE = str(Path(sys.executable).with_name("busbridge"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BridgeProcess:
+    """``busbridge run -c <yaml>`` with ``extra`` YAML appended; ``start()`` waits for /healthz."""
+
+    def __init__(
+        self, workdir: Path, nats_url: str | None, extra: str = "", zmq_port: int | None = None, log_level: str = "INFO"
+    ) -> None:
+        self.workdir = workdir
+        self.zmq_port = zmq_port or free_port()
+        self.admin_port = free_port()
+        self.config = workdir / "bridge.yaml"
+        nats = f"nats: {{servers: ['{nats_url}'], reconnect_wait_secs: 0.2}}\n" if nats_url else "nats: {embedded: {port: 0}}\n"
+        self.config.write_text(
+            f"machine: LoadPC\ndata_dir: {workdir / 'data'}\nlog_level: {log_level}\n"
+            f"zmq: {{bind_endpoint: 'tcp://127.0.0.1:{self.zmq_port}'}}\n{nats}"
+            f"admin: {{port: {self.admin_port}, probe_interval_secs: 0.5}}\n{extra}"
+        )
+        self.log = workdir / "bridge.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.zmq_port}"
+
+    @property
+    def spool_path(self) -> Path:
+        return self.workdir / "data" / "spool.db"
+
+    def start(self, timeout_secs: float = 30.0) -> None:
+        with open(self.log, "ab") as err:
+            self.proc = subprocess.Popen([BUSBRIDGE, "run", "-c", str(self.config)], stderr=err)
+        deadline = time.monotonic() + timeout_secs
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/healthz", timeout=1)
+                return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+        raise RuntimeError("bridge did not start")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout_secs: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_secs)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
