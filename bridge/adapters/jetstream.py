@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import msgspec
 import nats
 import nats.errors
@@ -37,6 +38,7 @@ __all__ = ["JetStreamLink", "parse_ack", "stream_config_for"]
 log = logging.getLogger(__name__)
 
 _ERROR_LOG_INTERVAL_SECS = 30
+_NOT_READY = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError)
 
 
 class _ApiError(msgspec.Struct):
@@ -158,12 +160,25 @@ class JetStreamLink:
         assert self.nc is not None
         return self.nc.new_inbox()
 
-    async def ensure_stream(self, settings: StreamSettings) -> dict[str, Any]:
+    async def ensure_stream(self, settings: StreamSettings, timeout_secs: float = 30.0) -> dict[str, Any]:
         """Create the stream, or update it when it differs and ``update_existing``.
 
+        JetStream that is not ready yet (503, no responders, request timeouts: a
+        cluster still electing its leader) is retried for up to ``timeout_secs``.
         Returns the stream config as the server reports it. Raises
         ``ProvisioningError`` (e.g. subjects overlapping another stream).
         """
+        deadline = time.monotonic() + timeout_secs
+        while True:
+            try:
+                return await self._provision(settings)
+            except _NOT_READY as exc:
+                if time.monotonic() > deadline:
+                    raise ProvisioningError(f"JetStream not ready for stream {settings.name}: {exc!r}") from exc
+                log.info("JetStream not ready yet (%r); retrying stream provisioning", exc)
+                await anyio.sleep(0.5)
+
+    async def _provision(self, settings: StreamSettings) -> dict[str, Any]:
         assert self.nc is not None
         js = self.nc.jetstream()
         wanted = stream_config_for(settings)
@@ -175,6 +190,8 @@ class JetStreamLink:
             if not settings.update_existing:
                 raise ProvisioningError(f"stream {settings.name} exists with another configuration") from exc
             info = await self._update(js, wanted)
+        except _NOT_READY:
+            raise
         except (nats.errors.Error, OSError) as exc:
             raise ProvisioningError(f"cannot create stream {settings.name}: {exc!r}") from exc
         return info.config.as_dict()
