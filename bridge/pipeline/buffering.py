@@ -31,6 +31,7 @@ they were already stored before a crash: they are counted as a duplicate risk.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -125,6 +126,7 @@ class SpooledQueue:
         self._read_wake = _Signal()
         self._ack_wake = _Signal()
         self.tally = EvictionTally()
+        self._risk_logged_at = -math.inf
         self.rows, self.bytes = 0, 0
         self.cursor = 0
         self.caught_up = True
@@ -230,19 +232,31 @@ class SpooledQueue:
             if self.cursor >= self._last_written:
                 self.caught_up = True
             return 0
-        now, fed = self._wall(), 0
+        now, fed, risky = self._wall(), 0, 0
         for seq, row in stored:
             if not self.publisher.submit(_from_row(seq, row)):
                 break  # room shrank while we read (retries): the rest is read again later
-            self._count_duplicate_risk(row, now)
+            risky += self._beyond_duplicate_window(row, now)
             self.cursor = seq
             fed += 1
         self._m.spool_replayed.inc(fed)
+        if risky:
+            self._m.spool_duplicate_risk.inc(risky)
+            self._warn_duplicate_risk(risky)
         return fed
 
-    def _count_duplicate_risk(self, row: SpoolRow, now: float) -> None:
-        if self.duplicate_window_secs is not None and now - row.enqueued_at > self.duplicate_window_secs:
-            self._m.spool_duplicate_risk.inc()
+    def _beyond_duplicate_window(self, row: SpoolRow, now: float) -> bool:
+        return self.duplicate_window_secs is not None and now - row.enqueued_at > self.duplicate_window_secs
+
+    def _warn_duplicate_risk(self, risky: int) -> None:
+        now = time.monotonic()
+        if now - self._risk_logged_at > 30:
+            self._risk_logged_at = now
+            log.warning(
+                "replaying %d spooled messages older than the stream's duplicate window (%.0f s): "
+                "any of them already stored before a crash will be stored twice "
+                "(busbridge_spool_duplicate_risk_total counts them all)", risky, self.duplicate_window_secs,
+            )  # fmt: skip
 
     async def _delete_loop(self) -> None:
         while True:

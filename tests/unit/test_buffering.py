@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 
 from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckOutcome, AckResult
@@ -77,3 +78,15 @@ async def test_abandoned_messages_stay_in_the_spool(tmp_path: Path) -> None:
 def test_staging_is_bounded(tmp_path: Path) -> None:
     queue, _, _ = _queue(tmp_path / "s.db", staging_max=2)
     assert [queue.submit(_item(n)) for n in range(3)] == [True, True, False]
+
+
+async def test_replays_older_than_the_duplicate_window_are_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append([_to_row(_item(n), at) for n, at in enumerate([100.0, 100.0, 990.0])])
+    spool.close()
+    queue, _, metrics = _queue(tmp_path / "s.db", duplicate_window_secs=60.0, wall_clock=lambda: 1000.0)
+    assert await queue._feed(10) == 3
+    assert metrics.spool_duplicate_risk._value.get() == 2
+    assert "older than the stream's duplicate window" in caplog.text
