@@ -27,6 +27,10 @@ Invariants:
   publisher's messages. (This needs the client's reconnect buffer off, the
   default: a client that buffers while disconnected flushes newer messages
   before older ones are retried.)
+* After a failure the window shrinks to one message (a probe: the oldest
+  failed one) until a PubAck succeeds. Otherwise JetStream coming back in the
+  middle of a pipelined burst could reject an older message (503) and store a
+  newer one sent a millisecond later.
 * An ack timeout is measured from the send; a late PubAck for a message that
   was already retried is ignored (the retry's PubAck will say duplicate).
 
@@ -143,6 +147,7 @@ class PipelinedPublisher:
         self._wake = anyio.Event()
         self._hold_until = 0.0
         self._failures_in_row = 0
+        self._probing = False
         self.last_ack_at: float | None = None
         self.late_acks = 0
 
@@ -193,6 +198,7 @@ class PipelinedPublisher:
     def _settled(self, item: Outbound, ack: AckResult, now: float) -> None:
         self.last_ack_at = now
         self._failures_in_row = 0
+        self._probing = False
         self._m.acked.labels(item.kind).inc()
         if ack.outcome is AckOutcome.DUPLICATE:
             self._m.duplicates.labels("jetstream").inc()
@@ -210,6 +216,7 @@ class PipelinedPublisher:
     def _failed(self, item: Outbound, reason: str) -> None:
         self._m.publish_failures.labels(reason).inc()
         heapq.heappush(self._retry, (item.seq, item))
+        self._probing = True
         now = self._clock()
         if now < self._hold_until:
             return  # already backing off: one round of failures counts once
@@ -244,7 +251,8 @@ class PipelinedPublisher:
         hold = self._hold_until - self._clock()
         if hold > 0:
             return hold
-        if len(self._in_flight) >= self.max_in_flight or not (self._retry or self._pending):
+        window = 1 if self._probing else self.max_in_flight
+        if len(self._in_flight) >= window or not (self._retry or self._pending):
             return math.inf
         return 0.0
 

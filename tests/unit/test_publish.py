@@ -96,7 +96,10 @@ async def test_no_responders_holds_then_resends_in_submit_order() -> None:
         clock.advance(1.0)
         pub._wake.set()
         await _settle()
-        assert [s[3]["Nats-Msg-Id"] for s in t.sent[3:]] == ["id-0", "id-1", "id-2", "id-3"]
+        assert [s[3]["Nats-Msg-Id"] for s in t.sent[3:]] == ["id-0"]  # probe first
+        pub.on_ack(t.token(3), STORED)
+        await _settle()
+        assert [s[3]["Nats-Msg-Id"] for s in t.sent[4:]] == ["id-1", "id-2", "id-3"]
 
     await _run(pub, body)
 
@@ -164,6 +167,9 @@ async def test_backoff_grows_per_round_not_per_message_and_resume_ends_it() -> N
         assert pub._failures_in_row == 1 and pub._hold_until - clock.now <= 1.0
         pub.resume()  # NATS reconnected
         await _settle()
-        assert [s[3]["Nats-Msg-Id"] for s in t.sent[5:]] == [f"id-{n}" for n in range(5)]
+        assert [s[3]["Nats-Msg-Id"] for s in t.sent[5:]] == ["id-0"]  # a probe, alone
+        pub.on_ack(t.token(5), STORED)
+        await _settle()
+        assert [s[3]["Nats-Msg-Id"] for s in t.sent[6:]] == [f"id-{n}" for n in range(1, 5)]
 
     await _run(pub, body)
