@@ -29,6 +29,10 @@ __all__ = [
     "CONTRACT_VERSION",
     "Dialect",
     "ErrorEvent",
+    "FloodEnded",
+    "FloodEvent",
+    "FloodStarted",
+    "FloodSummary",
     "DeadLetter",
     "DeadLetterReason",
     "LegacyOrigin",
@@ -199,6 +203,69 @@ class SpoolEvicted(msgspec.Struct, frozen=True, kw_only=True, tag="spool_evicted
     schema_version: int = CONTRACT_VERSION
 
 
-Message = ErrorEvent | DeadLetter | SpoolEvicted
+class FloodStarted(msgspec.Struct, frozen=True, kw_only=True, tag="flood_started", tag_field="type"):
+    """A fingerprint went over its flood rule: from now on its events are suppressed.
 
-ContractName = Literal["error_event", "dead_letter", "spool_evicted"]
+    ``threshold`` events per ``window_secs`` pass; ``sample`` is the first
+    suppressed event. ``severity`` is the sample's, or the rule's escalation.
+    """
+
+    event_id: str
+    machine: str
+    fingerprint: str
+    source: str
+    error_type: str
+    rule: str
+    threshold: int
+    window_secs: float
+    severity: Severity
+    started_at: datetime
+    sample: ErrorEvent
+    schema_version: int = CONTRACT_VERSION
+
+
+class FloodSummary(msgspec.Struct, frozen=True, kw_only=True, tag="flood_summary", tag_field="type"):
+    """Events suppressed for one fingerprint since the previous summary.
+
+    ``suppressed``: count in this summary; summing ``suppressed`` over every
+    summary of a flood gives ``suppressed_total`` of its ``FloodEnded``.
+    ``first_seen``/``last_seen``: UTC receive times of the suppressed events.
+    ``sample``: one suppressed event of this interval.
+    """
+
+    event_id: str
+    machine: str
+    fingerprint: str
+    source: str
+    error_type: str
+    rule: str
+    severity: Severity
+    suppressed: int
+    suppressed_total: int
+    first_seen: datetime
+    last_seen: datetime
+    sample: ErrorEvent
+    schema_version: int = CONTRACT_VERSION
+
+
+class FloodEnded(msgspec.Struct, frozen=True, kw_only=True, tag="flood_ended", tag_field="type"):
+    """A flood is over: no event of the fingerprint was suppressed for a whole window."""
+
+    event_id: str
+    machine: str
+    fingerprint: str
+    source: str
+    error_type: str
+    rule: str
+    severity: Severity
+    started_at: datetime
+    ended_at: datetime
+    suppressed_total: int
+    schema_version: int = CONTRACT_VERSION
+
+
+FloodEvent = FloodStarted | FloodSummary | FloodEnded
+
+Message = ErrorEvent | DeadLetter | SpoolEvicted | FloodStarted | FloodSummary | FloodEnded
+
+ContractName = Literal["error_event", "dead_letter", "spool_evicted", "flood_started", "flood_summary", "flood_ended"]

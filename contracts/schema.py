@@ -12,11 +12,11 @@ from pathlib import Path
 
 import msgspec
 
-from contracts.messages import DeadLetter, ErrorEvent, SpoolEvicted
+from contracts.messages import DeadLetter, ErrorEvent, FloodEnded, FloodStarted, FloodSummary, SpoolEvicted
 
 __all__ = ["CONTRACTS", "SCHEMA_DIR", "render_schemas", "write_schemas"]
 
-CONTRACTS = (ErrorEvent, DeadLetter, SpoolEvicted)
+CONTRACTS = (ErrorEvent, DeadLetter, SpoolEvicted, FloodStarted, FloodSummary, FloodEnded)
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 
