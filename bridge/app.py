@@ -33,10 +33,13 @@ from bridge.adapters.jetstream import JetStreamLink
 from bridge.adapters.nats_server import NatsServerProcess
 from bridge.adapters.zmq import IngestSocket
 from bridge.admin import AdminServer
+from bridge.config.flood import flood_rules
 from bridge.config.model import BridgeConfig
 from bridge.metrics import Metrics
 from bridge.pipeline.buffering import SpooledQueue
 from bridge.pipeline.decode import LegacyDecoder
+from bridge.pipeline.dedup import DedupWindow
+from bridge.pipeline.flood import FloodGate
 from bridge.pipeline.identity import EventIdentity
 from bridge.pipeline.outbound import OutboundBuilder
 from bridge.pipeline.publish import PipelinedPublisher
@@ -93,6 +96,8 @@ class Bridge:
                 tg.start_soon(self._probe_loop)
                 if self.queue is not None:
                     tg.start_soon(self.queue.run)
+                if self.runner is not None and self.runner.flood is not None:
+                    tg.start_soon(self._flood_loop)
                 await self._read_until_stopped(task_status)
                 await self._drain()
                 tg.cancel_scope.cancel()
@@ -181,13 +186,42 @@ class Bridge:
         decoder = LegacyDecoder(
             machine=self.cfg.machine or "", identity=identity, local_tz=ZoneInfo(self.cfg.legacy.local_timezone)
         )
-        if self.queue is not None:
-            self.runner = IngestRunner(decoder, builder, self.queue, self.metrics, drop_reason="spool_staging_full")
-        else:
-            self.runner = IngestRunner(decoder, builder, self.publisher, self.metrics)
+        sink, drop_reason = (self.queue, "spool_staging_full") if self.queue is not None else (self.publisher, "pending_full")
+        self.runner = IngestRunner(
+            decoder, builder, sink, self.metrics, dedup=self._dedup(), flood=self._flood(), drop_reason=drop_reason
+        )
         self.ingest = IngestSocket(self.cfg.zmq, on_event=self._zmq_event)
         self.zmq_endpoints = self.ingest.open()
         stack.callback(self.ingest.close)
+
+    def _dedup(self) -> DedupWindow | None:
+        d = self.cfg.dedup
+        return DedupWindow(d.window_secs, d.max_ids, time.monotonic) if d.enabled else None
+
+    def _flood(self) -> FloodGate | None:
+        f = self.cfg.flood
+        if not f.enabled:
+            return None
+        rules, default = flood_rules(f)
+        return FloodGate(
+            rules,
+            default,
+            machine=self.cfg.machine or "",
+            summary_interval_secs=f.summary_interval_secs,
+            max_fingerprints=f.max_fingerprints,
+            suppress_critical=f.suppress_critical,
+            global_max_per_sec=f.global_max_per_sec,
+            clock=time.monotonic,
+        )
+
+    async def _flood_loop(self) -> None:
+        """Publish due flood summaries and ends, once a second."""
+        assert self.runner is not None and self.runner.flood is not None
+        while True:
+            await anyio.sleep(1.0)
+            for event in self.runner.flood.tick():
+                self.runner.emit(event)
+            self.metrics.floods_active.set(self.runner.flood.active_floods)
 
     def _zmq_event(self, name: str, connected: int) -> None:
         self.metrics.zmq_connection_events.labels(name).inc()
@@ -215,7 +249,10 @@ class Bridge:
         self.ingest.close()  # stop reading and release the port before draining
 
     async def _drain(self) -> None:
-        assert self.publisher is not None
+        assert self.publisher is not None and self.runner is not None
+        if self.runner.flood is not None:  # close open floods so their counts are published
+            for event in self.runner.flood.flush():
+                self.runner.emit(event)
         if self.queue is not None:
             await self.queue.flush_staging()
         backlog = self._backlog()

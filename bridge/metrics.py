@@ -92,6 +92,13 @@ class Metrics:
         self.spool_recovered = Counter(
             "busbridge_spool_recovered_total", "Unreadable spool files moved aside at start", registry=r
         )
+        self.flood_suppressed = Counter(
+            "busbridge_flood_suppressed_total", "Events suppressed by flood control, by rule", ["rule"], registry=r
+        )
+        self.floods_active = Gauge("busbridge_floods_active", "Fingerprints currently in a flood", registry=r)
+        self.flood_events = Counter(
+            "busbridge_flood_events_total", "Flood events emitted (started, summary, ended)", ["kind"], registry=r
+        )
         self.ready = Gauge("busbridge_ready", "1 when /readyz answers ready", registry=r)
         self._init_label_sets()
 
@@ -105,6 +112,9 @@ class Metrics:
             self.published.labels(kind)
             self.acked.labels(kind)
         self.duplicates.labels("jetstream")
+        self.duplicates.labels("bridge")
+        for kind in ("flood_started", "flood_summary", "flood_ended"):
+            self.flood_events.labels(kind)
         for reason in ("timeout", "no_responders", "jetstream_error", "not_connected"):
             self.publish_failures.labels(reason)
         for reason in ("pending_full", "spool_staging_full", "shutdown", "rejected"):

@@ -22,10 +22,19 @@ def free_port() -> int:
 
 
 class BridgeProcess:
-    """``busbridge run -c <yaml>`` with ``extra`` YAML appended; ``start()`` waits for /healthz."""
+    """``busbridge run -c <yaml>`` with ``extra`` YAML appended; ``start()`` waits for /healthz.
+
+    Flood control is off unless ``flood``: steady load-test traffic is one big flood.
+    """
 
     def __init__(
-        self, workdir: Path, nats_url: str | None, extra: str = "", zmq_port: int | None = None, log_level: str = "INFO"
+        self,
+        workdir: Path,
+        nats_url: str | None,
+        extra: str = "",
+        zmq_port: int | None = None,
+        log_level: str = "INFO",
+        flood: bool = False,
     ) -> None:
         self.workdir = workdir
         self.zmq_port = zmq_port or free_port()
@@ -35,7 +44,8 @@ class BridgeProcess:
         self.config.write_text(
             f"machine: LoadPC\ndata_dir: {workdir / 'data'}\nlog_level: {log_level}\n"
             f"zmq: {{bind_endpoint: 'tcp://127.0.0.1:{self.zmq_port}'}}\n{nats}"
-            f"admin: {{port: {self.admin_port}, probe_interval_secs: 0.5}}\n{extra}"
+            f"admin: {{port: {self.admin_port}, probe_interval_secs: 0.5}}\n"
+            f"flood: {{enabled: {'true' if flood else 'false'}}}\n{extra}"
         )
         self.log = workdir / "bridge.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -10,6 +10,7 @@ that one bad value does not hide the next, then the cross-field rules run.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import typing
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 
 from bridge.config.model import BridgeConfig, ZmqMode
 from bridge.errors import ConfigError
+from contracts.messages import Severity
 from contracts.subjects import LEGACY_PREFIXES, sanitise_token
 
 __all__ = ["cross_checks", "load_config", "parse_config", "resolve_defaults"]
@@ -79,10 +81,28 @@ def cross_checks(cfg: BridgeConfig) -> list[str]:
         )
     if cfg.publish.retry_initial_secs > cfg.publish.retry_max_secs:
         problems.append("publish.retry_initial_secs: must be <= publish.retry_max_secs")
+    problems += _check_flood(cfg)
     try:
         ZoneInfo(cfg.legacy.local_timezone)
     except (ZoneInfoNotFoundError, ValueError):
         problems.append(f"legacy.local_timezone: unknown time zone {cfg.legacy.local_timezone!r}")
+    return problems
+
+
+def _check_flood(cfg: BridgeConfig) -> list[str]:
+    problems = []
+    names = [r.name for r in cfg.flood.rules]
+    for i, rule in enumerate(cfg.flood.rules):
+        where = f"flood.rules[{i}]"
+        if names.count(rule.name) > 1:
+            problems.append(f"{where}.name: duplicate rule name {rule.name!r}")
+        if rule.match is not None:
+            try:
+                re.compile(rule.match)
+            except re.error as exc:
+                problems.append(f"{where}.match: invalid regex {rule.match!r}: {exc}")
+        if rule.escalate_to is not None and rule.escalate_to not in {s.value for s in Severity}:
+            problems.append(f"{where}.escalate_to: {rule.escalate_to!r} is not one of debug|info|warning|error|critical")
     return problems
 
 

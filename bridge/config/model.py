@@ -18,7 +18,10 @@ from msgspec import Meta
 __all__ = [
     "AdminConfig",
     "BridgeConfig",
+    "DedupConfig",
     "EmbeddedNatsConfig",
+    "FloodConfig",
+    "FloodRuleConfig",
     "IdentityConfig",
     "LegacyConfig",
     "NatsConfig",
@@ -166,6 +169,53 @@ class SpoolConfig(_Strict):
     eviction_summary_interval_secs: PositiveSecs = 10.0
 
 
+class DedupConfig(_Strict):
+    """In-process dedup of event copies (same id) before NATS; JetStream's window is the second line."""
+
+    enabled: bool = True
+    window_secs: PositiveSecs = 600.0
+    max_ids: PositiveInt = 200_000
+
+
+class FloodRuleConfig(_Strict):
+    """One flood rule: the first ``threshold`` events per ``window_secs`` of a fingerprint pass."""
+
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    #: regex searched in error_type and in message; omitted: matches everything
+    match: str | None = None
+    threshold: Annotated[int, Meta(ge=0)] = 10
+    window_secs: PositiveSecs = 60.0
+    #: severity of this rule's flood events (e.g. critical for memory errors)
+    escalate_to: str | None = None
+
+
+def _default_rules() -> list[FloodRuleConfig]:
+    """The legacy ErrorFloodDetector thresholds (legacy-bus.md §3), as rules."""
+    return [
+        FloodRuleConfig(name="connection_error", match=r"(?i)connection[ _]?(error|refused|reset)", threshold=10, window_secs=60.0),
+        FloodRuleConfig(name="timeout_error", match=r"(?i)time[ _]?out|timed out", threshold=5, window_secs=30.0),
+        FloodRuleConfig(
+            name="memory_error", match=r"(?i)memory[ _]?error|out of memory", threshold=3, window_secs=300.0, escalate_to="critical"
+        ),
+    ]
+
+
+class FloodConfig(_Strict):
+    """Flood control per fingerprint (source, error_type, masked message)."""
+
+    enabled: bool = True
+    rules: list[FloodRuleConfig] = msgspec.field(default_factory=_default_rules)
+    #: applies when no rule matches
+    default_threshold: Annotated[int, Meta(ge=0)] = 20
+    default_window_secs: PositiveSecs = 60.0
+    summary_interval_secs: PositiveSecs = 10.0
+    max_fingerprints: PositiveInt = 10_000
+    #: critical events are never suppressed unless this is true
+    suppress_critical: bool = False
+    #: events per second passed to NATS in total; beyond, lowest severities are shed first. 0 = off.
+    global_max_per_sec: Annotated[float, Meta(ge=0)] = 0.0
+
+
 class IdentityConfig(_Strict):
     """Event identity for frames without a legacy ``error_id`` (DESIGN §3)."""
 
@@ -210,6 +260,8 @@ class BridgeConfig(_Strict):
     stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
     publish: PublishConfig = msgspec.field(default_factory=PublishConfig)
     spool: SpoolConfig = msgspec.field(default_factory=SpoolConfig)
+    dedup: DedupConfig = msgspec.field(default_factory=DedupConfig)
+    flood: FloodConfig = msgspec.field(default_factory=FloodConfig)
     identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
     legacy: LegacyConfig = msgspec.field(default_factory=LegacyConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)

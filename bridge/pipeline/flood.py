@@ -41,12 +41,13 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import msgspec
 
 from contracts.messages import ErrorEvent, FloodEnded, FloodEvent, FloodStarted, FloodSummary, Severity
 
-__all__ = ["FloodGate", "FloodRule", "Verdict", "GLOBAL_RULE_NAME"]
+__all__ = ["GLOBAL_RULE_NAME", "FloodDecision", "FloodGate", "FloodRule", "Verdict"]
 
 GLOBAL_RULE_NAME = "global_ceiling"
 _GLOBAL_WINDOW_SECS = 10.0
@@ -55,6 +56,14 @@ _GLOBAL_WINDOW_SECS = 10.0
 class Verdict(enum.Enum):
     PASS = "pass"
     SUPPRESS = "suppress"
+
+
+class FloodDecision(NamedTuple):
+    """``verdict`` for the event; ``rule`` that decided (a metric label); flood ``events`` to publish now."""
+
+    verdict: Verdict
+    rule: str
+    events: list[FloodEvent]
 
 
 class FloodRule(msgspec.Struct, frozen=True):
@@ -181,20 +190,21 @@ class FloodGate:
 
     # -- decisions -----------------------------------------------------------------------------
 
-    def check(self, ev: ErrorEvent) -> tuple[Verdict, list[FloodEvent]]:
+    def check(self, ev: ErrorEvent) -> FloodDecision:
         """Pass or suppress ``ev``; also return flood events to publish now (starts, evictions)."""
         if ev.severity is Severity.CRITICAL and not self.suppress_critical:
-            return Verdict.PASS, self._drain_outbox()
+            return FloodDecision(Verdict.PASS, "critical", self._drain_outbox())
         now = self._clock()
         state = self._state(ev, now)
         if now - state.window_start >= state.rule.window_secs:
             state.window_start, state.count = now, 0
         state.count += 1
         if state.count > state.rule.threshold:
-            return Verdict.SUPPRESS, self._suppress(state, ev, now)
+            return FloodDecision(Verdict.SUPPRESS, state.rule.name, self._suppress(state, ev, now))
         if self._bucket is not None and not self._bucket.take(ev.severity.rank):
-            return Verdict.SUPPRESS, self._suppress(self._global_state(ev, now), ev, now)
-        return Verdict.PASS, self._drain_outbox()
+            events = self._suppress(self._global_state(ev, now), ev, now)
+            return FloodDecision(Verdict.SUPPRESS, GLOBAL_RULE_NAME, events)
+        return FloodDecision(Verdict.PASS, state.rule.name, self._drain_outbox())
 
     def _suppress(self, state: _State, ev: ErrorEvent, now: float) -> list[FloodEvent]:
         if state.flood is None:

@@ -17,7 +17,17 @@ from __future__ import annotations
 import msgspec
 
 from contracts.codec import contract_name, encode
-from contracts.messages import CONTRACT_VERSION, DeadLetter, ErrorEvent, Message, Severity, Truncation
+from contracts.messages import (
+    CONTRACT_VERSION,
+    DeadLetter,
+    ErrorEvent,
+    FloodEnded,
+    FloodStarted,
+    FloodSummary,
+    Message,
+    Severity,
+    Truncation,
+)
 from contracts.subjects import (
     HEADER_CONTRACT,
     HEADER_CONTRACT_VERSION,
@@ -29,7 +39,7 @@ from bridge.pipeline.publish import Outbound
 
 __all__ = ["OutboundBuilder"]
 
-#: spool eviction rank of the non-ErrorEvent contracts (ErrorEvents use their severity)
+#: spool eviction rank of contracts without a severity field
 _RANK = {"dead_letter": Severity.ERROR.rank, "spool_evicted": Severity.CRITICAL.rank}
 #: room left in max_payload for the protocol line overhead, in bytes
 _SAFETY_BYTES = 512
@@ -57,7 +67,8 @@ class OutboundBuilder:
         if len(payload) > budget:
             msg, payload = _truncate(msg, payload, budget)
             self.truncated += 1
-        rank = msg.severity.rank if isinstance(msg, ErrorEvent) else _RANK.get(contract_name(msg), 3)
+        severity = getattr(msg, "severity", None)
+        rank = severity.rank if severity is not None else _RANK.get(contract_name(msg), 3)
         return Outbound(self._subject(msg), payload, headers, contract_name(msg), msg.event_id, rank=rank)
 
     def _subject(self, msg: Message) -> str:
@@ -65,6 +76,8 @@ class OutboundBuilder:
             return self.subjects.error(msg.machine, msg.severity, msg.source)
         if isinstance(msg, DeadLetter):
             return self.subjects.dead_letter(msg.machine)
+        if isinstance(msg, FloodStarted | FloodSummary | FloodEnded):
+            return self.subjects.flood(msg.machine, msg.source)
         return self.subjects.bridge(msg.machine, contract_name(msg))
 
 

@@ -1,6 +1,10 @@
 """The per-message path, called synchronously by the ingest loop for each message:
-frames -> decode -> outbound -> publisher queue. The decisions are made by the
-stages; this module acts on them and counts every outcome (DESIGN §1).
+frames -> decode -> dedup -> flood gate -> outbound -> sink (spool or publisher).
+The stages decide; this module acts on their decisions and counts every
+outcome (DESIGN §1): decoded by dialect or dead-lettered by reason, dropped as
+a duplicate (``busbridge_duplicates_total{by="bridge"}``), suppressed by a flood
+rule (``busbridge_flood_suppressed_total{rule}``, accounted in flood
+summaries), accepted by the sink, or dropped because the sink is full.
 """
 
 from __future__ import annotations
@@ -9,11 +13,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from contracts.messages import DeadLetter, ErrorEvent
-from contracts.severity import normalise_severity
 from bridge.metrics import Metrics
+from bridge.pipeline.dedup import DedupWindow
+from bridge.pipeline.flood import FloodGate, Verdict
 from bridge.pipeline.outbound import OutboundBuilder
 from bridge.pipeline.publish import Outbound
+from contracts.codec import contract_name
+from contracts.messages import DeadLetter, ErrorEvent, FloodEvent, Message
+from contracts.severity import normalise_severity
 
 __all__ = ["IngestRunner", "Sink"]
 
@@ -31,8 +38,7 @@ class Sink(Protocol):
 class IngestRunner:
     """``runner(frames)``: handle one legacy ZMQ message. Never raises, never blocks.
 
-    Outcomes, each a metric: decoded (by dialect) or dead-lettered (by reason);
-    then accepted by the sink, or dropped with ``drop_reason`` when it is full.
+    ``emit(msg)`` sends a bridge-made message (flood events) down the same path.
     """
 
     def __init__(
@@ -42,17 +48,21 @@ class IngestRunner:
         sink: Sink,
         metrics: Metrics,
         *,
+        dedup: DedupWindow | None = None,
+        flood: FloodGate | None = None,
         drop_reason: str = "pending_full",
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._decoder = decoder
         self._builder = builder
         self._sink = sink
-        self._dropped = metrics.dropped.labels(drop_reason)
         self._m = metrics
+        self.dedup = dedup
+        self.flood = flood
         self._now = wall_clock
-        self._decoded: dict[str, Any] = {}  # dialect -> counter child, filled lazily
-        self._dead: dict[str, Any] = {}
+        self._dropped = metrics.dropped.labels(drop_reason)
+        self._dup_bridge = metrics.duplicates.labels("bridge")
+        self._children: dict[tuple[str, str], Any] = {}  # (family, label) -> counter child
         self.received = 0
 
     def __call__(self, frames: list[bytes]) -> None:
@@ -61,20 +71,52 @@ class IngestRunner:
         self._m.frames_received_bytes.inc(sum(map(len, frames)))
         msg = self._decoder.decode(frames, self._now())
         self._count(msg)
+        if isinstance(msg, ErrorEvent) and not self._admit(msg):
+            return
+        self._submit(msg)
+
+    def _admit(self, ev: ErrorEvent) -> bool:
+        if self.dedup is not None and self.dedup.seen(ev.event_id):
+            self._dup_bridge.inc()
+            return False
+        if self.flood is None:
+            return True
+        decision = self.flood.check(ev)
+        for event in decision.events:
+            self.emit(event)
+        if decision.verdict is Verdict.SUPPRESS:
+            self._child("suppressed", decision.rule).inc()
+            return False
+        return True
+
+    def emit(self, msg: FloodEvent) -> None:
+        """Send a flood event (from ``check``, ``tick`` or ``flush``) to the sink."""
+        self._child("flood_event", contract_name(msg)).inc()
+        self._submit(msg)
+
+    def _submit(self, msg: Message) -> None:
         if not self._sink.submit(self._builder.build(msg)):
             self._dropped.inc()
 
     def _count(self, msg: ErrorEvent | DeadLetter) -> None:
         if isinstance(msg, ErrorEvent):
-            dialect = msg.legacy.dialect.value if msg.legacy else "native"
-            child = self._decoded.get(dialect) or self._decoded.setdefault(dialect, self._m.decoded.labels(dialect))
-            child.inc()
+            self._child("decoded", msg.legacy.dialect.value if msg.legacy else "native").inc()
             if msg.legacy is not None and msg.legacy.raw_severity is not None and not _known(msg):
                 self._m.unknown_severity.inc()
         else:
-            reason = msg.reason.value
-            child = self._dead.get(reason) or self._dead.setdefault(reason, self._m.dead_letters.labels(reason))
-            child.inc()
+            self._child("dead_letter", msg.reason.value).inc()
+
+    def _child(self, family: str, label: str) -> Any:
+        child = self._children.get((family, label))
+        if child is None:
+            metric = {
+                "decoded": self._m.decoded,
+                "dead_letter": self._m.dead_letters,
+                "suppressed": self._m.flood_suppressed,
+                "flood_event": self._m.flood_events,
+            }[family]
+            child = self._children[(family, label)] = metric.labels(label)
+        return child
 
 
 def _known(ev: ErrorEvent) -> bool:

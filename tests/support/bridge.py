@@ -17,9 +17,10 @@ __all__ = ["running_bridge", "make_config"]
 
 
 def make_config(nats_url: str | None, data_dir: Path, **sections: dict) -> BridgeConfig:
-    """A config for tests: ZMQ on a free loopback port, admin on a free port, fast timeouts.
+    """A config for tests: ZMQ on a free loopback port, admin on a free port, fast timeouts,
+    flood control off (steady test traffic is a flood by design; flood tests turn it on).
 
-    ``sections`` override whole top-level sections by key, e.g. ``publish={...}``.
+    ``sections`` override top-level sections key by key, e.g. ``publish={...}``.
     """
     doc: dict = {
         "machine": "TestPC",
@@ -28,6 +29,7 @@ def make_config(nats_url: str | None, data_dir: Path, **sections: dict) -> Bridg
         "nats": {"servers": [nats_url] if nats_url else [], "embedded": {"port": 0}},
         "admin": {"port": 0, "probe_interval_secs": 0.5},
         "publish": {"ack_timeout_secs": 2.0, "drain_timeout_secs": 10.0},
+        "flood": {"enabled": False},
     }
     for key, value in sections.items():
         doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value

@@ -33,9 +33,9 @@ def _gate(clock: FakeClock, **kw) -> FloodGate:
 def _run(gate: FloodGate, events, clock: FakeClock, step: float = 0.0):
     verdicts, emitted = [], []
     for ev in events:
-        v, out = gate.check(ev)
-        verdicts.append(v)
-        emitted += out
+        decision = gate.check(ev)
+        verdicts.append(decision.verdict)
+        emitted += decision.events
         clock.advance(step)
         emitted += gate.tick()
     return verdicts, emitted
