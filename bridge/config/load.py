@@ -94,7 +94,7 @@ def _check_flood(cfg: BridgeConfig) -> list[str]:
     names = [r.name for r in cfg.flood.rules]
     for i, rule in enumerate(cfg.flood.rules):
         where = f"flood.rules[{i}]"
-        if names.count(rule.name) > 1:
+        if rule.name in names[:i]:
             problems.append(f"{where}.name: duplicate rule name {rule.name!r}")
         if rule.match is not None:
             try:

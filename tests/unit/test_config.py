@@ -30,7 +30,9 @@ def test_defaults_are_valid_and_resolved(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_example_file_loads_and_matches_defaults() -> None:
     cfg = load_config(EXAMPLE)
     assert cfg.machine == "MainPC" and cfg.stream.name == "ERRBUS"
-    assert cfg.zmq == load_config(None).zmq
+    defaults = load_config(None)
+    for section in ("zmq", "nats", "stream", "publish", "spool", "dedup", "flood", "identity", "legacy", "admin"):
+        assert getattr(cfg, section) == getattr(defaults, section), f"example {section} differs from the defaults"
 
 
 def test_every_problem_is_listed_with_its_path() -> None:
@@ -71,3 +73,11 @@ def test_check_config_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["check-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "zmq.rcvhwm" in err and "admin.port" in err
+
+
+def test_flood_rules_are_validated() -> None:
+    problems = _problems(
+        "flood: {rules: [{name: a, match: '(unclosed'}, {name: a, escalate_to: urgent}]}\n"
+    )
+    paths = sorted(p.split(":")[0] for p in problems)
+    assert paths == ["flood.rules[0].match", "flood.rules[1].escalate_to", "flood.rules[1].name"]
