@@ -203,12 +203,9 @@ class SpoolEvicted(msgspec.Struct, frozen=True, kw_only=True, tag="spool_evicted
     schema_version: int = CONTRACT_VERSION
 
 
-class FloodStarted(msgspec.Struct, frozen=True, kw_only=True, tag="flood_started", tag_field="type"):
-    """A fingerprint went over its flood rule: from now on its events are suppressed.
-
-    ``threshold`` events per ``window_secs`` pass; ``sample`` is the first
-    suppressed event. ``severity`` is the sample's, or the rule's escalation.
-    """
+class _FloodFields(msgspec.Struct, frozen=True, kw_only=True):
+    """Fields every flood event carries: which fingerprint, under which rule, at what severity
+    (the rule's escalation, else the sample's)."""
 
     event_id: str
     machine: str
@@ -216,15 +213,23 @@ class FloodStarted(msgspec.Struct, frozen=True, kw_only=True, tag="flood_started
     source: str
     error_type: str
     rule: str
+    severity: Severity
+
+
+class FloodStarted(_FloodFields, frozen=True, kw_only=True, tag="flood_started", tag_field="type"):
+    """A fingerprint went over its flood rule: from now on its events are suppressed.
+
+    ``threshold`` events per ``window_secs`` pass; ``sample`` is the first suppressed event.
+    """
+
     threshold: int
     window_secs: float
-    severity: Severity
     started_at: datetime
     sample: ErrorEvent
     schema_version: int = CONTRACT_VERSION
 
 
-class FloodSummary(msgspec.Struct, frozen=True, kw_only=True, tag="flood_summary", tag_field="type"):
+class FloodSummary(_FloodFields, frozen=True, kw_only=True, tag="flood_summary", tag_field="type"):
     """Events suppressed for one fingerprint since the previous summary.
 
     ``suppressed``: count in this summary; summing ``suppressed`` over every
@@ -233,13 +238,6 @@ class FloodSummary(msgspec.Struct, frozen=True, kw_only=True, tag="flood_summary
     ``sample``: one suppressed event of this interval.
     """
 
-    event_id: str
-    machine: str
-    fingerprint: str
-    source: str
-    error_type: str
-    rule: str
-    severity: Severity
     suppressed: int
     suppressed_total: int
     first_seen: datetime
@@ -248,16 +246,9 @@ class FloodSummary(msgspec.Struct, frozen=True, kw_only=True, tag="flood_summary
     schema_version: int = CONTRACT_VERSION
 
 
-class FloodEnded(msgspec.Struct, frozen=True, kw_only=True, tag="flood_ended", tag_field="type"):
+class FloodEnded(_FloodFields, frozen=True, kw_only=True, tag="flood_ended", tag_field="type"):
     """A flood is over: no event of the fingerprint was suppressed for a whole window."""
 
-    event_id: str
-    machine: str
-    fingerprint: str
-    source: str
-    error_type: str
-    rule: str
-    severity: Severity
     started_at: datetime
     ended_at: datetime
     suppressed_total: int
