@@ -96,8 +96,7 @@ class Bridge:
                 tg.start_soon(self._probe_loop)
                 if self.queue is not None:
                     tg.start_soon(self.queue.run)
-                if self.runner is not None and self.runner.flood is not None:
-                    tg.start_soon(self._flood_loop)
+                tg.start_soon(self._flood_loop)
                 await self._read_until_stopped(task_status)
                 await self._drain()
                 tg.cancel_scope.cancel()
@@ -215,13 +214,48 @@ class Bridge:
         )
 
     async def _flood_loop(self) -> None:
-        """Publish due flood summaries and ends, once a second."""
-        assert self.runner is not None and self.runner.flood is not None
+        """Publish due flood summaries and ends, once a second (flood control may be reloaded on or off)."""
+        assert self.runner is not None
         while True:
             await anyio.sleep(1.0)
-            for event in self.runner.flood.tick():
-                self.runner.emit(event)
-            self.metrics.floods_active.set(self.runner.flood.active_floods)
+            flood = self.runner.flood
+            if flood is not None:
+                for event in flood.tick():
+                    self.runner.emit(event)
+            self.metrics.floods_active.set(flood.active_floods if flood is not None else 0)
+
+    def apply_config(self, cfg: BridgeConfig, live: list[str]) -> None:
+        """Apply a reloaded config whose changed ``live`` paths may change at run time
+        (see ``bridge.config.reload.LIVE_PATHS``); sockets and in-flight messages are untouched."""
+        self.cfg = cfg
+        logging.getLogger().setLevel(cfg.log_level)
+        if any(p.startswith("flood.") for p in live) and self.runner is not None:
+            self._apply_flood()
+        if self.queue is not None:
+            sc = self.queue
+            sc.max_bytes, sc.max_age_secs = cfg.spool.max_bytes, cfg.spool.max_age_secs
+            sc.max_replay_rate, sc.summary_interval_secs = cfg.spool.max_replay_rate_per_sec, cfg.spool.eviction_summary_interval_secs
+        if self.publisher is not None:
+            p = cfg.publish
+            self.publisher.ack_timeout_secs = p.ack_timeout_secs
+            self.publisher.retry_initial_secs, self.publisher.retry_max_secs = p.retry_initial_secs, p.retry_max_secs
+
+    def _apply_flood(self) -> None:
+        assert self.runner is not None
+        gate, f = self.runner.flood, self.cfg.flood
+        if not f.enabled:
+            if gate is not None:
+                for event in gate.flush():
+                    self.runner.emit(event)
+            self.runner.flood = None
+        elif gate is None:
+            self.runner.flood = self._flood()
+        else:
+            gate.update_rules(*flood_rules(f))
+            gate.reconfigure(
+                summary_interval_secs=f.summary_interval_secs, max_fingerprints=f.max_fingerprints,
+                suppress_critical=f.suppress_critical, global_max_per_sec=f.global_max_per_sec,
+            )  # fmt: skip
 
     def _zmq_event(self, name: str, connected: int) -> None:
         self.metrics.zmq_connection_events.labels(name).inc()
@@ -276,8 +310,8 @@ class Bridge:
     async def _probe_loop(self) -> None:
         """Keep readiness fresh on an idle bus: probe JetStream when no PubAck came recently."""
         assert self.link is not None and self.publisher is not None
-        interval = self.cfg.admin.probe_interval_secs
         while True:
+            interval = self.cfg.admin.probe_interval_secs
             last_ack = self.publisher.last_ack_at
             if last_ack is None or time.monotonic() - last_ack > interval:
                 if await self.link.probe():

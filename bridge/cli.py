@@ -100,7 +100,11 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 
 def effective_config(args: argparse.Namespace) -> BridgeConfig:
     """The config file with command-line overrides applied. Raises ``ConfigError``."""
-    cfg = load_config(args.config)
+    return with_overrides(load_config(args.config), args)
+
+
+def with_overrides(cfg: BridgeConfig, args: argparse.Namespace) -> BridgeConfig:
+    """``cfg`` with the command-line overrides in ``args``, validated again. Raises ``ConfigError``."""
     if getattr(args, "nats_url", None):
         servers = [u.strip() for u in args.nats_url.split(",") if u.strip()]
         cfg = msgspec.structs.replace(cfg, nats=msgspec.structs.replace(cfg.nats, servers=servers))
@@ -126,12 +130,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = effective_config(args)
     _setup_logging(cfg.log_level)
     from bridge.app import Bridge
+    from bridge.config.reload import ConfigReloader
 
     bridge = Bridge(cfg)
+    reloader = None
+    if args.config:
+        count = lambda result: bridge.metrics.config_reloads.labels(result).inc()  # noqa: E731
+        reloader = ConfigReloader(args.config, cfg, bridge.apply_config, count, lambda c: with_overrides(c, args))
 
     async def serve() -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, bridge)
+            tg.start_soon(_handle_signals, bridge, reloader)
+            if reloader is not None:
+                tg.start_soon(reloader.watch, cfg.config_watch_secs)
             await bridge.serve()
             tg.cancel_scope.cancel()
 
@@ -139,9 +150,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _stop_on_signal(bridge: object) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _handle_signals(bridge: object, reloader: object) -> None:
+    """SIGTERM/SIGINT: graceful stop. SIGHUP: reload the config file."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                if reloader is not None:
+                    log.info("SIGHUP: reloading %s", reloader.path)  # type: ignore[attr-defined]
+                    reloader.reload()  # type: ignore[attr-defined]
+                continue
             log.info("received %s: stopping", signal.Signals(signum).name)
             bridge.request_stop()  # type: ignore[attr-defined]
 

@@ -99,6 +99,9 @@ class Metrics:
         self.flood_events = Counter(
             "busbridge_flood_events_total", "Flood events emitted (started, summary, ended)", ["kind"], registry=r
         )
+        self.config_reloads = Counter(
+            "busbridge_config_reloads_total", "Config reloads, by result", ["result"], registry=r
+        )
         self.ready = Gauge("busbridge_ready", "1 when /readyz answers ready", registry=r)
         self._init_label_sets()
 
@@ -113,6 +116,8 @@ class Metrics:
             self.acked.labels(kind)
         self.duplicates.labels("jetstream")
         self.duplicates.labels("bridge")
+        for result in ("applied", "partial", "refused", "unchanged", "invalid"):
+            self.config_reloads.labels(result)
         for kind in ("flood_started", "flood_summary", "flood_ended"):
             self.flood_events.labels(kind)
         for reason in ("timeout", "no_responders", "jetstream_error", "not_connected"):

@@ -255,6 +255,8 @@ class BridgeConfig(_Strict):
     #: local state (embedded NATS store, spool).
     data_dir: str = "./busbridge-data"
     log_level: Annotated[str, Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")] = "INFO"
+    #: how often the config file is checked for changes (hot reload; SIGHUP reloads at once)
+    config_watch_secs: PositiveSecs = 2.0
     zmq: ZmqConfig = msgspec.field(default_factory=ZmqConfig)
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     stream: StreamConfig = msgspec.field(default_factory=StreamConfig)

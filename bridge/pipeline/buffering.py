@@ -116,7 +116,7 @@ class SpooledQueue:
         self.max_replay_rate = max_replay_rate
         self.duplicate_window_secs = duplicate_window_secs
         self._summary_factory = summary_factory
-        self._summary_interval = summary_interval_secs
+        self.summary_interval_secs = summary_interval_secs
         self._wall = wall_clock
         self._staging: deque[Outbound] = deque()
         self._acked: list[Outbound] = []
@@ -272,7 +272,7 @@ class SpooledQueue:
         while True:
             await anyio.sleep(1.0)
             await self._evict_expired()
-            if self.tally and time.monotonic() - last_summary >= self._summary_interval:
+            if self.tally and time.monotonic() - last_summary >= self.summary_interval_secs:
                 self._emit_summary()
                 last_summary = time.monotonic()
             await self._update_gauges()

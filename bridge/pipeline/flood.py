@@ -180,6 +180,20 @@ class FloodGate:
             if state.rule.name != GLOBAL_RULE_NAME:
                 state.rule = self._rule_for(state.error_type, state.message)
 
+    def reconfigure(
+        self, *, summary_interval_secs: float, max_fingerprints: int, suppress_critical: bool, global_max_per_sec: float
+    ) -> None:
+        """Change the gate's settings in place (hot reload); windows and floods are kept."""
+        if summary_interval_secs <= 0 or max_fingerprints < 1 or global_max_per_sec < 0:
+            raise ValueError("summary_interval_secs and max_fingerprints must be positive")
+        self.summary_interval_secs = summary_interval_secs
+        self.max_fingerprints = max_fingerprints
+        self.suppress_critical = suppress_critical
+        rate = self._bucket.rate if self._bucket else 0.0
+        if global_max_per_sec != rate:
+            self._bucket = _SeverityBucket(global_max_per_sec, self._clock) if global_max_per_sec else None
+        self._evict_lru()
+
     @property
     def active_floods(self) -> int:
         return len(self._active)

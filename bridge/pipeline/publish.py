@@ -133,8 +133,8 @@ class PipelinedPublisher:
         self.max_in_flight = max_in_flight
         self.ack_timeout_secs = ack_timeout_secs
         self.max_pending = max_pending
-        self._retry_initial = retry_initial_secs
-        self._retry_max = retry_max_secs
+        self.retry_initial_secs = retry_initial_secs
+        self.retry_max_secs = retry_max_secs
         self._max_rejections = max_rejections
         self._clock = clock
         self._rng = rng or random.Random()
@@ -221,7 +221,7 @@ class PipelinedPublisher:
         if now < self._hold_until:
             return  # already backing off: one round of failures counts once
         self._failures_in_row += 1
-        backoff = min(self._retry_max, self._retry_initial * 2 ** min(self._failures_in_row - 1, 30))
+        backoff = min(self.retry_max_secs, self.retry_initial_secs * 2 ** min(self._failures_in_row - 1, 30))
         self._hold_until = now + backoff / 2 + self._rng.random() * backoff / 2
 
     def resume(self) -> None:
