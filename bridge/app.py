@@ -69,6 +69,7 @@ class Bridge:
         self.publisher: PipelinedPublisher | None = None
         self.ingest: IngestSocket | None = None
         self.queue: SpooledQueue | None = None
+        self._identity: EventIdentity | None = None
         self.runner: IngestRunner | None = None
         self.admin: AdminServer | None = None
         self.nats_url = ""
@@ -122,7 +123,7 @@ class Bridge:
             store, binary=emb.binary, host=emb.host, port=emb.port, max_payload_bytes=emb.max_payload_bytes
         )
         url = await anyio.to_thread.run_sync(server.start, emb.startup_timeout_secs)
-        stack.callback(server.stop)
+        stack.push_async_callback(anyio.to_thread.run_sync, server.stop)
         self.embedded = server
         log.info("embedded nats-server pid %s on %s, store %s", server.pid, url, store)
         return url
@@ -131,8 +132,8 @@ class Bridge:
         self.metrics.nats_connected.set(1 if connected else 0)
         if connected and self.link is not None and self.link.reconnects:
             self.metrics.nats_reconnects.inc()
-        if connected and self.publisher is not None:
-            self.publisher.resume()
+        if self.publisher is not None:
+            self.publisher.resume() if connected else self.publisher.connection_lost()
 
     async def _start_publisher(self) -> None:
         assert self.link is not None
@@ -152,7 +153,7 @@ class Bridge:
 
     def _builder(self) -> OutboundBuilder:
         assert self.link is not None
-        return OutboundBuilder(self.subjects, self.cfg.bridge_id or "", self.link.max_payload)
+        return OutboundBuilder(self.subjects, self.cfg.bridge_id or "", self.link.max_payload, self.metrics)
 
     async def _start_spool(self, builder: OutboundBuilder) -> None:
         sc = self.cfg.spool
@@ -161,7 +162,7 @@ class Bridge:
         assert self.publisher is not None
         path = Path(sc.path) if sc.path else Path(self.cfg.data_dir) / "spool.db"
         spool = await anyio.to_thread.run_sync(Spool, path, sc.synchronous.value)
-        self.queue = SpooledQueue(
+        self.queue = await anyio.to_thread.run_sync(lambda: SpooledQueue(  # reads the spool's totals
             spool,
             self.publisher,
             self.metrics,
@@ -173,13 +174,13 @@ class Bridge:
             duplicate_window_secs=self.stream_config.get("duplicate_window", 0) / 1e9 or None,
             summary_factory=lambda tally: builder.build(eviction_summary(tally, self.cfg)),
             summary_interval_secs=sc.eviction_summary_interval_secs,
-        )
+        ))
         self.publisher.on_done = self.queue.on_done
         log.info("spool %s: %d messages waiting (%d B)", path, self.queue.rows, self.queue.bytes)
 
     def _start_ingest(self, stack: AsyncExitStack, builder: OutboundBuilder) -> None:
         assert self.publisher is not None
-        identity = EventIdentity(
+        identity = self._identity = EventIdentity(
             self.cfg.identity.occurrence_window_secs, self.cfg.identity.max_tracked, time.monotonic
         )
         decoder = LegacyDecoder(
@@ -223,6 +224,7 @@ class Bridge:
                 for event in flood.tick():
                     self.runner.emit(event)
             self.metrics.floods_active.set(flood.active_floods if flood is not None else 0)
+            self.metrics.identity_evicted_in_window.set(self._identity.evicted_in_window if self._identity else 0)
 
     def apply_config(self, cfg: BridgeConfig, live: list[str]) -> None:
         """Apply a reloaded config whose changed ``live`` paths may change at run time

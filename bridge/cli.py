@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return int(_unwrap(args.func, args) or 0)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return exc.exit_status
@@ -43,6 +43,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
+
+
+def _unwrap(func: object, args: argparse.Namespace) -> int:
+    """Run a command; an error raised inside a task group arrives as a group of one: unwrap it."""
+    try:
+        return func(args)  # type: ignore[operator]
+    except BaseExceptionGroup as group:
+        errors = group.exceptions
+        while len(errors) == 1 and isinstance(errors[0], BaseExceptionGroup):
+            errors = errors[0].exceptions
+        if len(errors) == 1 and isinstance(errors[0], BridgeError | KeyboardInterrupt):
+            raise errors[0] from group
+        raise
 
 
 def _parser() -> argparse.ArgumentParser:

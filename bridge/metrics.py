@@ -99,6 +99,12 @@ class Metrics:
         self.flood_events = Counter(
             "busbridge_flood_events_total", "Flood events emitted (started, summary, ended)", ["kind"], registry=r
         )
+        self.identity_evicted_in_window = Gauge(
+            "busbridge_identity_evicted_in_window",
+            "Frame hashes forgotten while still inside the occurrence window (a later repeat may be "
+            "taken for a duplicate): raise identity.max_tracked if this grows",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "busbridge_config_reloads_total", "Config reloads, by result", ["result"], registry=r
         )

@@ -31,7 +31,7 @@ from bridge.config.model import NatsConfig, StorageKind
 from bridge.config.secrets import nats_auth_options
 from bridge.config.model import StreamConfig as StreamSettings
 from bridge.errors import BridgeError, ProvisioningError
-from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected
+from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 
 __all__ = ["JetStreamLink", "parse_ack", "stream_config_for"]
 
@@ -217,12 +217,17 @@ class JetStreamLink:
         await self.nc.subscribe(f"{prefix}.*", cb=handle, pending_msgs_limit=-1, pending_bytes_limit=-1)
 
     async def publish(self, subject: str, payload: bytes, reply: str, headers: dict[str, str]) -> None:
-        """Queue one message on the connection. Raises ``NotConnected``."""
+        """Queue one message on the connection. Raises ``NotConnected`` (retry later) or
+        ``PublishRefused`` (the message itself is unacceptable: too large, bad subject)."""
         assert self.nc is not None
         try:
             await self.nc.publish(subject, payload, reply=reply, headers=headers)
         except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionClosedError) as exc:
             raise NotConnected(str(exc) or type(exc).__name__) from exc
+        except (nats.errors.MaxPayloadError, nats.errors.BadSubjectError) as exc:
+            raise PublishRefused(f"{type(exc).__name__}: {exc}") from exc
+        except nats.errors.Error as exc:  # draining, stale connection, ...: try again later
+            raise NotConnected(f"{type(exc).__name__}: {exc}") from exc
 
     async def probe(self, timeout_secs: float = 2.0) -> bool:
         """True when JetStream answers an account info request in time."""

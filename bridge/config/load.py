@@ -39,6 +39,8 @@ def load_config(path: str | os.PathLike[str] | None) -> BridgeConfig:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"<file>: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"<file>: not UTF-8 text: {exc}"]) from exc
     return parse_config(text, str(path))
 
 

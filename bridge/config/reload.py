@@ -140,8 +140,13 @@ class ConfigReloader:
             log.warning("config reload: %s changed but needs a restart; keeping the running value", path)
         if not plan.live:
             return "refused" if plan.refused else "unchanged"
-        self.running = merge_live(self.running, candidate, plan.live)
-        self._apply(self.running, plan.live)
+        merged = merge_live(self.running, candidate, plan.live)
+        try:
+            self._apply(merged, plan.live)
+        except Exception:  # never let a reload take the bridge down
+            log.exception("config reload could not be applied; keeping the running config")
+            return "invalid"
+        self.running = merged
         log.info("config reload applied: %s", ", ".join(plan.live))
         return "partial" if plan.refused else "applied"
 

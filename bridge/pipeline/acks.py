@@ -11,13 +11,19 @@ import msgspec
 
 from bridge.errors import BridgeError
 
-__all__ = ["AckOutcome", "AckResult", "NotConnected"]
+__all__ = ["AckOutcome", "AckResult", "NotConnected", "PublishRefused"]
 
 
 class NotConnected(BridgeError):
     """Publishing is impossible right now (disconnected and buffer full, or closed)."""
 
     code = "nats_not_connected"
+
+
+class PublishRefused(BridgeError):
+    """The client refused the message itself (too large, bad subject or header): retrying cannot help."""
+
+    code = "publish_refused"
 
 
 class AckOutcome(enum.Enum):

@@ -24,8 +24,9 @@ critical last), and rows older than ``max_age_secs`` are evicted too; every
 eviction is counted by reason and severity and reported in a summary message
 appended to the spool, so it is published once NATS is reachable.
 
-Replayed rows older than the stream's duplicate window can be stored twice if
-they were already stored before a crash: they are counted as a duplicate risk.
+Rows left by a previous run that are older than the stream's duplicate window
+when replayed can be stored twice (if they were stored but not yet deleted
+before a crash): they are counted as a duplicate risk.
 """
 
 from __future__ import annotations
@@ -129,12 +130,12 @@ class SpooledQueue:
         self._risk_logged_at = -math.inf
         self.rows, self.bytes = 0, 0
         self.cursor = 0
+        self._writing = 0
         self.caught_up = True
-        self._last_written = 0
         self._load_state()
 
     def _load_state(self) -> None:
-        self.rows, self.bytes, oldest, self._last_written = self.spool.stats()
+        self.rows, self.bytes, oldest, self._inherited_seq = self.spool.stats()
         self.caught_up = self.rows == 0
         if self.rows:
             age = self._wall() - (oldest or self._wall())
@@ -154,8 +155,8 @@ class SpooledQueue:
 
     @property
     def backlog(self) -> int:
-        """Messages accepted but not yet acknowledged (staged + in the spool)."""
-        return len(self._staging) + self.rows
+        """Messages accepted but not yet acknowledged (staged, being written, in the spool)."""
+        return len(self._staging) + self._writing + self.rows
 
     @property
     def draining(self) -> bool:
@@ -190,14 +191,16 @@ class SpooledQueue:
     async def _write_batch(self) -> None:
         n = min(len(self._staging), self.batch_max)
         batch = [self._staging.popleft() for _ in range(n)]
-        now = self._wall()
-        rows = [_to_row(item, now) for item in batch]
-        seqs = await self._io(self.spool.append, rows)
+        self._writing = n
+        with anyio.CancelScope(shield=True):  # a batch taken from staging is always written
+            now = self._wall()
+            rows = [_to_row(item, now) for item in batch]
+            seqs = await self._io(self.spool.append, rows)
         for item, row, seq in zip(batch, rows, seqs):
             item.spool_seq, item.size = seq, row.size
         self.rows += n
         self.bytes += sum(r.size for r in rows)
-        self._last_written = seqs[-1]
+        self._writing = 0
         self._m.spool_appends.inc(n)
         self._hand_off(batch)
         if self.bytes > self.max_bytes:
@@ -228,15 +231,14 @@ class SpooledQueue:
     async def _feed(self, limit: int) -> int:
         """Read up to ``limit`` rows after the cursor into the publisher; return how many."""
         stored: list[StoredRow] = await self._io(self.spool.read_after, self.cursor, limit)
-        if not stored:
-            if self.cursor >= self._last_written:
-                self.caught_up = True
+        if not stored:  # appends and reads are serialised: nothing is on disk above the cursor
+            self.caught_up = True
             return 0
         now, fed, risky = self._wall(), 0, 0
         for seq, row in stored:
             if not self.publisher.submit(_from_row(seq, row)):
                 break  # room shrank while we read (retries): the rest is read again later
-            risky += self._beyond_duplicate_window(row, now)
+            risky += self._beyond_duplicate_window(seq, row, now)
             self.cursor = seq
             fed += 1
         self._m.spool_replayed.inc(fed)
@@ -245,8 +247,10 @@ class SpooledQueue:
             self._warn_duplicate_risk(risky)
         return fed
 
-    def _beyond_duplicate_window(self, row: SpoolRow, now: float) -> bool:
-        return self.duplicate_window_secs is not None and now - row.enqueued_at > self.duplicate_window_secs
+    def _beyond_duplicate_window(self, seq: int, row: SpoolRow, now: float) -> bool:
+        """Only rows left by a previous run may already be stored (PubAck'd, not yet deleted)."""
+        window = self.duplicate_window_secs
+        return window is not None and seq <= self._inherited_seq and now - row.enqueued_at > window
 
     def _warn_duplicate_risk(self, risky: int) -> None:
         now = time.monotonic()
@@ -261,11 +265,15 @@ class SpooledQueue:
     async def _delete_loop(self) -> None:
         while True:
             await self._ack_wake.wait_for(lambda: bool(self._acked))
-            done, self._acked = self._acked, []
-            await self._io(self.spool.delete, [item.spool_seq for item in done])
-            self.rows -= len(done)
-            self.bytes -= sum(item.size for item in done)
-            self._m.spool_acks.inc(len(done))
+            with anyio.CancelScope(shield=True):  # acked rows taken are always deleted
+                await self._delete_acked()
+
+    async def _delete_acked(self) -> None:
+        done, self._acked = self._acked, []
+        await self._io(self.spool.delete, [item.spool_seq for item in done])
+        self.rows -= len(done)
+        self.bytes -= sum(item.size for item in done)
+        self._m.spool_acks.inc(len(done))
 
     async def _maintain_loop(self) -> None:
         last_summary = time.monotonic()
@@ -326,9 +334,7 @@ class SpooledQueue:
     async def flush_acks(self) -> None:
         """Delete every row acknowledged so far, then close the spool file."""
         if self._acked:
-            done, self._acked = self._acked, []
-            await self._io(self.spool.delete, [item.spool_seq for item in done])
-            self.rows -= len(done)
+            await self._delete_acked()
         await self._io(self.spool.close)
 
 

@@ -11,8 +11,8 @@ The counter of a frame hash resets only after ``window_secs`` with no
 occurrence; with ``window_secs >= duplicate_window`` every id the reset makes
 reusable has already left JetStream's duplicate window. At most ``max_tracked``
 hashes are remembered (least recently seen forgotten first); forgetting one
-seen within the window is a duplicate risk and is counted in
-``evicted_in_window``.
+seen within the window is a duplicate risk: counted in ``evicted_in_window``
+(exported as ``busbridge_identity_evicted_in_window``).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ Oversized messages (legacy contexts are unbounded; a 1.1 MB one exceeds NATS'
 default 1 MiB ``max_payload``) are **stored truncated with a marker**, never
 dropped: an ``ErrorEvent`` keeps every field but has ``details`` replaced by
 the leading part of its JSON text and, if still too big, ``message`` cut; a
-``DeadLetter`` keeps the leading bytes of its frames. Either way the
-``truncated`` field records the original and kept sizes and the fields cut.
+``DeadLetter`` keeps the leading bytes of its frames; a flood event's
+``sample`` is truncated like an ``ErrorEvent``. The ``truncated`` field records
+the original and kept sizes and the fields cut.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from contracts.subjects import (
     HEADER_ORIGIN,
     Subjects,
 )
+from bridge.metrics import Metrics
 from bridge.pipeline.publish import Outbound
 
 __all__ = ["OutboundBuilder"]
@@ -49,11 +51,13 @@ _json = msgspec.json.Encoder()
 class OutboundBuilder:
     """Builds ``Outbound`` values for one bridge. ``max_payload_bytes`` is the server's."""
 
-    def __init__(self, subjects: Subjects, bridge_id: str, max_payload_bytes: int) -> None:
+    def __init__(
+        self, subjects: Subjects, bridge_id: str, max_payload_bytes: int, metrics: Metrics | None = None
+    ) -> None:
         self.subjects = subjects
         self.bridge_id = bridge_id
         self.max_payload_bytes = max_payload_bytes
-        self.truncated = 0
+        self._m = metrics
 
     def build(self, msg: Message) -> Outbound:
         headers = {
@@ -66,7 +70,8 @@ class OutboundBuilder:
         budget = self.max_payload_bytes - _SAFETY_BYTES - sum(len(k) + len(v) + 4 for k, v in headers.items())
         if len(payload) > budget:
             msg, payload = _truncate(msg, payload, budget)
-            self.truncated += 1
+            if self._m is not None:
+                self._m.truncated.labels(contract_name(msg)).inc()
         severity = getattr(msg, "severity", None)
         rank = severity.rank if severity is not None else _RANK.get(contract_name(msg), 3)
         return Outbound(self._subject(msg), payload, headers, contract_name(msg), msg.event_id, rank=rank)
@@ -86,7 +91,12 @@ def _truncate(msg: Message, payload: bytes, budget: int) -> tuple[Message, bytes
         return _truncate_event(msg, len(payload), budget)
     if isinstance(msg, DeadLetter):
         return _truncate_dead_letter(msg, len(payload), budget)
-    return msg, payload  # bridge events are small by construction
+    if isinstance(msg, FloodStarted | FloodSummary):  # only the sample event can be large
+        sample_size = _size_of_event(msg.sample)
+        sample, _ = _truncate_event(msg.sample, sample_size, budget - (len(payload) - sample_size))
+        out = msgspec.structs.replace(msg, sample=sample)
+        return out, encode(out)
+    return msg, payload  # FloodEnded and SpoolEvicted have no unbounded field
 
 
 def _truncate_event(ev: ErrorEvent, original: int, budget: int) -> tuple[Message, bytes]:
@@ -128,6 +138,10 @@ def _marker(original: int, kept: int, fields: list[str]) -> Truncation:
 
 def _size_of(msg: Message) -> int:
     return len(encode(msg))
+
+
+def _size_of_event(ev: ErrorEvent) -> int:
+    return len(_json.encode(ev))
 
 
 def _cut_text(text: str, max_bytes: int) -> str:

@@ -53,7 +53,7 @@ from typing import Protocol
 
 import anyio
 
-from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected
+from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 from bridge.metrics import Metrics
 
 __all__ = ["Outbound", "PipelinedPublisher", "Transport"]
@@ -100,6 +100,11 @@ class Outbound:
 
 
 DoneCallback = Callable[[Outbound, str, AckResult | None], None]
+
+#: JetStream API error codes that retrying cannot fix (10054: message size exceeds maximum).
+#: Every other error (503, insufficient resources, leader changes) is retried forever: a stuck
+#: pipeline raises alarms (failures, backlog); deleting spooled messages would lose them.
+PERMANENT_ERROR_CODES = frozenset({10054})
 
 
 class PipelinedPublisher:
@@ -205,11 +210,18 @@ class PipelinedPublisher:
         self.on_done(item, ack.outcome.value, ack)
 
     def _rejected(self, item: Outbound, ack: AckResult) -> None:
+        """A JetStream API error: transient unless it is known to be permanent."""
+        if ack.error_code not in PERMANENT_ERROR_CODES:
+            self._failed(item, "jetstream_error")
+            return
         item.rejections += 1
         if item.rejections < self._max_rejections:
             self._failed(item, "jetstream_error")
             return
-        log.error("JetStream rejected %s %s %d times, giving up: %s", item.kind, item.msg_id, item.rejections, ack)
+        self._give_up(item, ack)
+
+    def _give_up(self, item: Outbound, ack: AckResult) -> None:
+        log.error("giving up on %s %s (%s): it can never be stored", item.kind, item.msg_id, ack.description)
         self._m.dropped.labels("rejected").inc()
         self.on_done(item, "rejected", ack)
 
@@ -223,6 +235,16 @@ class PipelinedPublisher:
         self._failures_in_row += 1
         backoff = min(self.retry_max_secs, self.retry_initial_secs * 2 ** min(self._failures_in_row - 1, 30))
         self._hold_until = now + backoff / 2 + self._rng.random() * backoff / 2
+
+    def connection_lost(self) -> None:
+        """NATS disconnected: whatever is in flight may never be acked; retry it all, in order,
+        with a probe first (so newer messages cannot overtake it after the reconnect)."""
+        in_flight = [item for item, _ in self._in_flight.values()]
+        self._in_flight.clear()
+        for item in in_flight:
+            self._failed(item, "not_connected")
+        self._probing = True
+        self._wake.set()
 
     def resume(self) -> None:
         """End any backoff now (NATS just reconnected): retries go out at once, in order."""
@@ -271,6 +293,10 @@ class PipelinedPublisher:
             if self._in_flight.pop(token, None) is not None:
                 self._failed(item, "not_connected")
             return
+        except PublishRefused as exc:
+            if self._in_flight.pop(token, None) is not None:
+                self._give_up(item, AckResult(AckOutcome.ERROR, description=str(exc)))
+            return
         self._m.published.labels(item.kind).inc()
 
     async def _sleep_or_wake(self, delay: float) -> None:
@@ -305,13 +331,6 @@ class PipelinedPublisher:
         if expired:
             self._wake.set()
         return expired
-
-    async def drain(self, timeout_secs: float) -> int:
-        """Wait until every message is settled or ``timeout_secs`` pass; return how many are not."""
-        with anyio.move_on_after(timeout_secs):
-            while self.backlog:
-                await anyio.sleep(0.01)
-        return self.backlog
 
     def abandon_all(self) -> int:
         """Report every unsettled message to ``on_done`` as ``abandoned``; return how many.

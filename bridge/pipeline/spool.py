@@ -23,9 +23,10 @@ deleted only after its PubAck. ``synchronous`` NORMAL survives a process kill
 at a time (the caller serialises them; ``check_same_thread`` is off for that
 reason) and never touches the event loop.
 
-A database that cannot be opened or fails ``PRAGMA quick_check`` is renamed to
-``<name>.corrupt-<epoch>`` and a fresh spool is started (``recovered_from``
-tells where the old file went).
+A file that is not a database, is malformed or fails ``PRAGMA quick_check``
+is renamed to ``<name>.corrupt-<epoch>`` and a fresh spool is started
+(``recovered_from`` tells where the old file went). Operational errors (locked,
+read-only, I/O) are raised instead: that spool may be fine and is not discarded.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ class Spool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._open()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.OperationalError:
+            raise  # locked, read-only, I/O error: not corrupt; refuse to start rather than discard it
+        except sqlite3.DatabaseError as exc:  # not a database, malformed, failed quick_check
             self._db = self._start_fresh(exc)
 
     def _open(self) -> sqlite3.Connection:
@@ -165,6 +168,11 @@ class Spool:
 
         Rows are enqueued in ``seq`` order, so the scan stops at the first young row.
         """
+        first = self._db.execute(
+            "SELECT enqueued_at FROM spool WHERE seq > ? ORDER BY seq LIMIT 1", (after_seq,)
+        ).fetchone()
+        if first is None or first[0] >= cutoff_epoch:
+            return []
         victims: list[Evicted] = []
         cursor = after_seq
         while True:

@@ -123,6 +123,38 @@ async def test_not_connected_is_retried() -> None:
     assert done == [("id-7", "stored")]
 
 
+async def test_refused_by_the_client_is_given_up_at_once_without_crashing() -> None:
+    t, clock, done = FakeTransport(), FakeClock(), []
+    t.refuse = {"id-1"}
+    pub = _publisher(t, clock, done)
+    pub.submit(_item(1))
+    pub.submit(_item(2))
+
+    async def body() -> None:
+        assert [s[3]["Nats-Msg-Id"] for s in t.sent] == ["id-2"]
+        pub.on_ack(t.token(0), STORED)
+
+    await _run(pub, body)
+    assert done == [("id-1", "rejected"), ("id-2", "stored")]
+
+
+async def test_unknown_jetstream_errors_are_transient() -> None:
+    t, clock, done = FakeTransport(), FakeClock(), []
+    pub = _publisher(t, clock, done, max_rejections=1)
+    pub.submit(_item(1))
+    full = AckResult(AckOutcome.ERROR, error_code=10047, description="insufficient storage resources")
+
+    async def body() -> None:
+        for attempt in range(3):
+            pub.on_ack(t.token(attempt), full)
+            clock.advance(10.0)
+            pub._wake.set()
+            await _settle()
+        assert len(t.sent) == 4 and not done  # still retrying, never given up
+
+    await _run(pub, body)
+
+
 async def test_permanent_rejection_gives_up_after_max_rejections() -> None:
     t, clock, done = FakeTransport(), FakeClock(), []
     pub = _publisher(t, clock, done, max_rejections=2)
@@ -140,12 +172,12 @@ async def test_permanent_rejection_gives_up_after_max_rejections() -> None:
     assert done == [("id-1", "rejected")] and pub.backlog == 0
 
 
-async def test_drain_times_out_and_abandon_reports_what_is_left() -> None:
+async def test_abandon_reports_what_is_left() -> None:
     t, clock, done = FakeTransport(), FakeClock(), []
     pub = _publisher(t, clock, done)
     pub.submit(_item(1))
     pub.submit(_item(2))
-    assert await pub.drain(0.05) == 2
+    assert pub.backlog == 2
     assert pub.abandon_all() == 2 and pub.backlog == 0
     assert sorted(done) == [("id-1", "abandoned"), ("id-2", "abandoned")]
 
@@ -171,5 +203,27 @@ async def test_backoff_grows_per_round_not_per_message_and_resume_ends_it() -> N
         pub.on_ack(t.token(5), STORED)
         await _settle()
         assert [s[3]["Nats-Msg-Id"] for s in t.sent[6:]] == [f"id-{n}" for n in range(1, 5)]
+
+    await _run(pub, body)
+
+
+async def test_connection_lost_retries_everything_in_flight_in_order_behind_a_probe() -> None:
+    t, clock, done = FakeTransport(), FakeClock(), []
+    pub = _publisher(t, clock, done, max_in_flight=8)
+    for n in range(3):
+        pub.submit(_item(n))
+
+    async def body() -> None:
+        assert pub.in_flight == 3
+        pub.connection_lost()
+        pub.submit(_item(3))
+        clock.advance(1.0)
+        pub.resume()
+        await _settle()
+        assert [s[3]["Nats-Msg-Id"] for s in t.sent[3:]] == ["id-0"]  # the probe, alone
+        pub.on_ack(t.token(1), STORED)  # a late ack of a pre-disconnect attempt is ignored
+        pub.on_ack(t.token(3), STORED)
+        await _settle()
+        assert [s[3]["Nats-Msg-Id"] for s in t.sent[4:]] == ["id-1", "id-2", "id-3"]
 
     await _run(pub, body)
