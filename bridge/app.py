@@ -1,18 +1,20 @@
 """Composition root: builds every part of one bridge and runs them in one task group.
 
-Start order: embedded nats-server (when no server is configured) -> NATS
-connection -> stream provisioning -> ack subscription -> durable spool (its
-unacknowledged rows are replayed before live traffic) -> ZMQ ingest socket ->
-admin HTTP -> tasks. ``serve`` reports the started ``Bridge`` through
-``task_status.started`` (the readiness handshake), so a caller knows the
-socket is bound and the stream exists.
+Start order: embedded nats-server (when no server is configured) -> durable
+spool (its unacknowledged rows are replayed before live traffic) -> ZMQ ingest
+socket -> admin HTTP -> tasks, one of which connects to NATS (retrying for as
+long as it is unreachable), provisions the stream, subscribes to PubAcks and
+only then lets the publisher send. So a NATS outage at boot is absorbed by the
+spool like any other. ``serve`` reports the started ``Bridge`` through
+``task_status.started`` (the handshake), so a caller knows the socket is bound.
 
 Stop order (``request_stop``, SIGTERM/SIGINT in the CLI): stop reading ZMQ and
-release the port, write what is staged to the spool, drain pending and
-in-flight publishes within ``publish.drain_timeout_secs`` (with the spool, what
-is left stays on disk for the next start; without it, it is counted as
-dropped, reason ``shutdown``), close NATS, stop the admin server, stop the
-embedded server.
+release the port, close open floods (their last summaries), write what is
+staged to the spool, drain pending and in-flight publishes within
+``publish.drain_timeout_secs`` (with the spool, what is left stays on disk
+for the next start; without it, it is counted as dropped, reason
+``shutdown``), then unwind in reverse start order: admin server, NATS
+connection, embedded server.
 A failure in any task cancels the others and surfaces once from ``serve``.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,10 @@ class Bridge:
         self.stream_config: dict[str, Any] = {}
         self._stop = anyio.Event()
         self._last_probe_ok: float | None = None
+        self._ack_prefix = f"_INBOX.busbridge.{uuid.uuid4().hex}"
+        self._acks_ready = False
+        #: set once NATS was reached, the stream provisioned and PubAcks subscribed
+        self.nats_ready = anyio.Event()
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (idempotent, callable from any task)."""
@@ -86,15 +93,15 @@ class Bridge:
     async def serve(self, *, task_status: anyio.abc.TaskStatus[Bridge] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until ``request_stop``; see the module note for the order of things."""
         async with AsyncExitStack() as stack:
-            await self._start_nats(stack)
-            await self._start_publisher()
+            await self._start_link(stack)
+            self._start_publisher()
             builder = self._builder()
             await self._start_spool(builder)
             self._start_ingest(stack, builder)
             await self._start_admin(stack)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.publisher.run)  # type: ignore[union-attr]
-                tg.start_soon(self._probe_loop)
+                tg.start_soon(self._connect_then_probe, builder)
                 if self.queue is not None:
                     tg.start_soon(self.queue.run)
                 tg.start_soon(self._flood_loop)
@@ -104,17 +111,31 @@ class Bridge:
             if self.queue is not None:
                 await self.queue.flush_acks()
 
-    async def _start_nats(self, stack: AsyncExitStack) -> None:
+    async def _start_link(self, stack: AsyncExitStack) -> None:
+        """The NATS link, not yet connected (the embedded server is started here, it is local)."""
         servers = list(self.cfg.nats.servers)
         if not servers:
             servers = [await self._start_embedded(stack)]
         self.nats_url = servers[0]
         link = JetStreamLink(self.cfg.nats, servers, name=f"busbridge-{self.cfg.bridge_id}", on_state=self._nats_state)
-        await link.connect()
         stack.push_async_callback(link.close)
         self.link = link
-        self.stream_config = await link.ensure_stream(self.cfg.stream)
-        log.info("NATS %s, stream %s ready (max_payload %d B)", self.nats_url, self.cfg.stream.name, link.max_payload)
+
+    async def _connect_then_probe(self, builder: OutboundBuilder) -> None:
+        """Connect (retrying while NATS is unreachable: ingest and spool already run), provision
+        the stream, subscribe to PubAcks, then let the publisher go and keep readiness fresh."""
+        assert self.link is not None and self.publisher is not None
+        await self.link.connect()
+        self.stream_config = await self.link.ensure_stream(self.cfg.stream, timeout_secs=math.inf)
+        await self.link.subscribe_acks(self._ack_prefix, self.publisher.on_ack)
+        builder.max_payload_bytes = self.link.max_payload
+        if self.queue is not None:
+            self.queue.duplicate_window_secs = self.stream_config.get("duplicate_window", 0) / 1e9 or None
+        self._acks_ready = True
+        self.nats_ready.set()
+        self.publisher.resume()
+        log.info("NATS %s, stream %s ready (max_payload %d B)", self.nats_url, self.cfg.stream.name, self.link.max_payload)
+        await self._probe_loop()
 
     async def _start_embedded(self, stack: AsyncExitStack) -> str:
         emb = self.cfg.nats.embedded
@@ -132,16 +153,15 @@ class Bridge:
         self.metrics.nats_connected.set(1 if connected else 0)
         if connected and self.link is not None and self.link.reconnects:
             self.metrics.nats_reconnects.inc()
-        if self.publisher is not None:
+        if self.publisher is not None and self._acks_ready:
             self.publisher.resume() if connected else self.publisher.connection_lost()
 
-    async def _start_publisher(self) -> None:
+    def _start_publisher(self) -> None:
         assert self.link is not None
         p = self.cfg.publish
-        ack_prefix = self.link.new_inbox()
         self.publisher = PipelinedPublisher(
             self.link,
-            ack_prefix,
+            self._ack_prefix,
             self.metrics,
             max_in_flight=p.max_in_flight,
             ack_timeout_secs=p.ack_timeout_secs,
@@ -149,11 +169,11 @@ class Bridge:
             retry_initial_secs=p.retry_initial_secs,
             retry_max_secs=p.retry_max_secs,
         )
-        await self.link.subscribe_acks(ack_prefix, self.publisher.on_ack)
 
     def _builder(self) -> OutboundBuilder:
-        assert self.link is not None
-        return OutboundBuilder(self.subjects, self.cfg.bridge_id or "", self.link.max_payload, self.metrics)
+        """Until NATS is reached, ``max_payload`` is the embedded server's configured one (else
+        NATS' default 1 MiB); the server's own value replaces it once connected."""
+        return OutboundBuilder(self.subjects, self.cfg.bridge_id or "", self.cfg.nats.embedded.max_payload_bytes, self.metrics)
 
     async def _start_spool(self, builder: OutboundBuilder) -> None:
         sc = self.cfg.spool
@@ -171,7 +191,6 @@ class Bridge:
             max_bytes=sc.max_bytes,
             max_age_secs=sc.max_age_secs,
             max_replay_rate=sc.max_replay_rate_per_sec,
-            duplicate_window_secs=self.stream_config.get("duplicate_window", 0) / 1e9 or None,
             summary_factory=lambda tally: builder.build(eviction_summary(tally, self.cfg)),
             summary_interval_secs=sc.eviction_summary_interval_secs,
         ))

@@ -105,7 +105,8 @@ class JetStreamLink:
         self._last_error, self._last_error_at = "", 0.0
 
     async def connect(self) -> None:
-        """Connect (retrying forever on later drops). Raises ``BridgeError`` if the first connect fails."""
+        """Connect; with reconnects unlimited, nats-py retries an unreachable server until it
+        answers (cancel to give up). Raises ``BridgeError`` for a refused connection (auth)."""
         try:
             self.nc = await nats.connect(servers=self.servers, **self._connect_options())
         except (OSError, nats.errors.Error) as exc:
@@ -219,7 +220,8 @@ class JetStreamLink:
     async def publish(self, subject: str, payload: bytes, reply: str, headers: dict[str, str]) -> None:
         """Queue one message on the connection. Raises ``NotConnected`` (retry later) or
         ``PublishRefused`` (the message itself is unacceptable: too large, bad subject)."""
-        assert self.nc is not None
+        if self.nc is None:
+            raise NotConnected("not connected to NATS yet")
         try:
             await self.nc.publish(subject, payload, reply=reply, headers=headers)
         except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionClosedError) as exc:

@@ -111,3 +111,18 @@ def test_bad_config_exits_2_listing_problems(tmp_path: Path) -> None:
     assert result.returncode == 2
     for path in ("zmq.rcvhwm", "zmq.mode", "unknown_section"):
         assert path in result.stderr
+
+
+def test_sigterm_while_nats_is_unreachable_exits_promptly(tmp_path: Path) -> None:
+    from loadtest.harness import BridgeProcess, free_port
+
+    bridge = BridgeProcess(tmp_path, f"nats://127.0.0.1:{free_port()}")
+    bridge.start()  # ZMQ and admin are up although NATS is not
+    try:
+        status = urllib.request.urlopen(f"http://127.0.0.1:{bridge.admin_port}/healthz").status
+        assert status == 200
+        started = time.monotonic()
+        assert bridge.stop(timeout_secs=20) == 0
+        assert time.monotonic() - started < 15
+    finally:
+        bridge.kill()

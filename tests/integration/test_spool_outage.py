@@ -132,3 +132,25 @@ def _evictions(metrics: str) -> dict[str, float]:
             severity = line.split('severity="')[1].split('"')[0]
             out[severity] += float(line.rsplit(" ", 1)[1])
     return out
+
+
+async def test_nats_unreachable_at_boot_is_absorbed_by_the_spool(tmp_path: Path) -> None:
+    from loadtest.harness import free_port
+
+    port = free_port()
+    cfg = make_config(f"nats://127.0.0.1:{port}", tmp_path, **FAST)
+    async with running_bridge(cfg, wait_nats=False) as bridge:
+        producer = await _start_producer(bridge.zmq_endpoints[0], publishers=2, rate=300)  # ZMQ is bound
+        await anyio.sleep(2.0)
+        assert bridge.queue.rows > 300 and not bridge.nats_ready.is_set()
+        server = NatsServerProcess(tmp_path / "nats", port=port)
+        await anyio.to_thread.run_sync(server.start)
+        try:
+            await anyio.sleep(1.0)
+            await anyio.to_thread.run_sync(producer.stop)
+            expected = _ids(producer)
+            assert await wait_for_count(server.url, "ERRBUS", len(expected), timeout_secs=30) == len(expected)
+        finally:
+            stored = await fetch_all(server.url, "ERRBUS")
+            server.stop()
+    assert_exactly_once_in_order(stored, expected)

@@ -37,12 +37,16 @@ def make_config(nats_url: str | None, data_dir: Path, **sections: dict) -> Bridg
 
 
 @asynccontextmanager
-async def running_bridge(cfg: BridgeConfig) -> AsyncIterator[Bridge]:
-    """Yield a started bridge (socket bound, stream provisioned); stop it gracefully on exit."""
+async def running_bridge(cfg: BridgeConfig, *, wait_nats: bool = True) -> AsyncIterator[Bridge]:
+    """Yield a started bridge (socket bound; with ``wait_nats``, also the stream provisioned and
+    PubAcks subscribed); stop it gracefully on exit."""
     bridge = Bridge(cfg)
     async with anyio.create_task_group() as tg:
         await tg.start(_serve, bridge)
         try:
+            if wait_nats:
+                with anyio.fail_after(30):
+                    await bridge.nats_ready.wait()
             yield bridge
         finally:
             bridge.request_stop()
