@@ -157,10 +157,6 @@ class JetStreamLink:
     def max_payload(self) -> int:
         return self.nc.max_payload if self.nc else 1024 * 1024
 
-    def new_inbox(self) -> str:
-        assert self.nc is not None
-        return self.nc.new_inbox()
-
     async def ensure_stream(self, settings: StreamSettings, timeout_secs: float = 30.0) -> dict[str, Any]:
         """Create the stream, or update it when it differs and ``update_existing``.
 

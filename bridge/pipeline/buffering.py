@@ -18,7 +18,10 @@ thread at a time):
 
 ``cursor`` is the highest ``seq`` handed to the publisher. Rows at or below it
 are in the publisher's memory (bounded by its ``max_pending``) and are never
-evicted; rows above it live only on disk. When the spool exceeds ``max_bytes``
+evicted; rows above it live only on disk. The reader and the evictions hold
+``_cursor_lock``; the writer's direct hand-off moves the cursor without it,
+which is safe because it only runs while caught up (nothing above the cursor
+to evict or read) and never awaits. When the spool exceeds ``max_bytes``
 rows above the cursor are evicted lowest severity first (debug/info first,
 critical last), and rows older than ``max_age_secs`` are evicted too; every
 eviction is counted by reason and severity and reported in a summary message

@@ -21,7 +21,7 @@ A global ceiling (``global_max_per_sec``; 0 = off) protects NATS from a storm
 spread over many fingerprints: a token bucket where lower severities need
 more tokens left to pass (debug > 80% of the bucket, info > 60%, warning >
 40%, error > 20%), so as it drains they are shed first; critical is never
-shed. Shed events are summarised like a flood of pseudo-fingerprint
+shed unless ``suppress_critical`` (then only when the bucket is empty). Shed events are summarised like a flood of pseudo-fingerprint
 ``global-<severity>`` under rule ``global_ceiling``.
 
 State is bounded: at most ``max_fingerprints`` (least recently seen forgotten

@@ -310,9 +310,8 @@ class PipelinedPublisher:
             self._wake = anyio.Event()
 
     async def _expire_loop(self) -> None:
-        period = max(0.01, self.ack_timeout_secs / 4)
         while True:
-            await anyio.sleep(period)
+            await anyio.sleep(max(0.01, self.ack_timeout_secs / 4))  # re-read: hot reload may change it
             self.expire_overdue()
             self._m.in_flight.set(len(self._in_flight))
             self._m.pending.set(len(self._pending) + len(self._retry))
