@@ -155,19 +155,18 @@ class FloodGate:
         clock: Callable[[], float],
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        if summary_interval_secs <= 0 or max_fingerprints < 1 or global_max_per_sec < 0:
-            raise ValueError("summary_interval_secs and max_fingerprints must be positive")
         self.machine = machine
-        self.summary_interval_secs = summary_interval_secs
-        self.max_fingerprints = max_fingerprints
-        self.suppress_critical = suppress_critical
         self._clock = clock
         self._wall = wall_clock
         self._states: OrderedDict[str, _State] = OrderedDict()
         self._active: dict[str, _State] = {}
         self._outbox: list[FloodEvent] = []
-        self._bucket = _SeverityBucket(global_max_per_sec, clock) if global_max_per_sec else None
+        self._bucket: _SeverityBucket | None = None
         self._global_rule = FloodRule(GLOBAL_RULE_NAME, 0, _GLOBAL_WINDOW_SECS)
+        self.reconfigure(
+            summary_interval_secs=summary_interval_secs, max_fingerprints=max_fingerprints,
+            suppress_critical=suppress_critical, global_max_per_sec=global_max_per_sec,
+        )  # fmt: skip
         self.update_rules(rules, default_rule)
 
     def update_rules(self, rules: Sequence[FloodRule], default_rule: FloodRule) -> None:
@@ -183,7 +182,8 @@ class FloodGate:
     def reconfigure(
         self, *, summary_interval_secs: float, max_fingerprints: int, suppress_critical: bool, global_max_per_sec: float
     ) -> None:
-        """Change the gate's settings in place (hot reload); windows and floods are kept."""
+        """Set the gate's settings (also at construction; in place on hot reload, keeping
+        windows and floods). Raises ``ValueError`` for a non-positive interval or size."""
         if summary_interval_secs <= 0 or max_fingerprints < 1 or global_max_per_sec < 0:
             raise ValueError("summary_interval_secs and max_fingerprints must be positive")
         self.summary_interval_secs = summary_interval_secs
