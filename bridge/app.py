@@ -312,8 +312,8 @@ class Bridge:
             await self.queue.flush_staging()
         backlog = self._backlog()
         with anyio.move_on_after(self.cfg.publish.drain_timeout_secs):
-            while self._backlog():
-                await anyio.sleep(0.01)
+            while self._backlog() and self.link is not None and self.link.connected:
+                await anyio.sleep(0.01)  # NATS down: nothing can drain, the spool keeps it all
         left = self._backlog()
         self.publisher.abandon_all()
         if not left:

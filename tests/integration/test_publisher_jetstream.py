@@ -3,6 +3,7 @@ provisioning, and a server restart mid-stream losing nothing and storing nothing
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import anyio
@@ -36,7 +37,7 @@ async def _with_publisher(url: str, body, done: list | None = None) -> Metrics:
     await link.connect()
     try:
         await link.ensure_stream(CFG.stream)
-        prefix = link.new_inbox()
+        prefix = f"_INBOX.test.{uuid.uuid4().hex}"
         pub = PipelinedPublisher(
             link, prefix, metrics, max_in_flight=64, ack_timeout_secs=0.5, retry_initial_secs=0.05,
             retry_max_secs=0.2, on_done=(lambda i, o, a: done.append((i.msg_id, o))) if done is not None else None,
