@@ -7,9 +7,10 @@ that bind (pooled ``ErrorPublisher``/``PC2ErrorPublisher`` sockets). RCVHWM is
 raised (libzmq's default 1000 silently loses bursts) and every message is read
 with ``recv_multipart`` because the same topic comes in one or two frames.
 
-The receive loop is a plain drain of the socket (``NOBLOCK``) in batches of
-``batch_max``, calling a synchronous handler per message; between batches it
-yields to the event loop, and when the socket is empty it waits on the ZMQ
+The receive loop is a plain drain of the socket (``NOBLOCK``) in batches of at
+most ``batch_max`` messages or ``batch_max_secs``, calling a synchronous
+handler per message; between batches it yields to the event loop (publishing
+and PubAcks keep flowing under a burst), and when the socket is empty it waits on the ZMQ
 file descriptor (edge-triggered: ``EVENTS`` is checked before every wait). It
 never awaits anything else, so it never waits on NATS.
 
@@ -23,6 +24,7 @@ disconnected at once, so it does not stay counted.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import anyio
@@ -108,11 +110,10 @@ class IngestSocket:
         """Read until cancelled, calling ``handler(frames)`` once per message."""
         sock = self._sock
         assert sock is not None, "open() first"
-        batch_max = self.cfg.batch_max
+        batch_max, budget = self.cfg.batch_max, self.cfg.batch_max_secs
         while True:
-            n = _drain(sock, handler, batch_max)
-            if n == batch_max:
-                await anyio.lowlevel.checkpoint()
+            if _drain(sock, handler, batch_max, time.monotonic() + budget):
+                await anyio.lowlevel.checkpoint()  # more is waiting: let the other tasks run first
                 continue
             await _wait_readable(sock)
 
@@ -150,17 +151,19 @@ class IngestSocket:
             self._ctx.term()
 
 
-def _drain(sock: zmq.Socket[bytes], handler: FramesHandler, batch_max: int) -> int:
-    n = 0
+def _drain(sock: zmq.Socket[bytes], handler: FramesHandler, batch_max: int, deadline: float) -> bool:
+    """Handle waiting messages until the socket is empty (False), or until ``batch_max``
+    messages or the ``deadline`` (monotonic seconds, checked every 32) are reached (True)."""
     recv = sock.recv_multipart
-    while n < batch_max:
+    for n in range(1, batch_max + 1):
         try:
             frames = recv(zmq.NOBLOCK)
         except zmq.Again:
-            break
+            return False
         handler(frames)
-        n += 1
-    return n
+        if n % 32 == 0 and time.monotonic() > deadline:
+            return True
+    return True
 
 
 async def _wait_readable(sock: zmq.Socket[bytes]) -> None:

@@ -63,8 +63,10 @@ class ZmqConfig(_Strict):
     rcvbuf_bytes: Annotated[int, Meta(ge=0)] = 4 * 1024 * 1024
     #: frames larger than this are refused by libzmq (ZMQ_MAXMSGSIZE); -1 = no cap.
     max_frame_bytes: Annotated[int, Meta(ge=-1)] = 16 * 1024 * 1024
-    #: frames handled per event-loop turn before yielding.
+    #: messages handled per event-loop turn before yielding, at most...
     batch_max: PositiveInt = 2048
+    #: ...and for at most this long (seconds), so acks and publishing keep flowing under a burst.
+    batch_max_secs: PositiveSecs = 0.01
 
 
 class EmbeddedNatsConfig(_Strict):
