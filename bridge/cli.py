@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_check(sub)
     _add_tail(sub)
     _add_replay(sub)
+    _add_stream_json(sub)
     return parser
 
 
@@ -101,6 +102,19 @@ def _add_tail(sub: argparse._SubParsersAction) -> None:
     _config_args(p)
     add_arguments(p)
     p.set_defaults(func=_cmd_tail)
+
+
+def _add_stream_json(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stream-json", help="print the stream definition as JSON (for `nats stream add --config`)")
+    p.add_argument("-c", "--config", default=os.environ.get(ENV_CONFIG), help="YAML config file")
+    p.set_defaults(func=_cmd_stream_json)
+
+
+def _cmd_stream_json(args: argparse.Namespace) -> int:
+    from bridge.adapters.jetstream import stream_definition
+
+    sys.stdout.write(stream_definition(load_config(args.config).stream))
+    return 0
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:

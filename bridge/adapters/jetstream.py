@@ -13,6 +13,7 @@ for the subject, or JetStream not ready, e.g. during a leader election).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from bridge.config.model import StreamConfig as StreamSettings
 from bridge.errors import BridgeError, ProvisioningError
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 
-__all__ = ["JetStreamLink", "parse_ack", "stream_config_for"]
+__all__ = ["JetStreamLink", "parse_ack", "stream_config_for", "stream_definition"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ def stream_config_for(settings: StreamSettings) -> StreamConfig:
         max_bytes=settings.max_bytes,
         max_msgs=settings.max_msgs,
     )
+
+
+def stream_definition(settings: StreamSettings) -> str:
+    """The stream as JetStream API JSON (what ``nats stream add --config FILE`` reads): the same
+    config the bridge provisions, so operators can create or diff it by hand."""
+    return json.dumps(stream_config_for(settings).as_dict(), indent=2, sort_keys=True) + "\n"
 
 
 class JetStreamLink:
