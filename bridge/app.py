@@ -1,8 +1,9 @@
 """Composition root: builds every part of one bridge and runs them in one task group.
 
 Start order: embedded nats-server (when no server is configured) -> durable
-spool (its unacknowledged rows are replayed before live traffic) -> ZMQ ingest
-socket -> admin HTTP -> tasks, one of which connects to NATS (retrying for as
+spool (its unacknowledged rows are replayed before live traffic) -> phase
+runtime (the cutover phase in force decides whether the ZMQ ingest socket is
+bound and what is republished, ``bridge.phase_runtime``) -> admin HTTP -> tasks, one of which connects to NATS (retrying for as
 long as it is unreachable), provisions the stream, subscribes to PubAcks and
 only then lets the publisher send. So a NATS outage at boot is absorbed by the
 spool like any other. ``serve`` reports the started ``Bridge`` through
@@ -35,6 +36,7 @@ import anyio.abc
 from bridge.adapters.jetstream import JetStreamLink
 from bridge.adapters.nats_server import NatsServerProcess
 from bridge.adapters.zmq import IngestSocket
+from bridge.phase_runtime import PhaseRuntime
 from bridge.admin import AdminServer
 from bridge.config.flood import flood_rules
 from bridge.config.model import BridgeConfig
@@ -70,13 +72,12 @@ class Bridge:
         self.embedded: NatsServerProcess | None = None
         self.link: JetStreamLink | None = None
         self.publisher: PipelinedPublisher | None = None
-        self.ingest: IngestSocket | None = None
+        self.phases: PhaseRuntime | None = None
         self.queue: SpooledQueue | None = None
         self._identity: EventIdentity | None = None
         self.runner: IngestRunner | None = None
         self.admin: AdminServer | None = None
         self.nats_url = ""
-        self.zmq_endpoints: list[str] = []
         self.admin_port = 0
         self.stream_config: dict[str, Any] = {}
         self._stop = anyio.Event()
@@ -85,6 +86,15 @@ class Bridge:
         self._acks_ready = False
         #: set once NATS was reached, the stream provisioned and PubAcks subscribed
         self.nats_ready = anyio.Event()
+
+    @property
+    def ingest(self) -> IngestSocket | None:
+        """The ZMQ ingest socket, None while the phase keeps it closed (``nats_only``)."""
+        return self.phases.ingest if self.phases is not None else None
+
+    @property
+    def zmq_endpoints(self) -> list[str]:
+        return self.phases.zmq_endpoints if self.phases is not None else []
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (idempotent, callable from any task)."""
@@ -203,15 +213,20 @@ class Bridge:
             self.cfg.identity.occurrence_window_secs, self.cfg.identity.max_tracked, time.monotonic
         )
         decoder = LegacyDecoder(
-            machine=self.cfg.machine or "", identity=identity, local_tz=ZoneInfo(self.cfg.legacy.local_timezone)
-        )
+            machine=self.cfg.machine or "", identity=identity, local_tz=ZoneInfo(self.cfg.legacy.local_timezone),
+            max_frame_bytes=self.cfg.zmq.max_frame_bytes, oversized_keep_bytes=self.cfg.zmq.oversized_keep_bytes,
+        )  # fmt: skip
         sink, drop_reason = (self.queue, "spool_staging_full") if self.queue is not None else (self.publisher, "pending_full")
         self.runner = IngestRunner(
             decoder, builder, sink, self.metrics, dedup=self._dedup(), flood=self._flood(), drop_reason=drop_reason
         )
-        self.ingest = IngestSocket(self.cfg.zmq, on_event=self._zmq_event)
-        self.zmq_endpoints = self.ingest.open()
-        stack.callback(self.ingest.close)
+        self.phases = PhaseRuntime(
+            self.cfg, self.metrics, self.runner, js=lambda: self.link.nc.jetstream(),  # type: ignore[union-attr]
+            nats_ready=self.nats_ready, backlog=lambda: self._backlog(), publish=self.runner.publish,
+            on_zmq_event=self._zmq_event,
+        )  # fmt: skip
+        stack.callback(self.phases.close)
+        self.phases.open()
 
     def _dedup(self) -> DedupWindow | None:
         d = self.cfg.dedup
@@ -247,9 +262,12 @@ class Bridge:
 
     def apply_config(self, cfg: BridgeConfig, live: list[str]) -> None:
         """Apply a reloaded config whose changed ``live`` paths may change at run time
-        (see ``bridge.config.reload.LIVE_PATHS``); sockets and in-flight messages are untouched."""
+        (see ``bridge.config.reload.LIVE_PATHS``); sockets and in-flight messages are untouched,
+        except that a new ``phase.current`` moves the bridge to that phase if its guards allow."""
         self.cfg = cfg
         logging.getLogger().setLevel(cfg.log_level)
+        if self.phases is not None:
+            self.phases.apply_config(cfg, live)
         if any(p.startswith("flood.") for p in live) and self.runner is not None:
             self._apply_flood()
         if self.queue is not None:
@@ -293,15 +311,17 @@ class Bridge:
         log.info("admin HTTP on http://%s:%d (/metrics /healthz /readyz)", a.host, self.admin_port)
 
     async def _read_until_stopped(self, task_status: anyio.abc.TaskStatus[Bridge]) -> None:
-        assert self.ingest is not None and self.runner is not None
+        assert self.phases is not None
         async with anyio.create_task_group() as ingest_tg:
-            ingest_tg.start_soon(self.ingest.run, self.runner)
-            ingest_tg.start_soon(self.ingest.run_monitor)
+            ingest_tg.start_soon(self.phases.run)
             task_status.started(self)
-            log.info("bridge %s running; ZMQ %s", self.cfg.bridge_id, ", ".join(self.zmq_endpoints))
+            log.info(
+                "bridge %s running in phase %s; ZMQ %s", self.cfg.bridge_id, self.phases.phase.value,
+                ", ".join(self.zmq_endpoints) or "closed",
+            )  # fmt: skip
             await self._stop.wait()
             ingest_tg.cancel_scope.cancel()
-        self.ingest.close()  # stop reading and release the port before draining
+        self.phases.close()  # stop reading and release the ports before draining
 
     async def _drain(self) -> None:
         assert self.publisher is not None and self.runner is not None
@@ -339,6 +359,9 @@ class Bridge:
                     self._last_probe_ok = time.monotonic()
             await anyio.sleep(interval)
 
+    def _phase_reads_zmq(self) -> bool:
+        return self.phases is None or self.phases.phase.behaviour.ingest
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``(ready, details)`` for ``/readyz``; see ``bridge.admin``.
 
@@ -354,7 +377,7 @@ class Bridge:
         fresh = max(self._last_probe_ok or -math.inf, (self.publisher and self.publisher.last_ack_at) or -math.inf)
         if time.monotonic() - fresh > self.cfg.admin.ready_max_age_secs:
             reasons.append("no_recent_puback_or_probe")
-        if self.ingest is None or not self.zmq_endpoints:
+        if (self.ingest is None or not self.zmq_endpoints) and self._phase_reads_zmq():
             reasons.append("ingest_closed")
         degraded = bool(reasons) and set(reasons) <= {"nats_disconnected", "spool_backlog", "no_recent_puback_or_probe"}
         details = {
@@ -362,5 +385,6 @@ class Bridge:
             "degraded": degraded and self.queue is not None,
             "backlog": self._backlog() if self.publisher else 0,
             "zmq_publishers_connected": self.ingest.publishers_connected if self.ingest else 0,
+            "phase": self.phases.phase.value if self.phases is not None else None,
         }
         return not reasons, details

@@ -2,7 +2,8 @@
 
 Commands: ``run`` (the bridge; embedded nats-server unless a URL is given),
 ``check-config FILE`` (validate; exit 2 listing every problem), ``tail``
-(print stored events), ``replay`` (send captured legacy frames over ZMQ).
+(print stored events), ``replay`` (send captured legacy frames over ZMQ),
+``keys generate`` (a ZMQ CURVE key pair, ``bridge.keys``).
 Exit status: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 """
 
@@ -21,6 +22,7 @@ import msgspec
 from bridge.config.load import load_config
 from bridge.config.model import BridgeConfig
 from bridge.errors import BridgeError, ConfigError
+from bridge.redaction import install_log_redaction, scrub
 
 __all__ = ["main"]
 
@@ -36,10 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(_unwrap(args.func, args) or 0)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        print(scrub(str(exc)), file=sys.stderr)
         return exc.exit_status
     except BridgeError as exc:
-        print(f"busbridge: {exc}", file=sys.stderr)
+        print(f"busbridge: {scrub(str(exc))}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         return 130
@@ -66,7 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_tail(sub)
     _add_replay(sub)
     _add_stream_json(sub)
+    _add_keys(sub)
     return parser
+
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    from bridge.keys import add_arguments
+
+    add_arguments(sub.add_parser("keys", help="ZMQ CURVE key pairs for the ingest socket (zmq.curve)"))
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -192,8 +201,10 @@ async def _handle_signals(bridge: object, reloader: object) -> None:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
-    if args.show:
-        print(msgspec.json.format(msgspec.json.encode(cfg), indent=2).decode())
+    if args.show:  # secret values and URL credentials redacted; file paths and variable names shown
+        from bridge.config.plaintext import redacted
+
+        print(msgspec.json.format(msgspec.json.encode(redacted(cfg)), indent=2).decode())
     else:
         print(f"{args.file}: ok (machine {cfg.machine}, stream {cfg.stream.name}, zmq {cfg.zmq.mode.value})")
     return 0
@@ -216,6 +227,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    install_log_redaction()  # resolved secrets and URL credentials never reach a log line
 
 
 if __name__ == "__main__":

@@ -2,16 +2,26 @@
 
 Names follow ``busbridge_<name>_<unit>[_total]``. Label values are bounded
 sets (dialects, dead-letter reasons, message kinds, fixed reason words); never
-a source, machine or subject.
+a machine or subject, and a legacy source only in the inventory counter, capped at
+``INVENTORY_MAX_SOURCES`` sources (the rest count as ``_other``).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from contracts.messages import DeadLetterReason, Dialect, Severity
+from bridge.phase import Phase
+from contracts.messages import DeadLetterReason, Dialect, HealthStatus, Severity
 
-__all__ = ["Metrics"]
+__all__ = ["HEALTH_REASONS", "INVENTORY_MAX_SOURCES", "Metrics"]
+
+#: every ``HealthReport.reason`` other than "" (a bounded label set)
+HEALTH_REASONS = (
+    "timeout", "connection_refused", "protocol_mismatch", "http_failure", "http_error", "unrecognised_reply",
+    "probe_error", "no_method",
+)  # fmt: skip
+
+INVENTORY_MAX_SOURCES = 1000
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -109,7 +119,89 @@ class Metrics:
             "busbridge_config_reloads_total", "Config reloads, by result", ["result"], registry=r
         )
         self.ready = Gauge("busbridge_ready", "1 when /readyz answers ready", registry=r)
+        self.phase = Gauge("busbridge_phase", "1 for the cutover phase in force, 0 for the others", ["phase"], registry=r)
+        self.phase_transitions = Counter(
+            "busbridge_phase_transitions_total",
+            "Phase transition requests, by result (applied, forced, refused, unchanged)",
+            ["result"],
+            registry=r,
+        )
+        self.phase_desired_mismatch = Gauge(
+            "busbridge_phase_desired_mismatch", "1 while the requested phase was refused and another is in force", registry=r
+        )
+        self.inventory = Counter(
+            "busbridge_inventory_events_total",
+            "Decoded ZMQ events by legacy source and dialect, in every phase (source '_other' past 1000 sources)",
+            ["source", "dialect"],
+            registry=r,
+        )
+        self.republished = Counter(
+            "busbridge_republished_total", "Messages sent on the legacy republish socket, by kind", ["kind"], registry=r
+        )
+        self.loops_dropped = Counter(
+            "busbridge_loop_dropped_total",
+            "ZMQ frames re-emitted by a bridge that came back into ingest and were dropped (loop prevention)",
+            registry=r,
+        )
+        self.native_skipped = Counter(
+            "busbridge_native_reemit_skipped_total",
+            "Messages on the native subject not re-emitted to ZMQ, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.parity_matched = Counter("busbridge_parity_matched_total", "Msg ids seen on both ZMQ and JetStream", registry=r)
+        self.parity_missing = Counter(
+            "busbridge_parity_missing_total",
+            "Msg ids seen on one side only after parity.match_window_secs, by the side they are missing on",
+            ["side"],
+            registry=r,
+        )
+        self.parity_ratio = Gauge(
+            "busbridge_parity_ratio", "matched / compared over parity.window_secs (-1 while nothing was compared)", registry=r
+        )
+        self.zmq_idle_secs = Gauge(
+            "busbridge_zmq_idle_seconds", "Seconds since the last ZMQ frame or connected publisher", registry=r
+        )
+        self._init_health(r)
         self._init_label_sets()
+
+    def _init_health(self, r: CollectorRegistry) -> None:
+        """Fleet health (``bridge.health``): agent probes, heartbeats, KV/stream writes."""
+        self.health_probes = Counter(
+            "busbridge_health_probes_total", "Legacy agent health probes, by normalised status", ["status"], registry=r
+        )
+        self.health_probe_failures = Counter(
+            "busbridge_health_probe_failures_total",
+            "Probes whose status is not simply the agent's answer, by reason (timeout, connection_refused, ...)",
+            ["reason"],
+            registry=r,
+        )
+        self.health_probe_latency = Histogram(
+            "busbridge_health_probe_latency_seconds",
+            "Request to reply of answered agent health probes, by method",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.health_agents = Gauge(
+            "busbridge_health_agents", "Local legacy agents by the status of their latest probe", ["status"], registry=r
+        )
+        self.health_written = Counter(
+            "busbridge_health_written_total",
+            "Health messages written, by contract (bridge_heartbeat, health_report) and destination (kv, stream)",
+            ["contract", "to"],
+            registry=r,
+        )
+        self.health_write_failures = Counter(
+            "busbridge_health_write_failures_total",
+            "Health writes deferred because NATS or the KV bucket was unavailable (the latest value is retried)",
+            registry=r,
+        )
+        self.health_startup_config_errors = Counter(
+            "busbridge_health_startup_config_errors_total",
+            "Failed reads of the legacy startup config (the agents known before are kept)",
+            registry=r,
+        )
 
     def _init_label_sets(self) -> None:
         """Create every bounded label child so series exist at 0 from the start."""
@@ -130,6 +222,25 @@ class Metrics:
             self.publish_failures.labels(reason)
         for reason in ("pending_full", "spool_staging_full", "shutdown", "rejected"):
             self.dropped.labels(reason)
+        for phase in Phase:
+            self.phase.labels(phase.value)
+        for result in ("applied", "forced", "refused", "unchanged"):
+            self.phase_transitions.labels(result)
+        for kind in ("frames", "native"):
+            self.republished.labels(kind)
+        for side in ("nats", "zmq"):
+            self.parity_missing.labels(side)
+        self.parity_ratio.set(-1)
         for reason in ("max_bytes", "max_age"):
             for severity in Severity:
                 self.spool_evictions.labels(reason, severity.value)
+        for status in HealthStatus:
+            self.health_probes.labels(status.value)
+            self.health_agents.labels(status.value)
+        for reason in HEALTH_REASONS:
+            self.health_probe_failures.labels(reason)
+        for method in ("zmq_req", "http_next_port", "http"):
+            self.health_probe_latency.labels(method)
+        for contract in ("bridge_heartbeat", "health_report"):
+            for to in ("kv", "stream"):
+                self.health_written.labels(contract, to)

@@ -3,6 +3,7 @@
 from contracts.codec import contract_name, decode, encode
 from contracts.messages import (
     CONTRACT_VERSION,
+    BridgeHeartbeat,
     DeadLetter,
     DeadLetterReason,
     Dialect,
@@ -11,6 +12,8 @@ from contracts.messages import (
     FloodEvent,
     FloodStarted,
     FloodSummary,
+    HealthReport,
+    HealthStatus,
     LegacyOrigin,
     Message,
     Severity,
@@ -23,6 +26,7 @@ from contracts.subjects import Subjects, sanitise_token
 
 __all__ = [
     "CONTRACT_VERSION",
+    "BridgeHeartbeat",
     "DeadLetter",
     "DeadLetterReason",
     "Dialect",
@@ -31,6 +35,8 @@ __all__ = [
     "FloodEvent",
     "FloodStarted",
     "FloodSummary",
+    "HealthReport",
+    "HealthStatus",
     "LegacyOrigin",
     "Message",
     "Severity",

@@ -35,8 +35,13 @@ __all__ = [
     "FloodSummary",
     "DeadLetter",
     "DeadLetterReason",
+    "BridgeHeartbeat",
+    "GuardResult",
+    "HealthReport",
+    "HealthStatus",
     "LegacyOrigin",
     "Message",
+    "PhaseChanged",
     "Severity",
     "SpoolEvicted",
     "TimestampKind",
@@ -255,8 +260,143 @@ class FloodEnded(_FloodFields, frozen=True, kw_only=True, tag="flood_ended", tag
     schema_version: int = CONTRACT_VERSION
 
 
+class GuardResult(msgspec.Struct, frozen=True, kw_only=True):
+    """One cutover guard as evaluated for a transition (``bridge.phase``).
+
+    ``name``: ``parity``, ``spool_empty`` or ``quiet_period``. ``observed`` and
+    ``required`` are in the guard's unit (ratio 0..1, messages, seconds);
+    ``detail`` says it in words, e.g. ``parity 0.9820 < 0.9990 over 300 s (1234 events)``.
+    """
+
+    name: str
+    passed: bool
+    observed: float | None
+    required: float
+    detail: str
+
+
+class PhaseChanged(msgspec.Struct, frozen=True, kw_only=True, tag="phase_changed", tag_field="type"):
+    """A bridge moved from one cutover phase to another (DESIGN §4).
+
+    ``from_phase``/``to_phase``: ``zmq_only``, ``dual``, ``nats_primary``, ``nats_only``.
+    ``by``: who or what asked (``config:<path>``, ``kv:<key>@<revision>``,
+    ``startup``). ``forced``: guards were overridden (``--force``);
+    ``guards``: every guard evaluated, passed or not. ``changed_at``: UTC.
+    Published on ``<prefix>.bridge.<machine>.phase_changed``.
+    """
+
+    event_id: str
+    bridge_id: str
+    machine: str
+    from_phase: str
+    to_phase: str
+    by: str
+    forced: bool
+    guards: list[GuardResult]
+    changed_at: datetime
+    schema_version: int = CONTRACT_VERSION
+
+
+class HealthStatus(str, enum.Enum):
+    """Normalised health of an agent or a bridge (legacy-bus.md §4 lists the raw values).
+
+    ``unknown``: an answer came that says nothing recognisable about health.
+    An agent that does not answer at all is ``unhealthy`` (the reason says why).
+    """
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+class HealthReport(msgspec.Struct, frozen=True, kw_only=True, tag="health_report", tag_field="type"):
+    """One health check of one legacy agent (service), made by the bridge of its machine.
+
+    ``status``: normalised; ``raw_status``: the legacy value it came from, as sent
+    (``"ok"``, ``"online"``, ``"success"``, ...; ``None`` when there was no answer).
+    ``reply_shape``: which legacy reply shape was recognised (``base_agent``,
+    ``error_bus_service``, ``wp07_unified``, ``gui_aggregate``, ``status_field``,
+    ``plain_text``, ``unrecognised``, or ``none`` without an answer; legacy-bus.md §4).
+    ``reason``: why the status is not simply the reply's: ``timeout``,
+    ``connection_refused``, ``protocol_mismatch``, ``http_failure`` (no answer),
+    ``http_error`` (a non-2xx status, in ``http_status``), ``unrecognised_reply``,
+    ``probe_error``; ``""`` otherwise.
+    ``checked_at``: when the check started (UTC). ``latency_secs``: request to
+    reply in seconds (``None`` without a reply). ``method``: ``zmq_req``,
+    ``http_next_port`` or ``http``; ``endpoint``: what was asked (``tcp://host:port``
+    or ``http://host:port/health``). ``details``: the decoded reply (JSON value, or
+    its text), cut to the bridge's ``health.max_reply_bytes``. ``interval_secs``:
+    how often this service is checked, so a reader can tell a stale report.
+    ``reported_by``: the bridge id. ``group``: the MainPC agent group, if any.
+    Published on ``<prefix>.health.<machine>.<service>``.
+    """
+
+    event_id: str
+    machine: str
+    service: str
+    status: HealthStatus
+    checked_at: datetime
+    raw_status: Any = None
+    reply_shape: str = ""
+    reason: str = ""
+    latency_secs: float | None = None
+    http_status: int | None = None
+    method: str = ""
+    endpoint: str = ""
+    details: Any = None
+    interval_secs: float = 0.0
+    reported_by: str = ""
+    group: str | None = None
+    schema_version: int = CONTRACT_VERSION
+
+
+class BridgeHeartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="bridge_heartbeat", tag_field="type"):
+    """A bridge says it is alive, with its state (sent every ``interval_secs``).
+
+    ``status``: the bridge's own health (``healthy`` when ready, ``degraded``
+    while only buffering to the spool, else ``unhealthy``), ``not_ready_reasons``
+    as ``/readyz`` lists them. ``version``: the busbridge package version;
+    ``phase``: the cutover phase in force (``zmq_only`` .. ``nats_only``).
+    Rates are per second over the last interval: ZMQ messages read
+    (``received_per_sec``), PubAcks (``stored_per_sec``), dead letters and drops.
+    ``spool_messages``/``spool_bytes``: backlog on disk. ``nats_connected``,
+    ``nats_reconnects`` (since start): NATS state. ``zmq_publishers_connected``:
+    open legacy publisher connections. ``agents_probed``: local agents in the
+    last probe round. Times are UTC. Published on ``<prefix>.bridge.<machine>.heartbeat``.
+    """
+
+    event_id: str
+    bridge_id: str
+    machine: str
+    sent_at: datetime
+    status: HealthStatus
+    version: str = ""
+    phase: str = ""
+    started_at: datetime | None = None
+    interval_secs: float = 0.0
+    not_ready_reasons: list[str] = []
+    received_per_sec: float = 0.0
+    stored_per_sec: float = 0.0
+    dead_lettered_per_sec: float = 0.0
+    dropped_per_sec: float = 0.0
+    spool_messages: int = 0
+    spool_bytes: int = 0
+    nats_connected: bool = False
+    nats_reconnects: int = 0
+    zmq_publishers_connected: int = 0
+    agents_probed: int = 0
+    schema_version: int = CONTRACT_VERSION
+
+
 FloodEvent = FloodStarted | FloodSummary | FloodEnded
 
-Message = ErrorEvent | DeadLetter | SpoolEvicted | FloodStarted | FloodSummary | FloodEnded
+Message = (
+    ErrorEvent | DeadLetter | SpoolEvicted | FloodStarted | FloodSummary | FloodEnded | PhaseChanged
+    | HealthReport | BridgeHeartbeat
+)
 
-ContractName = Literal["error_event", "dead_letter", "spool_evicted", "flood_started", "flood_summary", "flood_ended"]
+ContractName = Literal[
+    "error_event", "dead_letter", "spool_evicted", "flood_started", "flood_summary", "flood_ended", "phase_changed",
+    "health_report", "bridge_heartbeat",
+]

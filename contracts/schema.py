@@ -12,11 +12,24 @@ from pathlib import Path
 
 import msgspec
 
-from contracts.messages import DeadLetter, ErrorEvent, FloodEnded, FloodStarted, FloodSummary, SpoolEvicted
+from contracts.messages import (
+    BridgeHeartbeat,
+    DeadLetter,
+    ErrorEvent,
+    FloodEnded,
+    FloodStarted,
+    FloodSummary,
+    HealthReport,
+    PhaseChanged,
+    SpoolEvicted,
+)
 
 __all__ = ["CONTRACTS", "SCHEMA_DIR", "render_schemas", "write_schemas"]
 
-CONTRACTS = (ErrorEvent, DeadLetter, SpoolEvicted, FloodStarted, FloodSummary, FloodEnded)
+CONTRACTS = (
+    ErrorEvent, DeadLetter, SpoolEvicted, FloodStarted, FloodSummary, FloodEnded, PhaseChanged,
+    HealthReport, BridgeHeartbeat,
+)  # fmt: skip
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 

@@ -1,4 +1,4 @@
-"""Legacy ZMQ ingest: the only module that imports ``zmq``.
+"""Legacy ZMQ ingest (with ``bridge.adapters.zmq_curve`` for CURVE): the only ingest code importing ``zmq``.
 
 A SUB socket subscribed to everything (``""``: an ``ERROR:`` filter would lose
 D2, D5 and D6), either **bound** on ``tcp://*:7150`` (the legacy agents
@@ -18,7 +18,24 @@ A socket monitor counts open publisher connections (``ACCEPTED``/``CONNECTED``
 add the connection's fd, ``DISCONNECTED``/``CLOSED`` remove it); handshake
 successes and failures are reported as events (libzmq gives no fd with them).
 A peer of the wrong kind (a PUB connecting to a PUB) fails its handshake and is
-disconnected at once, so it does not stay counted.
+disconnected at once, so it does not stay counted. Failed handshakes are
+reported by cause: ``handshake_failed_auth`` (ZAP refused the client: CURVE
+allowlist), ``handshake_failed_protocol`` (e.g. a plain client on a CURVE
+socket, a wrong socket type), ``handshake_failed_no_detail``.
+
+Optional CURVE (``zmq.curve``): ``bridge.adapters.zmq_curve`` supplies the keys,
+the ZAP allowlist and the "no handshake" warning, checked by the monitor loop.
+
+Frame size: libzmq hands over a message only once it has received all of it, so
+the bridge cannot refuse a big frame before it is in memory. Two limits:
+``zmq.max_frame_bytes`` is read-side (the decoder dead-letters the message as
+``oversized`` keeping the first ``oversized_keep_bytes`` of each frame and the
+sizes; the publisher stays connected), ``zmq.hard_max_frame_bytes`` is
+``ZMQ_MAXMSGSIZE`` (libzmq disconnects a peer whose frame is bigger, while
+receiving it: nothing is read, nothing dead-lettered, the frame is lost). Worst
+case memory: the hard cap times the messages queued in libzmq (``rcvhwm``);
+the read loop drains the queue continuously, so one or two big frames are held
+at a time in practice, each freed as soon as it is decoded.
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ import anyio.lowlevel
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from bridge.adapters.zmq_curve import CurveServer, HandshakeWatch
 from bridge.config.model import ZmqConfig, ZmqMode
 
 __all__ = ["IngestSocket"]
@@ -42,9 +60,9 @@ _MONITOR_EVENTS = {
     zmq.EVENT_ACCEPTED: "accepted",
     zmq.EVENT_CONNECTED: "connected",
     zmq.EVENT_HANDSHAKE_SUCCEEDED: "handshake_succeeded",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed",
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed_no_detail",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed_protocol",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed_auth",
     zmq.EVENT_DISCONNECTED: "disconnected",
     zmq.EVENT_CLOSED: "closed",
 }
@@ -69,6 +87,8 @@ class IngestSocket:
         self._monitor: zmq.Socket[bytes] | None = None
         self._open_fds: set[int] = set()
         self.endpoints: list[str] = []
+        self.curve: CurveServer | None = None
+        self._watch: HandshakeWatch | None = None
 
     @property
     def publishers_connected(self) -> int:
@@ -77,23 +97,34 @@ class IngestSocket:
     def open(self) -> list[str]:
         """Create, configure and bind/connect the socket; return its endpoints.
 
-        Raises ``zmq.ZMQError`` (e.g. EADDRINUSE when another process holds 7150).
+        Raises ``zmq.ZMQError`` (e.g. EADDRINUSE when another process holds 7150), or
+        ``ConfigError`` when CURVE key files are unusable.
         """
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self.cfg.rcvhwm)
         if self.cfg.rcvbuf_bytes:
             sock.setsockopt(zmq.RCVBUF, self.cfg.rcvbuf_bytes)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.cfg.max_frame_bytes)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.cfg.hard_max_frame_bytes)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         self._monitor = sock.get_monitor_socket()
         self._sock = sock
         try:
+            self._secure(sock)
             self.endpoints = self._attach(sock)
-        except zmq.ZMQError:
+        except BaseException:
             self.close()
             raise
         return self.endpoints
+
+    def _secure(self, sock: zmq.Socket[bytes]) -> None:
+        """CURVE server + ZAP allowlist, when configured (the ZAP handler runs before the bind)."""
+        if not self.cfg.curve.enabled:
+            return
+        self.curve = CurveServer(self._ctx, self.cfg.curve)
+        self.curve.start()
+        self.curve.apply(sock)
+        self._watch = HandshakeWatch(self.cfg.curve.handshake_warn_secs, time.monotonic)
 
     def _attach(self, sock: zmq.Socket[bytes]) -> list[str]:
         if self.cfg.mode is ZmqMode.BIND:
@@ -124,6 +155,9 @@ class IngestSocket:
         while True:
             while mon.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 self._on_monitor(parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK)))
+            warning = self._watch.due() if self._watch is not None else None
+            if warning:
+                log.warning("%s", warning)
             await _wait_readable(mon)
 
     def _on_monitor(self, event: dict) -> None:
@@ -135,6 +169,8 @@ class IngestSocket:
             self._open_fds.add(fd)
         elif name in _GONE:
             self._open_fds.discard(fd)
+        if self._watch is not None:
+            self._watch.observe(name)
         self._on_event(name, len(self._open_fds))
 
     def close(self) -> None:
@@ -146,6 +182,9 @@ class IngestSocket:
         mon, self._monitor = self._monitor, None
         if mon is not None:
             mon.close(linger=0)
+        curve, self.curve = self.curve, None
+        if curve is not None:  # after the socket: never a moment without the allowlist
+            curve.stop()
         self._open_fds.clear()
         if not self._ctx.closed:
             self._ctx.term()

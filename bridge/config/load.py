@@ -20,7 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import yaml
 
+from bridge.config.health import health_problems
 from bridge.config.model import BridgeConfig, ZmqMode
+from bridge.config.plaintext import plain_secret_problems, redact_url
+from bridge.config.security_checks import security_problems
 from bridge.errors import ConfigError
 from contracts.messages import Severity
 from contracts.subjects import LEGACY_PREFIXES, sanitise_token
@@ -51,7 +54,9 @@ def parse_config(text: str, source: str = "<string>") -> BridgeConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"<yaml>: {exc}"]) from exc
     data = {} if data is None else data
-    problems = _collect_problems(BridgeConfig, data, "")
+    problems = plain_secret_problems(data)  # named once, not also as an unknown key
+    secret_paths = {p.split(": ", 1)[0] for p in problems}
+    problems += [p for p in _collect_problems(BridgeConfig, data, "") if p.split(": ", 1)[0] not in secret_paths]
     if problems:
         raise ConfigError(source, problems)
     cfg = resolve_defaults(msgspec.convert(data, BridgeConfig))
@@ -73,6 +78,7 @@ def cross_checks(cfg: BridgeConfig) -> list[str]:
     problems: list[str] = []
     problems += _check_zmq(cfg)
     problems += _check_nats(cfg)
+    problems += security_problems(cfg)
     if cfg.stream.subject_prefix.split(".")[0] in LEGACY_PREFIXES:
         problems.append("stream.subject_prefix: must not start with 'errors' (legacy errors.> streams)")
     if cfg.identity.occurrence_window_secs < cfg.stream.duplicate_window_secs:
@@ -84,6 +90,7 @@ def cross_checks(cfg: BridgeConfig) -> list[str]:
     if cfg.publish.retry_initial_secs > cfg.publish.retry_max_secs:
         problems.append("publish.retry_initial_secs: must be <= publish.retry_max_secs")
     problems += _check_flood(cfg)
+    problems += health_problems(cfg.health)
     try:
         ZoneInfo(cfg.legacy.local_timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -123,19 +130,11 @@ def _check_zmq(cfg: BridgeConfig) -> list[str]:
 def _check_nats(cfg: BridgeConfig) -> list[str]:
     n = cfg.nats
     problems = [
-        f"nats.servers[{i}]: {url!r} is not a nats://, tls://, ws:// or wss:// URL"
+        f"nats.servers[{i}]: {redact_url(url)!r} is not a nats://, tls://, ws:// or wss:// URL"
         for i, url in enumerate(n.servers)
         if not url.startswith(_NATS_SCHEMES)
     ]
-    if n.password_file and n.password_env:
-        problems.append("nats.password_file: set password_file or password_env, not both")
-    if n.token_file and n.token_env:
-        problems.append("nats.token_file: set token_file or token_env, not both")
-    if (n.password_file or n.password_env) and not n.user:
-        problems.append("nats.user: required with password_file/password_env")
-    if n.user and not (n.password_file or n.password_env):
-        problems.append("nats.user: needs password_file or password_env (passwords never go in YAML)")
-    return problems
+    return problems  # secret sources and TLS: bridge.config.security_checks
 
 
 def _collect_problems(struct_type: type, value: Any, path: str) -> list[str]:

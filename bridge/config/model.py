@@ -15,6 +15,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from bridge.phase import Phase
+
 __all__ = [
     "AdminConfig",
     "BridgeConfig",
@@ -22,15 +24,24 @@ __all__ = [
     "EmbeddedNatsConfig",
     "FloodConfig",
     "FloodRuleConfig",
+    "HealthConfig",
     "IdentityConfig",
     "LegacyConfig",
     "NatsConfig",
+    "NatsTlsConfig",
+    "ParityConfig",
+    "PhaseConfig",
+    "PhaseGuardsConfig",
+    "PhaseSource",
+    "ProbeMethod",
     "PublishConfig",
+    "RepublishConfig",
     "SpoolConfig",
     "SpoolSync",
     "StorageKind",
     "StreamConfig",
     "ZmqConfig",
+    "ZmqCurveConfig",
     "ZmqMode",
 ]
 
@@ -49,6 +60,26 @@ class ZmqMode(str, enum.Enum):
     CONNECT = "connect"  # the bridge connects to publishers that bind (pooled sockets)
 
 
+class ZmqCurveConfig(_Strict):
+    """CURVE encryption and client allowlist on the ingest socket (bind mode only).
+
+    Key files are zmq.auth certificates (``busbridge keys generate``). A client is
+    accepted when its public key is in ``allowed_clients_dir`` (``*.key`` files)
+    or in ``allowed_client_keys``; ZAP refuses every other one, and a client
+    without CURVE fails its handshake.
+    """
+
+    enabled: bool = False
+    #: the server's secret certificate (``<name>.key_secret``); its public key goes to the clients.
+    server_secret_key_file: str | None = None
+    #: directory of allowed clients' public certificates (``*.key``).
+    allowed_clients_dir: str | None = None
+    #: allowed clients' public keys, Z85 text (40 characters); public keys are not secrets.
+    allowed_client_keys: list[Annotated[str, Meta(pattern=r"^[0-9A-Za-z.:+=^!/*?&<>()\[\]{}@%$#-]{40}$")]] = []
+    #: warn when no publisher completed a handshake for this long (seconds), e.g. keys not rolled out.
+    handshake_warn_secs: PositiveSecs = 300.0
+
+
 class ZmqConfig(_Strict):
     """Legacy ingest socket (ZMQ SUB subscribed to everything)."""
 
@@ -61,12 +92,19 @@ class ZmqConfig(_Strict):
     rcvhwm: Annotated[int, Meta(ge=0)] = 1_000_000
     #: kernel receive buffer in bytes; 0 keeps the OS default.
     rcvbuf_bytes: Annotated[int, Meta(ge=0)] = 4 * 1024 * 1024
-    #: frames larger than this are refused by libzmq (ZMQ_MAXMSGSIZE); -1 = no cap.
+    #: a message with a frame larger than this is dead-lettered (reason ``oversized``, the first
+    #: ``oversized_keep_bytes`` of each frame kept, sizes recorded); -1 = no cap.
     max_frame_bytes: Annotated[int, Meta(ge=-1)] = 16 * 1024 * 1024
     #: messages handled per event-loop turn before yielding, at most...
     batch_max: PositiveInt = 2048
     #: ...and for at most this long (seconds), so acks and publishing keep flowing under a burst.
     batch_max_secs: PositiveSecs = 0.01
+    #: bytes kept of each frame of an oversized message.
+    oversized_keep_bytes: Annotated[int, Meta(ge=0)] = 64 * 1024
+    #: hard backstop (ZMQ_MAXMSGSIZE): libzmq disconnects a peer sending a bigger frame before it is
+    #: read, so nothing is dead-lettered; -1 = none. Must be -1 or >= max_frame_bytes.
+    hard_max_frame_bytes: Annotated[int, Meta(ge=-1)] = 64 * 1024 * 1024
+    curve: ZmqCurveConfig = msgspec.field(default_factory=ZmqCurveConfig)
 
 
 class EmbeddedNatsConfig(_Strict):
@@ -84,8 +122,28 @@ class EmbeddedNatsConfig(_Strict):
     max_payload_bytes: Annotated[int, Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
 
+class NatsTlsConfig(_Strict):
+    """TLS to NATS. On when ``enabled`` or any file is set (a ``tls://`` URL also uses TLS)."""
+
+    enabled: bool = False
+    #: CA bundle (PEM) that signed the server certificate; default: the system CAs.
+    ca_file: str | None = None
+    #: client certificate and key (PEM) for servers that verify clients.
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: name checked against the server certificate; default: the host of the URL.
+    server_hostname: str | None = None
+    #: TLS before the NATS INFO line (server ``tls { handshake_first: true }``, nats-server 2.10.4+).
+    handshake_first: bool = False
+
+
 class NatsConfig(_Strict):
-    """How to reach NATS. No servers: start the embedded one."""
+    """How to reach NATS. No servers: start the embedded one.
+
+    Secrets come from files or environment variables (``*_file``, ``*_env``);
+    ``password``, ``token`` and ``nkey_seed`` as plain values are refused unless
+    the top-level ``allow_plaintext_secrets`` is true.
+    """
 
     servers: list[str] = []
     name: str | None = None
@@ -104,6 +162,14 @@ class NatsConfig(_Strict):
     #: before older ones are retried. The spool holds the backlog on disk instead.
     reconnect_buffer_bytes: Annotated[int, Meta(ge=0)] = 0
     embedded: EmbeddedNatsConfig = msgspec.field(default_factory=EmbeddedNatsConfig)
+    #: nkey seed (``SU...``) for servers with ``authorization { users = [{nkey: U...}] }``.
+    nkey_seed_file: str | None = None
+    nkey_seed_env: str | None = None
+    tls: NatsTlsConfig = msgspec.field(default_factory=NatsTlsConfig)
+    #: plain secret values: refused unless allow_plaintext_secrets (prefer *_file / *_env).
+    password: str | None = None
+    token: str | None = None
+    nkey_seed: str | None = None
 
 
 class StorageKind(str, enum.Enum):
@@ -247,6 +313,109 @@ class AdminConfig(_Strict):
     probe_interval_secs: PositiveSecs = 5.0
 
 
+class PhaseSource(str, enum.Enum):
+    FILE = "file"  # phase.current in this file (hot reloaded)
+    KV = "kv"  # a NATS KV key written by `busbridge phase set [--fleet]`
+
+
+class PhaseGuardsConfig(_Strict):
+    """Guards of forward transitions (``bridge.phase``); ``--force`` overrides them."""
+
+    #: dual -> nats_primary needs this parity ratio (0..1) over parity.window_secs...
+    min_parity_ratio: Annotated[float, Meta(ge=0, le=1)] = 0.999
+    #: ...with at least this many events compared (0: parity not required)
+    min_parity_events: Annotated[int, Meta(ge=0)] = 100
+    #: -> nats_primary and -> nats_only need an empty spool (every message acknowledged)
+    require_spool_empty: bool = True
+    #: -> nats_only needs no ZMQ frame and no ZMQ publisher connected for this long
+    quiet_period_secs: Annotated[float, Meta(ge=0)] = 600.0
+
+
+class PhaseConfig(_Strict):
+    """Cutover phase (DESIGN §4): zmq_only -> dual -> nats_primary -> nats_only."""
+
+    #: the phase this machine should be in (source: file)
+    current: Phase = Phase.DUAL
+    #: apply a forward transition even when its guards fail (recorded in PhaseChanged)
+    force: bool = False
+    source: PhaseSource = PhaseSource.FILE
+    #: KV bucket of the phase keys: `fleet`, `machine.<machine>`, `status.<machine>` (source: kv)
+    kv_bucket: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "busbridge_phase"
+    #: last phase taken from KV, kept across restarts while NATS is unreachable
+    state_file: str | None = None
+    guards: PhaseGuardsConfig = msgspec.field(default_factory=PhaseGuardsConfig)
+
+
+class RepublishConfig(_Strict):
+    """Legacy republish: a ZMQ PUB for legacy subscribers (7150 is the bridge's SUB)."""
+
+    enabled: bool = True
+    bind_endpoint: str = "tcp://*:7151"
+    #: messages queued per subscriber before the PUB drops (counted)
+    sndhwm: Annotated[int, Meta(ge=0)] = 100_000
+    #: NATS-native events re-emitted in nats_primary; "" = <prefix>.error.<machine>.>
+    native_subject: str = ""
+
+
+class ParityConfig(_Strict):
+    """Parity checker: ZMQ frames vs JetStream messages, matched by msg id."""
+
+    enabled: bool = True
+    #: ZMQ endpoints to tap; [] = this bridge's republish socket
+    zmq_endpoints: list[str] = []
+    #: an id seen on one side waits this long for the other before it counts as missing
+    match_window_secs: PositiveSecs = 30.0
+    #: the ratio is computed over the results of this many seconds
+    window_secs: PositiveSecs = 300.0
+
+
+class ProbeMethod(str, enum.Enum):
+    """How a legacy agent is asked for its health (legacy-bus.md §4)."""
+
+    ZMQ_REQ = "zmq_req"  # ZMQ REQ {"action": "health_check"} to health_check_port (BaseAgent's REP)
+    HTTP_NEXT_PORT = "http_next_port"  # GET /health on health_check_port + 1 (BaseAgent's HTTP)
+    HTTP = "http"  # GET /health on health_check_port itself (FastAPI services)
+
+
+def _default_probe_methods() -> list[ProbeMethod]:
+    return [ProbeMethod.ZMQ_REQ, ProbeMethod.HTTP_NEXT_PORT]
+
+
+class HealthConfig(_Strict):
+    """Fleet health: this bridge's heartbeat and probes of the local legacy agents, published as
+    ``BridgeHeartbeat``/``HealthReport`` and kept, latest per key, in a NATS KV bucket."""
+
+    #: off: no heartbeat, no KV bucket, no probes
+    enabled: bool = True
+    heartbeat_interval_secs: PositiveSecs = 10.0
+    kv_bucket: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "busbridge_health"
+    #: a key not written for this long disappears from the bucket (the server's max_age)
+    kv_ttl_secs: PositiveSecs = 300.0
+    kv_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    kv_storage: StorageKind = StorageKind.FILE
+    #: an entry older than this many of its own intervals is shown as stale
+    stale_after_intervals: Annotated[float, Meta(ge=1)] = 3.0
+    #: the machine's legacy startup_config.yaml (MainPC or PC2 schema); null: no agent probes
+    startup_config: str | None = None
+    #: value of ${PORT_OFFSET} in its port expressions; null: env PORT_OFFSET, else 0 (as the legacy launcher)
+    port_offset: Annotated[int, Meta(ge=0, le=65535)] | None = None
+    probe_host: str = "127.0.0.1"
+    probe_interval_secs: PositiveSecs = 30.0
+    #: per request; an agent without an answer is tried with the next method
+    probe_timeout_secs: PositiveSecs = 5.0
+    #: tried in order until one gets an answer
+    probe_methods: Annotated[list[ProbeMethod], Meta(min_length=1)] = msgspec.field(default_factory=_default_probe_methods)
+    #: per service name: other methods than probe_methods
+    service_methods: dict[str, Annotated[list[ProbeMethod], Meta(min_length=1)]] = {}
+    #: services of the startup config not probed (the bridge replaces CentralErrorBus on 7150)
+    exclude_services: list[str] = msgspec.field(default_factory=lambda: ["CentralErrorBus"])
+    max_concurrent_probes: PositiveInt = 16
+    #: a report whose status did not change still goes into the stream this often (the KV gets every one)
+    report_refresh_secs: PositiveSecs = 300.0
+    #: replies are kept in HealthReport.details up to this size
+    max_reply_bytes: Annotated[int, Meta(ge=256, le=256 * 1024)] = 16384
+
+
 class BridgeConfig(_Strict):
     """Root of the configuration file."""
 
@@ -259,6 +428,9 @@ class BridgeConfig(_Strict):
     log_level: Annotated[str, Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")] = "INFO"
     #: how often the config file is checked for changes (hot reload; SIGHUP reloads at once)
     config_watch_secs: PositiveSecs = 2.0
+    #: accept plain secret values (nats.password, nats.token, nats.nkey_seed, credentials in URLs);
+    #: off: they are refused naming the *_file / *_env key to use. Values are redacted either way.
+    allow_plaintext_secrets: bool = False
     zmq: ZmqConfig = msgspec.field(default_factory=ZmqConfig)
     nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
     stream: StreamConfig = msgspec.field(default_factory=StreamConfig)
@@ -269,3 +441,7 @@ class BridgeConfig(_Strict):
     identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
     legacy: LegacyConfig = msgspec.field(default_factory=LegacyConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    phase: PhaseConfig = msgspec.field(default_factory=PhaseConfig)
+    republish: RepublishConfig = msgspec.field(default_factory=RepublishConfig)
+    parity: ParityConfig = msgspec.field(default_factory=ParityConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)

@@ -48,6 +48,9 @@ LIVE_PATHS = (
     "publish.drain_timeout_secs",
     "admin.ready_max_age_secs",
     "admin.probe_interval_secs",
+    "phase.current",
+    "phase.force",
+    "phase.guards.",
 )
 
 

@@ -17,6 +17,12 @@ Contract of ``LegacyDecoder.decode(frames, received_at)``:
   (always None for a dead letter). Its result is ``event_id``. If ``identity``
   itself raises, the id falls back to ``fallback-<blake2b of frames and
   received_at>`` so the message is still not lost.
+* Oversized input (``max_frame_bytes``, the read-side cap of ``zmq.max_frame_bytes``):
+  when any frame is longer, the result is a ``DeadLetter`` with reason
+  ``oversized``, ``frames`` holding the first ``oversized_keep_bytes`` of each
+  frame, ``frame_sizes`` the real sizes and ``truncated`` (original and kept
+  byte totals, ``fields=["frames"]``); the frames are not parsed. The only
+  dead letter whose ``frames`` are not the exact input.
 * No logging, no counting, no clock: the runner acts on the result.
 * Every result encodes with ``contracts.codec.encode`` (strings are valid
   Unicode, floats finite; see ``bridge.legacy.lenient_json``).
@@ -31,7 +37,7 @@ from typing import Any
 from bridge.legacy.dialects import Decoded, Rejected, read_frames
 from bridge.pipeline.fingerprint import fingerprint
 from bridge.pipeline.identity import frames_digest
-from contracts.messages import DeadLetter, DeadLetterReason, ErrorEvent
+from contracts.messages import DeadLetter, DeadLetterReason, ErrorEvent, Truncation
 
 __all__ = ["IdentityFn", "LegacyDecoder"]
 
@@ -43,12 +49,24 @@ _MAX_DETAIL_CHARS = 500
 class LegacyDecoder:
     """Turns legacy frame sets into contracts for one machine; see the module docstring."""
 
-    __slots__ = ("_identity", "_local_tz", "_machine")
+    __slots__ = ("_identity", "_keep_bytes", "_local_tz", "_machine", "_max_frame_bytes")
 
-    def __init__(self, *, machine: str, identity: IdentityFn, local_tz: tzinfo = UTC) -> None:
+    def __init__(
+        self,
+        *,
+        machine: str,
+        identity: IdentityFn,
+        local_tz: tzinfo = UTC,
+        max_frame_bytes: int | None = None,
+        oversized_keep_bytes: int = 64 * 1024,
+    ) -> None:
+        """``max_frame_bytes``: frames longer than this make the message an ``oversized`` dead
+        letter (None or negative: no cap); ``oversized_keep_bytes``: bytes kept of each frame."""
         self._machine = machine
         self._identity = identity
         self._local_tz = local_tz
+        self._max_frame_bytes = max_frame_bytes if max_frame_bytes is not None and max_frame_bytes >= 0 else None
+        self._keep_bytes = max(0, oversized_keep_bytes)
 
     def decode(self, frames: Sequence[bytes], received_at: datetime) -> ErrorEvent | DeadLetter:
         """Decode one frame set. Never raises."""
@@ -56,6 +74,9 @@ class LegacyDecoder:
             raw = [frame if frame.__class__ is bytes else bytes(memoryview(frame)) for frame in frames]
         except Exception as exc:  # not a sequence of bytes-like objects
             return self._dead_letter(_salvage(frames), received_at, _crash(exc, "frames are not bytes"))
+        cap = self._max_frame_bytes
+        if cap is not None and raw and max(map(len, raw)) > cap:
+            return self._oversized(raw, received_at, cap)
         try:
             outcome = read_frames(raw, self._local_tz)
         except Exception as exc:
@@ -77,6 +98,18 @@ class LegacyDecoder:
         except Exception as exc:
             rejected = _crash(exc, "event construction failed")
             return self._letter(event_id, raw, received_at, rejected)
+
+    def _oversized(self, raw: list[bytes], received_at: datetime, cap: int) -> DeadLetter:
+        """Keep the head of each frame and the sizes; the id still covers the whole frames."""
+        event_id = self._event_id(raw, None, received_at)
+        sizes = [len(frame) for frame in raw]
+        kept = [frame[: self._keep_bytes] for frame in raw]
+        detail = f"frame of {max(sizes)} bytes exceeds zmq.max_frame_bytes ({cap}); first {self._keep_bytes} bytes of each frame kept"
+        return DeadLetter(
+            event_id=event_id, received_at=received_at, machine=self._machine, reason=DeadLetterReason.OVERSIZED,
+            frames=kept, frame_sizes=sizes, detail=detail,
+            truncated=Truncation(original_bytes=sum(sizes), kept_bytes=sum(map(len, kept)), fields=["frames"]),
+        )  # fmt: skip
 
     def _dead_letter(self, raw: list[bytes], received_at: datetime, rejected: Rejected) -> DeadLetter:
         return self._letter(self._event_id(raw, None, received_at), raw, received_at, rejected)

@@ -20,11 +20,13 @@ import msgspec
 from contracts.codec import contract_name, encode
 from contracts.messages import (
     CONTRACT_VERSION,
+    BridgeHeartbeat,
     DeadLetter,
     ErrorEvent,
     FloodEnded,
     FloodStarted,
     FloodSummary,
+    HealthReport,
     Message,
     Severity,
     Truncation,
@@ -42,7 +44,7 @@ from bridge.pipeline.publish import Outbound
 __all__ = ["OutboundBuilder"]
 
 #: spool eviction rank of contracts without a severity field
-_RANK = {"dead_letter": Severity.ERROR.rank, "spool_evicted": Severity.CRITICAL.rank}
+_RANK = {"dead_letter": Severity.ERROR.rank, "spool_evicted": Severity.CRITICAL.rank, "phase_changed": Severity.CRITICAL.rank}
 #: room left in max_payload for the protocol line overhead, in bytes
 _SAFETY_BYTES = 512
 _json = msgspec.json.Encoder()
@@ -83,6 +85,10 @@ class OutboundBuilder:
             return self.subjects.dead_letter(msg.machine)
         if isinstance(msg, FloodStarted | FloodSummary | FloodEnded):
             return self.subjects.flood(msg.machine, msg.source)
+        if isinstance(msg, HealthReport):
+            return self.subjects.health(msg.machine, msg.service)
+        if isinstance(msg, BridgeHeartbeat):
+            return self.subjects.bridge(msg.machine, "heartbeat")
         return self.subjects.bridge(msg.machine, contract_name(msg))
 
 

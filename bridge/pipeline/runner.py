@@ -1,7 +1,10 @@
 """The per-message path, called synchronously by the ingest loop for each message:
-frames -> decode -> dedup -> flood gate -> outbound -> sink (spool or publisher).
+frames -> loop check -> legacy republish -> decode -> inventory -> dedup ->
+flood gate -> outbound -> sink (spool or publisher).
 The stages decide; this module acts on their decisions and counts every
-outcome (DESIGN §1): decoded by dialect or dead-lettered by reason, dropped as
+outcome (DESIGN §1): dropped as a loop (a frame a bridge re-emitted from NATS,
+``busbridge_loop_dropped_total``), decoded by dialect or dead-lettered by reason,
+not published in the ``zmq_only`` phase (shadow decode: ``to_jetstream`` off), dropped as
 a duplicate (``busbridge_duplicates_total{by="bridge"}``), suppressed by a flood
 rule (``busbridge_flood_suppressed_total{rule}``, accounted in flood
 summaries), accepted by the sink, or dropped because the sink is full.
@@ -9,11 +12,13 @@ summaries), accepted by the sink, or dropped because the sink is full.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bridge.metrics import Metrics
+from bridge.legacy.reemit import is_reemitted
+from bridge.metrics import INVENTORY_MAX_SOURCES, Metrics
 from bridge.pipeline.dedup import DedupWindow
 from bridge.pipeline.flood import FloodGate, Verdict
 from bridge.pipeline.outbound import OutboundBuilder
@@ -39,6 +44,9 @@ class IngestRunner:
     """``runner(frames)``: handle one legacy ZMQ message. Never raises, never blocks.
 
     ``emit(msg)`` sends a bridge-made message (flood events) down the same path.
+    The cutover controller sets ``to_jetstream`` (off: shadow decode and
+    inventory only) and ``republish`` (frames re-sent byte for byte, or None).
+    ``last_frame_at``: monotonic time of the last frame read (quiet-period guard).
     """
 
     def __init__(
@@ -63,14 +71,27 @@ class IngestRunner:
         self._dropped = metrics.dropped.labels(drop_reason)
         self._dup_bridge = metrics.duplicates.labels("bridge")
         self._children: dict[tuple[str, str], Any] = {}  # (family, label) -> counter child
+        self._inventory: dict[tuple[str, str], Any] = {}
+        self._sources: set[str] = set()
         self.received = 0
+        self.to_jetstream = True
+        self.republish: Callable[[list[bytes]], None] | None = None
+        self.last_frame_at: float | None = None
 
     def __call__(self, frames: list[bytes]) -> None:
         self.received += 1
         self._m.frames_received.inc()
         self._m.frames_received_bytes.inc(sum(map(len, frames)))
+        self.last_frame_at = time.monotonic()
+        if is_reemitted(frames):
+            self._m.loops_dropped.inc()
+            return
+        if self.republish is not None:
+            self.republish(frames)
         msg = self._decoder.decode(frames, self._now())
         self._count(msg)
+        if not self.to_jetstream:
+            return
         if isinstance(msg, ErrorEvent) and not self._admit(msg):
             return
         self._submit(msg)
@@ -94,17 +115,33 @@ class IngestRunner:
         self._child("flood_event", contract_name(msg)).inc()
         self._submit(msg)
 
+    def publish(self, msg: Message) -> None:
+        """Send a bridge event (phase change, ...) to the sink, in every phase."""
+        self._submit(msg)
+
     def _submit(self, msg: Message) -> None:
         if not self._sink.submit(self._builder.build(msg)):
             self._dropped.inc()
 
     def _count(self, msg: ErrorEvent | DeadLetter) -> None:
         if isinstance(msg, ErrorEvent):
-            self._child("decoded", msg.legacy.dialect.value if msg.legacy else "native").inc()
+            dialect = msg.legacy.dialect.value if msg.legacy else "native"
+            self._child("decoded", dialect).inc()
+            self._inventory_child(msg.source, dialect).inc()
             if msg.legacy is not None and msg.legacy.raw_severity is not None and not _known(msg):
                 self._m.unknown_severity.inc()
         else:
             self._child("dead_letter", msg.reason.value).inc()
+
+    def _inventory_child(self, source: str, dialect: str) -> Any:
+        child = self._inventory.get((source, dialect))
+        if child is not None:
+            return child
+        if source not in self._sources and len(self._sources) >= INVENTORY_MAX_SOURCES:
+            return self._m.inventory.labels("_other", dialect)  # not cached: the cache stays bounded
+        self._sources.add(source)
+        child = self._inventory[(source, dialect)] = self._m.inventory.labels(source, dialect)
+        return child
 
     def _child(self, family: str, label: str) -> Any:
         child = self._children.get((family, label))

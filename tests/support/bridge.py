@@ -17,7 +17,7 @@ __all__ = ["running_bridge", "make_config"]
 
 
 def make_config(nats_url: str | None, data_dir: Path, **sections: dict) -> BridgeConfig:
-    """A config for tests: ZMQ on a free loopback port, admin on a free port, fast timeouts,
+    """A config for tests: ZMQ ingest and republish on free loopback ports, admin on a free port, fast timeouts,
     flood control off (steady test traffic is a flood by design; flood tests turn it on).
 
     ``sections`` override top-level sections key by key, e.g. ``publish={...}``.
@@ -26,6 +26,7 @@ def make_config(nats_url: str | None, data_dir: Path, **sections: dict) -> Bridg
         "machine": "TestPC",
         "data_dir": str(data_dir),
         "zmq": {"bind_endpoint": "tcp://127.0.0.1:*"},
+        "republish": {"bind_endpoint": "tcp://127.0.0.1:*"},
         "nats": {"servers": [nats_url] if nats_url else [], "embedded": {"port": 0}},
         "admin": {"port": 0, "probe_interval_secs": 0.5},
         "publish": {"ack_timeout_secs": 2.0, "drain_timeout_secs": 10.0},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import nats
 
@@ -23,13 +25,15 @@ class StoredMessage:
 
 
 async def wait_for_count(
-    url: str, stream: str, count: int, timeout_secs: float = 30.0, settle_secs: float = 0.5, stall_secs: float | None = None
+    url: str, stream: str, count: int, timeout_secs: float = 30.0, settle_secs: float = 0.5, stall_secs: float | None = None,
+    **connect: Any,
 ) -> int:
     """Wait until ``stream`` holds ``count`` messages (then ``settle_secs`` more, to catch extras).
 
-    With ``stall_secs``, give up early once the count has not moved for that long.
+    With ``stall_secs``, give up early once the count has not moved for that long. ``connect``:
+    extra ``nats.connect`` options (credentials, TLS) for servers that require them.
     """
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **connect)
     try:
         js = nc.jetstream()
         last, moved_at = -1, anyio.current_time()
@@ -46,9 +50,9 @@ async def wait_for_count(
         await nc.close()
 
 
-async def fetch_all(url: str, stream: str, subject: str = ">", *, raw: bool = False) -> list[StoredMessage]:
-    """Every message of ``stream`` (matching ``subject``) in stream order."""
-    nc = await nats.connect(url)
+async def fetch_all(url: str, stream: str, subject: str = ">", *, raw: bool = False, **connect: Any) -> list[StoredMessage]:
+    """Every message of ``stream`` (matching ``subject``) in stream order; ``connect`` as in ``wait_for_count``."""
+    nc = await nats.connect(url, **connect)
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)

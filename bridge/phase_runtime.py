@@ -1,0 +1,266 @@
+"""Runs what the phase in force asks for, and re-arms it on every phase change.
+
+Owned here, per phase (``bridge.phase.PhaseBehaviour``):
+
+* the ZMQ ingest socket: bound and read in every phase but ``nats_only``,
+  where it is closed and :7150 released (a rollback binds it again);
+* the runner's switches: ``to_jetstream`` (off in ``zmq_only``) and the
+  byte-for-byte legacy republish of ingested frames;
+* the legacy republish socket (``republish.enabled``), open while a phase
+  republishes anything;
+* the NATS-native re-emitter (``nats_primary``) and the parity tap (``dual``
+  and ``nats_primary``), both started once NATS is ready and restarted after
+  a failure;
+* the fleet phase watcher (``phase.source: kv``).
+
+A phase change cancels the phase's tasks and starts the next phase's; the
+ingest socket stays open across phases that read it, so no frame is dropped
+by a switch, and the pipeline behind it (spool, publisher) is never touched.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import zmq
+
+from bridge.adapters.republish import LegacyRepublisher
+from bridge.adapters.zmq import IngestSocket
+from bridge.config.model import BridgeConfig, PhaseSource
+from bridge.cutover import CutoverController, Decision, load_persisted_phase
+from bridge.fleet_phase import PhaseRequest, PhaseStatus, now_utc, open_bucket, put_json, status_key, watch_requests
+from bridge.metrics import Metrics
+from bridge.native_reemit import NativeReemitter
+from bridge.phase import GuardInputs, Phase
+from bridge.pipeline.runner import IngestRunner
+from consumers.parity import ParityLedger, ParityTap
+from contracts.messages import PhaseChanged
+
+__all__ = ["PhaseRuntime", "who"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_SECS = 2.0
+
+
+def who() -> str:
+    """``user@host`` of the caller, for ``by`` fields."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return f"{user}@{socket.gethostname()}"
+
+
+class PhaseRuntime:
+    """See the module note. ``js()`` returns a JetStream context once NATS is ready."""
+
+    def __init__(
+        self,
+        cfg: BridgeConfig,
+        metrics: Metrics,
+        runner: IngestRunner,
+        *,
+        js: Callable[[], Any],
+        nats_ready: anyio.Event,
+        backlog: Callable[[], int],
+        publish: Callable[[PhaseChanged], None],
+        on_zmq_event: Callable[[str, int], None],
+    ) -> None:
+        self.cfg = cfg
+        self._m = metrics
+        self.runner = runner
+        self._js = js
+        self._nats_ready = nats_ready
+        self._backlog = backlog
+        self._on_zmq_event = on_zmq_event
+        self.ingest: IngestSocket | None = None
+        self.republisher: LegacyRepublisher | None = None
+        self.republish_endpoint = ""
+        self.parity = ParityLedger(cfg.parity.match_window_secs, cfg.parity.window_secs, metrics=metrics)
+        self.parity_tap: ParityTap | None = None
+        self.native: NativeReemitter | None = None
+        self._started_at = time.monotonic()
+        self._zmq_seen_at = self._started_at
+        self._changed = anyio.Event()
+        self.state_path = Path(cfg.phase.state_file) if cfg.phase.state_file else Path(cfg.data_dir) / "phase.json"
+        previous = load_persisted_phase(self.state_path)
+        self.controller = CutoverController(
+            previous or cfg.phase.current, bridge_id=cfg.bridge_id or "", machine=cfg.machine or "",
+            state_path=self.state_path, guards=cfg.phase.guards, inputs=self.guard_inputs, publish=publish,
+            metrics=metrics, on_change=self._on_change,
+        )  # fmt: skip
+        self._previous = previous
+
+    # --- startup, config ------------------------------------------------------
+
+    def open(self) -> None:
+        """Announce the starting phase, then ask for the configured one (file source) and arm
+        the sockets. Raises ``zmq.ZMQError`` when :7150 or the republish port is taken."""
+        by = f"startup (persisted {self.state_path})" if self._previous else "startup (config)"
+        self.controller.start(by)
+        if self.cfg.phase.source is PhaseSource.FILE and self._previous is not None:
+            self.request(self.cfg.phase.current, by="config (startup)", force=self.cfg.phase.force)
+        self._arm()
+
+    def apply_config(self, cfg: BridgeConfig, live: list[str]) -> Decision | None:
+        """A reloaded config: new guard settings; a new ``phase.current``/``force`` is requested."""
+        self.cfg = cfg
+        self.controller.guards = cfg.phase.guards
+        if cfg.phase.source is PhaseSource.FILE and {"phase.current", "phase.force"} & set(live):
+            return self.request(cfg.phase.current, by="config (reload)", force=cfg.phase.force)
+        return None
+
+    def request(self, target: Phase, *, by: str, force: bool = False) -> Decision:
+        return self.controller.request(target, by=by, force=force)
+
+    @property
+    def phase(self) -> Phase:
+        return self.controller.phase
+
+    def guard_inputs(self) -> GuardInputs:
+        stats = self.parity.stats()
+        return GuardInputs(
+            parity_ratio=stats.ratio, parity_events=stats.compared, parity_window_secs=stats.window_secs,
+            backlog=self._backlog(), zmq_idle_secs=self.zmq_idle_secs(),
+        )  # fmt: skip
+
+    def zmq_idle_secs(self) -> float:
+        """Seconds since a ZMQ frame was read or a publisher was connected (or since start)."""
+        now = time.monotonic()
+        if self.ingest is not None and self.ingest.publishers_connected:
+            self._zmq_seen_at = now
+        seen = max(self._zmq_seen_at, self.runner.last_frame_at or 0.0)
+        return now - seen
+
+    def _on_change(self, old: Phase, new: Phase) -> None:
+        self.parity.reset()
+        self._changed.set()
+
+    def zmq_event(self, name: str, connected: int) -> None:
+        self._zmq_seen_at = time.monotonic()
+        self._on_zmq_event(name, connected)
+
+    # --- sockets ----------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """Open or close the sockets and set the runner's switches for the phase in force."""
+        b = self.phase.behaviour
+        if b.ingest and self.ingest is None:
+            ingest = IngestSocket(self.cfg.zmq, on_event=self.zmq_event)
+            ingest.open()
+            self.ingest = ingest
+        elif not b.ingest and self.ingest is not None:
+            self.close_ingest()
+            log.warning("phase %s: ZMQ ingest closed, port released", self.phase.value)
+        wants_pub = self.cfg.republish.enabled and (b.republish_frames or b.republish_native)
+        if wants_pub and self.republisher is None:
+            pub = LegacyRepublisher(self.cfg.republish)
+            self.republish_endpoint = pub.open()
+            self.republisher = pub
+        elif not wants_pub and self.republisher is not None:
+            self._close_republisher()
+        self.runner.to_jetstream = b.to_jetstream
+        self.runner.republish = self.republisher.send if self.republisher is not None and b.republish_frames else None
+
+    def close_ingest(self) -> None:
+        ingest, self.ingest = self.ingest, None
+        if ingest is not None:
+            ingest.close()
+            self._zmq_seen_at = time.monotonic()
+            self._on_zmq_event("closed", 0)
+
+    def _close_republisher(self) -> None:
+        pub, self.republisher = self.republisher, None
+        self.runner.republish = None
+        if pub is not None:
+            pub.close()
+        self.republish_endpoint = ""
+
+    def close(self) -> None:
+        """Close every socket (stop). Idempotent."""
+        self.close_ingest()
+        self._close_republisher()
+
+    @property
+    def zmq_endpoints(self) -> list[str]:
+        return list(self.ingest.endpoints) if self.ingest is not None else []
+
+    # --- tasks --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the phase's tasks until cancelled; re-arm on every phase change."""
+        async with anyio.create_task_group() as outer:
+            if self.cfg.phase.source is PhaseSource.KV:
+                outer.start_soon(self._retrying, "fleet phase watch", self._watch_kv)
+            while True:
+                changed = self._changed = anyio.Event()
+                try:
+                    self._arm()
+                except zmq.ZMQError as exc:  # e.g. :7150 taken while we were in nats_only
+                    log.error("phase %s: cannot open a socket (%s); retrying", self.phase.value, exc)
+                    with anyio.move_on_after(_RETRY_SECS):
+                        await changed.wait()
+                    continue
+                async with anyio.create_task_group() as tg:
+                    self._start_phase_tasks(tg)
+                    await changed.wait()
+                    tg.cancel_scope.cancel()
+
+    def _start_phase_tasks(self, tg: anyio.abc.TaskGroup) -> None:
+        b = self.phase.behaviour
+        if self.ingest is not None:
+            tg.start_soon(self.ingest.run, self.runner)
+            tg.start_soon(self.ingest.run_monitor)
+        if b.republish_native and self.republisher is not None:
+            tg.start_soon(self._retrying, "native re-emit", self._run_native)
+        if self.cfg.parity.enabled and b.to_jetstream and b.ingest and self._parity_endpoints():
+            tg.start_soon(self._retrying, "parity tap", self._run_parity)
+
+    def _parity_endpoints(self) -> list[str]:
+        return list(self.cfg.parity.zmq_endpoints) or ([self.republish_endpoint] if self.republish_endpoint else [])
+
+    async def _retrying(self, what: str, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` once NATS is ready; restart it after a failure (NATS errors, ...)."""
+        while True:
+            await self._nats_ready.wait()
+            try:
+                await fn()
+            except Exception as exc:  # noqa: BLE001 - a failed helper task must not stop the bridge
+                log.warning("%s failed (%r); retrying in %.0f s", what, exc, _RETRY_SECS)
+            await anyio.sleep(_RETRY_SECS)
+
+    async def _run_native(self) -> None:
+        assert self.republisher is not None
+        subject = self.cfg.republish.native_subject or f"{self.cfg.stream.subject_prefix}.error.{self.cfg.machine}.>"
+        self.native = NativeReemitter(
+            self._js(), self.cfg.stream.name, subject, self.republisher, self.cfg.bridge_id or "", self._m
+        )
+        await self.native.run()
+
+    async def _run_parity(self) -> None:
+        self.parity_tap = ParityTap(self.cfg, self.parity, self._parity_endpoints(), self._js())
+        await self.parity_tap.run()
+
+    async def _watch_kv(self) -> None:
+        kv = await open_bucket(self._js(), self.cfg.phase.kv_bucket, self.cfg.stream.replicas)
+        newest = 0
+        while True:
+            newest = await watch_requests(kv, self.cfg.machine or "", lambda k, r, q: self._on_kv(kv, k, r, q), newest)
+
+    async def _on_kv(self, kv: Any, key: str, revision: int, request: PhaseRequest) -> None:
+        by = f"kv:{key}@{revision}" + (f" by {request.by}" if request.by else "")
+        decision = self.request(request.phase, by=by, force=request.force)
+        status = PhaseStatus(
+            machine=self.cfg.machine or "", bridge_id=self.cfg.bridge_id or "", phase=decision.phase,
+            requested=decision.requested, result=decision.result, reason=decision.reason, guards=decision.guards,
+            key=key, revision=revision, at=now_utc(),
+        )  # fmt: skip
+        await put_json(kv, status_key(self.cfg.machine or ""), status)

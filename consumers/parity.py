@@ -1,0 +1,252 @@
+"""Parity checker: what one bridge read on ZMQ vs what JetStream stored, matched by msg id.
+
+Two taps feed one ``ParityLedger``:
+
+* **ZMQ**: a SUB socket connected to the bridge's legacy republish socket (it
+  carries the frames read on :7150 byte for byte), or to any legacy endpoints;
+  each message is decoded with the bridge's own decoder and identity rules, so
+  it gets the same msg id the bridge gives it (legacy ``error_id``, else the
+  frame hash with its occurrence counter). Frames a bridge re-emitted from
+  NATS are skipped, as the bridge skips them.
+* **JetStream**: an ordered consumer (deliver new) on the bridge machine's
+  error and dead-letter subjects; only messages whose ``Busbridge-Origin``
+  header is the bridge's id count (native NATS events never crossed ZMQ).
+  Flood events on ``<prefix>.flood.<machine>.>`` mark fingerprints in flood.
+
+An id seen on one side waits ``match_window_secs`` for the other; then it
+counts as missing on the other side, unless it is a ZMQ event whose
+fingerprint was in a flood (suppressed by design: counted as ``suppressed``,
+outside the ratio). Ids seen again after a match (the PC2 ``CROSS_MACHINE``
+copy, a retry) are ignored. The ratio over ``window_secs`` is
+``matched / (matched + missing_nats + missing_zmq)``; ``None`` until anything
+was compared. Exported as ``busbridge_parity_*`` metrics and read by the
+``dual -> nats_primary`` guard (``bridge.phase``).
+
+A NATS outage longer than the match window shows as ``missing_nats`` until
+the backlog drains: the guard then refuses, which is what an operator wants.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import anyio
+import msgspec
+import zmq
+import zmq.asyncio
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from bridge.config.model import BridgeConfig
+from bridge.legacy.reemit import is_reemitted
+from bridge.metrics import Metrics
+from bridge.pipeline.decode import LegacyDecoder
+from bridge.pipeline.identity import EventIdentity
+from contracts.codec import decode
+from contracts.messages import ErrorEvent, FloodEnded, FloodStarted, FloodSummary
+from contracts.subjects import HEADER_MSG_ID, HEADER_ORIGIN, Subjects, sanitise_token
+
+__all__ = ["ParityLedger", "ParityStats", "ParityTap"]
+
+log = logging.getLogger(__name__)
+
+_BUCKET_SECS = 1.0
+
+
+@dataclass(frozen=True)
+class ParityStats:
+    """Results over the last ``window_secs``; ``ratio`` is None when nothing was compared."""
+
+    window_secs: float
+    matched: int
+    missing_nats: int
+    missing_zmq: int
+    suppressed: int
+    pending: int
+
+    @property
+    def compared(self) -> int:
+        return self.matched + self.missing_nats + self.missing_zmq
+
+    @property
+    def ratio(self) -> float | None:
+        return self.matched / self.compared if self.compared else None
+
+
+class ParityLedger:
+    """Matches ids from both sides (synchronous; ``clock`` in monotonic seconds)."""
+
+    def __init__(
+        self,
+        match_window_secs: float,
+        window_secs: float,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.match_window_secs = match_window_secs
+        self.window_secs = window_secs
+        self._clock = clock
+        self._m = metrics
+        self._zmq: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (seen at, fingerprint)
+        self._nats: OrderedDict[str, float] = OrderedDict()
+        self._done: OrderedDict[str, float] = OrderedDict()  # resolved ids, ignored when seen again
+        self._floods: dict[str, float] = {}  # fingerprint -> in flood until (monotonic; inf while open)
+        self._buckets: deque[list[float]] = deque()  # [bucket start, matched, missing_nats, missing_zmq, suppressed]
+
+    def reset(self) -> None:
+        """Forget everything (a phase change makes old expectations meaningless)."""
+        for d in (self._zmq, self._nats, self._done):
+            d.clear()
+        self._buckets.clear()
+
+    def saw_zmq(self, msg_id: str, fingerprint: str = "") -> None:
+        if msg_id in self._done or msg_id in self._zmq:
+            return
+        if self._nats.pop(msg_id, None) is not None:
+            self._resolve(msg_id, 1)
+        else:
+            self._zmq[msg_id] = (self._clock(), fingerprint)
+
+    def saw_nats(self, msg_id: str) -> None:
+        if msg_id in self._done or msg_id in self._nats:
+            return
+        if self._zmq.pop(msg_id, None) is not None:
+            self._resolve(msg_id, 1)
+        else:
+            self._nats[msg_id] = self._clock()
+
+    def flood(self, fingerprint: str, *, ended: bool) -> None:
+        """A flood event for ``fingerprint``: suppressed ids of it are not missing."""
+        self._floods[fingerprint] = self._clock() + self.match_window_secs if ended else float("inf")
+
+    def expire(self) -> None:
+        """Count ids that waited longer than the match window as missing on the other side."""
+        now = self._clock()
+        cutoff = now - self.match_window_secs
+        while self._zmq:
+            msg_id, (at, fp) = next(iter(self._zmq.items()))
+            if at > cutoff:
+                break
+            del self._zmq[msg_id]
+            self._resolve(msg_id, 4 if self._floods.get(fp, -1.0) >= at else 2)
+        while self._nats:
+            msg_id, at = next(iter(self._nats.items()))
+            if at > cutoff:
+                break
+            del self._nats[msg_id]
+            self._resolve(msg_id, 3)
+        while self._done and next(iter(self._done.values())) < cutoff:
+            self._done.popitem(last=False)
+        self._floods = {fp: until for fp, until in self._floods.items() if until >= cutoff}
+        while self._buckets and self._buckets[0][0] < now - self.window_secs:
+            self._buckets.popleft()
+
+    def _resolve(self, msg_id: str, column: int) -> None:
+        now = self._clock()
+        self._done[msg_id] = now
+        start = now - now % _BUCKET_SECS
+        if not self._buckets or self._buckets[-1][0] != start:
+            self._buckets.append([start, 0, 0, 0, 0])
+        self._buckets[-1][column] += 1
+        if self._m is not None:
+            if column == 1:
+                self._m.parity_matched.inc()
+            elif column in (2, 3):
+                self._m.parity_missing.labels("nats" if column == 2 else "zmq").inc()
+
+    def stats(self) -> ParityStats:
+        self.expire()
+        sums = [sum(b[i] for b in self._buckets) for i in range(1, 5)]
+        stats = ParityStats(self.window_secs, *map(int, sums), pending=len(self._zmq) + len(self._nats))
+        if self._m is not None:
+            self._m.parity_ratio.set(-1 if stats.ratio is None else stats.ratio)
+        return stats
+
+
+class ParityTap:
+    """Runs both taps for one bridge into a ``ParityLedger`` until cancelled.
+
+    ``zmq_endpoints``: where to connect the SUB (the republish socket).
+    ``js``: a nats-py JetStream context. Raises nats errors when the consumer
+    cannot be created (the caller retries).
+    """
+
+    def __init__(self, cfg: BridgeConfig, ledger: ParityLedger, zmq_endpoints: list[str], js: Any) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.zmq_endpoints = zmq_endpoints
+        self._js = js
+        self._subjects = Subjects(cfg.stream.subject_prefix)
+        identity = EventIdentity(cfg.identity.occurrence_window_secs, cfg.identity.max_tracked, time.monotonic)
+        self._decoder = LegacyDecoder(
+            machine=cfg.machine or "", identity=identity, local_tz=ZoneInfo(cfg.legacy.local_timezone)
+        )
+        self.zmq_seen = 0
+        self.nats_seen = 0
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        subs = await self._subscribe()
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, 1_000_000)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        try:
+            for endpoint in self.zmq_endpoints:
+                sock.connect(endpoint.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:"))
+            task_status.started()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._expire_loop)
+                while True:
+                    self._on_frames(await sock.recv_multipart())
+        finally:
+            sock.close(linger=0)
+            ctx.term()
+            for sub in subs:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    await sub.unsubscribe()
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await anyio.sleep(1.0)
+            self.ledger.stats()
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if is_reemitted(frames):
+            return
+        msg = self._decoder.decode(frames, datetime.now(UTC))
+        self.zmq_seen += 1
+        self.ledger.saw_zmq(msg.event_id, msg.fingerprint if isinstance(msg, ErrorEvent) else "")
+
+    async def _subscribe(self) -> list[Any]:
+        machine, s = self.cfg.machine or "", self._subjects
+        filters = [s.errors(machine), s.dead_letters(machine), f"{s.prefix}.flood.{sanitise_token(machine)}.>"]
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW, filter_subjects=filters)
+        sub = await self._js.subscribe(
+            filters[0], stream=self.cfg.stream.name, config=config, ordered_consumer=True, cb=self._on_nats,
+            inactive_threshold=30.0,
+        )  # fmt: skip
+        return [sub]
+
+    async def _on_nats(self, msg: Any) -> None:
+        headers = msg.headers or {}
+        if headers.get(HEADER_ORIGIN) != (self.cfg.bridge_id or ""):
+            return
+        if ".flood." in msg.subject:
+            try:
+                ev = decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return
+            if isinstance(ev, FloodStarted | FloodSummary | FloodEnded):
+                self.ledger.flood(ev.fingerprint, ended=isinstance(ev, FloodEnded))
+            return
+        self.nats_seen += 1
+        msg_id = headers.get(HEADER_MSG_ID)
+        if msg_id:
+            self.ledger.saw_nats(msg_id)

@@ -1,0 +1,82 @@
+"""ParityLedger: matching by msg id, expiry into missing counts, floods, ratio window."""
+
+from __future__ import annotations
+
+from bridge.metrics import Metrics
+from consumers.parity import ParityLedger
+from tests.support.fakes import FakeClock
+
+
+def _ledger(clock: FakeClock, metrics: Metrics | None = None) -> ParityLedger:
+    return ParityLedger(match_window_secs=10, window_secs=60, clock=clock, metrics=metrics)
+
+
+def test_clean_run_is_ratio_one_in_either_arrival_order() -> None:
+    clock = FakeClock()
+    led = _ledger(clock)
+    for i in range(50):
+        led.saw_zmq(f"a{i}")
+        led.saw_nats(f"a{i}")
+        led.saw_nats(f"b{i}")
+        led.saw_zmq(f"b{i}")
+    clock.advance(11)
+    s = led.stats()
+    assert (s.matched, s.missing_nats, s.missing_zmq, s.ratio, s.pending) == (100, 0, 0, 1.0, 0)
+
+
+def test_loss_on_each_side_counts_after_the_match_window() -> None:
+    clock = FakeClock()
+    m = Metrics()
+    led = _ledger(clock, m)
+    for i in range(10):
+        led.saw_zmq(f"z{i}")  # never stored
+    for i in range(5):
+        led.saw_nats(f"n{i}")  # stored, never seen on ZMQ
+    for i in range(85):
+        led.saw_zmq(f"ok{i}")
+        led.saw_nats(f"ok{i}")
+    clock.advance(9)
+    assert led.stats().missing_nats == 0  # still inside the match window
+    clock.advance(2)
+    s = led.stats()
+    assert (s.matched, s.missing_nats, s.missing_zmq, s.compared) == (85, 10, 5, 100)
+    assert s.ratio == 0.85
+    assert m.registry.get_sample_value("busbridge_parity_missing_total", {"side": "nats"}) == 10
+    assert m.registry.get_sample_value("busbridge_parity_ratio") == 0.85
+
+
+def test_copies_after_a_match_are_ignored() -> None:
+    clock = FakeClock()
+    led = _ledger(clock)
+    led.saw_zmq("e1")
+    led.saw_nats("e1")
+    led.saw_zmq("e1")  # the PC2 CROSS_MACHINE copy of the same error_id
+    led.saw_nats("e1")
+    clock.advance(11)
+    s = led.stats()
+    assert (s.matched, s.missing_nats, s.missing_zmq) == (1, 0, 0)
+
+
+def test_flooded_fingerprints_count_as_suppressed_not_missing() -> None:
+    clock = FakeClock()
+    led = _ledger(clock)
+    led.saw_zmq("f1", "fp")
+    led.saw_zmq("x1", "other")
+    led.flood("fp", ended=False)
+    clock.advance(11)
+    s = led.stats()
+    assert (s.suppressed, s.missing_nats, s.ratio) == (1, 1, 0.0)
+
+
+def test_ratio_window_forgets_old_results_and_reset_clears() -> None:
+    clock = FakeClock()
+    led = _ledger(clock)
+    led.saw_zmq("lost")
+    clock.advance(11)
+    assert led.stats().ratio == 0.0
+    clock.advance(61)
+    assert led.stats().ratio is None
+    led.saw_zmq("p")
+    led.reset()
+    clock.advance(11)
+    assert led.stats().compared == 0
