@@ -10,6 +10,8 @@
   ``"degraded"`` (NATS or backlog only: the spool is buffering, nothing is
   lost) or ``"not_ready"``.
 * ``/metrics``: Prometheus text format of the bridge's registry.
+* ``/phase``: the cutover phase in force, the last request and its guard
+  results, the parity checker's figures (``bridge.phase_runtime``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,13 @@ Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 class AdminServer:
     """Serves the admin endpoints on ``host:port`` (0: any free port; see ``self.port``)."""
 
-    def __init__(self, metrics: Metrics, readiness: Readiness, host: str, port: int) -> None:
+    def __init__(
+        self, metrics: Metrics, readiness: Readiness, host: str, port: int,
+        phase: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:  # fmt: skip
         self._metrics = metrics
         self._readiness = readiness
+        self._phase = phase
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -44,6 +50,7 @@ class AdminServer:
         app.router.add_get("/healthz", self._get_health)
         app.router.add_get("/health", self._get_health)
         app.router.add_get("/readyz", self._get_ready)
+        app.router.add_get("/phase", self._get_phase)
         return app
 
     async def start(self) -> None:
@@ -66,6 +73,11 @@ class AdminServer:
 
     async def _get_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def _get_phase(self, request: web.Request) -> web.Response:
+        if self._phase is None:
+            return web.json_response({"error": "no phase controller"}, status=404)
+        return web.json_response(self._phase())
 
     async def _get_ready(self, request: web.Request) -> web.Response:
         ready, details = self._readiness()

@@ -40,6 +40,7 @@ from bridge.phase_runtime import PhaseRuntime
 from bridge.admin import AdminServer
 from bridge.config.flood import flood_rules
 from bridge.config.model import BridgeConfig
+from bridge.health.service import HealthService
 from bridge.metrics import Metrics
 from bridge.pipeline.buffering import SpooledQueue
 from bridge.pipeline.decode import LegacyDecoder
@@ -77,6 +78,7 @@ class Bridge:
         self._identity: EventIdentity | None = None
         self.runner: IngestRunner | None = None
         self.admin: AdminServer | None = None
+        self.health: HealthService | None = None
         self.nats_url = ""
         self.admin_port = 0
         self.stream_config: dict[str, Any] = {}
@@ -115,6 +117,8 @@ class Bridge:
                 if self.queue is not None:
                     tg.start_soon(self.queue.run)
                 tg.start_soon(self._flood_loop)
+                if self.cfg.health.enabled:
+                    tg.start_soon(self._run_health)
                 await self._read_until_stopped(task_status)
                 await self._drain()
                 tg.cancel_scope.cancel()
@@ -222,7 +226,7 @@ class Bridge:
         )
         self.phases = PhaseRuntime(
             self.cfg, self.metrics, self.runner, js=lambda: self.link.nc.jetstream(),  # type: ignore[union-attr]
-            nats_ready=self.nats_ready, backlog=lambda: self._backlog(), publish=self.runner.publish,
+            nats_ready=self.nats_ready, backlog=self._held_back, publish=self.runner.publish,
             on_zmq_event=self._zmq_event,
         )  # fmt: skip
         stack.callback(self.phases.close)
@@ -296,6 +300,19 @@ class Bridge:
                 suppress_critical=f.suppress_critical, global_max_per_sec=f.global_max_per_sec,
             )  # fmt: skip
 
+    async def _run_health(self) -> None:
+        """Heartbeat and agent probes (``bridge.health.service``): never blocks ingest, survives NATS outages."""
+        assert self.link is not None
+        self.health = HealthService(
+            self.cfg, self.link, self.metrics, readiness=self.readiness, phase=self._phase_name, nats_ready=self.nats_ready
+        )
+        await self.health.run()
+
+    def _phase_name(self) -> str:
+        """The cutover phase in force, for heartbeats."""
+        phases = getattr(self, "phases", None)
+        return phases.phase.value if phases is not None else "dual"
+
     def _zmq_event(self, name: str, connected: int) -> None:
         self.metrics.zmq_connection_events.labels(name).inc()
         self.metrics.zmq_publishers.set(connected)
@@ -304,7 +321,9 @@ class Bridge:
         a = self.cfg.admin
         if not a.enabled:
             return
-        self.admin = AdminServer(self.metrics, self.readiness, a.host, a.port)
+        self.admin = AdminServer(
+            self.metrics, self.readiness, a.host, a.port, phase=self.phases.describe if self.phases else None
+        )
         await self.admin.start()
         stack.push_async_callback(self.admin.stop)
         self.admin_port = self.admin.port
@@ -343,6 +362,14 @@ class Bridge:
         else:
             self.metrics.dropped.labels("shutdown").inc(left)
             log.error("shutdown: %d of %d unacknowledged messages abandoned (no spool)", left, backlog)
+
+    def _held_back(self) -> int:
+        """Messages held back rather than flowing (the spool-empty guard): all of the backlog while
+        NATS is down or the spool drains, else those waiting for a retry (live in-flight ones do not count)."""
+        assert self.publisher is not None
+        if self.link is None or not self.link.connected or (self.queue is not None and self.queue.draining):
+            return self._backlog()
+        return self.publisher.retrying
 
     def _backlog(self) -> int:
         assert self.publisher is not None

@@ -2,8 +2,9 @@
 
 Commands: ``run`` (the bridge; embedded nats-server unless a URL is given),
 ``check-config FILE`` (validate; exit 2 listing every problem), ``tail``
-(print stored events), ``replay`` (send captured legacy frames over ZMQ),
-``keys generate`` (a ZMQ CURVE key pair, ``bridge.keys``).
+(print stored events), ``health`` (fleet health from the KV bucket), ``replay`` (send captured legacy frames over ZMQ),
+``keys generate`` (a ZMQ CURVE key pair, ``bridge.keys``), ``phase show|set`` (the cutover
+phase, ``consumers.phase_cli``).
 Exit status: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 """
 
@@ -66,10 +67,28 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_check(sub)
     _add_tail(sub)
+    _add_health(sub)
     _add_replay(sub)
     _add_stream_json(sub)
     _add_keys(sub)
+    _add_phase(sub)
     return parser
+
+
+def _add_phase(sub: argparse._SubParsersAction) -> None:
+    from consumers.phase_cli import add_arguments
+
+    p = sub.add_parser("phase", help="show or set the cutover phase (this machine, or the fleet via NATS KV)")
+    add_arguments(p, _config_args)
+    p.set_defaults(func=_cmd_phase)
+
+
+def _cmd_phase(args: argparse.Namespace) -> int:
+    from consumers.phase_cli import run_phase
+
+    cfg = effective_config(args)
+    _setup_logging("WARNING")
+    return anyio.run(run_phase, cfg, args)
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:
@@ -216,6 +235,23 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     cfg = effective_config(args)
     _setup_logging("WARNING")
     return anyio.run(run_tail, cfg, args)
+
+
+def _add_health(sub: argparse._SubParsersAction) -> None:
+    from consumers.health_view import add_arguments
+
+    p = sub.add_parser("health", help="fleet health (every bridge and legacy agent) from the health KV bucket")
+    _config_args(p)
+    add_arguments(p)
+    p.set_defaults(func=_cmd_health)
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from consumers.health_view import run_health
+
+    cfg = effective_config(args)
+    _setup_logging("WARNING")
+    return anyio.run(run_health, cfg, args)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

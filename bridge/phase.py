@@ -19,7 +19,9 @@ Guards (``check_transition``), each configurable in ``phase.guards``:
 
 * ``parity`` (into ``nats_primary``): the parity checker's ratio over its window
   is at least ``min_parity_ratio`` with at least ``min_parity_events`` compared;
-* ``spool_empty`` (into ``nats_primary`` and ``nats_only``): no backlog waits;
+* ``spool_empty`` (into ``nats_primary`` and ``nats_only``): no backlog is held
+  back (NATS connected, the spool not draining, no publish waiting for a
+  retry; live messages in flight do not count);
 * ``quiet_period`` (into ``nats_only``): no ZMQ frame received and no ZMQ
   publisher connected for ``quiet_period_secs``.
 
@@ -103,7 +105,7 @@ class GuardInputs:
     ``parity_ratio``: matched / compared over the parity window, ``None`` when no
     checker runs or nothing was compared; ``parity_events``: events compared in
     that window; ``parity_window_secs`` for the message. ``backlog``: messages
-    not yet acknowledged by JetStream. ``zmq_idle_secs``: seconds since the last
+    held back (see ``spool_empty`` in the module note). ``zmq_idle_secs``: seconds since the last
     ZMQ frame or open publisher connection (``inf`` when none was ever seen).
     """
 
@@ -154,7 +156,7 @@ def _guards_for(target: Phase, inputs: GuardInputs, s: GuardSettings) -> list[Gu
     if target in (Phase.NATS_PRIMARY, Phase.NATS_ONLY) and s.require_spool_empty:
         out.append(GuardResult(
             name="spool_empty", passed=inputs.backlog == 0, observed=float(inputs.backlog), required=0.0,
-            detail=f"backlog {inputs.backlog} messages not yet acknowledged (needs 0)",
+            detail=f"backlog {inputs.backlog} messages held back (spool draining, retries or NATS down; needs 0)",
         ))  # fmt: skip
     if target is Phase.NATS_ONLY:
         idle = inputs.zmq_idle_secs

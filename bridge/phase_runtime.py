@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import zmq
 
 from bridge.adapters.republish import LegacyRepublisher
@@ -48,6 +49,14 @@ __all__ = ["PhaseRuntime", "who"]
 log = logging.getLogger(__name__)
 
 _RETRY_SECS = 2.0
+
+
+def _inputs_dict(inputs: GuardInputs) -> dict[str, Any]:
+    idle = inputs.zmq_idle_secs
+    return {
+        "parity_ratio": inputs.parity_ratio, "parity_events": inputs.parity_events, "backlog": inputs.backlog,
+        "zmq_idle_secs": None if idle == float("inf") else round(idle, 3),
+    }  # fmt: skip
 
 
 def who() -> str:
@@ -139,6 +148,29 @@ class PhaseRuntime:
             self._zmq_seen_at = now
         seen = max(self._zmq_seen_at, self.runner.last_frame_at or 0.0)
         return now - seen
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able view for ``/phase``: phase, source, last request, guards, parity."""
+        last = self.controller.last
+        stats = self.parity.stats()
+        return {
+            "phase": self.phase.value,
+            "source": self.cfg.phase.source.value,
+            "machine": self.cfg.machine,
+            "bridge_id": self.cfg.bridge_id,
+            "last_request": None if last is None else {
+                "requested": last.requested.value, "result": last.result, "reason": last.reason, "by": last.by,
+                "guards": [msgspec.to_builtins(g) for g in last.guards],
+            },
+            "guard_inputs": _inputs_dict(self.guard_inputs()),
+            "parity": {
+                "ratio": stats.ratio, "matched": stats.matched, "missing_nats": stats.missing_nats,
+                "missing_zmq": stats.missing_zmq, "suppressed": stats.suppressed, "pending": stats.pending,
+                "window_secs": stats.window_secs,
+            },
+            "ingest_endpoints": self.zmq_endpoints,
+            "republish_endpoint": self.republish_endpoint or None,
+        }  # fmt: skip
 
     def _on_change(self, old: Phase, new: Phase) -> None:
         self.parity.reset()

@@ -25,6 +25,7 @@ class BridgeProcess:
     """``busbridge run -c <yaml>`` with ``extra`` YAML appended; ``start()`` waits for /healthz.
 
     Flood control is off unless ``flood``: steady load-test traffic is one big flood.
+    Fleet health is off (heartbeats would count as stored messages); ``extra`` may turn it on.
     """
 
     def __init__(
@@ -45,7 +46,7 @@ class BridgeProcess:
             f"machine: LoadPC\ndata_dir: {workdir / 'data'}\nlog_level: {log_level}\n"
             f"zmq: {{bind_endpoint: 'tcp://127.0.0.1:{self.zmq_port}'}}\n{nats}"
             f"admin: {{port: {self.admin_port}, probe_interval_secs: 0.5}}\n"
-            f"flood: {{enabled: {'true' if flood else 'false'}}}\n{extra}"
+            f"flood: {{enabled: {'true' if flood else 'false'}}}\nhealth: {{enabled: false}}\n{extra}"
         )
         self.log = workdir / "bridge.log"
         self.proc: subprocess.Popen[bytes] | None = None

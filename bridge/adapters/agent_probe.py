@@ -13,9 +13,10 @@ clients live apart from the 7150 ingest path so a slow agent can never touch it.
   in REQ's send/receive lockstep - is useless from then on: it is closed when the
   session ends, and the next probe connects a new one (the legacy "lazy pirate"
   reset). A socket monitor tells why there was no answer: ``connection_refused``
-  (no listener: connect retried), ``protocol_mismatch`` (the ZMTP handshake
-  failed: not a ZMQ socket there, e.g. an HTTP server) or ``timeout`` (a ZMQ peer
-  that did not answer).
+  (no listener: connect retried), ``protocol_mismatch`` (TCP connected but no
+  ZMTP handshake completed: not a ZMQ socket there, e.g. an HTTP server; libzmq
+  does the handshake in its I/O thread, so even a hung agent completes it) or
+  ``timeout`` (a ZMQ peer that did not answer).
 * ``http_get(url, timeout_secs)``: ``GET`` without keep-alive; any HTTP status is
   an ``Answer`` (the caller judges it); ``NoAnswer`` with ``connection_refused``,
   ``timeout`` or ``http_failure`` (reset, not HTTP) otherwise.
@@ -40,7 +41,8 @@ from zmq.utils.monitor import parse_monitor_message
 __all__ = ["Answer", "NoAnswer", "ProbeClient", "ZmqSession"]
 
 _MONITOR_MASK = (
-    zmq.EVENT_CONNECT_RETRIED
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -97,7 +99,7 @@ class ZmqSession:
             self._events |= parse_monitor_message(self._monitor.recv_multipart())["event"]
         if self._events & zmq.EVENT_HANDSHAKE_SUCCEEDED:
             return "timeout"
-        if self._events & _HANDSHAKE_FAILED:
+        if self._events & (_HANDSHAKE_FAILED | zmq.EVENT_CONNECTED):  # TCP accepted, no ZMTP handshake
             return "protocol_mismatch"
         if self._events & zmq.EVENT_CONNECT_RETRIED:
             return "connection_refused"
@@ -124,7 +126,7 @@ class ProbeClient:
             if self._http is not None:
                 await self._http.close()
         if self._ctx is not None:
-            self._ctx.term()
+            self._ctx.destroy(linger=0)  # closes any socket left open, never waits
 
     @asynccontextmanager
     async def zmq_session(self, endpoint: str, timeout_secs: float) -> AsyncIterator[ZmqSession]:

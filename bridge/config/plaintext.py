@@ -46,7 +46,7 @@ _URL_INSTEAD = "nats.user with nats.password_file/_env, or nats.token_file/_env"
 
 def is_secret_key(key: str) -> bool:
     """True when ``key`` names a secret value (not a file, variable, directory or quantity)."""
-    return bool(_SECRET_WORD.search(key)) and not key.lower().endswith(_NOT_A_VALUE)
+    return key != OPT_OUT_KEY and bool(_SECRET_WORD.search(key)) and not key.lower().endswith(_NOT_A_VALUE)
 
 
 def redact_url(text: str) -> str:

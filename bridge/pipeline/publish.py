@@ -173,6 +173,11 @@ class PipelinedPublisher:
         return len(self._pending) + len(self._retry) + len(self._in_flight)
 
     @property
+    def retrying(self) -> int:
+        """Messages waiting for a retry (refused, timed out or not sent while disconnected)."""
+        return len(self._retry)
+
+    @property
     def room(self) -> int:
         """How many more messages ``submit`` accepts right now (pending and retries share ``max_pending``)."""
         return self.max_pending - len(self._pending) - len(self._retry)

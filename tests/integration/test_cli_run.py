@@ -63,6 +63,7 @@ def bridge_process(tmp_path: Path):
         f"machine: CliPC\ndata_dir: {tmp_path / 'data'}\n"
         f"zmq: {{bind_endpoint: 'tcp://127.0.0.1:{zmq_port}'}}\n"
         f"nats: {{embedded: {{port: 0}}}}\nadmin: {{port: {admin_port}, probe_interval_secs: 0.5}}\n"
+        "health: {enabled: false}\n"  # the test counts every stored message: no heartbeats
     )
     log = tmp_path / "bridge.log"
     with open(log, "wb") as err:

@@ -114,7 +114,7 @@ async def test_leaf_per_machine_store_and_forward_to_hub(tmp_path: Path) -> None
 
             hub.start()  # same ports and store: the leaves reconnect, sourcing catches up
             assert await wait_for_count(hub.url, HUB_STREAM["name"], 12, timeout_secs=150, settle_secs=2) == 12
-        on_hub = await fetch_all(hub.url, HUB_STREAM["name"])
+        on_hub = await fetch_all(hub.url, HUB_STREAM["name"], "errbus.>")  # sourced: no subjects of its own
         local = {name: await fetch_all(servers[name].url, "ERRBUS") for name in ("mainpc", "pc2")}
 
     assert [m.msg.event_id for m in local["mainpc"]] == main_ids

@@ -19,6 +19,7 @@ __all__ = ["running_bridge", "make_config"]
 def make_config(nats_url: str | None, data_dir: Path, **sections: dict) -> BridgeConfig:
     """A config for tests: ZMQ ingest and republish on free loopback ports, admin on a free port, fast timeouts,
     flood control off (steady test traffic is a flood by design; flood tests turn it on).
+    Fleet health off (its heartbeats would add to the stream counts tests assert; health tests turn it on).
 
     ``sections`` override top-level sections key by key, e.g. ``publish={...}``.
     """
@@ -31,6 +32,7 @@ def make_config(nats_url: str | None, data_dir: Path, **sections: dict) -> Bridg
         "admin": {"port": 0, "probe_interval_secs": 0.5},
         "publish": {"ack_timeout_secs": 2.0, "drain_timeout_secs": 10.0},
         "flood": {"enabled": False},
+        "health": {"enabled": False},
     }
     for key, value in sections.items():
         doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
