@@ -1,0 +1,79 @@
+"""The parity checker inside a bridge in ``dual``: 100% on a clean run, and injected loss on
+either side detected and counted (real nats-server, real ZMQ taps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import nats
+import pytest
+
+from bridge.adapters.nats_server import NatsServerProcess
+from bridge.phase import Phase
+from contracts.subjects import HEADER_MSG_ID, HEADER_ORIGIN
+from loadtest.producer import envelope
+from tests.integration.test_phases import _send
+from tests.support.bridge import make_config, running_bridge
+
+pytestmark = pytest.mark.integration
+
+
+async def _settled(bridge, compared: int, timeout_secs: float = 20.0):
+    with anyio.fail_after(timeout_secs):
+        while (stats := bridge.phases.parity.stats()).compared < compared or stats.pending:
+            await anyio.sleep(0.1)
+    return stats
+
+
+async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+    cfg = make_config(
+        nats_server.url, tmp_path, phase={"current": "dual", "guards": {"min_parity_events": 10}},
+        parity={"match_window_secs": 1.5, "window_secs": 600},
+    )  # fmt: skip
+    async with running_bridge(cfg) as bridge:
+        with anyio.fail_after(15):  # both taps up: a probe frame matched
+            n = 0
+            while bridge.phases.parity.stats().matched == 0:
+                await _send(bridge.zmq_endpoints[0], [envelope(9, n)])
+                n += 1
+                await anyio.sleep(0.3)
+        await anyio.sleep(2)
+        bridge.phases.parity.reset()
+
+        await _send(bridge.zmq_endpoints[0], [envelope(1, n) for n in range(200)])
+        stats = await _settled(bridge, 200)
+        assert (stats.matched, stats.missing_nats, stats.missing_zmq, stats.ratio) == (200, 0, 0, 1.0)
+
+        # loss between ZMQ and JetStream: the sink drops every 5th event of the next 100
+        sink, submit = bridge.runner._sink, bridge.runner._sink.submit
+        dropped = []
+
+        def lossy(item):
+            if item.msg_id.startswith("p002") and int(item.msg_id[-3:]) % 5 == 0:
+                dropped.append(item.msg_id)
+                return True  # "accepted", never stored: a silent loss
+            return submit(item)
+
+        sink.submit = lossy
+        await _send(bridge.zmq_endpoints[0], [envelope(2, n) for n in range(100)])
+        # loss on the ZMQ side: messages stored with this bridge's origin that never crossed ZMQ
+        nc = await nats.connect(nats_server.url)
+        try:
+            for k in range(15):
+                await nc.jetstream().publish(
+                    "errbus.error.TestPC.error.Ghost", b"{}", headers={HEADER_MSG_ID: f"ghost-{k}", HEADER_ORIGIN: "TestPC"}
+                )
+        finally:
+            await nc.close()
+        stats = await _settled(bridge, 200 + 100 + 15)
+        sink.submit = submit
+        assert len(dropped) == 20
+        assert (stats.matched, stats.missing_nats, stats.missing_zmq) == (280, 20, 15)
+        assert stats.ratio == pytest.approx(280 / 315)
+        reg = bridge.metrics.registry
+        assert reg.get_sample_value("busbridge_parity_missing_total", {"side": "nats"}) == 20
+        assert reg.get_sample_value("busbridge_parity_missing_total", {"side": "zmq"}) == 15
+        assert reg.get_sample_value("busbridge_parity_ratio") == pytest.approx(280 / 315)
+        decision = bridge.phases.request(Phase.NATS_PRIMARY, by="test")
+        assert decision.result == "refused" and decision.reason.startswith("parity 0.8889 < 0.9990 over 600 s (315 events)")
