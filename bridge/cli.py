@@ -4,7 +4,8 @@ Commands: ``run`` (the bridge; embedded nats-server unless a URL is given),
 ``check-config FILE`` (validate; exit 2 listing every problem), ``tail``
 (print stored events), ``health`` (fleet health from the KV bucket), ``replay`` (send captured legacy frames over ZMQ),
 ``keys generate`` (a ZMQ CURVE key pair, ``bridge.keys``), ``phase show|set`` (the cutover
-phase, ``consumers.phase_cli``).
+phase, ``consumers.phase_cli``), ``status`` (one screen from the admin endpoint,
+``consumers.status``; exit 3 when the bridge is not ready).
 Exit status: 0 ok, 1 runtime failure, 2 bad configuration or usage.
 """
 
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_stream_json(sub)
     _add_keys(sub)
     _add_phase(sub)
+    _add_status(sub)
     return parser
 
 
@@ -89,6 +91,28 @@ def _cmd_phase(args: argparse.Namespace) -> int:
     cfg = effective_config(args)
     _setup_logging("WARNING")
     return anyio.run(run_phase, cfg, args)
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="one screen: phase, rates, spool, NATS, publishers, floods (admin endpoint)")
+    p.add_argument("-c", "--config", default=os.environ.get(ENV_CONFIG), help=f"YAML config file: its admin.host/port (env {ENV_CONFIG})")
+    p.add_argument("--admin", metavar="URL", help="admin endpoint URL instead of the config's, e.g. http://192.168.100.17:9150")
+    p.add_argument("--interval-secs", type=float, default=1.0, help="rates: seconds between two reads of /metrics (0: totals only)")
+    p.add_argument("--timeout-secs", type=float, default=5.0, help="HTTP timeout per request")
+    p.set_defaults(func=_cmd_status)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 ready, 3 not ready, 1 unreachable (``consumers.status``); 2 for a config without an admin port."""
+    from consumers.status import admin_url, run_status
+
+    url, machine = args.admin, None
+    if not url:
+        cfg = load_config(args.config)
+        if not cfg.admin.enabled or cfg.admin.port == 0:
+            raise ConfigError(args.config or "<defaults>", ["admin: enabled with a fixed port is needed (or pass --admin URL)"])
+        url, machine = admin_url(cfg.admin.host, cfg.admin.port), cfg.machine
+    return run_status(url.rstrip("/"), interval_secs=args.interval_secs, timeout_secs=args.timeout_secs, machine=machine)
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:

@@ -34,7 +34,7 @@ import zmq
 
 from bridge.adapters.republish import LegacyRepublisher
 from bridge.adapters.zmq import IngestSocket
-from bridge.config.model import BridgeConfig, PhaseSource
+from bridge.config.model import BridgeConfig, PhaseSource, ZmqMode
 from bridge.cutover import CutoverController, Decision, load_persisted_phase
 from bridge.fleet_phase import PhaseRequest, PhaseStatus, now_utc, open_bucket, put_json, status_key, watch_requests
 from bridge.metrics import Metrics
@@ -99,6 +99,7 @@ class PhaseRuntime:
         self._started_at = time.monotonic()
         self._zmq_seen_at = self._started_at
         self._changed = anyio.Event()
+        self._bound: dict[str, str] = {}  # last endpoint bound per socket: a rollback binds the same one
         self.state_path = Path(cfg.phase.state_file) if cfg.phase.state_file else Path(cfg.data_dir) / "phase.json"
         previous = load_persisted_phase(self.state_path)
         self.controller = CutoverController(
@@ -186,16 +187,23 @@ class PhaseRuntime:
         """Open or close the sockets and set the runner's switches for the phase in force."""
         b = self.phase.behaviour
         if b.ingest and self.ingest is None:
-            ingest = IngestSocket(self.cfg.zmq, on_event=self.zmq_event)
-            ingest.open()
+            zc = self.cfg.zmq
+            if self._bound.get("ingest") and zc.mode is ZmqMode.BIND:  # same port again, also for "*"
+                zc = msgspec.structs.replace(zc, bind_endpoint=self._bound["ingest"])
+            ingest = IngestSocket(zc, on_event=self.zmq_event)
+            endpoints = ingest.open()
+            self._bound["ingest"] = endpoints[0] if zc.mode is ZmqMode.BIND else ""
             self.ingest = ingest
         elif not b.ingest and self.ingest is not None:
             self.close_ingest()
             log.warning("phase %s: ZMQ ingest closed, port released", self.phase.value)
         wants_pub = self.cfg.republish.enabled and (b.republish_frames or b.republish_native)
         if wants_pub and self.republisher is None:
-            pub = LegacyRepublisher(self.cfg.republish)
-            self.republish_endpoint = pub.open()
+            rc = self.cfg.republish
+            if self._bound.get("republish"):
+                rc = msgspec.structs.replace(rc, bind_endpoint=self._bound["republish"])
+            pub = LegacyRepublisher(rc)
+            self.republish_endpoint = self._bound["republish"] = pub.open()
             self.republisher = pub
         elif not wants_pub and self.republisher is not None:
             self._close_republisher()

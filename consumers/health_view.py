@@ -134,8 +134,7 @@ def _row(
     except (msgspec.DecodeError, msgspec.ValidationError):
         msg = None
     if not isinstance(msg, HealthReport | BridgeHeartbeat) or key_kind(key) is None:
-        parts = key.split(".")
-        machine = parts[1] if len(parts) > 1 else "?"
+        machine = key.split(".")[1] if key_kind(key) is not None else "?"
         return FleetRow(
             key=key, kind="?", machine=machine, name=key, status="unknown", stale=False, age_secs=age, stored_at=at,
             interval_secs=0.0, detail="not a health contract",

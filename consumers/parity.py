@@ -13,6 +13,9 @@ Two taps feed one ``ParityLedger``:
   header is the bridge's id count (native NATS events never crossed ZMQ).
   Flood events on ``<prefix>.flood.<machine>.>`` mark fingerprints in flood.
 
+The ZMQ tap only receives once its subscription has reached the publisher
+(ZMQ's slow joiner), so JetStream ids first seen before the tap's first
+message (plus one second) are not counted as missing on the ZMQ side.
 An id seen on one side waits ``match_window_secs`` for the other; then it
 counts as missing on the other side, unless it is a ZMQ event whose
 fingerprint was in a flood (suppressed by design: counted as ``suppressed``,
@@ -57,6 +60,8 @@ __all__ = ["ParityLedger", "ParityStats", "ParityTap"]
 log = logging.getLogger(__name__)
 
 _BUCKET_SECS = 1.0
+#: after the ZMQ tap's first message, ids already on their way to JetStream may still lack a ZMQ copy
+_WARMUP_SECS = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,21 @@ class ParityLedger:
         self._done: OrderedDict[str, float] = OrderedDict()  # resolved ids, ignored when seen again
         self._floods: dict[str, float] = {}  # fingerprint -> in flood until (monotonic; inf while open)
         self._buckets: deque[list[float]] = deque()  # [bucket start, matched, missing_nats, missing_zmq, suppressed]
+        self._zmq_since = float("inf")  # NATS-only ids first seen before this are not counted
+
+    def zmq_tap_live(self, warmup_secs: float) -> None:
+        """The ZMQ tap received its first message: a SUB only gets messages once its
+        subscription reached the publisher, so ids stored before then (and ``warmup_secs``
+        after, for those still in flight) never count as missing on the ZMQ side."""
+        if self._zmq_since == float("inf"):
+            self._zmq_since = self._clock() + warmup_secs
 
     def reset(self) -> None:
         """Forget everything (a phase change makes old expectations meaningless)."""
         for d in (self._zmq, self._nats, self._done):
             d.clear()
         self._buckets.clear()
+        self._zmq_since = float("inf")
 
     def saw_zmq(self, msg_id: str, fingerprint: str = "") -> None:
         if msg_id in self._done or msg_id in self._zmq:
@@ -140,7 +154,8 @@ class ParityLedger:
             if at > cutoff:
                 break
             del self._nats[msg_id]
-            self._resolve(msg_id, 3)
+            if at >= self._zmq_since:
+                self._resolve(msg_id, 3)
         while self._done and next(iter(self._done.values())) < cutoff:
             self._done.popitem(last=False)
         self._floods = {fp: until for fp, until in self._floods.items() if until >= cutoff}
@@ -222,6 +237,7 @@ class ParityTap:
             return
         msg = self._decoder.decode(frames, datetime.now(UTC))
         self.zmq_seen += 1
+        self.ledger.zmq_tap_live(_WARMUP_SECS)
         self.ledger.saw_zmq(msg.event_id, msg.fingerprint if isinstance(msg, ErrorEvent) else "")
 
     async def _subscribe(self) -> list[Any]:

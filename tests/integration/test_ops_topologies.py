@@ -20,23 +20,13 @@ from nats.js.api import StreamConfig
 
 from loadtest.replay import connect_publishers
 from tests.support.bridge import make_config, running_bridge
+from tests.support.frames import d1_frame
 from tests.support.ops_nats import OPS_NATS, running_shipped
 from tests.support.stream import fetch_all, wait_for_count
 
 pytestmark = pytest.mark.integration
 
 HUB_STREAM = json.loads((OPS_NATS / "leaf" / "stream-ERRBUS_ALL.json").read_text(encoding="utf-8"))
-
-
-def d1_frame(error_id: str, source: str) -> bytes:
-    """A D1 ``errpub_envelope`` frame (legacy-bus.md §1) whose ``error_id`` becomes the event id."""
-    body = {
-        "message_type": "error_report",
-        "source": source,
-        "timestamp": "2026-11-21T08:02:16.503872",
-        "error_data": {"error_id": error_id, "error_type": "ops_topology", "severity": "high", "details": None},
-    }
-    return b"ERROR:" + json.dumps(body).encode()
 
 
 async def send_frames(endpoint: str, count: int, source: str) -> list[str]:

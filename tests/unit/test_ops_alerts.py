@@ -1,22 +1,33 @@
-"""ops/prometheus/busbridge-alerts.yml: well-formed rules whose metrics the bridge exports."""
+"""ops/prometheus/busbridge-alerts.yml: well-formed rules, valid PromQL over series the bridge
+exports, and (where ``promtool`` is installed: Debian package ``prometheus``) ``promtool check
+rules`` plus a scenario per alert run by ``promtool test rules`` (tests.support.alert_scenarios)."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
-from prometheus_client import generate_latest
 
-from bridge.metrics import Metrics
+from tests.support.alert_scenarios import promtool_tests
+from tests.support.promql import exported_series, series_in
 
 RULES = Path(__file__).resolve().parents[2] / "ops" / "prometheus" / "busbridge-alerts.yml"
-_METRIC = re.compile(r"\bbusbridge_[a-z_]+\b")
+PROMTOOL = shutil.which("promtool")
+_DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
 
 
 def _exported_names() -> set[str]:
-    text = generate_latest(Metrics().registry).decode()
-    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("busbridge_")}
+    return set(exported_series())
+
+
+def _rules() -> list[dict]:
+    doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
 def test_rules_are_well_formed_and_unique() -> None:
@@ -24,7 +35,8 @@ def test_rules_are_well_formed_and_unique() -> None:
     rules = [rule for group in doc["groups"] for rule in group["rules"]]
     assert len({r["alert"] for r in rules}) == len(rules) >= 10
     for rule in rules:
-        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert _DURATION.fullmatch(str(rule["for"])), f"{rule['alert']}: for: {rule['for']!r} is not a Prometheus duration"
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
@@ -34,5 +46,49 @@ def test_every_metric_in_an_expression_is_exported() -> None:
     doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
     for group in doc["groups"]:
         for rule in group["rules"]:
-            for name in _METRIC.findall(rule["expr"]):
+            for name in series_in(rule["expr"]):  # parses the PromQL (ValueError if invalid)
                 assert name in exported, f"{rule['alert']}: {name} is not exported"
+
+
+@needs_promtool
+def test_promtool_check_rules() -> None:
+    result = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_every_alert_fires_on_its_condition_and_stays_quiet_when_healthy(tmp_path: Path) -> None:
+    """``promtool test rules`` over the shipped expressions (annotations dropped: their wording is
+    free); every alert needs a firing scenario in tests/support/alert_scenarios.py."""
+    doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    tests, untested = promtool_tests([r["alert"] for r in _rules()])
+    assert not untested, f"alerts with no firing scenario in tests/support/alert_scenarios.py: {untested}"
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests), encoding="utf-8")
+    result = subprocess.run([PROMTOOL, "test", "rules", "tests.yml"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+PROMETHEUS = RULES.with_name("prometheus.yml")
+
+
+def test_prometheus_config_scrapes_each_machine_and_loads_the_rules() -> None:
+    from bridge.config.load import load_config
+
+    doc = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    assert doc["rule_files"] == [RULES.name]
+    [job] = [j for j in doc["scrape_configs"] if j["job_name"] == "busbridge"]
+    scraped = {c["labels"]["machine"]: c["targets"] for c in job["static_configs"]}
+    for name in ("mainpc", "pc2"):
+        cfg = load_config(RULES.parents[1] / "config" / f"{name}.yaml")
+        [target] = scraped[cfg.machine]
+        assert target.endswith(f":{cfg.admin.port}") and cfg.admin.host == "0.0.0.0", name
+
+
+@needs_promtool
+def test_promtool_check_config() -> None:
+    result = subprocess.run([PROMTOOL, "check", "config", str(PROMETHEUS)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -8,7 +8,23 @@ from tests.support.fakes import FakeClock
 
 
 def _ledger(clock: FakeClock, metrics: Metrics | None = None) -> ParityLedger:
-    return ParityLedger(match_window_secs=10, window_secs=60, clock=clock, metrics=metrics)
+    led = ParityLedger(match_window_secs=10, window_secs=60, clock=clock, metrics=metrics)
+    led.zmq_tap_live(0)
+    return led
+
+
+def test_nats_ids_before_the_zmq_tap_is_live_are_not_missing() -> None:
+    clock = FakeClock()
+    led = ParityLedger(match_window_secs=10, window_secs=60, clock=clock)
+    led.saw_nats("early")  # stored before the SUB's subscription reached the publisher
+    clock.advance(1)
+    led.zmq_tap_live(2.0)
+    led.saw_nats("in-flight")  # still inside the warm-up
+    clock.advance(2.5)
+    led.saw_nats("late")  # after the warm-up: a real miss
+    clock.advance(11)
+    s = led.stats()
+    assert (s.missing_zmq, s.compared) == (1, 1)
 
 
 def test_clean_run_is_ratio_one_in_either_arrival_order() -> None:
@@ -78,5 +94,8 @@ def test_ratio_window_forgets_old_results_and_reset_clears() -> None:
     assert led.stats().ratio is None
     led.saw_zmq("p")
     led.reset()
+    clock.advance(11)
+    assert led.stats().compared == 0
+    led.saw_nats("after-reset")  # the tap has to see ZMQ traffic again first
     clock.advance(11)
     assert led.stats().compared == 0
