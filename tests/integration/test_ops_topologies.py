@@ -34,11 +34,13 @@ async def send_frames(endpoint: str, count: int, source: str) -> list[str]:
     ids = [str(uuid.uuid4()) for _ in range(count)]
 
     def send() -> None:
-        with zmq.Context() as ctx:
+        ctx = zmq.Context()
+        try:
             [sock] = connect_publishers(ctx, endpoint, 1)  # waits for the bridge's subscription
             for event_id in ids:
                 sock.send(d1_frame(event_id, source))
-            sock.close(linger=10_000)
+        finally:
+            ctx.destroy(linger=10_000)  # closes every socket, flushing what was sent
 
     await anyio.to_thread.run_sync(send)
     return ids

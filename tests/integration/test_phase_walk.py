@@ -10,7 +10,6 @@ the switch), so they are only checked for "at most once".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -24,7 +23,8 @@ from bridge.cli import main
 from bridge.config.reload import ConfigReloader
 from bridge.phase import Phase
 from contracts.messages import ErrorEvent, PhaseChanged
-from loadtest.producer import SteadyProducer, parse_id
+from loadtest.phase_walk import PhaseWindows
+from loadtest.producer import SteadyProducer
 from tests.support.bridge import make_config, running_bridge
 from tests.support.stream import fetch_all
 
@@ -37,62 +37,14 @@ GUARDS = {"min_parity_events": 50, "min_parity_ratio": 1.0, "quiet_period_secs":
 PARITY = {"match_window_secs": 3.0, "window_secs": 120.0}
 
 
-@dataclass
-class Window:
-    phase: Phase
-    start: list[int]  # per publisher: messages sent when the phase came into force
-    end: list[int]
-
-
-class Walk:
-    """Records which phase was in force for which range of each publisher's messages."""
-
-    def __init__(self, producer: SteadyProducer, bridge: Bridge) -> None:
-        self.producer, self.bridge = producer, bridge
-        self.windows: list[Window] = []
-        self._mark(bridge.phases.phase)
-        controller = bridge.phases.controller
-        inner = controller.on_change
-
-        def on_change(old: Phase, new: Phase) -> None:  # the exact moment of each switch
-            self._mark(new)
-            inner(old, new)
-
-        controller.on_change = on_change
-
-    def _sent(self) -> list[int]:
-        return [len(s) for s in self.producer.sent]
-
-    def _mark(self, phase: Phase) -> None:
-        now = self._sent()
-        if self.windows:
-            self.windows[-1].end = now
-        self.windows.append(Window(phase, now, now))
-
-    def switched(self) -> None:
-        assert self.windows[-1].phase is self.bridge.phases.phase
-
-    def close(self) -> None:
-        self.windows[-1].end = self._sent()
-
-    def check(self, stored_ids: list[str]) -> dict[str, int]:
-        """Assert the phase rules over the stored ids; return counts for the report."""
-        assert len(stored_ids) == len(set(stored_ids)), "duplicates in the stream"
-        stored = {parse_id(i) for i in stored_ids if i.startswith("p")}
-        margin = int(RATE / PUBLISHERS * MARGIN_SECS)
-        counts = {"must": 0, "must_not": 0, "edge": 0}
-        for w in self.windows:
-            delivers = w.phase.behaviour.to_jetstream
-            for pub in range(PUBLISHERS):
-                for n in range(w.start[pub] + margin, w.end[pub] - margin):
-                    if delivers:
-                        assert (pub, n) in stored, f"p{pub}-{n} sent in {w.phase.value} was lost"
-                        counts["must"] += 1
-                    else:
-                        assert (pub, n) not in stored, f"p{pub}-{n} sent in {w.phase.value} was stored"
-                        counts["must_not"] += 1
-        counts["edge"] = sum(2 * margin * PUBLISHERS for _ in self.windows)
-        return counts
+def _check(walk: PhaseWindows, stored_ids: list[str]) -> dict[str, int]:
+    """Assert the phase rules over the stored ids; return checked counts by kind."""
+    report = walk.check(stored_ids)
+    assert report["duplicated"] == 0, "duplicates in the stream"
+    assert report["lost"] == [], f"sent in a publishing phase, not stored: {report['lost'][:10]}"
+    assert report["leaked"] == [], f"sent in zmq_only, stored: {report['leaked'][:10]}"
+    publishing = sum(w["checked"] for w in report["windows"] if w["phase"] != "zmq_only")
+    return {"must": publishing, "must_not": sum(w["checked"] for w in report["windows"] if w["phase"] == "zmq_only")}
 
 
 async def _until(predicate, timeout_secs: float = 30.0, what: str = "") -> None:
@@ -122,7 +74,7 @@ async def test_walk_by_config_file_under_load(nats_server: NatsServerProcess, tm
         reloader = ConfigReloader(path, cfg, bridge.apply_config)
         producer = SteadyProducer(bridge.zmq_endpoints[0], publishers=PUBLISHERS, rate=RATE)
         await anyio.to_thread.run_sync(producer.start)
-        walk = Walk(producer, bridge)
+        walk = PhaseWindows(producer, bridge, RATE, MARGIN_SECS)
         try:
             await anyio.sleep(1.5)
             for phase in ("dual", "nats_primary"):
@@ -132,7 +84,6 @@ async def test_walk_by_config_file_under_load(nats_server: NatsServerProcess, tm
                 write(phase)
                 assert reloader.reload() == "applied"
                 assert bridge.phases.phase.value == phase, bridge.phases.controller.last
-                walk.switched()
                 await anyio.sleep(1.5)
             write("nats_only")  # traffic goes on: the quiet-period guard refuses
             assert reloader.reload() == "applied"
@@ -143,14 +94,13 @@ async def test_walk_by_config_file_under_load(nats_server: NatsServerProcess, tm
                 write(phase)
                 assert reloader.reload() == "applied"
                 assert bridge.phases.phase.value == phase
-                walk.switched()
                 await anyio.sleep(1.5)
         finally:
             await anyio.to_thread.run_sync(producer.stop)
             walk.close()
         await _until(lambda: bridge._backlog() == 0, what="drain")
     msgs = await fetch_all(nats_server.url, "ERRBUS")
-    counts = walk.check([m.msg.event_id for m in msgs if isinstance(m.msg, ErrorEvent)])
+    counts = _check(walk, [m.msg.event_id for m in msgs if isinstance(m.msg, ErrorEvent)])
     assert counts["must"] > 500 and counts["must_not"] > 300
     changes = [(m.msg.from_phase, m.msg.to_phase) for m in msgs if isinstance(m.msg, PhaseChanged)]
     assert changes == [
@@ -181,26 +131,22 @@ async def test_walk_by_fleet_kv_with_the_cli_under_load(nats_server: NatsServerP
     async with running_bridge(cfg) as bridge:
         producer = SteadyProducer(bridge.zmq_endpoints[0], publishers=PUBLISHERS, rate=RATE)
         await anyio.to_thread.run_sync(producer.start)
-        walk = Walk(producer, bridge)
+        walk = PhaseWindows(producer, bridge, RATE, MARGIN_SECS)
         try:
             await anyio.sleep(1.5)
             status, out = await set_phase("dual", "--fleet")
             assert status == 0 and "TestPC: applied -> phase dual" in out, out
-            walk.switched()
             status, out = await set_phase("nats_only")  # skips a phase: refused, with the reason
             assert status == 1 and "refused" in out and "skips a phase" in out, out
             await _until(lambda: _parity_ready(bridge), what="parity events")
             status, out = await set_phase("nats_primary")
             assert status == 0 and "applied -> phase nats_primary" in out, out
-            walk.switched()
             await anyio.sleep(1.5)
             status, out = await set_phase("zmq_only", "--fleet")  # fleet rollback, newest key wins
             assert status == 0 and "applied -> phase zmq_only" in out, out
-            walk.switched()
             await anyio.sleep(1.5)
             status, out = await set_phase("dual")
             assert status == 0, out
-            walk.switched()
             await anyio.sleep(1.5)
             status, out = await anyio.to_thread.run_sync(cli, "show")
             assert status == 0 and "status" not in out.split("\n")[0]
@@ -210,7 +156,7 @@ async def test_walk_by_fleet_kv_with_the_cli_under_load(nats_server: NatsServerP
             walk.close()
         await _until(lambda: bridge._backlog() == 0, what="drain")
     msgs = await fetch_all(nats_server.url, "ERRBUS")
-    counts = walk.check([m.msg.event_id for m in msgs if isinstance(m.msg, ErrorEvent)])
+    counts = _check(walk, [m.msg.event_id for m in msgs if isinstance(m.msg, ErrorEvent)])
     assert counts["must"] > 400 and counts["must_not"] > 300
     bys = [m.msg.by for m in msgs if isinstance(m.msg, PhaseChanged)]
     assert [b.split("@")[0] for b in bys] == ["kv:fleet", "kv:machine.TestPC", "kv:fleet", "kv:machine.TestPC"]

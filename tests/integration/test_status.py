@@ -42,12 +42,10 @@ async def test_status_screen_of_a_running_bridge(tmp_path: Path) -> None:
     server = NatsServerProcess(tmp_path / "nats")
     server.start()
     ctx = zmq.Context()
-    socks: list[zmq.Socket] = []
     try:
         async with running_bridge(make_config(server.url, tmp_path / "bridge")) as bridge:
             url = f"http://127.0.0.1:{bridge.admin_port}"
-            socks += await anyio.to_thread.run_sync(connect_publishers, ctx, bridge.zmq_endpoints[0], 1)
-            pub = socks[0]
+            [pub] = await anyio.to_thread.run_sync(connect_publishers, ctx, bridge.zmq_endpoints[0], 1)
             for i in range(5):
                 pub.send(d1_frame(f"00000000-0000-4000-8000-00000000000{i}", "StatusAgent"))
             for frame in DEAD:
@@ -78,9 +76,7 @@ async def test_status_screen_of_a_running_bridge(tmp_path: Path) -> None:
             assert "nats_disconnected" in _line(screen, "state")
             assert _line(screen, "nats").startswith("disconnected")
     finally:
-        for sock in socks:
-            sock.close(linger=0)
-        ctx.term()
+        ctx.destroy(linger=0)  # closes every socket it made
         server.stop()
 
 
