@@ -1,2 +1,4 @@
 """I/O adapters: ZMQ (``zmq``), NATS/JetStream (``jetstream``), the nats-server process (``nats_server``).
-Each third-party I/O library is imported by exactly one module here."""
+Each third-party I/O library is imported by exactly one module here, except the fleet-health
+clients kept apart from the ingest path: ``agent_probe`` (ZMQ REQ and HTTP probes of legacy agents)
+and ``health_kv`` (the health KV bucket on the ``jetstream`` link's connection)."""
