@@ -215,3 +215,27 @@ async def test_guards_refuse_with_reasons_and_force_is_recorded(nats_server: Nat
     [changed] = [m.msg for m in await fetch_all(nats_server.url, "ERRBUS") if isinstance(m.msg, PhaseChanged)]
     assert (changed.from_phase, changed.to_phase, changed.forced, changed.by) == ("dual", "nats_primary", True, "operator --force")
     assert {g.name: g.passed for g in changed.guards} == {"parity": False, "spool_empty": True}
+
+
+async def test_last_phase_holds_across_a_restart_while_nats_is_unreachable(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
+    """Fleet source: the phase taken from KV is persisted; a restart with NATS unreachable
+    comes back in it (not in the config's default), and publishes nothing meanwhile."""
+    from bridge.fleet_phase import FLEET_KEY, PhaseRequest, open_bucket, put_json
+
+    cfg = make_config(nats_server.url, tmp_path, phase={"current": "dual", "source": "kv"})
+    async with running_bridge(cfg) as bridge:
+        nc = await nats.connect(nats_server.url)
+        try:
+            kv = await open_bucket(nc.jetstream(), "busbridge_phase")
+            await put_json(kv, FLEET_KEY, PhaseRequest(phase=Phase.ZMQ_ONLY, by="test"))
+        finally:
+            await nc.close()
+        with anyio.fail_after(10):
+            while bridge.phases.phase is not Phase.ZMQ_ONLY:
+                await anyio.sleep(0.05)
+    dead = make_config("nats://127.0.0.1:1", tmp_path, phase={"current": "dual", "source": "kv"})
+    async with running_bridge(dead, wait_nats=False) as bridge:
+        assert bridge.phases.phase is Phase.ZMQ_ONLY
+        assert not bridge.runner.to_jetstream
