@@ -26,7 +26,9 @@ and ``NO_COLOR`` is unset. ``--watch [SECS]`` refreshes every SECS seconds (2
 by default) until interrupted. ``--machine NAME`` keeps one machine.
 
 Exit status: 0 when the fleet was shown (whatever its health); 1 with a message
-on stderr when NATS cannot be reached or the bucket does not exist.
+on stderr when NATS cannot be reached or the bucket does not exist. While
+watching, a dropped connection is waited out (the error is printed, the view
+resumes).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from bridge.config.secrets import nats_auth_options
 from consumers.tail import nats_servers
 from contracts.codec import decode
 from contracts.health_keys import key_kind
-from contracts.messages import BridgeHeartbeat, HealthReport, HealthStatus
+from contracts.messages import BridgeHeartbeat, HealthReport
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
@@ -121,7 +123,8 @@ def fleet_rows(
     Keys that are not health keys and values that are not health contracts are
     shown with kind ``?`` and status ``unknown`` (never dropped).
     """
-    rows = [_row(key, value, at, now, stale_after_intervals, stale_after_secs, default_interval_secs) for key, value, at in entries]
+    limits = (stale_after_intervals, stale_after_secs, default_interval_secs)
+    rows = [_row(key, value, at, now, *limits) for key, value, at in entries]
     return sorted(rows, key=lambda r: (r.machine, r.kind != "bridge", r.name))
 
 
@@ -250,6 +253,7 @@ async def _connect(cfg: BridgeConfig) -> Client:
             await nc.close()
         cause = errors[-1] if errors else exc
         raise _ViewError(f"cannot connect to NATS {', '.join(servers)}: {cause or type(cause).__name__}") from exc
+    nc.options.update(max_reconnect_attempts=-1, reconnect_time_wait=1.0)  # --watch waits out a drop
     return nc
 
 
@@ -273,10 +277,14 @@ async def run_health(cfg: BridgeConfig, args: argparse.Namespace, out: TextIO = 
         return _fail(exc)
     try:
         kv = await _bucket(nc, cfg.health.kv_bucket)
-        while True:
+        if args.watch is None:
             await _show(kv, cfg, args, out)
-            if args.watch is None:
-                return 0
+            return 0
+        while True:
+            try:
+                await _show(kv, cfg, args, out)
+            except nats.errors.Error as exc:  # e.g. reconnecting: keep watching
+                print(f"busbridge health: NATS error: {exc or type(exc).__name__}; retrying", file=sys.stderr)
             await anyio.sleep(args.watch)
     except _ViewError as exc:
         return _fail(exc)

@@ -46,7 +46,9 @@ class BridgeProcess:
             f"machine: LoadPC\ndata_dir: {workdir / 'data'}\nlog_level: {log_level}\n"
             f"zmq: {{bind_endpoint: 'tcp://127.0.0.1:{self.zmq_port}'}}\n{nats}"
             f"admin: {{port: {self.admin_port}, probe_interval_secs: 0.5}}\n"
-            f"flood: {{enabled: {'true' if flood else 'false'}}}\nhealth: {{enabled: false}}\n{extra}"
+            f"flood: {{enabled: {'true' if flood else 'false'}}}\nhealth: {{enabled: false}}\n"
+            + ("" if "republish:" in extra else "republish: {bind_endpoint: 'tcp://127.0.0.1:*'}\n")
+            + extra
         )
         self.log = workdir / "bridge.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -47,6 +47,8 @@ _MONITOR_MASK = (
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 )
+#: a bigger reply makes libzmq drop the peer (memory bound against a runaway agent); real ones are small
+_MAX_ZMQ_MESSAGE_BYTES = 16 * 1024 * 1024
 _HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 
@@ -134,6 +136,7 @@ class ProbeClient:
         assert self._ctx is not None, "use ProbeClient in 'async with'"
         sock = self._ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, _MAX_ZMQ_MESSAGE_BYTES)
         monitor = sock.get_monitor_socket(_MONITOR_MASK)
         try:
             sock.connect(endpoint)

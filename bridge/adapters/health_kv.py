@@ -100,6 +100,8 @@ class HealthStore:
                 if time.monotonic() > deadline:
                     raise ProvisioningError(f"JetStream not ready for KV bucket {self.cfg.kv_bucket}: {exc!r}") from exc
                 await anyio.sleep(0.5)
+            except (nats.errors.Error, OSError) as exc:  # refused, or the connection dropped meanwhile
+                raise ProvisioningError(f"cannot provision KV bucket {self.cfg.kv_bucket}: {exc!r}") from exc
 
     async def _provision(self) -> KeyValue:
         nc = self._link.nc

@@ -1,7 +1,7 @@
 """Legacy republish: a ZMQ PUB that legacy subscribers connect to (DESIGN §4).
 
 The bridge's SUB holds :7150, so legacy subscribers move to this socket
-(default ``tcp://*:7151``). It carries, depending on the phase, the frames read
+(default ``tcp://*:17150``). It carries, depending on the phase, the frames read
 on :7150 byte for byte and NATS-native events encoded as D1
 (``bridge.legacy.reemit``). PUB semantics as on the legacy bus: ``send``
 never blocks; a subscriber more than ``sndhwm`` messages behind loses

@@ -350,7 +350,8 @@ class RepublishConfig(_Strict):
     """Legacy republish: a ZMQ PUB for legacy subscribers (7150 is the bridge's SUB)."""
 
     enabled: bool = True
-    bind_endpoint: str = "tcp://*:7151"
+    #: not 7151: PC2's legacy ErrorBusService binds its health REP there, and 7100-7299 are agent ports
+    bind_endpoint: str = "tcp://*:17150"
     #: messages queued per subscriber before the PUB drops (counted)
     sndhwm: Annotated[int, Meta(ge=0)] = 100_000
     #: NATS-native events re-emitted in nats_primary; "" = <prefix>.error.<machine>.>

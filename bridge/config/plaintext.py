@@ -2,12 +2,14 @@
 
 One rule decides what is a secret, for both uses:
 
-* a **key** whose name says secret (``password``, ``passwd``, ``passphrase``,
-  ``token``, ``secret``, ``seed``, ``private_key``, ``credential(s)``,
-  ``api_key``), unless it names where the secret lives or a quantity (suffix
-  ``_file``, ``_env``, ``_dir``, ``_secs``, ``_bytes``), with a value other
-  than null or "": ``nats.password: hunter2`` is one, ``nats.password_file``
-  is not;
+* a **key** one of whose words (snake_case or camelCase) says secret
+  (``password``, ``passwd``, ``passphrase``, ``pass``, ``pwd``, ``token``,
+  ``secret``, ``seed``, ``credential(s)``, ``private key``, ``api key``),
+  unless its last word names where the secret lives or a quantity (``file``,
+  ``env``, ``dir``, ``path``, ``secs``, ``bytes``), with a scalar value other
+  than "" (null, booleans, lists and mappings are not secret values):
+  ``nats.password: hunter2`` is one, ``nats.password_file`` is not, nor is
+  ``health.service_methods: {TokenizerAgent: [http]}``;
 * a **URL with credentials** (``nats://user:pass@host``, ``nats://TOKEN@host``)
   as any string value.
 
@@ -32,8 +34,13 @@ __all__ = ["OPT_OUT_KEY", "REDACTED", "is_secret_key", "plain_secret_problems", 
 OPT_OUT_KEY = "allow_plaintext_secrets"
 REDACTED = "<redacted>"
 
-_SECRET_WORD = re.compile(r"(?i)pass(word|wd|phrase)?|token|secret|seed|private_?key|credentials?|api_?key")
-_NOT_A_VALUE = ("_file", "_env", "_dir", "_secs", "_bytes")
+_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+_SECRET_WORDS = frozenset(
+    {"password", "passwords", "passwd", "passphrase", "pass", "pwd", "token", "tokens", "secret", "secrets", "seed",
+     "seeds", "credential", "credentials", "privatekey", "apikey"}
+)  # fmt: skip
+_SECRET_PAIRS = frozenset({("private", "key"), ("api", "key")})
+_NOT_A_VALUE = frozenset({"file", "env", "dir", "path", "secs", "bytes"})
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 #: where each plain field of the config tree can be read from instead
 _INSTEAD = {
@@ -46,7 +53,15 @@ _URL_INSTEAD = "nats.user with nats.password_file/_env, or nats.token_file/_env"
 
 def is_secret_key(key: str) -> bool:
     """True when ``key`` names a secret value (not a file, variable, directory or quantity)."""
-    return key != OPT_OUT_KEY and bool(_SECRET_WORD.search(key)) and not key.lower().endswith(_NOT_A_VALUE)
+    words = [w.lower() for w in _WORDS.findall(key)]
+    if key == OPT_OUT_KEY or not words or words[-1] in _NOT_A_VALUE:
+        return False
+    return any(w in _SECRET_WORDS for w in words) or any(pair in _SECRET_PAIRS for pair in zip(words, words[1:]))
+
+
+def _is_secret_value(value: Any) -> bool:
+    """Scalars are secret values; null, booleans, lists and mappings are not."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool) and value != ""
 
 
 def redact_url(text: str) -> str:
@@ -74,7 +89,7 @@ def _walk(value: Any, path: str) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
         for key, item in value.items():
             sub = f"{path}.{key}" if path else str(key)
-            if is_secret_key(str(key)) and item not in (None, "") and not isinstance(item, dict):
+            if is_secret_key(str(key)) and _is_secret_value(item):
                 found.append((sub, "key"))
             else:
                 found += _walk(item, sub)
@@ -94,7 +109,7 @@ def redacted(cfg: msgspec.Struct) -> dict[str, Any]:
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            k: REDACTED if is_secret_key(str(k)) and v not in (None, "") and not isinstance(v, dict) else _redact(v)
+            k: REDACTED if is_secret_key(str(k)) and _is_secret_value(v) else _redact(v)
             for k, v in value.items()
         }
     if isinstance(value, list):

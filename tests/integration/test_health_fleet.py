@@ -6,6 +6,7 @@ on the other's view within the TTL; heartbeats survive a NATS outage."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -259,3 +260,24 @@ def test_health_cli_fails_cleanly_without_nats_or_bucket(tmp_path: Path, nats_se
     empty.write_text(f"machine: x\nnats: {{servers: ['{nats_server.url}']}}\n")
     result = subprocess.run([BUSBRIDGE, "health", "-c", str(empty)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "busbridge_health does not exist" in result.stderr
+
+
+async def test_watch_refreshes_until_interrupted(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+    cfg = make_config(nats_server.url, tmp_path / "b", machine="solo", health=_health_section(None, 0))
+    view = _viewer_config(tmp_path, "solo", nats_server.url)
+    async with running_bridge(cfg):
+        await _until_view(view, lambda v: ("solo", "bridge", "solo") in v)
+        async with await anyio.open_process([BUSBRIDGE, "health", "--json", "--watch", "0.2", "-c", str(view)]) as proc:
+            assert proc.stdout is not None
+            lines: list[bytes] = []
+            with anyio.fail_after(20):
+                buffer = b""
+                while len(lines) < 6:  # 1 s of refreshes: two heartbeat intervals
+                    buffer += await proc.stdout.receive()
+                    *done, buffer = buffer.split(b"\n")
+                    lines += done
+            proc.send_signal(signal.SIGINT)
+            assert await proc.wait() == 130
+    snapshots = [json.loads(line) for line in lines]
+    assert all(len(s) == 1 and s[0]["key"] == "bridge.solo.solo" for s in snapshots)
+    assert len({s[0]["report"]["event_id"] for s in snapshots}) >= 2  # refreshed: newer heartbeats came in

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.integration
 
 RATE = 400.0
 PUBLISHERS = 2
-MARGIN_SECS = 0.5
+MARGIN_SECS = 1.0  # messages this close to a switch may sit in socket buffers across it
+HOLD_SECS = 2.5
 GUARDS = {"min_parity_events": 50, "min_parity_ratio": 1.0, "quiet_period_secs": 2.0}
 PARITY = {"match_window_secs": 3.0, "window_secs": 120.0}
 
@@ -76,7 +77,7 @@ async def test_walk_by_config_file_under_load(nats_server: NatsServerProcess, tm
         await anyio.to_thread.run_sync(producer.start)
         walk = PhaseWindows(producer, bridge, RATE, MARGIN_SECS)
         try:
-            await anyio.sleep(1.5)
+            await anyio.sleep(HOLD_SECS)
             for phase in ("dual", "nats_primary"):
                 if phase == "nats_primary":
                     await _until(lambda: _parity_ready(bridge), what="parity events")
@@ -84,7 +85,7 @@ async def test_walk_by_config_file_under_load(nats_server: NatsServerProcess, tm
                 write(phase)
                 assert reloader.reload() == "applied"
                 assert bridge.phases.phase.value == phase, bridge.phases.controller.last
-                await anyio.sleep(1.5)
+                await anyio.sleep(HOLD_SECS)
             write("nats_only")  # traffic goes on: the quiet-period guard refuses
             assert reloader.reload() == "applied"
             refusal = bridge.phases.controller.refusal
@@ -94,14 +95,14 @@ async def test_walk_by_config_file_under_load(nats_server: NatsServerProcess, tm
                 write(phase)
                 assert reloader.reload() == "applied"
                 assert bridge.phases.phase.value == phase
-                await anyio.sleep(1.5)
+                await anyio.sleep(HOLD_SECS)
         finally:
             await anyio.to_thread.run_sync(producer.stop)
             walk.close()
         await _until(lambda: bridge._backlog() == 0, what="drain")
     msgs = await fetch_all(nats_server.url, "ERRBUS")
     counts = _check(walk, [m.msg.event_id for m in msgs if isinstance(m.msg, ErrorEvent)])
-    assert counts["must"] > 500 and counts["must_not"] > 300
+    assert counts["must"] > 500 and counts["must_not"] > 200
     changes = [(m.msg.from_phase, m.msg.to_phase) for m in msgs if isinstance(m.msg, PhaseChanged)]
     assert changes == [
         ("zmq_only", "dual"), ("dual", "nats_primary"), ("nats_primary", "dual"), ("dual", "zmq_only"), ("zmq_only", "dual")
@@ -133,7 +134,7 @@ async def test_walk_by_fleet_kv_with_the_cli_under_load(nats_server: NatsServerP
         await anyio.to_thread.run_sync(producer.start)
         walk = PhaseWindows(producer, bridge, RATE, MARGIN_SECS)
         try:
-            await anyio.sleep(1.5)
+            await anyio.sleep(HOLD_SECS)
             status, out = await set_phase("dual", "--fleet")
             assert status == 0 and "TestPC: applied -> phase dual" in out, out
             status, out = await set_phase("nats_only")  # skips a phase: refused, with the reason
@@ -141,13 +142,13 @@ async def test_walk_by_fleet_kv_with_the_cli_under_load(nats_server: NatsServerP
             await _until(lambda: _parity_ready(bridge), what="parity events")
             status, out = await set_phase("nats_primary")
             assert status == 0 and "applied -> phase nats_primary" in out, out
-            await anyio.sleep(1.5)
+            await anyio.sleep(HOLD_SECS)
             status, out = await set_phase("zmq_only", "--fleet")  # fleet rollback, newest key wins
             assert status == 0 and "applied -> phase zmq_only" in out, out
-            await anyio.sleep(1.5)
+            await anyio.sleep(HOLD_SECS)
             status, out = await set_phase("dual")
             assert status == 0, out
-            await anyio.sleep(1.5)
+            await anyio.sleep(HOLD_SECS)
             status, out = await anyio.to_thread.run_sync(cli, "show")
             assert status == 0 and "status" not in out.split("\n")[0]
             assert "bridge TestPC" in out and "dual" in out, out
@@ -157,6 +158,6 @@ async def test_walk_by_fleet_kv_with_the_cli_under_load(nats_server: NatsServerP
         await _until(lambda: bridge._backlog() == 0, what="drain")
     msgs = await fetch_all(nats_server.url, "ERRBUS")
     counts = _check(walk, [m.msg.event_id for m in msgs if isinstance(m.msg, ErrorEvent)])
-    assert counts["must"] > 400 and counts["must_not"] > 300
+    assert counts["must"] > 400 and counts["must_not"] > 200
     bys = [m.msg.by for m in msgs if isinstance(m.msg, PhaseChanged)]
     assert [b.split("@")[0] for b in bys] == ["kv:fleet", "kv:machine.TestPC", "kv:fleet", "kv:machine.TestPC"]

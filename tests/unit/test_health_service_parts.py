@@ -213,3 +213,16 @@ def test_bad_port_offset_env_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ConfigError, match="health.port_offset"):
         parse_config("{}")
     assert parse_config("health: {port_offset: 5}").health.port_offset == 5  # an explicit value wins
+
+
+def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumers.health_view import _use_colour
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert _use_colour(Tty()) and not _use_colour(object())  # type: ignore[arg-type]
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not _use_colour(Tty())  # type: ignore[arg-type]

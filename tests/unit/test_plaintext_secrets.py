@@ -59,6 +59,18 @@ def test_references_to_secrets_are_not_secrets(tmp_path: Path) -> None:
     assert not any(map(is_secret_key, ["password_file", "token_env", "allowed_clients_dir", "creds_file", "user"]))
 
 
+def test_names_and_non_scalar_values_are_not_taken_for_secrets() -> None:
+    cfg = parse_config(
+        "allow_plaintext_secrets: false\n"
+        "health: {service_methods: {TokenizerAgent: [http], SecretManagerAgent: [http]}}\n"
+    )
+    assert set(cfg.health.service_methods) == {"TokenizerAgent", "SecretManagerAgent"}
+    assert redacted(cfg)["allow_plaintext_secrets"] is False
+    assert [is_secret_key(k) for k in ("tokens", "apiKey", "DB_PASS", "bypass", "passes", "max_tokens_secs")] == [
+        True, True, True, False, False, False,
+    ]  # fmt: skip
+
+
 def test_opt_out_accepts_plain_values_but_not_unknown_keys() -> None:
     cfg = parse_config(f"allow_plaintext_secrets: true\nnats: {{user: bridge, password: {SECRET}}}\n")
     assert cfg.nats.password == SECRET
