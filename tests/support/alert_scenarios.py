@@ -69,6 +69,17 @@ FIRING: dict[str, Firing] = {
         {"busbridge_phase_desired_mismatch": "1x30"}, "20m", _t("info"), quiet_at="10m"
     ),
     "BusbridgeLegacyLoopDetected": Firing({"busbridge_loop_dropped_total": "0 0 2x10"}, "3m", _t("warning")),
+    "BusbridgeHeartbeatStale": Firing(
+        {'busbridge_health_written_total{contract="bridge_heartbeat", to="kv"}': "0+6x3 18x20"}, "9m",
+        _t("critical", contract="bridge_heartbeat", to="kv"), quiet_at="2m",
+    ),
+    "BusbridgeAgentsUnhealthy": Firing(
+        {'busbridge_health_agents{status="unhealthy"}': "2x30"}, "15m", _t("warning", status="unhealthy"), quiet_at="5m"
+    ),
+    "BusbridgeZmqCurveRefused": Firing(
+        {'busbridge_zmq_connection_events_total{event="handshake_failed_auth"}': "0 0 3x10"}, "3m",
+        _t("warning", event="handshake_failed_auth"),
+    ),
 }  # fmt: skip
 
 #: (alert, series, eval time): conditions that must not fire it
