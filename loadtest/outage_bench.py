@@ -33,11 +33,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import nats
-from nats.js.api import AckPolicy, ConsumerConfig
 
 from bridge.adapters.nats_server import NatsServerProcess
 from loadtest.harness import BridgeProcess
 from loadtest.producer import SteadyProducer, envelope, parse_id
+from loadtest.stream import read_all
 
 __all__ = ["main"]
 
@@ -89,23 +89,8 @@ async def _stream_count(url: str) -> int:
 
 
 async def _read_ids(url: str) -> list[str]:
-    """Every stored Nats-Msg-Id in stream order (headers-only ordered read)."""
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        total = (await js.stream_info("ERRBUS")).state.messages
-        sub = await js.pull_subscribe("errbus.>", stream="ERRBUS", config=ConsumerConfig(ack_policy=AckPolicy.NONE))
-        ids: list[str] = []
-        while len(ids) < total:
-            try:
-                batch = await sub.fetch(min(5000, total - len(ids)), timeout=5)
-            except nats.errors.TimeoutError:
-                break
-            ids += [m.headers["Nats-Msg-Id"] for m in batch]
-        await sub.unsubscribe()
-        return ids
-    finally:
-        await nc.close()
+    """Every stored Nats-Msg-Id in stream order."""
+    return [m.headers["Nats-Msg-Id"] for m in await read_all(url)]
 
 
 def _order_violations(ids: list[str]) -> int:

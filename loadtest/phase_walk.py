@@ -40,8 +40,10 @@ from bridge.app import Bridge
 from bridge.config.load import parse_config
 from bridge.config.reload import ConfigReloader
 from bridge.phase import Phase
+from contracts.codec import decode
 from contracts.messages import ErrorEvent, PhaseChanged
 from loadtest.producer import SteadyProducer, parse_id
+from loadtest.stream import read_all
 
 __all__ = ["PhaseWindows", "main"]
 
@@ -218,23 +220,7 @@ def _port_is_free(endpoint: str) -> bool:
 
 
 async def _read_stream(url: str) -> list[Any]:
-    import nats
-    from nats.js.api import AckPolicy, ConsumerConfig
-
-    from contracts.codec import decode
-
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        total = (await js.stream_info("ERRBUS")).state.messages
-        sub = await js.pull_subscribe("errbus.>", stream="ERRBUS", config=ConsumerConfig(ack_policy=AckPolicy.NONE))
-        out: list[Any] = []
-        while len(out) < total:
-            for m in await sub.fetch(min(5000, total - len(out)), timeout=10):
-                out.append(decode(m.data))
-        return out
-    finally:
-        await nc.close()
+    return [decode(m.data) for m in await read_all(url)]
 
 
 def _table(report: dict[str, Any]) -> str:
