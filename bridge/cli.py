@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_health(sub)
     _add_replay(sub)
     _add_stream_json(sub)
+    _add_kv_json(sub)
     _add_keys(sub)
     _add_phase(sub)
     _add_status(sub)
@@ -166,6 +167,29 @@ def _cmd_stream_json(args: argparse.Namespace) -> int:
     from bridge.adapters.jetstream import stream_definition
 
     sys.stdout.write(stream_definition(load_config(args.config).stream))
+    return 0
+
+
+def _add_kv_json(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "kv-json", help="print a KV bucket's stream definition as JSON (for `nats stream add --config`)"
+    )
+    p.add_argument("bucket", choices=["phase", "health"], help="phase: cutover requests; health: fleet health")
+    p.add_argument("-c", "--config", default=os.environ.get(ENV_CONFIG), help="YAML config file")
+    p.set_defaults(func=_cmd_kv_json)
+
+
+def _cmd_kv_json(args: argparse.Namespace) -> int:
+    from bridge.adapters.health_kv import bucket_config_for
+    from bridge.adapters.kv_json import kv_stream_definition
+    from bridge.fleet_phase import bucket_config
+
+    cfg = load_config(args.config)
+    if args.bucket == "phase":
+        kv = bucket_config(cfg.phase.kv_bucket, cfg.stream.replicas)
+    else:
+        kv = bucket_config_for(cfg.health)
+    sys.stdout.write(kv_stream_definition(kv))
     return 0
 
 

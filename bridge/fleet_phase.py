@@ -33,6 +33,7 @@ __all__ = [
     "FLEET_KEY",
     "PhaseRequest",
     "PhaseStatus",
+    "bucket_config",
     "bucket_definition",
     "machine_key",
     "open_bucket",
@@ -82,9 +83,23 @@ class PhaseStatus(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime | None = None
 
 
+def bucket_config(bucket: str, replicas: int = 1) -> KeyValueConfig:
+    """The phase KV bucket as the bridge and ``busbridge phase`` create it: file storage,
+    history 16 (the last requests and answers per key), no TTL."""
+    return KeyValueConfig(
+        bucket=bucket,
+        description="busbridge cutover phase: fleet / machine.<m> requests and status.<m> answers",
+        history=_HISTORY,
+        storage=StorageType.FILE,
+        replicas=replicas,
+    )
+
+
 def bucket_definition(bucket: str, replicas: int = 1) -> dict[str, Any]:
-    """The KV bucket as ``nats kv add`` / the bridge creates it (file storage, history 16, no TTL)."""
-    return {"bucket": bucket, "history": _HISTORY, "storage": "file", "replicas": replicas}
+    """``bucket_config`` as a JSON-able dict (the ``nats kv add`` options)."""
+    doc = bucket_config(bucket, replicas).as_dict()
+    doc["storage"] = doc["storage"].value
+    return doc
 
 
 async def open_bucket(js: Any, bucket: str, replicas: int = 1) -> Any:
@@ -92,10 +107,7 @@ async def open_bucket(js: Any, bucket: str, replicas: int = 1) -> Any:
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
-        d = bucket_definition(bucket, replicas)
-        return await js.create_key_value(
-            config=KeyValueConfig(bucket=bucket, history=d["history"], storage=StorageType.FILE, replicas=replicas)
-        )
+        return await js.create_key_value(config=bucket_config(bucket, replicas))
 
 
 async def put_json(kv: Any, key: str, value: msgspec.Struct) -> int:
