@@ -121,6 +121,8 @@ class Bridge:
                     tg.start_soon(self._run_health)
                 await self._read_until_stopped(task_status)
                 await self._drain()
+                if self.health is not None:
+                    await self.health.farewell()
                 tg.cancel_scope.cancel()
             if self.queue is not None:
                 await self.queue.flush_acks()

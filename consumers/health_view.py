@@ -9,18 +9,21 @@ hub in between. One line per key::
     mainpc   bridge  mainpc             healthy    2s    phase dual, v0.1.0, nats up, zmq 3, spool 0, in 12.5/s
     mainpc   agent   SystemDigitalTwin  degraded   4s    base_agent 'degraded' via zmq_req in 3 ms
     pc2      bridge  pc2                stale      41s   last healthy; phase dual, ...
+    pc2      bridge  pc2                stopped    8s    phase dual, ... (clean shutdown)
 
 Age is measured from the time the server stored the entry (one clock for
 every machine), so skewed machine clocks do not make an entry look stale.
 An entry is **stale** when its age exceeds ``health.stale_after_intervals``
 times its own ``interval_secs`` (``--stale-after SECS`` overrides): its bridge
-stopped writing (down, or cut off from NATS). Past the bucket's TTL
+stopped writing (crashed, or cut off from NATS). A bridge that shut down cleanly
+wrote a last heartbeat with ``stopping`` set and shows as **stopped** instead
+(``stopped`` in the JSON), never stale. Past the bucket's TTL
 (``health.kv_ttl_secs``) the key disappears.
 
 ``--json`` prints the fleet as one JSON array per refresh (one line each):
 objects with ``key``, ``kind`` (``bridge``/``agent``), ``machine``, ``name``,
 ``status`` (last reported: ``healthy``/``degraded``/``unhealthy``/``unknown``),
-``stale``, ``age_secs``, ``stored_at``, ``interval_secs``, ``detail`` and the
+``stale``, ``stopped``, ``age_secs``, ``stored_at``, ``interval_secs``, ``detail`` and the
 stored contract under ``report``. Colours only when the output is a terminal
 and ``NO_COLOR`` is unset. ``--watch [SECS]`` refreshes every SECS seconds (2
 by default) until interrupted. ``--machine NAME`` keeps one machine.
@@ -71,7 +74,8 @@ class _ViewError(Exception):
 
 
 class FleetRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One key of the bucket as shown. ``status``: the last reported one; ``stale``: no longer written."""
+    """One key of the bucket as shown. ``status``: the last reported one; ``stale``: no longer
+    written; ``stopped``: its bridge shut down cleanly (its last heartbeat said ``stopping``)."""
 
     key: str
     kind: str
@@ -84,6 +88,7 @@ class FleetRow(msgspec.Struct, frozen=True, kw_only=True):
     interval_secs: float
     detail: str
     report: Any = None
+    stopped: bool = False
 
 
 # --- command line -----------------------------------------------------------
@@ -143,10 +148,11 @@ def _row(
             interval_secs=0.0, detail="not a health contract",
         )  # fmt: skip
     interval = msg.interval_secs or fallback
-    stale = age > (limit if limit is not None else intervals * interval)
     is_bridge = isinstance(msg, BridgeHeartbeat)
+    stopped = is_bridge and msg.stopping
+    stale = not stopped and age > (limit if limit is not None else intervals * interval)
     return FleetRow(
-        key=key, kind="bridge" if is_bridge else "agent", machine=msg.machine,
+        key=key, kind="bridge" if is_bridge else "agent", machine=msg.machine, stopped=stopped,
         name=msg.bridge_id if is_bridge else msg.service, status=msg.status.value, stale=stale,
         age_secs=round(age, 3), stored_at=at, interval_secs=interval,
         detail=_bridge_detail(msg) if is_bridge else _agent_detail(msg), report=msgspec.to_builtins(msg),
@@ -158,7 +164,8 @@ def _bridge_detail(hb: BridgeHeartbeat) -> str:
         f"phase {hb.phase or '?'}, v{hb.version or '?'}, nats {'up' if hb.nats_connected else 'down'}, "
         f"zmq {hb.zmq_publishers_connected}, spool {hb.spool_messages}, in {hb.received_per_sec:g}/s"
     )
-    return text + (f", not ready: {','.join(hb.not_ready_reasons)}" if hb.not_ready_reasons else "")
+    text += f", not ready: {','.join(hb.not_ready_reasons)}" if hb.not_ready_reasons and not hb.stopping else ""
+    return text + (" (clean shutdown)" if hb.stopping else "")
 
 
 def _agent_detail(r: HealthReport) -> str:
@@ -190,12 +197,15 @@ def render_table(rows: list[FleetRow], *, colour: bool = False) -> str:
     for n, cell in enumerate(cells):
         padded = [text.ljust(width) for text, width in zip(cell[:-1], widths, strict=True)]
         if n and colour:
-            padded[3] = _paint(padded[3], _COLOURS["stale" if rows[n - 1].stale else rows[n - 1].status])
+            row = rows[n - 1]
+            padded[3] = _paint(padded[3], _COLOURS["stale" if row.stale or row.stopped else row.status])
         lines.append("  ".join([*padded, cell[-1]]).rstrip())
     return "\n".join(lines)
 
 
 def _status_text(row: FleetRow) -> str:
+    if row.stopped:
+        return "stopped"
     return f"stale (last {row.status})" if row.stale else row.status
 
 

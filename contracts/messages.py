@@ -363,7 +363,9 @@ class BridgeHeartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="bridge_hea
     ``spool_messages``/``spool_bytes``: backlog on disk. ``nats_connected``,
     ``nats_reconnects`` (since start): NATS state. ``zmq_publishers_connected``:
     open legacy publisher connections. ``agents_probed``: local agents in the
-    last probe round. Times are UTC. Published on ``<prefix>.bridge.<machine>.heartbeat``.
+    last probe round. ``stopping``: the farewell of a clean shutdown (the bridge sends one
+    last heartbeat after draining), so a stopped bridge is told apart from a silent one.
+    Times are UTC. Published on ``<prefix>.bridge.<machine>.heartbeat``.
     """
 
     event_id: str
@@ -387,6 +389,8 @@ class BridgeHeartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="bridge_hea
     zmq_publishers_connected: int = 0
     agents_probed: int = 0
     schema_version: int = CONTRACT_VERSION
+    #: true on the last heartbeat of a clean shutdown: no more will come (a crash sends none)
+    stopping: bool = False
 
 
 FloodEvent = FloodStarted | FloodSummary | FloodEnded

@@ -104,8 +104,9 @@ class HeartbeatBuilder:
         self._count = 0
         self._prev = (clock(), BridgeStats())
 
-    def build(self, stats: BridgeStats, *, agents_probed: int = 0) -> BridgeHeartbeat:
-        """The next heartbeat; rates cover the time since the previous call."""
+    def build(self, stats: BridgeStats, *, agents_probed: int = 0, stopping: bool = False) -> BridgeHeartbeat:
+        """The next heartbeat; rates cover the time since the previous call. ``stopping``: the
+        last one of a clean shutdown."""
         at = self._clock()
         since, prev = self._prev
         elapsed = max(at - since, 1e-9)
@@ -124,6 +125,7 @@ class HeartbeatBuilder:
             spool_messages=stats.spool_messages, spool_bytes=stats.spool_bytes,
             nats_connected=stats.nats_connected, nats_reconnects=stats.nats_reconnects,
             zmq_publishers_connected=stats.zmq_publishers_connected, agents_probed=agents_probed,
+            stopping=stopping,
         )  # fmt: skip
 
 

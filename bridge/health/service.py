@@ -40,7 +40,7 @@ from bridge.health.sink import HealthMessage, HealthSink
 from bridge.metrics import HEALTH_REASONS, Metrics
 from bridge.pipeline.outbound import OutboundBuilder
 from contracts.health_keys import agent_key, bridge_key
-from contracts.messages import HealthReport, HealthStatus
+from contracts.messages import BridgeHeartbeat, HealthReport, HealthStatus
 from contracts.subjects import Subjects
 
 __all__ = ["HealthService"]
@@ -80,6 +80,7 @@ class HealthService:
         )
         self.rounds: ProbeRounds | None = None
         self._latest: dict[str, HealthStatus] = {}
+        self._stopping = False
 
     async def run(self) -> None:
         """Run every part until cancelled."""
@@ -115,11 +116,26 @@ class HealthService:
             await anyio.sleep(0.5)
 
     async def _heartbeat_loop(self) -> None:
-        key = bridge_key(self.machine, self.bridge_id)
-        while True:
-            probed = len(self.rounds.agents) if self.rounds is not None else 0
-            self.sink.offer(key, self.heartbeats.build(collect_stats(self.metrics, self._readiness), agents_probed=probed))
+        while not self._stopping:
+            self.sink.offer(bridge_key(self.machine, self.bridge_id), self._heartbeat())
             await anyio.sleep(self.cfg.health.heartbeat_interval_secs)
+
+    def _heartbeat(self, *, stopping: bool = False) -> BridgeHeartbeat:
+        probed = len(self.rounds.agents) if self.rounds is not None else 0
+        return self.heartbeats.build(
+            collect_stats(self.metrics, self._readiness), agents_probed=probed, stopping=stopping
+        )
+
+    async def farewell(self, timeout_secs: float = 2.0) -> bool:
+        """On a clean shutdown: stop the heartbeat and write one last heartbeat with ``stopping``
+        set, so other machines show this bridge as stopped rather than stale. Gives up after
+        ``timeout_secs`` or at once when NATS is unreachable; True when it was written."""
+        self._stopping = True
+        with anyio.move_on_after(timeout_secs):
+            if await self.sink.write_now(bridge_key(self.machine, self.bridge_id), self._heartbeat(stopping=True)):
+                log.info("farewell heartbeat written: %s is stopping", self.bridge_id)
+                return True
+        return False
 
     def on_report(self, report: HealthReport) -> None:
         """Count one probe result and hand it to the sink."""

@@ -103,6 +103,12 @@ class HealthSink:
         self._pending[key] = _Pending(msg, to_stream or (old is not None and old.to_stream))
         self._wake.set()
 
+    async def write_now(self, key: str, msg: HealthMessage) -> bool:
+        """Write ``msg`` to ``key`` (and its stream copy, by the policy) at once, replacing any
+        value pending for that key. False when the store is unavailable (it is not retried)."""
+        self._pending.pop(key, None)
+        return await self._write(key, _Pending(msg, self._wants_stream(key, msg)))
+
     def _wants_stream(self, key: str, msg: HealthMessage) -> bool:
         if isinstance(msg, BridgeHeartbeat):
             return True

@@ -1,7 +1,7 @@
 """Fleet health end to end: two bridges as two machines on one nats-server, each probing its own
 fake legacy agents (MainPC schema on one, PC2 schema on the other); ``busbridge health --json``
-on either machine shows both machines' agents and both bridges; a stopped bridge turns stale
-on the other's view within the TTL; heartbeats survive a NATS outage."""
+on either machine shows both machines' agents and both bridges; a cleanly stopped bridge shows
+as stopped (its farewell heartbeat), its agents turn stale; heartbeats survive a NATS outage."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 
 from bridge.adapters.nats_server import NatsServerProcess
 from contracts.messages import BridgeHeartbeat, HealthReport
+from loadtest.harness import BridgeProcess
 from tests.support.bridge import make_config, running_bridge
 from tests.support.fake_agents import FakeAgents, base_agent_reply, http, hung, zmq_agent
 from tests.support.process import BUSBRIDGE
@@ -119,7 +120,7 @@ def _whole_fleet(view: dict) -> bool:
     return agents == want and {("mainpc", "bridge", "mainpc"), ("pc2", "bridge", "pc2")} <= view.keys()
 
 
-async def test_two_machines_see_the_whole_fleet_and_a_stopped_bridge_turns_stale(
+async def test_two_machines_see_the_whole_fleet_and_a_stopped_bridge(
     nats_server: NatsServerProcess, tmp_path: Path
 ) -> None:
     url = nats_server.url
@@ -165,23 +166,25 @@ async def test_two_machines_see_the_whole_fleet_and_a_stopped_bridge_turns_stale
             assert len(lines) == 1 + len(MAINPC_EXPECTED) + len(PC2_EXPECTED) + 2
             assert "\x1b[" not in table.stdout.decode()  # not a terminal: no colour
 
-            # stop the PC2 bridge: the MainPC machine sees it stale (still listed: within the TTL)
+            # stop the PC2 bridge cleanly: its farewell heartbeat makes it "stopped" at once, never stale
             await pc2_stack.aclose()
-            stopped_at = anyio.current_time()
 
-            def pc2_stale(v: dict) -> bool:
-                return v.get(("pc2", "bridge", "pc2"), {}).get("stale") is True
+            def pc2_stopped(v: dict) -> bool:
+                return v.get(("pc2", "bridge", "pc2"), {}).get("stopped") is True
 
-            view = await _until_view(view_main, pc2_stale, timeout_secs=TTL_SECS)
-            assert pc2_stale(view), "the stopped bridge never showed stale"
-            assert anyio.current_time() - stopped_at < TTL_SECS
-            assert view[("pc2", "bridge", "pc2")]["status"] == "healthy"  # the last status it reported
+            view = await _until_view(view_main, pc2_stopped, timeout_secs=10)
+            assert pc2_stopped(view), "the cleanly stopped bridge never showed stopped"
+            row = view[("pc2", "bridge", "pc2")]
+            assert row["report"]["stopping"] is True and not row["stale"]
             assert not view[("mainpc", "bridge", "mainpc")]["stale"]
-            view = await _until_view(view_main, lambda v: all(r["stale"] for (m, _, _), r in v.items() if m == "pc2"))
-            assert all(r["stale"] for (m, _, _), r in view.items() if m == "pc2")  # its agents too
+            view = await _until_view(view_main, lambda v: all(r["stale"] for (m, k, _), r in v.items() if m == "pc2" and k == "agent"))
+            assert all(r["stale"] for (m, k, _), r in view.items() if m == "pc2" and k == "agent")  # its agents: no longer probed
+            assert view[("pc2", "bridge", "pc2")]["stopped"] and not view[("pc2", "bridge", "pc2")]["stale"]
             assert not any(r["stale"] for (m, _, _), r in view.items() if m == "mainpc")
             table = await anyio.run_process([BUSBRIDGE, "health", "-c", str(view_main)], check=True)
-            assert "stale (last healthy)" in table.stdout.decode()
+            pc2_line = next(line for line in table.stdout.decode().splitlines() if line.split()[:3] == ["pc2", "bridge", "pc2"])
+            assert pc2_line.split()[3] == "stopped" and "(clean shutdown)" in pc2_line
+
 
             metrics = main_bridge.metrics
             probes = sum(metrics.registry.get_sample_value("busbridge_health_probes_total", {"status": s}) or 0
@@ -281,3 +284,22 @@ async def test_watch_refreshes_until_interrupted(nats_server: NatsServerProcess,
     snapshots = [json.loads(line) for line in lines]
     assert all(len(s) == 1 and s[0]["key"] == "bridge.solo.solo" for s in snapshots)
     assert len({s[0]["report"]["event_id"] for s in snapshots}) >= 2  # refreshed: newer heartbeats came in
+
+
+async def test_a_crashed_bridge_turns_stale_not_stopped(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+    """SIGKILL sends no farewell: the other machines see the bridge go stale (the crash case)."""
+    bridge = BridgeProcess(
+        tmp_path, nats_server.url,
+        extra=f"health: {{enabled: true, heartbeat_interval_secs: {HEARTBEAT_SECS}, stale_after_intervals: 3}}\n",
+    )  # fmt: skip
+    viewer = _viewer_config(tmp_path, "mainpc", nats_server.url)
+    key = ("LoadPC", "bridge", "LoadPC")
+    bridge.start()
+    try:
+        view = await _until_view(viewer, lambda v: key in v)
+        assert view[key]["status"] == "healthy" and not view[key]["stale"] and not view[key]["stopped"]
+        bridge.kill()
+        view = await _until_view(viewer, lambda v: v.get(key, {}).get("stale") is True)
+        assert view[key]["stale"] and not view[key]["stopped"] and view[key]["report"]["stopping"] is False
+    finally:
+        bridge.kill()
