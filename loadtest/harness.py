@@ -9,6 +9,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 __all__ = ["BUSBRIDGE", "BridgeProcess", "free_port"]
 
@@ -22,7 +25,8 @@ def free_port() -> int:
 
 
 class BridgeProcess:
-    """``busbridge run -c <yaml>`` with ``extra`` YAML appended; ``start()`` waits for /healthz.
+    """``busbridge run -c <yaml>`` with the top-level sections of ``extra`` (YAML) replacing the
+    defaults below; ``start()`` waits for /healthz.
 
     Flood control is off unless ``flood``: steady load-test traffic is one big flood.
     Fleet health is off (heartbeats would count as stored messages); ``extra`` may turn it on.
@@ -41,15 +45,16 @@ class BridgeProcess:
         self.zmq_port = zmq_port or free_port()
         self.admin_port = free_port()
         self.config = workdir / "bridge.yaml"
-        nats = f"nats: {{servers: ['{nats_url}'], reconnect_wait_secs: 0.2}}\n" if nats_url else "nats: {embedded: {port: 0}}\n"
-        self.config.write_text(
-            f"machine: LoadPC\ndata_dir: {workdir / 'data'}\nlog_level: {log_level}\n"
-            f"zmq: {{bind_endpoint: 'tcp://127.0.0.1:{self.zmq_port}'}}\n{nats}"
-            f"admin: {{port: {self.admin_port}, probe_interval_secs: 0.5}}\n"
-            f"flood: {{enabled: {'true' if flood else 'false'}}}\nhealth: {{enabled: false}}\n"
-            + ("" if "republish:" in extra else "republish: {bind_endpoint: 'tcp://127.0.0.1:*'}\n")
-            + extra
-        )
+        nats = {"servers": [nats_url], "reconnect_wait_secs": 0.2} if nats_url else {"embedded": {"port": 0}}
+        doc: dict[str, Any] = {
+            "machine": "LoadPC", "data_dir": str(workdir / "data"), "log_level": log_level,
+            "zmq": {"bind_endpoint": f"tcp://127.0.0.1:{self.zmq_port}"}, "nats": nats,
+            "admin": {"port": self.admin_port, "probe_interval_secs": 0.5},
+            "flood": {"enabled": flood}, "health": {"enabled": False},
+            "republish": {"bind_endpoint": "tcp://127.0.0.1:*"},
+        }  # fmt: skip
+        doc.update(yaml.safe_load(extra) or {})  # a section in ``extra`` replaces the one above
+        self.config.write_text(yaml.safe_dump(doc, sort_keys=False))
         self.log = workdir / "bridge.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

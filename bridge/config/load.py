@@ -50,11 +50,16 @@ def load_config(path: str | os.PathLike[str] | None) -> BridgeConfig:
 def parse_config(text: str, source: str = "<string>") -> BridgeConfig:
     """Parse YAML ``text``; ``source`` names it in errors. Raises ``ConfigError``."""
     try:
-        data = yaml.safe_load(text)
+        loader = _UniqueKeyLoader(text)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"<yaml>: {exc}"]) from exc
     data = {} if data is None else data
-    problems = plain_secret_problems(data)  # named once, not also as an unknown key
+    problems = list(loader.duplicates)  # YAML would silently keep only the last of them
+    problems += plain_secret_problems(data)  # named once, not also as an unknown key
     secret_paths = {p.split(": ", 1)[0] for p in problems}
     problems += [p for p in _collect_problems(BridgeConfig, data, "") if p.split(": ", 1)[0] not in secret_paths]
     if problems:
@@ -64,6 +69,27 @@ def parse_config(text: str, source: str = "<string>") -> BridgeConfig:
     if problems:
         raise ConfigError(source, problems)
     return cfg
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that records every repeated mapping key (``duplicates``) instead of
+    letting the last one win silently."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in first_line:
+                self.duplicates.append(f"<yaml>: line {line}: duplicate key {key!r} (first at line {first_line[key]})")
+            else:
+                first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def resolve_defaults(cfg: BridgeConfig) -> BridgeConfig:

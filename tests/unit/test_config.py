@@ -69,6 +69,18 @@ def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
         load_config(bad)
 
 
+def test_repeated_keys_are_refused_not_silently_overridden() -> None:
+    """YAML itself keeps the last of two equal keys; an operator who wrote ``flood:`` twice
+    gets told, with both lines, along with every other problem."""
+    with pytest.raises(ConfigError) as err:
+        parse_config("flood: {enabled: true}\nzmq: {rcvhwm: 5, rcvhwm: 6}\nflood: {enabled: false}\nadmin: {port: 70000}\n")
+    problems = err.value.problems
+    assert "<yaml>: line 3: duplicate key 'flood' (first at line 1)" in problems
+    assert "<yaml>: line 2: duplicate key 'rcvhwm' (first at line 2)" in problems
+    assert any(p.startswith("admin.port") for p in problems) and len(problems) == 3
+    assert parse_config("zmq: {<<: {rcvhwm: 5}, rcvhwm: 6}\n").zmq.rcvhwm == 6  # a merge key overriding is no repeat
+
+
 def test_check_config_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(EXAMPLE)]) == 0
     bad = tmp_path / "bad.yaml"
