@@ -3,6 +3,7 @@
 Commands: ``run`` (the bridge; embedded nats-server unless a URL is given),
 ``check-config FILE`` (validate; exit 2 listing every problem), ``tail``
 (print stored events), ``health`` (fleet health from the KV bucket), ``replay`` (send captured legacy frames over ZMQ),
+``loadtest`` (load and chaos scenarios, the CI profile: ``loadtest.cli``),
 ``keys generate`` (a ZMQ CURVE key pair, ``bridge.keys``), ``phase show|set`` (the cutover
 phase, ``consumers.phase_cli``), ``status`` (one screen from the admin endpoint,
 ``consumers.status``; exit 3 when the bridge is not ready).
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_tail(sub)
     _add_health(sub)
     _add_replay(sub)
+    _add_loadtest(sub)
     _add_stream_json(sub)
     _add_kv_json(sub)
     _add_keys(sub)
@@ -199,6 +201,21 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="send recorded legacy frames to the bridge over ZMQ PUB")
     add_arguments(p)
     p.set_defaults(func=_cmd_replay)
+
+
+def _add_loadtest(sub: argparse._SubParsersAction) -> None:
+    from loadtest.cli import add_arguments
+
+    p = sub.add_parser("loadtest", help="run a load/chaos scenario or the CI profile; progress, table, JSON, plot")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_loadtest)
+
+
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    from loadtest.cli import run_loadtest
+
+    _setup_logging("WARNING")
+    return run_loadtest(args)
 
 
 def effective_config(args: argparse.Namespace) -> BridgeConfig:
