@@ -257,7 +257,7 @@ class PhaseRuntime:
     def _start_phase_tasks(self, tg: anyio.abc.TaskGroup) -> None:
         b = self.phase.behaviour
         if self.ingest is not None:
-            tg.start_soon(self.ingest.run, self.runner)
+            tg.start_soon(self.ingest.run, self.runner.handle_batch)
             tg.start_soon(self.ingest.run_monitor)
         if b.republish_native and self.republisher is not None:
             tg.start_soon(self._retrying, "native re-emit", self._run_native)

@@ -43,9 +43,9 @@ from zoneinfo import ZoneInfo
 import anyio
 import msgspec
 import zmq
-import zmq.asyncio
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from bridge.adapters.zmq import read_batches
 from bridge.config.model import BridgeConfig
 from bridge.legacy.reemit import is_reemitted
 from bridge.metrics import Metrics
@@ -207,7 +207,7 @@ class ParityTap:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         subs = await self._subscribe()
-        ctx = zmq.asyncio.Context()
+        ctx = zmq.Context()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 1_000_000)
@@ -218,8 +218,7 @@ class ParityTap:
             task_status.started()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._expire_loop)
-                while True:
-                    self._on_frames(await sock.recv_multipart())
+                await read_batches(sock, self._on_batch)  # drained in batches, as the ingest socket is
         finally:
             sock.close(linger=0)
             ctx.term()
@@ -231,6 +230,10 @@ class ParityTap:
         while True:
             await anyio.sleep(1.0)
             self.ledger.stats()
+
+    def _on_batch(self, messages: list[list[bytes]]) -> None:
+        for frames in messages:
+            self._on_frames(frames)
 
     def _on_frames(self, frames: list[bytes]) -> None:
         if is_reemitted(frames):

@@ -9,7 +9,8 @@ with ``recv_multipart`` because the same topic comes in one or two frames.
 
 The receive loop is a plain drain of the socket (``NOBLOCK``) in batches of at
 most ``batch_max`` messages or ``batch_max_secs``, calling a synchronous
-handler per message; between batches it yields to the event loop (publishing
+handler with the messages read, up to 32 at a time, in read order (so per-message
+counters are added once per call); between batches it yields to the event loop (publishing
 and PubAcks keep flowing under a burst), and when the socket is empty it waits on the ZMQ
 file descriptor (edge-triggered: ``EVENTS`` is checked before every wait). It
 never awaits anything else, so it never waits on NATS.
@@ -52,7 +53,7 @@ from zmq.utils.monitor import parse_monitor_message
 from bridge.adapters.zmq_curve import CurveServer, HandshakeWatch
 from bridge.config.model import ZmqConfig, ZmqMode
 
-__all__ = ["IngestSocket"]
+__all__ = ["BatchHandler", "IngestSocket", "read_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ _MONITOR_EVENTS = {
 _OPENED = {"accepted", "connected"}
 _GONE = {"disconnected", "closed"}
 
-FramesHandler = Callable[[list[bytes]], None]
+BatchHandler = Callable[[list[list[bytes]]], None]  # messages (each a list of frames), in read order
 EventHandler = Callable[[str, int], None]
 
 
@@ -137,16 +138,11 @@ class IngestSocket:
         log.info("ZMQ SUB connecting to %s", ", ".join(self.cfg.connect_endpoints))
         return list(self.cfg.connect_endpoints)
 
-    async def run(self, handler: FramesHandler) -> None:
-        """Read until cancelled, calling ``handler(frames)`` once per message."""
+    async def run(self, handler: BatchHandler) -> None:
+        """Read until cancelled, calling ``handler(messages)`` with up to 32 messages at a time."""
         sock = self._sock
         assert sock is not None, "open() first"
-        batch_max, budget = self.cfg.batch_max, self.cfg.batch_max_secs
-        while True:
-            if _drain(sock, handler, batch_max, time.monotonic() + budget):
-                await anyio.lowlevel.checkpoint()  # more is waiting: let the other tasks run first
-                continue
-            await _wait_readable(sock)
+        await read_batches(sock, handler, self.cfg.batch_max, self.cfg.batch_max_secs)
 
     async def run_monitor(self) -> None:
         """Track handshakes and disconnects until cancelled."""
@@ -190,17 +186,37 @@ class IngestSocket:
             self._ctx.term()
 
 
-def _drain(sock: zmq.Socket[bytes], handler: FramesHandler, batch_max: int, deadline: float) -> bool:
+_CHUNK = 32
+
+
+async def read_batches(sock: zmq.Socket[bytes], handler: BatchHandler, batch_max: int = 2048, batch_max_secs: float = 0.01) -> None:
+    """Read ``sock`` until cancelled, as ``IngestSocket.run`` does (see the module note): drain it
+    in turns of at most ``batch_max`` messages or ``batch_max_secs``, ``handler`` called with up to
+    32 messages at a time, yielding to the event loop between turns, waiting on its FD when empty."""
+    while True:
+        if _drain(sock, handler, batch_max, time.monotonic() + batch_max_secs):
+            await anyio.lowlevel.checkpoint()  # more is waiting: let the other tasks run first
+            continue
+        await _wait_readable(sock)
+
+
+def _drain(sock: zmq.Socket[bytes], handler: BatchHandler, batch_max: int, deadline: float) -> bool:
     """Handle waiting messages until the socket is empty (False), or until ``batch_max``
     messages or the ``deadline`` (monotonic seconds, checked every 32) are reached (True)."""
     recv = sock.recv_multipart
-    for n in range(1, batch_max + 1):
-        try:
-            frames = recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        handler(frames)
-        if n % 32 == 0 and time.monotonic() > deadline:
+    left = batch_max
+    while left > 0:
+        chunk: list[list[bytes]] = []
+        for _ in range(min(_CHUNK, left)):
+            try:
+                chunk.append(recv(zmq.NOBLOCK))
+            except zmq.Again:
+                if chunk:
+                    handler(chunk)
+                return False
+        handler(chunk)
+        left -= len(chunk)
+        if time.monotonic() > deadline:
             return True
     return True
 

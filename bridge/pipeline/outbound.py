@@ -48,6 +48,9 @@ _RANK = {"dead_letter": Severity.ERROR.rank, "spool_evicted": Severity.CRITICAL.
 #: room left in max_payload for the protocol line overhead, in bytes
 _SAFETY_BYTES = 512
 _json = msgspec.json.Encoder()
+#: header bytes besides the values: each ``key: value\r\n`` adds the key and 4 bytes
+_HEADER_KEY_BYTES = sum(len(k) + 4 for k in (HEADER_MSG_ID, HEADER_CONTRACT, HEADER_CONTRACT_VERSION, HEADER_ORIGIN))
+_SUBJECT_MEMO_MAX = 4096
 
 
 class OutboundBuilder:
@@ -60,27 +63,32 @@ class OutboundBuilder:
         self.bridge_id = bridge_id
         self.max_payload_bytes = max_payload_bytes
         self._m = metrics
+        self._error_subjects: dict[tuple[str, Severity, str], str] = {}  # memo: sanitising costs 2 regex subs
 
     def build(self, msg: Message) -> Outbound:
-        headers = {
-            HEADER_MSG_ID: msg.event_id,
-            HEADER_CONTRACT: contract_name(msg),
-            HEADER_CONTRACT_VERSION: str(CONTRACT_VERSION),
-            HEADER_ORIGIN: self.bridge_id,
-        }
+        name = contract_name(msg)
+        version = str(CONTRACT_VERSION)
+        headers = {HEADER_MSG_ID: msg.event_id, HEADER_CONTRACT: name, HEADER_CONTRACT_VERSION: version, HEADER_ORIGIN: self.bridge_id}
         payload = encode(msg)
-        budget = self.max_payload_bytes - _SAFETY_BYTES - sum(len(k) + len(v) + 4 for k, v in headers.items())
+        header_bytes = _HEADER_KEY_BYTES + len(msg.event_id) + len(name) + len(version) + len(self.bridge_id)
+        budget = self.max_payload_bytes - _SAFETY_BYTES - header_bytes
         if len(payload) > budget:
             msg, payload = _truncate(msg, payload, budget)
             if self._m is not None:
-                self._m.truncated.labels(contract_name(msg)).inc()
+                self._m.truncated.labels(name).inc()
         severity = getattr(msg, "severity", None)
-        rank = severity.rank if severity is not None else _RANK.get(contract_name(msg), 3)
-        return Outbound(self._subject(msg), payload, headers, contract_name(msg), msg.event_id, rank=rank)
+        rank = severity.rank if severity is not None else _RANK.get(name, 3)
+        return Outbound(self._subject(msg), payload, headers, name, msg.event_id, rank=rank)
 
     def _subject(self, msg: Message) -> str:
         if isinstance(msg, ErrorEvent):
-            return self.subjects.error(msg.machine, msg.severity, msg.source)
+            key = (msg.machine, msg.severity, msg.source)
+            subject = self._error_subjects.get(key)
+            if subject is None:
+                if len(self._error_subjects) >= _SUBJECT_MEMO_MAX:
+                    self._error_subjects.clear()
+                subject = self._error_subjects[key] = self.subjects.error(*key)
+            return subject
         if isinstance(msg, DeadLetter):
             return self.subjects.dead_letter(msg.machine)
         if isinstance(msg, FloodStarted | FloodSummary | FloodEnded):

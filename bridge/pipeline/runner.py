@@ -41,7 +41,9 @@ class Sink(Protocol):
 
 
 class IngestRunner:
-    """``runner(frames)``: handle one legacy ZMQ message. Never raises, never blocks.
+    """``runner(frames)``: handle one legacy ZMQ message; ``runner.handle_batch(messages)``: handle
+    several read in one go (the ZMQ reader's way: the per-message counters are added to Prometheus
+    once per batch, before it returns). Never raises, never blocks.
 
     ``emit(msg)`` sends a bridge-made message (flood events) down the same path.
     The cutover controller sets ``to_jetstream`` (off: shadow decode and
@@ -77,12 +79,28 @@ class IngestRunner:
         self.to_jetstream = True
         self.republish: Callable[[list[bytes]], None] | None = None
         self.last_frame_at: float | None = None
+        self._tally: dict[Any, int] = {}  # counter child -> count, added to Prometheus per batch
 
     def __call__(self, frames: list[bytes]) -> None:
-        self.received += 1
-        self._m.frames_received.inc()
-        self._m.frames_received_bytes.inc(sum(map(len, frames)))
-        self.last_frame_at = time.monotonic()
+        self.handle_batch([frames])
+
+    def handle_batch(self, batch: list[list[bytes]]) -> None:
+        """Handle ``batch`` (messages in read order), then count them."""
+        nbytes = 0
+        try:
+            for frames in batch:
+                nbytes += sum(map(len, frames))
+                self._handle(frames)
+        finally:
+            self.received += len(batch)
+            self.last_frame_at = time.monotonic()
+            self._m.frames_received.inc(len(batch))
+            self._m.frames_received_bytes.inc(nbytes)
+            tally, self._tally = self._tally, {}
+            for child, n in tally.items():
+                child.inc(n)
+
+    def _handle(self, frames: list[bytes]) -> None:
         if is_reemitted(frames):
             self._m.loops_dropped.inc()
             return
@@ -126,8 +144,9 @@ class IngestRunner:
     def _count(self, msg: ErrorEvent | DeadLetter) -> None:
         if isinstance(msg, ErrorEvent):
             dialect = msg.legacy.dialect.value if msg.legacy else "native"
-            self._child("decoded", dialect).inc()
-            self._inventory_child(msg.source, dialect).inc()
+            tally = self._tally
+            for child in (self._child("decoded", dialect), self._inventory_child(msg.source, dialect)):
+                tally[child] = tally.get(child, 0) + 1
             if msg.legacy is not None and msg.legacy.raw_severity is not None and not _known(msg):
                 self._m.unknown_severity.inc()
         else:

@@ -31,6 +31,7 @@ read-only, I/O) are raised instead: that spool may be fine and is not discarded.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import time
@@ -125,11 +126,20 @@ class Spool:
         return self._open()
 
     def append(self, rows: Sequence[SpoolRow]) -> list[int]:
-        """Insert ``rows`` in one transaction; return their ``seq`` values (contiguous, in order)."""
+        """Insert ``rows`` in one transaction; return their ``seq`` values (contiguous, in order).
+
+        Multi-row ``INSERT ... VALUES (..),(..)`` statements of ``_CHUNK_ROWS`` sizes (cached,
+        reused): one ``sqlite3_step`` per chunk instead of one per row. Each step releases and
+        re-takes the GIL, which a busy event loop thread makes slow: per-row inserts took 45 us
+        of wall time per 1 KB row under a saturating burst, multi-row ones 14 us."""
         if not rows:
             return []
         with self._transaction() as db:
-            db.executemany(f"INSERT INTO spool ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+            start = 0
+            for size in _chunks(len(rows)):
+                chunk = rows[start : start + size]
+                db.execute(_insert_sql(size), [value for row in chunk for value in row])
+                start += size
             last = db.execute("SELECT last_insert_rowid()").fetchone()[0]
         return list(range(last - len(rows) + 1, last + 1))
 
@@ -203,6 +213,25 @@ class Spool:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+#: rows per multi-row INSERT, largest first (8 columns x 512 = 4096 parameters: under every
+#: SQLite's SQLITE_MAX_VARIABLE_NUMBER since 3.32, and under the old 999 limit for 64 rows)
+_CHUNK_ROWS = (512, 64, 8, 1) if sqlite3.sqlite_version_info >= (3, 32) else (64, 8, 1)
+
+
+def _chunks(n: int) -> list[int]:
+    """``n`` rows as chunk sizes from ``_CHUNK_ROWS`` (greedy: at most a few statements)."""
+    out = []
+    for size in _CHUNK_ROWS:
+        k, n = divmod(n, size)
+        out += [size] * k
+    return out
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    return f"INSERT INTO spool ({_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * rows)
 
 
 def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:

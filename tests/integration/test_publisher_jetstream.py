@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bridge.adapters.jetstream import JetStreamLink
+from bridge.adapters.jetstream import JetStreamLink, _hpub
 from bridge.adapters.nats_server import NatsServerProcess
 from bridge.config.load import parse_config
 from bridge.errors import ProvisioningError
@@ -119,3 +119,37 @@ async def test_overlapping_stream_is_refused_with_a_clear_error(nats_server: Nat
             await link.ensure_stream(CFG.stream)
     finally:
         await link.close()
+
+
+async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on_odd_headers(
+    nats_server: NatsServerProcess,
+) -> None:
+    link = JetStreamLink(CFG.nats, [nats_server.url], name="test")
+    await link.connect()
+    try:
+        await link.ensure_stream(CFG.stream)
+        nc = link.nc
+        assert nc is not None
+        sent: list[bytes] = []
+        original = nc._send_command
+
+        async def capture(cmd: bytes, priority: bool = False) -> None:
+            sent.append(bytes(cmd))
+            await original(cmd, priority)
+
+        nc._send_command = capture  # type: ignore[method-assign]
+        headers = {"Nats-Msg-Id": "lt-p001-000000007", "Busbridge-Contract": "error_event", "Busbridge-Origin": "Load PC"}
+        await nc.publish("errbus.error.T.error.s1", b'{"n":1}', reply="_INBOX.t.1", headers=headers)  # nats-py
+        await link.publish("errbus.error.T.error.s1", b'{"n":1}', "_INBOX.t.1", headers)  # raw path
+        assert len(sent) == 2 and sent[0] == sent[1]
+        assert _hpub(nc, "errbus.error.T.error.s1", b'{"n":1}', "_INBOX.t.1", headers) == sent[0]  # the raw path wrote it
+        odd = {"Nats-Msg-Id": "odd-1", "Busbridge-Origin": " padded\r\nInjected: x"}
+        await link.publish("errbus.error.T.error.s2", b"{}", "_INBOX.t.2", odd)  # nats-py sanitises it
+        await nc.publish("errbus.error.T.error.s2", b"{}", reply="_INBOX.t.2", headers=odd)
+        assert _hpub(nc, "errbus.error.T.error.s2", b"{}", "_INBOX.t.2", odd) is None
+        assert len(sent) == 4 and sent[2] == sent[3] and b"Injected" in sent[2] and b"\r\nInjected" not in sent[2]
+    finally:
+        await link.close()
+    stored = await fetch_all(nats_server.url, "ERRBUS", raw=True)
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == ["lt-p001-000000007", "odd-1"]  # copies collapsed by msg id
+    assert stored[0].headers["Busbridge-Origin"] == "Load PC" and stored[0].data == b'{"n":1}'

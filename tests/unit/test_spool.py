@@ -23,6 +23,17 @@ def test_append_read_delete_in_order(tmp_path: Path) -> None:
     spool.close()
 
 
+def test_large_append_in_multi_row_chunks_keeps_order_seqs_and_content(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append([_row(0)])
+    rows = [_row(n, rank=n % 5, at=1000.0 + n, size=n) for n in range(1, 1100)]  # 512+512+64+8+3 rows
+    seqs = spool.append(rows)
+    assert seqs == list(range(2, 1101))
+    assert [r.row for r in spool.read_after(1, 2000)] == rows
+    assert spool.stats()[:2] == (1100, 100 + sum(range(1, 1100)))
+    spool.close()
+
+
 def test_seq_is_never_reused_even_when_empty(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db")
     spool.append([_row(1), _row(2)])
