@@ -25,67 +25,17 @@ import os
 import platform
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-import nats
-
 from bridge.adapters.nats_server import NatsServerProcess
+from loadtest.bridge_watch import BridgeSampler, measure_drain, status_kib
 from loadtest.harness import BridgeProcess
 from loadtest.producer import SteadyProducer, envelope, parse_id
 from loadtest.stream import read_all
 
 __all__ = ["main"]
-
-
-class _Sampler(threading.Thread):
-    """Samples the bridge's RSS and spool depth every 0.25 s."""
-
-    def __init__(self, pid: int, admin_port: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.admin_port = pid, admin_port
-        self.rss_kib: list[int] = []
-        self.spool_peak = 0
-        self.stop_flag = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_flag.wait(0.25):
-            self.rss_kib.append(_status_kib(self.pid, "VmRSS"))
-            self.spool_peak = max(self.spool_peak, int(_metric(self.admin_port, "busbridge_spool_messages")))
-
-
-def _status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _metric(admin_port: int, name: str) -> float:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
-
-
-def _ready(admin_port: int) -> bool:
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=2).status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-async def _stream_count(url: str) -> int:
-    nc = await nats.connect(url)
-    try:
-        return (await nc.jetstream().stream_info("ERRBUS")).state.messages
-    finally:
-        await nc.close()
 
 
 async def _read_ids(url: str) -> list[str]:
@@ -108,26 +58,23 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     server.start()
     bridge = BridgeProcess(workdir, server.url, extra=args.extra, log_level="WARNING")
     bridge.start()
-    sampler = _Sampler(bridge.pid or 0, bridge.admin_port)
+    sampler = BridgeSampler(bridge.pid or 0, bridge.admin_port)
     producer = SteadyProducer(bridge.endpoint, publishers=args.publishers, rate=args.rate)
     try:
         producer.start()
         sampler.start()
         time.sleep(args.warmup)
-        rss_before = _status_kib(bridge.pid or 0, "VmRSS")
+        rss_before = status_kib(bridge.pid or 0, "VmRSS")
         server.stop()
         time.sleep(args.outage)
         server = NatsServerProcess(workdir / "nats", port=server.port)
         server.start()
-        t_restart, c_restart = time.monotonic(), asyncio.run(_stream_count(server.url))
-        while not _ready(bridge.admin_port) and time.monotonic() - t_restart < args.max_drain:
-            time.sleep(0.1)
-        t_drained, c_drained = time.monotonic(), asyncio.run(_stream_count(server.url))
+        drain = measure_drain(server.url, bridge.admin_port, args.max_drain)
         time.sleep(args.tail)
         producer.stop()
         time.sleep(3.0)
-        rss_peak = _status_kib(bridge.pid or 0, "VmHWM")
-        sampler.stop_flag.set()
+        rss_peak = status_kib(bridge.pid or 0, "VmHWM")
+        sampler.stop()
         bridge.stop()
         ids = asyncio.run(_read_ids(server.url))
     finally:
@@ -136,8 +83,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         server.stop()
     sent = {f"p{p:03d}-{n:09d}" for p, ns in enumerate(producer.sent) for n in ns}
     unique = set(ids)
-    drain_secs = t_drained - t_restart
-    drain_rate = (c_drained - c_restart) / drain_secs if drain_secs > 0 else 0.0
     return {
         "sent": len(sent),
         "stored_unique": len(unique & sent),
@@ -145,10 +90,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         "duplicated": len(ids) - len(unique),
         "out_of_order": _order_violations(ids),
         "spool_peak_messages": sampler.spool_peak,
-        "drain_secs": round(drain_secs, 2),
-        "drained": drain_secs < args.max_drain,
-        "drain_rate_per_sec": round(drain_rate),
-        "drain_rate_x_live": round(drain_rate / args.rate, 2),
+        "drain_secs": round(drain.secs, 2),
+        "drained": drain.drained,
+        "drain_rate_per_sec": round(drain.rate_per_sec),
+        "drain_rate_x_live": round(drain.rate_per_sec / args.rate, 2),
         "rss_before_outage_mib": round(rss_before / 1024, 1),
         "rss_max_sampled_mib": round(max(sampler.rss_kib or [0]) / 1024, 1),
         "rss_peak_hwm_mib": round(rss_peak / 1024, 1),

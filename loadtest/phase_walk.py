@@ -45,7 +45,11 @@ from contracts.messages import ErrorEvent, PhaseChanged
 from loadtest.producer import SteadyProducer, parse_id
 from loadtest.stream import read_all
 
-__all__ = ["PhaseWindows", "main"]
+__all__ = ["PhaseWindows", "WalkStopped", "main", "walk"]
+
+
+class WalkStopped(SystemExit):
+    """A phase switch was refused, so the walk stopped (its text names the phase and the reason)."""
 
 
 @dataclass
@@ -146,7 +150,7 @@ async def _walk(url: str, rate: float, hold: float, publishers: int, workdir: Pa
         d = bridge.phases.controller.last
         decisions.append({"to": phase, "result": d.result if d else "?", "reason": d.reason if d else ""})
         if bridge.phases.phase.value != phase:
-            raise SystemExit(f"phase walk stopped: {phase} refused: {d.reason if d else '?'}")
+            raise WalkStopped(f"phase walk stopped: {phase} refused: {d.reason if d else '?'}")
 
     async with anyio.create_task_group() as tg:
         await tg.start(_serve, bridge)
