@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -127,6 +128,29 @@ async def _one(name: str, workload: Any, params: dict[str, Any], runs: int, work
     return [await run_guarded(name, options, progress(name))]
 
 
+async def _stop_on_sigterm(job: Callable, workdir: Path, progress: Callable) -> list:
+    """``await job(workdir, progress)``; SIGTERM (``timeout``, systemd, ``kill``) cancels it like
+    Ctrl-C does, so its teardown stops every process it started, then exits with status 143."""
+    import anyio
+
+    results: list | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    print("busbridge loadtest: SIGTERM, stopping", file=sys.stderr)
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        results = await job(workdir, progress)
+        tg.cancel_scope.cancel()
+    if results is None:
+        raise SystemExit(128 + signal.SIGTERM)
+    return results
+
+
 def _execute(args: argparse.Namespace, job: Callable) -> int:
     """Run ``job(workdir, progress_factory)`` (a coroutine giving the results), then report."""
     import anyio
@@ -144,7 +168,7 @@ def _execute(args: argparse.Namespace, job: Callable) -> int:
         return displays[-1]
 
     try:
-        results = anyio.run(job, workdir, progress)
+        results = anyio.run(_stop_on_sigterm, job, workdir, progress)
     finally:
         for d in displays:
             d.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -204,3 +205,24 @@ def test_progress_display_terminal_and_plain() -> None:
     assert plain.getvalue().splitlines()[2:] == [
         "[steady] draining     2.5 s  received 1,005  10 msg/s", "[steady] draining     2.5 s  received 1,010",
     ]
+
+
+def test_sigterm_stops_the_run_and_every_process_it_started(tmp_path: Path) -> None:
+    """``timeout``/systemd/``kill`` send SIGTERM: the run is cancelled like Ctrl-C, its teardown
+    stops the nats-server, the bridge and the producer, and the exit status says so (143)."""
+    cmd = [BUSBRIDGE, "loadtest", "steady", "--rate", "300", "--duration", "60", "--no-progress", "--workdir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any("busbridge run" in c or "busbridge\x00run" in c for c in session_processes(proc.pid, 0)):
+            assert time.monotonic() < deadline and proc.poll() is None, "the bridge never started"
+            time.sleep(0.2)
+        time.sleep(1.0)  # traffic flowing
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, stderr
+    assert session_processes(proc.pid) == []
