@@ -190,7 +190,8 @@ async def _outage(env: LoadEnv, workload: Workload, p: dict[str, Any], progress:
         env.server = await anyio.to_thread.run_sync(restarted, env.server)  # LoadEnv stops this one
         traffic.stage = "draining"
         url, port, max_secs = env.server.url, env.bridge.admin_port, float(p["max_drain_secs"])
-        drain = await anyio.to_thread.run_sync(measure_drain, url, port, max_secs)
+        # abandon on Ctrl-C/SIGTERM: the teardown must not wait out max_secs of polling
+        drain = await anyio.to_thread.run_sync(measure_drain, url, port, max_secs, abandon_on_cancel=True)
         traffic.stage = "tail"
         with anyio.move_on_after(float(p["tail_secs"])):
             await traffic.finish()
