@@ -21,18 +21,16 @@ import platform
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
-
-import nats
-from nats.js.api import AckPolicy, ConsumerConfig
 
 from bridge.adapters.nats_server import NatsServerProcess
 from contracts.codec import decode
 from contracts.messages import FloodSummary
+from loadtest.bridge_watch import metric
 from loadtest.harness import BridgeProcess
 from loadtest.producer import SteadyProducer
+from loadtest.stream import read_all
 
 __all__ = ["main"]
 
@@ -49,25 +47,6 @@ def _hwm_mib(pid: int) -> float:
     return 0.0
 
 
-def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
-async def _read_all(url: str) -> list:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        total = (await js.stream_info("ERRBUS")).state.messages
-        sub = await js.pull_subscribe("errbus.>", stream="ERRBUS", config=ConsumerConfig(ack_policy=AckPolicy.NONE))
-        out: list = []
-        while len(out) < total:
-            out += [decode(m.data) for m in await sub.fetch(min(1000, total - len(out)), timeout=5)]
-        return out
-    finally:
-        await nc.close()
-
-
 def run(args: argparse.Namespace, workdir: Path) -> dict:
     server = NatsServerProcess(workdir / "nats")
     server.start()
@@ -82,11 +61,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
         producer.stop()
         time.sleep(2.0)
         cpu, wall = _cpu_secs(pid) - cpu0, time.monotonic() - t0
-        read = _metric(bridge.admin_port, "busbridge_frames_received_total")
-        dropped = _metric(bridge.admin_port, "busbridge_dropped_total")
+        read = metric(bridge.admin_port, "busbridge_frames_received_total")
+        dropped = metric(bridge.admin_port, "busbridge_dropped_total")
         hwm = _hwm_mib(pid)
         assert bridge.stop() == 0  # SIGTERM: open floods are closed with their last summary
-        stored = asyncio.run(_read_all(server.url))
+        stored = [decode(m.data) for m in asyncio.run(read_all(server.url))]
     finally:
         bridge.kill()
         server.stop()

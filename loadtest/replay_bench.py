@@ -20,7 +20,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,15 +31,10 @@ from pathlib import Path
 import zmq
 
 from loadtest.corpus import CorpusRow, default_corpus_path, load_corpus
+from loadtest.harness import free_port
 from loadtest.replay import connect_publishers, replay
 
 __all__ = ["main"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _expected_per_rep(rows: list[CorpusRow]) -> int:
@@ -101,7 +95,7 @@ def _dropped(admin_port: int) -> float:
 def one_run(rows: list[CorpusRow], repeat: int, publishers: int, timeout_secs: float) -> dict:
     expected = _expected_per_rep(rows) * repeat
     stored = -1
-    nats_port, zmq_port, admin_port = _free_port(), _free_port(), _free_port()
+    nats_port, zmq_port, admin_port = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="busbridge-bench-") as tmp:
         proc = _start_bridge(Path(tmp), nats_port, zmq_port, admin_port)
         try:
