@@ -9,6 +9,7 @@ import nats
 
 from contracts.codec import decode
 from contracts.messages import Message
+from loadtest.stream import read_all
 
 __all__ = ["StoredMessage", "fetch_all", "wait_for_count"]
 
@@ -51,28 +52,16 @@ async def wait_for_count(
 
 
 async def fetch_all(url: str, stream: str, subject: str = ">", *, raw: bool = False, **connect: Any) -> list[StoredMessage]:
-    """Every message of ``stream`` (matching ``subject``) in stream order; ``connect`` as in ``wait_for_count``."""
-    nc = await nats.connect(url, **connect)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        total = info.state.messages
-        if total == 0:
-            return []
-        filter_subject = subject if subject != ">" else info.config.subjects[0]
-        sub = await js.pull_subscribe(filter_subject, durable=None, stream=stream)
-        out: list[StoredMessage] = []
-        while len(out) < total:
-            try:
-                batch = await sub.fetch(min(1000, total - len(out)), timeout=2)
-            except nats.errors.TimeoutError:
-                break
-            for m in batch:
-                msg = None if raw else decode(m.data)
-                out.append(StoredMessage(m.metadata.sequence.stream, m.subject, dict(m.headers or {}), m.data, msg))
-                await m.ack()
-        await sub.unsubscribe()
-        return out
-    finally:
-        await nc.close()
-
+    """Every message of ``stream`` (matching ``subject``; ``>`` = the stream's first subject) in
+    stream order, through ``loadtest.stream.read_all`` (retries through elections); ``connect`` as
+    in ``wait_for_count``."""
+    if subject == ">":
+        nc = await nats.connect(url, **connect)
+        try:
+            subject = (await nc.jetstream().stream_info(stream)).config.subjects[0]
+        finally:
+            await nc.close()
+    return [
+        StoredMessage(m.metadata.sequence.stream, m.subject, dict(m.headers or {}), m.data, None if raw else decode(m.data))
+        for m in await read_all(url, stream, subject, **connect)
+    ]
