@@ -12,8 +12,11 @@ thread at a time):
 * **reader**: when the spool holds rows the publisher has not seen (after a
   restart, or while NATS was down and the publisher's window was full), reads
   them in ``seq`` order and feeds the publisher, at most ``max_replay_rate``
-  rows per second, until it catches up with the writer. Backlog drains before
-  live traffic, so per-connection order holds across an outage.
+  rows per second, until it catches up with the writer: its cursor reaches the
+  last row the writer committed (not: a read comes back empty, which under
+  steady live traffic almost never happens, as a new batch lands between any
+  two reads). Backlog drains before live traffic, so per-connection order holds
+  across an outage.
 * **deleter**: deletes acknowledged rows in batches.
 
 ``cursor`` is the highest ``seq`` handed to the publisher. Rows at or below it
@@ -133,12 +136,14 @@ class SpooledQueue:
         self._risk_logged_at = -math.inf
         self.rows, self.bytes = 0, 0
         self.cursor = 0
+        self._last_written = 0  # highest seq committed by this process's writer
         self._writing = 0
         self.caught_up = True
         self._load_state()
 
     def _load_state(self) -> None:
         self.rows, self.bytes, oldest, self._inherited_seq = self.spool.stats()
+        self._last_written = self._inherited_seq
         self.caught_up = self.rows == 0
         if self.rows:
             age = self._wall() - (oldest or self._wall())
@@ -204,6 +209,7 @@ class SpooledQueue:
         self.rows += n
         self.bytes += sum(r.size for r in rows)
         self._writing = 0
+        self._last_written = seqs[-1]
         self._m.spool_appends.inc(n)
         self._hand_off(batch)
         if self.bytes > self.max_bytes:
@@ -245,6 +251,10 @@ class SpooledQueue:
             self.cursor = seq
             fed += 1
         self._m.spool_replayed.inc(fed)
+        if fed == len(stored) and self.cursor >= self._last_written:
+            # everything committed so far is with the publisher: the writer hands off from here.
+            # An empty read is not needed (and never comes while live batches keep arriving).
+            self.caught_up = True
         if risky:
             self._m.spool_duplicate_risk.inc(risky)
             self._warn_duplicate_risk(risky)
