@@ -261,11 +261,8 @@ class PhaseRuntime:
             tg.start_soon(self.ingest.run_monitor)
         if b.republish_native and self.republisher is not None:
             tg.start_soon(self._retrying, "native re-emit", self._run_native)
-        if self.cfg.parity.enabled and b.to_jetstream and b.ingest and self._parity_endpoints():
+        if self.cfg.parity.enabled and b.to_jetstream and b.ingest:
             tg.start_soon(self._retrying, "parity tap", self._run_parity)
-
-    def _parity_endpoints(self) -> list[str]:
-        return list(self.cfg.parity.zmq_endpoints) or ([self.republish_endpoint] if self.republish_endpoint else [])
 
     async def _retrying(self, what: str, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn`` once NATS is ready; restart it after a failure (NATS errors, ...)."""
@@ -286,8 +283,16 @@ class PhaseRuntime:
         await self.native.run()
 
     async def _run_parity(self) -> None:
-        self.parity_tap = ParityTap(self.cfg, self.parity, self._parity_endpoints(), self._js())
-        await self.parity_tap.run()
+        """The parity tap; without ``parity.zmq_endpoints`` the runner feeds its ZMQ side."""
+        tap = self.parity_tap = ParityTap(self.cfg, self.parity, list(self.cfg.parity.zmq_endpoints), self._js())
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(tap.run)
+                if not tap.zmq_endpoints:
+                    self.runner.observe = tap.observe
+        finally:
+            if self.runner.observe == tap.observe:
+                self.runner.observe = None
 
     async def _watch_kv(self) -> None:
         kv = await open_bucket(self._js(), self.cfg.phase.kv_bucket, self.cfg.stream.replicas)

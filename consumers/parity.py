@@ -2,20 +2,27 @@
 
 Two taps feed one ``ParityLedger``:
 
-* **ZMQ**: a SUB socket connected to the bridge's legacy republish socket (it
-  carries the frames read on :7150 byte for byte), or to any legacy endpoints;
-  each message is decoded with the bridge's own decoder and identity rules, so
-  it gets the same msg id the bridge gives it (legacy ``error_id``, else the
-  frame hash with its occurrence counter). Frames a bridge re-emitted from
-  NATS are skipped, as the bridge skips them.
+* **ZMQ**, by default in-process: the bridge's ingest runner hands every frame
+  it decoded to ``ParityTap.observe`` (``IngestRunner.observe``), with the msg id
+  the bridge gave it (legacy ``error_id``, else the frame hash with its
+  occurrence counter), before dedup and flood control. That costs one dict
+  operation per message: the tap used to subscribe to the legacy republish
+  socket and decode every frame a second time, which cost the bridge about a
+  fifth of its throughput and a second identity table. With
+  ``parity.zmq_endpoints`` set, a SUB socket connected to those endpoints (any
+  legacy publishers, or the republish socket) is decoded with the bridge's own
+  decoder and identity rules instead: an observation of the bus that does not
+  go through this bridge's ingest. Frames a bridge re-emitted from NATS are
+  skipped either way, as the bridge skips them.
 * **JetStream**: an ordered consumer (deliver new) on the bridge machine's
   error and dead-letter subjects; only messages whose ``Busbridge-Origin``
   header is the bridge's id count (native NATS events never crossed ZMQ).
   Flood events on ``<prefix>.flood.<machine>.>`` mark fingerprints in flood.
 
-The ZMQ tap only receives once its subscription has reached the publisher
-(ZMQ's slow joiner), so JetStream ids first seen before the tap's first
-message (plus one second) are not counted as missing on the ZMQ side.
+Ids JetStream stored before the ZMQ side was live (the in-process feed starts
+after the consumer exists; a SUB only receives once its subscription reached
+the publisher, ZMQ's slow joiner), plus one second, are not counted as missing
+on the ZMQ side.
 An id seen on one side waits ``match_window_secs`` for the other; then it
 counts as missing on the other side, unless it is a ZMQ event whose
 fingerprint was in a flood (suppressed by design: counted as ``suppressed``,
@@ -52,7 +59,7 @@ from bridge.metrics import Metrics
 from bridge.pipeline.decode import LegacyDecoder
 from bridge.pipeline.identity import EventIdentity
 from contracts.codec import decode
-from contracts.messages import ErrorEvent, FloodEnded, FloodStarted, FloodSummary
+from contracts.messages import DeadLetter, ErrorEvent, FloodEnded, FloodStarted, FloodSummary
 from contracts.subjects import HEADER_MSG_ID, HEADER_ORIGIN, Subjects, sanitise_token
 
 __all__ = ["ParityLedger", "ParityStats", "ParityTap"]
@@ -187,9 +194,10 @@ class ParityLedger:
 class ParityTap:
     """Runs both taps for one bridge into a ``ParityLedger`` until cancelled.
 
-    ``zmq_endpoints``: where to connect the SUB (the republish socket).
-    ``js``: a nats-py JetStream context. Raises nats errors when the consumer
-    cannot be created (the caller retries).
+    ``zmq_endpoints``: where to connect a SUB for the ZMQ side; ``[]``: the caller feeds
+    ``observe`` with what it decoded (the bridge's runner), from when ``run`` reports started.
+    ``js``: a nats-py JetStream context. ``run`` raises nats errors when the consumer cannot be
+    created (the caller retries).
     """
 
     def __init__(self, cfg: BridgeConfig, ledger: ParityLedger, zmq_endpoints: list[str], js: Any) -> None:
@@ -198,15 +206,37 @@ class ParityTap:
         self.zmq_endpoints = zmq_endpoints
         self._js = js
         self._subjects = Subjects(cfg.stream.subject_prefix)
-        identity = EventIdentity(cfg.identity.occurrence_window_secs, cfg.identity.max_tracked, time.monotonic)
-        self._decoder = LegacyDecoder(
-            machine=cfg.machine or "", identity=identity, local_tz=ZoneInfo(cfg.legacy.local_timezone)
-        )
+        self._decoder: LegacyDecoder | None = None
+        if zmq_endpoints:  # the bridge's identity rules on frames it did not decode itself
+            identity = EventIdentity(cfg.identity.occurrence_window_secs, cfg.identity.max_tracked, time.monotonic)
+            self._decoder = LegacyDecoder(
+                machine=cfg.machine or "", identity=identity, local_tz=ZoneInfo(cfg.legacy.local_timezone)
+            )
         self.zmq_seen = 0
         self.nats_seen = 0
 
+    def observe(self, msg: ErrorEvent | DeadLetter) -> None:
+        """ZMQ side, in-process: one message the bridge read and decoded (``IngestRunner.observe``)."""
+        self.zmq_seen += 1
+        self.ledger.zmq_tap_live(_WARMUP_SECS)  # again after a reset (phase change)
+        self.ledger.saw_zmq(msg.event_id, msg.fingerprint if isinstance(msg, ErrorEvent) else "")
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Subscribe the JetStream side, then report started (the ZMQ side may begin) and run
+        until cancelled."""
         subs = await self._subscribe()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._expire_loop)
+                if self.zmq_endpoints:
+                    await tg.start(self._run_sub)
+                task_status.started()
+        finally:
+            for sub in subs:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    await sub.unsubscribe()
+
+    async def _run_sub(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         ctx = zmq.Context()
         sock = ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
@@ -216,15 +246,10 @@ class ParityTap:
             for endpoint in self.zmq_endpoints:
                 sock.connect(endpoint.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:"))
             task_status.started()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._expire_loop)
-                await read_batches(sock, self._on_batch)  # drained in batches, as the ingest socket is
+            await read_batches(sock, self._on_batch)  # drained in batches, as the ingest socket is
         finally:
             sock.close(linger=0)
             ctx.term()
-            for sub in subs:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                    await sub.unsubscribe()
 
     async def _expire_loop(self) -> None:
         while True:
@@ -238,10 +263,8 @@ class ParityTap:
     def _on_frames(self, frames: list[bytes]) -> None:
         if is_reemitted(frames):
             return
-        msg = self._decoder.decode(frames, datetime.now(UTC))
-        self.zmq_seen += 1
-        self.ledger.zmq_tap_live(_WARMUP_SECS)
-        self.ledger.saw_zmq(msg.event_id, msg.fingerprint if isinstance(msg, ErrorEvent) else "")
+        assert self._decoder is not None
+        self.observe(self._decoder.decode(frames, datetime.now(UTC)))
 
     async def _subscribe(self) -> list[Any]:
         machine, s = self.cfg.machine or "", self._subjects

@@ -362,7 +362,8 @@ class ParityConfig(_Strict):
     """Parity checker: ZMQ frames vs JetStream messages, matched by msg id."""
 
     enabled: bool = True
-    #: ZMQ endpoints to tap; [] = this bridge's republish socket
+    #: ZMQ endpoints to tap and decode (legacy publishers, or the republish socket);
+    #: [] = the frames this bridge's ingest decoded, handed over in-process (cheapest)
     zmq_endpoints: list[str] = []
     #: an id seen on one side waits this long for the other before it counts as missing
     match_window_secs: PositiveSecs = 30.0

@@ -47,7 +47,9 @@ class IngestRunner:
 
     ``emit(msg)`` sends a bridge-made message (flood events) down the same path.
     The cutover controller sets ``to_jetstream`` (off: shadow decode and
-    inventory only) and ``republish`` (frames re-sent byte for byte, or None).
+    inventory only), ``republish`` (frames re-sent byte for byte, or None) and
+    ``observe`` (the parity tap's ZMQ side: every decoded message, before dedup
+    and flood control, or None).
     ``last_frame_at``: monotonic time of the last frame read (quiet-period guard).
     """
 
@@ -78,6 +80,7 @@ class IngestRunner:
         self.received = 0
         self.to_jetstream = True
         self.republish: Callable[[list[bytes]], None] | None = None
+        self.observe: Callable[[ErrorEvent | DeadLetter], None] | None = None
         self.last_frame_at: float | None = None
         self._tally: dict[Any, int] = {}  # counter child -> count, added to Prometheus per batch
 
@@ -108,6 +111,8 @@ class IngestRunner:
             self.republish(frames)
         msg = self._decoder.decode(frames, self._now())
         self._count(msg)
+        if self.observe is not None:
+            self.observe(msg)
         if not self.to_jetstream:
             return
         if isinstance(msg, ErrorEvent) and not self._admit(msg):

@@ -1,5 +1,6 @@
 """The parity checker inside a bridge in ``dual``: 100% on a clean run, and injected loss on
-either side detected and counted (real nats-server, real ZMQ taps)."""
+either side detected and counted (real nats-server, real ZMQ). Both ZMQ sides: the default
+in-process feed from ingest, and a SUB on configured endpoints (here the republish socket)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from bridge.adapters.nats_server import NatsServerProcess
 from bridge.phase import Phase
 from contracts.subjects import HEADER_MSG_ID, HEADER_ORIGIN
+from loadtest.harness import free_port
 from loadtest.producer import envelope
 from tests.integration.test_phases import _send
 from tests.support.bridge import make_config, running_bridge
@@ -27,10 +29,16 @@ async def _settled(bridge, compared: int, timeout_secs: float = 20.0):
     return stats
 
 
-async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize("zmq_side", ["in_process", "sub_on_republish"])
+async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProcess, tmp_path: Path, zmq_side: str) -> None:
+    parity: dict = {"match_window_secs": 1.5, "window_secs": 600}
+    extra: dict = {}
+    if zmq_side == "sub_on_republish":
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        parity["zmq_endpoints"] = [endpoint]
+        extra["republish"] = {"bind_endpoint": endpoint}
     cfg = make_config(
-        nats_server.url, tmp_path, phase={"current": "dual", "guards": {"min_parity_events": 10}},
-        parity={"match_window_secs": 1.5, "window_secs": 600},
+        nats_server.url, tmp_path, phase={"current": "dual", "guards": {"min_parity_events": 10}}, parity=parity, **extra,
     )  # fmt: skip
     async with running_bridge(cfg) as bridge:
         with anyio.fail_after(15):  # both taps up: a probe frame matched
@@ -39,6 +47,9 @@ async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProces
                 await _send(bridge.zmq_endpoints[0], [envelope(9, n)])
                 n += 1
                 await anyio.sleep(0.3)
+        tap = bridge.phases.parity_tap
+        assert tap is not None and (tap.zmq_endpoints == parity.get("zmq_endpoints", []))
+        assert (bridge.runner.observe is not None) == (zmq_side == "in_process")
         await anyio.sleep(2)
         bridge.phases.parity.reset()
 
