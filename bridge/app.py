@@ -228,7 +228,7 @@ class Bridge:
         )
         self.phases = PhaseRuntime(
             self.cfg, self.metrics, self.runner, js=lambda: self.link.nc.jetstream(),  # type: ignore[union-attr]
-            nats_ready=self.nats_ready, backlog=self._held_back, publish=self.runner.publish,
+            nats_ready=self.nats_ready, backlog=self._held_back, catching_up=self._catching_up, publish=self.runner.publish,
             on_zmq_event=self._zmq_event,
         )  # fmt: skip
         stack.callback(self.phases.close)
@@ -365,13 +365,15 @@ class Bridge:
             self.metrics.dropped.labels("shutdown").inc(left)
             log.error("shutdown: %d of %d unacknowledged messages abandoned (no spool)", left, backlog)
 
+    def _catching_up(self) -> bool:
+        """NATS is unreachable or the spool drains a backlog."""
+        return self.link is None or not self.link.connected or (self.queue is not None and self.queue.draining)
+
     def _held_back(self) -> int:
         """Messages held back rather than flowing (the spool-empty guard): all of the backlog while
-        NATS is down or the spool drains, else those waiting for a retry (live in-flight ones do not count)."""
+        catching up, else those waiting for a retry (live in-flight ones do not count)."""
         assert self.publisher is not None
-        if self.link is None or not self.link.connected or (self.queue is not None and self.queue.draining):
-            return self._backlog()
-        return self.publisher.retrying
+        return self._backlog() if self._catching_up() else self.publisher.retrying
 
     def _backlog(self) -> int:
         assert self.publisher is not None

@@ -80,6 +80,7 @@ class PhaseRuntime:
         js: Callable[[], Any],
         nats_ready: anyio.Event,
         backlog: Callable[[], int],
+        catching_up: Callable[[], bool] = lambda: False,
         publish: Callable[[PhaseChanged], None],
         on_zmq_event: Callable[[str, int], None],
     ) -> None:
@@ -89,6 +90,7 @@ class PhaseRuntime:
         self._js = js
         self._nats_ready = nats_ready
         self._backlog = backlog
+        self._catching_up = catching_up
         self._on_zmq_event = on_zmq_event
         self.ingest: IngestSocket | None = None
         self.republisher: LegacyRepublisher | None = None
@@ -283,16 +285,30 @@ class PhaseRuntime:
         await self.native.run()
 
     async def _run_parity(self) -> None:
-        """The parity tap; without ``parity.zmq_endpoints`` the runner feeds its ZMQ side."""
-        tap = self.parity_tap = ParityTap(self.cfg, self.parity, list(self.cfg.parity.zmq_endpoints), self._js())
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(tap.run)
-                if not tap.zmq_endpoints:
-                    self.runner.observe = tap.observe
-        finally:
-            if self.runner.observe == tap.observe:
-                self.runner.observe = None
+        """The parity tap; without ``parity.zmq_endpoints`` the runner feeds its ZMQ side.
+
+        Paused while the bridge catches up (NATS unreachable, or the spool draining), and the
+        ledger reset: parity judges live mirroring. A backlog's messages reach JetStream after
+        the match window, so they would only count as missing; and the tap's consumer would
+        take every drained message a second time, costing the drain a fifth of its rate. The
+        backlog is accounted by the spool instead (DESIGN §2).
+        """
+        while True:
+            await _until(lambda: not self._catching_up())
+            tap = self.parity_tap = ParityTap(self.cfg, self.parity, list(self.cfg.parity.zmq_endpoints), self._js())
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(tap.run)
+                    if not tap.zmq_endpoints:
+                        self.runner.observe = tap.observe
+                    await _until(self._catching_up)
+                    tg.cancel_scope.cancel()
+            finally:
+                if self.runner.observe == tap.observe:
+                    self.runner.observe = None
+                self.parity_tap = None
+            self.parity.reset()
+            log.info("parity paused while NATS is unreachable or the spool drains (ledger reset)")
 
     async def _watch_kv(self) -> None:
         kv = await open_bucket(self._js(), self.cfg.phase.kv_bucket, self.cfg.stream.replicas)
@@ -309,3 +325,8 @@ class PhaseRuntime:
             key=key, revision=revision, at=now_utc(),
         )  # fmt: skip
         await put_json(kv, status_key(self.cfg.machine or ""), status)
+
+
+async def _until(condition: Callable[[], bool], poll_secs: float = 0.25) -> None:
+    while not condition():
+        await anyio.sleep(poll_secs)

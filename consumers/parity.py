@@ -32,8 +32,10 @@ copy, a retry) are ignored. The ratio over ``window_secs`` is
 was compared. Exported as ``busbridge_parity_*`` metrics and read by the
 ``dual -> nats_primary`` guard (``bridge.phase``).
 
-A NATS outage longer than the match window shows as ``missing_nats`` until
-the backlog drains: the guard then refuses, which is what an operator wants.
+The bridge runs the tap only while it is not catching up: during a NATS
+outage and the spool drain after it the tap is stopped and the ledger reset
+(``bridge.phase_runtime``), so the ratio reads "nothing compared" (-1) and the
+guard refuses until enough live events were compared again.
 """
 
 from __future__ import annotations

@@ -244,11 +244,11 @@ class SpooledQueue:
             self.caught_up = True
             return 0
         now, fed, risky = self._wall(), 0, 0
-        for seq, row in stored:
-            if not self.publisher.submit(_from_row(seq, row)):
+        for row in stored:
+            if not self.publisher.submit(_from_row(row)):
                 break  # room shrank while we read (retries): the rest is read again later
-            risky += self._beyond_duplicate_window(seq, row, now)
-            self.cursor = seq
+            seq = self.cursor = row[0]
+            risky += self._beyond_duplicate_window(seq, row[2], now)
             fed += 1
         self._m.spool_replayed.inc(fed)
         if fed == len(stored) and self.cursor >= self._last_written:
@@ -260,10 +260,10 @@ class SpooledQueue:
             self._warn_duplicate_risk(risky)
         return fed
 
-    def _beyond_duplicate_window(self, seq: int, row: SpoolRow, now: float) -> bool:
+    def _beyond_duplicate_window(self, seq: int, enqueued_at: float, now: float) -> bool:
         """Only rows left by a previous run may already be stored (PubAck'd, not yet deleted)."""
         window = self.duplicate_window_secs
-        return window is not None and seq <= self._inherited_seq and now - row.enqueued_at > window
+        return window is not None and seq <= self._inherited_seq and now - enqueued_at > window
 
     def _warn_duplicate_risk(self, risky: int) -> None:
         now = time.monotonic()
@@ -374,7 +374,8 @@ def _to_row(item: Outbound, now: float) -> SpoolRow:
     return SpoolRow(item.rank, now, item.kind, item.msg_id, item.subject, headers, item.payload, size)
 
 
-def _from_row(seq: int, row: SpoolRow) -> Outbound:
-    item = Outbound(row.subject, row.payload, _headers_decoder.decode(row.headers), row.kind, row.msg_id, rank=row.rank)
-    item.spool_seq, item.size = seq, row.size
+def _from_row(row: StoredRow) -> Outbound:
+    seq, rank, _, kind, msg_id, subject, headers, payload, size = row
+    item = Outbound(subject, payload, _headers_decoder.decode(headers), kind, msg_id, rank=rank)
+    item.spool_seq, item.size = seq, size
     return item

@@ -14,7 +14,7 @@ from bridge.adapters.nats_server import NatsServerProcess
 from bridge.phase import Phase
 from contracts.subjects import HEADER_MSG_ID, HEADER_ORIGIN
 from loadtest.harness import free_port
-from loadtest.producer import envelope
+from loadtest.producer import SteadyProducer, envelope
 from tests.integration.test_phases import _send
 from tests.support.bridge import make_config, running_bridge
 
@@ -90,3 +90,42 @@ async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProces
         assert reg.get_sample_value("busbridge_parity_ratio") == pytest.approx(280 / 315)
         decision = bridge.phases.request(Phase.NATS_PRIMARY, by="test")
         assert decision.result == "refused" and decision.reason.startswith("parity 0.8889 < 0.9990 over 600 s (315 events)")
+
+
+async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_path: Path) -> None:
+    """While NATS is down and the backlog drains, the tap is stopped and the ledger reset; after
+    the drain it compares live traffic again, and the outage left nothing counted as missing."""
+    store = tmp_path / "nats"
+    server = NatsServerProcess(store)
+    server.start()
+    try:
+        cfg = make_config(
+            server.url, tmp_path, phase={"current": "dual"}, parity={"match_window_secs": 1.0, "window_secs": 600},
+            nats={"reconnect_wait_secs": 0.2}, publish={"ack_timeout_secs": 1.0, "retry_max_secs": 0.5},
+        )  # fmt: skip
+        async with running_bridge(cfg) as bridge:
+            producer = SteadyProducer(bridge.zmq_endpoints[0], publishers=2, rate=300)
+            await anyio.to_thread.run_sync(producer.start)
+            try:
+                with anyio.fail_after(15):
+                    while bridge.phases.parity.stats().matched < 100:
+                        await anyio.sleep(0.1)
+                await anyio.to_thread.run_sync(server.stop)
+                with anyio.fail_after(5):  # paused: no tap, no feed, ledger reset
+                    while bridge.phases.parity_tap is not None:
+                        await anyio.sleep(0.05)
+                assert bridge.runner.observe is None and bridge.phases.parity.stats().compared == 0
+                await anyio.sleep(3.0)  # 3x the match window: a running tap would count these as missing
+                assert bridge.phases.parity_tap is None and bridge.queue.rows > 300
+                server = NatsServerProcess(store, port=server.port)
+                await anyio.to_thread.run_sync(server.start)
+                with anyio.fail_after(30):  # drained, then the tap is back and matching live events
+                    while bridge.phases.parity.stats().matched < 200:
+                        await anyio.sleep(0.1)
+                assert not bridge.queue.draining and bridge.runner.observe is not None
+            finally:
+                await anyio.to_thread.run_sync(producer.stop)
+            stats = await _settled(bridge, 200)
+        assert (stats.missing_nats, stats.missing_zmq) == (0, 0) and stats.ratio == 1.0, stats
+    finally:
+        server.stop()

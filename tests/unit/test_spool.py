@@ -17,7 +17,7 @@ def test_append_read_delete_in_order(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db")
     seqs = spool.append([_row(n) for n in range(5)])
     assert seqs == [1, 2, 3, 4, 5]
-    assert [r.row.msg_id for r in spool.read_after(2, 10)] == ["id-2", "id-3", "id-4"]
+    assert [r[4] for r in spool.read_after(2, 10)] == ["id-2", "id-3", "id-4"]
     spool.delete([1, 2])
     assert spool.stats()[:2] == (3, 300)
     spool.close()
@@ -29,7 +29,7 @@ def test_large_append_in_multi_row_chunks_keeps_order_seqs_and_content(tmp_path:
     rows = [_row(n, rank=n % 5, at=1000.0 + n, size=n) for n in range(1, 1100)]  # 512+512+64+8+3 rows
     seqs = spool.append(rows)
     assert seqs == list(range(2, 1101))
-    assert [r.row for r in spool.read_after(1, 2000)] == rows
+    assert [SpoolRow(*r[1:]) for r in spool.read_after(1, 2000)] == rows
     assert spool.stats()[:2] == (1100, 100 + sum(range(1, 1100)))
     spool.close()
 
@@ -50,7 +50,7 @@ def test_rows_survive_reopen(tmp_path: Path) -> None:
     spool.append([_row(n) for n in range(3)])
     spool.close()
     again = Spool(tmp_path / "s.db", synchronous="FULL")
-    assert [r.row.msg_id for r in again.read_after(0, 10)] == ["id-0", "id-1", "id-2"]
+    assert [r[4] for r in again.read_after(0, 10)] == ["id-0", "id-1", "id-2"]
     again.close()
 
 
@@ -60,7 +60,7 @@ def test_evict_lowest_severity_first_then_oldest_and_never_at_or_below_cursor(tm
     spool.append([_row(n, rank=r) for n, r in enumerate(ranks)])
     victims = spool.evict_lowest(after_seq=1, bytes_needed=350)
     assert [(v.seq, v.rank) for v in victims] == [(4, 0), (6, 0), (3, 1), (7, 2)]  # seq 1 is at the cursor: kept
-    assert [r.seq for r in spool.read_after(0, 10)] == [1, 2, 5]
+    assert [r[0] for r in spool.read_after(0, 10)] == [1, 2, 5]
     spool.close()
 
 
@@ -94,5 +94,5 @@ def test_delete_by_ranges_deletes_exactly_the_given_rows(tmp_path: Path) -> None
     spool = Spool(tmp_path / "s.db")
     spool.append([_row(n) for n in range(10)])
     spool.delete([5, 3, 4, 9, 1, 10])
-    assert [r.seq for r in spool.read_after(0, 20)] == [2, 6, 7, 8]
+    assert [r[0] for r in spool.read_after(0, 20)] == [2, 6, 7, 8]
     spool.close()
