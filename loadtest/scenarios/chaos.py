@@ -151,6 +151,8 @@ async def nats_outage(options: ScenarioOptions, progress: Progress) -> ScenarioR
             run = await _outage(env, workload, p, progress)
             # a backlog left over when max_drain_secs ran out is late, not lost: give it as long again
             report = await _settle(env, run.sent, progress, timeout_secs=max(120.0, float(p["max_drain_secs"])))
+            # still held when the run ends (not drained): late rather than lost; the bridge keeps them
+            left = int(metric(env.bridge.admin_port, "busbridge_spool_messages"))
         finally:
             sampler.stop()
         rss_peak = status_kib(env.bridge.pid or 0, "VmHWM")
@@ -162,7 +164,7 @@ async def nats_outage(options: ScenarioOptions, progress: Progress) -> ScenarioR
         "drain_stored": drain.stored, "drain_rate_per_sec": round(drain.rate_per_sec),
         "drain_rate_x_live": round(drain.rate_per_sec / workload.rate_per_sec, 2),
         "rss_before_outage_mib": _mib(run.rss_before_kib), "rss_max_sampled_mib": _mib(max(sampler.rss_kib or [0])),
-        "rss_peak_hwm_mib": _mib(rss_peak), "probe_reconnects": reconnects,
+        "rss_peak_hwm_mib": _mib(rss_peak), "probe_reconnects": reconnects, "spool_left_at_end": left,
     }  # fmt: skip
     checks = correctness_checks(report) + [
         _check("backlog_built", sampler.spool_peak > 0, f"peak spool backlog {sampler.spool_peak} messages"),
