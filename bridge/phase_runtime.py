@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -97,6 +98,7 @@ class PhaseRuntime:
         self.republish_endpoint = ""
         self.parity = ParityLedger(cfg.parity.match_window_secs, cfg.parity.window_secs, metrics=metrics)
         self.parity_tap: ParityTap | None = None
+        self._parity_paused_logged_at = -math.inf
         self.native: NativeReemitter | None = None
         self._started_at = time.monotonic()
         self._zmq_seen_at = self._started_at
@@ -308,7 +310,9 @@ class PhaseRuntime:
                     self.runner.observe = None
                 self.parity_tap = None
             self.parity.reset()
-            log.info("parity paused while NATS is unreachable or the spool drains (ledger reset)")
+            if time.monotonic() - self._parity_paused_logged_at > 60:  # overload can flap it: log a minute's first
+                self._parity_paused_logged_at = time.monotonic()
+                log.info("parity paused while NATS is unreachable or the spool drains (ledger reset)")
 
     async def _watch_kv(self) -> None:
         kv = await open_bucket(self._js(), self.cfg.phase.kv_bucket, self.cfg.stream.replicas)
