@@ -179,6 +179,8 @@ class JetStreamLink:
             name=self.name,
             connect_timeout=c.connect_timeout_secs,
             reconnect_time_wait=c.reconnect_wait_secs,
+            ping_interval=c.ping_interval_secs,
+            max_outstanding_pings=c.max_outstanding_pings,
             max_reconnect_attempts=-1,
             allow_reconnect=True,
             pending_size=c.reconnect_buffer_bytes,

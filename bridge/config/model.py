@@ -157,6 +157,14 @@ class NatsConfig(_Strict):
     token_env: str | None = None
     connect_timeout_secs: PositiveSecs = 5.0
     reconnect_wait_secs: PositiveSecs = 1.0
+    #: a PING to the server this often; after ``max_outstanding_pings`` unanswered the connection
+    #: is declared stale and reconnected, so a server that vanished without a TCP reset (host
+    #: powered off, cable pulled, a partition) is noticed in about ping_interval_secs x
+    #: (max_outstanding_pings + 1). nats-py's defaults (120 s, 2) take up to 6 minutes. It also
+    #: revives a connection whose nats-py read loop stopped on an unexpected error while the
+    #: socket stayed open (nats.py PR #914).
+    ping_interval_secs: PositiveSecs = 10.0
+    max_outstanding_pings: PositiveInt = 3
     #: publishes the client buffers while reconnecting, in bytes. 0 (the default) keeps
     #: per-publisher order across a reconnect: the client would flush newer buffered messages
     #: before older ones are retried. The spool holds the backlog on disk instead.
