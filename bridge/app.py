@@ -282,6 +282,9 @@ class Bridge:
             sc.max_replay_rate, sc.summary_interval_secs = cfg.spool.max_replay_rate_per_sec, cfg.spool.eviction_summary_interval_secs
         if self.publisher is not None:
             p = cfg.publish
+            # a smaller window or pending limit applies to the next send / submit: what is already
+            # in flight or pending stays; with the spool, refused messages wait on disk
+            self.publisher.max_in_flight, self.publisher.max_pending = p.max_in_flight, p.max_pending
             self.publisher.ack_timeout_secs = p.ack_timeout_secs
             self.publisher.retry_initial_secs, self.publisher.retry_max_secs = p.retry_initial_secs, p.retry_max_secs
 

@@ -43,6 +43,8 @@ LIVE_PATHS = (
     "spool.max_replay_rate_per_sec",
     "spool.eviction_summary_interval_secs",
     "publish.ack_timeout_secs",
+    "publish.max_in_flight",
+    "publish.max_pending",
     "publish.retry_initial_secs",
     "publish.retry_max_secs",
     "publish.drain_timeout_secs",

@@ -85,3 +85,31 @@ def test_sighup_reloads_a_running_process(nats_server: NatsServerProcess, tmp_pa
     finally:
         bridge.kill()
     assert "config reload applied: log_level" in bridge.log.read_text()
+
+
+async def test_publish_window_and_pending_limit_reload_live(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+    cfg = make_config(nats_server.url, tmp_path)
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(msgspec.to_builtins(cfg)))
+    async with running_bridge(cfg) as bridge:
+        reloader = ConfigReloader(path, cfg, bridge.apply_config, lambda r: bridge.metrics.config_reloads.labels(r).inc())
+        doc = msgspec.to_builtins(cfg)
+        doc["publish"].update(max_in_flight=1, max_pending=50)
+        path.write_text(yaml.safe_dump(doc))
+        assert reloader.reload() == "applied"
+        assert (bridge.publisher.max_in_flight, bridge.publisher.max_pending) == (1, 50)
+        ctx = zmq.Context()
+        [sock] = await anyio.to_thread.run_sync(connect_publishers, ctx, bridge.zmq_endpoints[0], 1)
+        peak = 0
+        try:
+            for n in range(300):
+                sock.send(envelope(3, n))
+            with anyio.fail_after(30):
+                while (stored := len(await fetch_all(nats_server.url, "ERRBUS"))) < 300:
+                    for _ in range(50):  # the window is one message at a time now
+                        peak = max(peak, bridge.publisher.in_flight)
+                        await anyio.sleep(0.001)
+        finally:
+            sock.close(linger=0)
+            ctx.term()
+        assert stored == 300 and peak == 1
