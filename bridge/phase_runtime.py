@@ -293,17 +293,19 @@ class PhaseRuntime:
         ledger reset: parity judges live mirroring. A backlog's messages reach JetStream after
         the match window, so they would only count as missing; and the tap's consumer would
         take every drained message a second time, costing the drain a fifth of its rate. The
-        backlog is accounted by the spool instead (DESIGN §2).
+        backlog is accounted by the spool instead (DESIGN §2). Catching up, or not, must last
+        ``_PARITY_HYSTERESIS_SECS`` before the tap stops or starts: a burst that fills the
+        publisher for a moment neither resets parity nor churns JetStream consumers.
         """
         while True:
-            await _until(lambda: not self._catching_up())
+            await _until(lambda: not self._catching_up(), hold_secs=_PARITY_HYSTERESIS_SECS)
             tap = self.parity_tap = ParityTap(self.cfg, self.parity, list(self.cfg.parity.zmq_endpoints), self._js())
             try:
                 async with anyio.create_task_group() as tg:
                     await tg.start(tap.run)
                     if not tap.zmq_endpoints:
                         self.runner.observe = tap.observe
-                    await _until(self._catching_up)
+                    await _until(self._catching_up, hold_secs=_PARITY_HYSTERESIS_SECS)
                     tg.cancel_scope.cancel()
             finally:
                 if self.runner.observe == tap.observe:
@@ -331,6 +333,18 @@ class PhaseRuntime:
         await put_json(kv, status_key(self.cfg.machine or ""), status)
 
 
-async def _until(condition: Callable[[], bool], poll_secs: float = 0.25) -> None:
-    while not condition():
+#: catching up (or not) must last this long before the parity tap stops (or starts again)
+_PARITY_HYSTERESIS_SECS = 2.0
+
+
+async def _until(condition: Callable[[], bool], *, hold_secs: float = 0.0, poll_secs: float = 0.25) -> None:
+    """Return once ``condition()`` was true at every poll for ``hold_secs``."""
+    since: float | None = None
+    while True:
+        if not condition():
+            since = None
+        elif since is None:
+            since = time.monotonic()
+        if since is not None and time.monotonic() - since >= hold_secs:
+            return
         await anyio.sleep(poll_secs)
