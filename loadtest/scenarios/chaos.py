@@ -13,7 +13,9 @@ an error: the rig's by ``LoadEnv``, the cluster's by ``running_cluster``.
   ``outage_secs`` and restarted on the same store dir and port; traffic goes on until the
   bridge is ready again (backlog drained) plus ``tail_secs``. ``workload.duration_secs`` caps
   the whole traffic. Reports peak spool backlog, drain time and rate (stream messages stored
-  per second from the restart until ready) as a multiple of the live rate, RSS before/peak.
+  per second from the restart until ready, live traffic included) as a multiple of the live
+  rate, the backlog's own drain rate (peak backlog / drain time) as a multiple of the live
+  rate, RSS before/peak.
 * ``bridge_crash``: SIGKILL of the bridge after ``kill_after_secs``, restarted on the same
   data dir (spool) after ``down_secs``; with ``backlog_secs`` > 0 the nats-server is stopped
   that long before the kill (and restarted with the bridge) so the crash hits a backlog on
@@ -163,6 +165,8 @@ async def nats_outage(options: ScenarioOptions, progress: Progress) -> ScenarioR
         "spool_peak_messages": sampler.spool_peak, "drain_secs": round(drain.secs, 2), "drained": drain.drained,
         "drain_stored": drain.stored, "drain_rate_per_sec": round(drain.rate_per_sec),
         "drain_rate_x_live": round(drain.rate_per_sec / workload.rate_per_sec, 2),
+        # the backlog alone (live traffic goes on meanwhile): peak backlog / drain time, over live
+        "backlog_drain_x_live": round(sampler.spool_peak / max(drain.secs, 1e-9) / workload.rate_per_sec, 2),
         "rss_before_outage_mib": _mib(run.rss_before_kib), "rss_max_sampled_mib": _mib(max(sampler.rss_kib or [0])),
         "rss_peak_hwm_mib": _mib(rss_peak), "probe_reconnects": reconnects, "spool_left_at_end": left,
     }  # fmt: skip

@@ -116,6 +116,7 @@ async def test_nats_outage_loses_nothing_and_drains(tmp_path: Path) -> None:
     assert probe is not None and probe.expected > 800 and probe.lost == 0 and probe.duplicated == 0
     assert x["spool_peak_messages"] > 0 and x["drained"] and x["drain_stored"] > 0  # the outage really backed up
     assert x["spool_left_at_end"] == 0  # read from the bridge's /metrics: drained, nothing held back
+    assert x["backlog_drain_x_live"] > 0
     assert x["rss_before_outage_mib"] > 0 and x["rss_peak_hwm_mib"] >= x["rss_before_outage_mib"]
     assert x["traffic_secs"] < 30  # stopped once drained (+ tail), not at the cap
 
