@@ -172,6 +172,9 @@ class PhaseRuntime:
                 "ratio": stats.ratio, "matched": stats.matched, "missing_nats": stats.missing_nats,
                 "missing_zmq": stats.missing_zmq, "suppressed": stats.suppressed, "pending": stats.pending,
                 "window_secs": stats.window_secs,
+                # false: not in a phase that mirrors, or paused while the bridge catches up
+                "running": self.parity_tap is not None,
+                "zmq_side": "sub " + ", ".join(self.cfg.parity.zmq_endpoints) if self.cfg.parity.zmq_endpoints else "in_process",
             },
             "ingest_endpoints": self.zmq_endpoints,
             "republish_endpoint": self.republish_endpoint or None,

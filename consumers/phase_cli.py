@@ -45,6 +45,7 @@ from bridge.fleet_phase import (
 )
 from bridge.phase import Phase
 from bridge.phase_runtime import who
+from consumers.status import parity_paused
 from consumers.tail import nats_servers
 
 __all__ = ["add_arguments", "run_phase"]
@@ -130,7 +131,8 @@ def _show(out: TextIO, args: argparse.Namespace, local: dict | None, fleet: dict
             out.write(f"  last request {last['requested']} REFUSED: {last['reason']}\n")
         par = local.get("parity") or {}
         ratio = "-" if par.get("ratio") is None else f"{par['ratio']:.4f}"
-        out.write(f"  parity {ratio} over {par.get('window_secs', 0):g} s; backlog {local['guard_inputs']['backlog']}\n")
+        paused = " (paused while catching up)" if parity_paused(local) else ""
+        out.write(f"  parity {ratio} over {par.get('window_secs', 0):g} s{paused}; backlog {local['guard_inputs']['backlog']}\n")
     if fleet is None:
         out.write(f"fleet: {problem}\n")
         return 1
@@ -198,3 +200,4 @@ async def _statuses(kv: Any) -> dict[str, PhaseStatus]:
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
     return out
+

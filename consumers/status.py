@@ -43,7 +43,9 @@ from typing import Any, TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["EXIT_NOT_READY", "EXIT_UNREACHABLE", "Reading", "admin_url", "parse_metrics", "read_admin", "render", "run_status"]
+__all__ = [
+    "EXIT_NOT_READY", "EXIT_UNREACHABLE", "Reading", "admin_url", "parity_paused", "parse_metrics", "read_admin", "render", "run_status",
+]
 
 EXIT_UNREACHABLE = 1
 EXIT_NOT_READY = 3
@@ -169,11 +171,19 @@ def _state(v: _View) -> str:
     return f"{status} ({', '.join(map(str, reasons))})" if reasons else str(status)
 
 
+def parity_paused(phase_view: dict[str, Any]) -> bool:
+    """``/phase`` (``phase_view``) says the parity tap is not running in a phase that mirrors:
+    the bridge is catching up (NATS down or the spool draining)."""
+    return phase_view.get("phase") in ("dual", "nats_primary") and (phase_view.get("parity") or {}).get("running") is False
+
+
 def _phase(v: _View) -> str:
     phase = v.now.phase.get("phase")
     if not phase:
         on = [p for p, value in v.now.labelled("busbridge_phase", "phase").items() if value == 1]
         phase = on[0] if len(on) == 1 else "-"
+    if parity_paused(v.now.phase):
+        return f"{phase}  parity paused (catching up)"
     parity = (v.now.phase.get("parity") or {}).get("ratio")
     if parity is None and "busbridge_parity_ratio" in v.now.series:
         parity = v.total("busbridge_parity_ratio")

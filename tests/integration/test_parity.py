@@ -115,6 +115,7 @@ async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_p
                     while bridge.phases.parity_tap is not None:
                         await anyio.sleep(0.05)
                 assert bridge.runner.observe is None and bridge.phases.parity.stats().compared == 0
+                assert bridge.phases.describe()["parity"]["running"] is False  # /phase says so
                 await anyio.sleep(3.0)  # 3x the match window: a running tap would count these as missing
                 assert bridge.phases.parity_tap is None and bridge.queue.rows > 300
                 server = NatsServerProcess(store, port=server.port)
@@ -123,6 +124,8 @@ async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_p
                     while bridge.phases.parity.stats().matched < 200:
                         await anyio.sleep(0.1)
                 assert not bridge.queue.draining and bridge.runner.observe is not None
+                view = bridge.phases.describe()["parity"]
+                assert view["running"] is True and view["zmq_side"] == "in_process"
             finally:
                 await anyio.to_thread.run_sync(producer.stop)
             stats = await _settled(bridge, 200)

@@ -79,6 +79,8 @@ def test_phase_from_the_phase_endpoint_else_the_metric_else_dash() -> None:
     assert _line(render(_reading(m, 0, phase={"phase": "nats_primary", "parity": {"ratio": 0.995}})), "phase") == (
         "nats_primary  parity 99.5 %"
     )
+    paused = {"phase": "dual", "parity": {"ratio": None, "running": False}}
+    assert _line(render(_reading(m, 0, phase=paused)), "phase") == "dual  parity paused (catching up)"
     m.phase.labels("dual").set(1)
     assert _line(render(_reading(m, 0)), "phase") == "dual"  # parity -1: nothing compared yet
     bare = Reading(0.0, parse_metrics("busbridge_ready 1\n"), READY, {})
@@ -97,3 +99,21 @@ def test_admin_url_reads_a_wildcard_bind_on_loopback() -> None:
     assert admin_url("0.0.0.0", 9150) == "http://127.0.0.1:9150"
     assert admin_url("192.168.100.17", 9150) == "http://192.168.100.17:9150"
     assert admin_url("::", 9150) == "http://[::1]:9150"
+
+
+def test_phase_show_says_when_parity_is_paused() -> None:
+    import argparse
+    import io
+
+    from consumers.phase_cli import _show
+
+    local = {
+        "machine": "MainPC", "phase": "dual", "source": "file", "last_request": None,
+        "parity": {"ratio": None, "window_secs": 300, "running": False}, "guard_inputs": {"backlog": 1234},
+    }  # fmt: skip
+    out = io.StringIO()
+    _show(out, argparse.Namespace(json=False), local, None, "no NATS")
+    assert "  parity - over 300 s (paused while catching up); backlog 1234\n" in out.getvalue()
+    out = io.StringIO()
+    _show(out, argparse.Namespace(json=False), local | {"parity": {"ratio": 1.0, "window_secs": 300, "running": True}}, None, "")
+    assert "  parity 1.0000 over 300 s; backlog 1234\n" in out.getvalue()
