@@ -200,4 +200,3 @@ async def _statuses(kv: Any) -> dict[str, PhaseStatus]:
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
     return out
-

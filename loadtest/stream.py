@@ -26,34 +26,37 @@ async def read_all(
     """Every message of ``stream`` matching ``subject``, in stream order, each once.
 
     Reads through an ephemeral R1 in-memory pull consumer without acks, so it needs no quorum
-    beyond the stream's own. Consumer creation and fetches that time out or get a 503 (an
-    election in progress) are retried for up to ``retry_window_secs``; after that the read stops
-    and returns what it has (the caller's count check then fails loudly). ``connect``: extra
+    beyond the stream's own, as many messages as the consumer had pending when created.
+    Consumer creation and fetches that time out or get a 503 (an election in progress) are
+    retried until ``retry_window_secs`` pass without progress; then the read stops and returns
+    what it has (the caller's count check then fails loudly). ``connect``: extra
     ``nats.connect`` options (credentials, TLS).
     """
     servers = url if isinstance(url, list) else [url]
     nc = await nats.connect(servers=servers, **connect)
     try:
         js = nc.jetstream()
-        deadline = anyio.current_time() + retry_window_secs
-        total = (await _retrying(deadline, lambda: js.stream_info(stream))).state.messages
-        if total == 0:
-            return []
         out: list[Msg] = []
-        while len(out) < total:
+        deadline = anyio.current_time() + retry_window_secs
+        while True:
             start = out[-1].metadata.sequence.stream + 1 if out else None
             sub = await _retrying(deadline, lambda: js.pull_subscribe(subject, stream=stream, config=_config(start)))
             try:
-                while len(out) < total:
+                left = (await _retrying(deadline, sub.consumer_info)).num_pending  # matching ``subject``
+                while left > 0:
                     try:
-                        out += await sub.fetch(min(5000, total - len(out)), timeout=5)
+                        batch = await sub.fetch(min(5000, left), timeout=5)
                     except _TRANSIENT:
                         break  # a new consumer from the last sequence read, or give up at the deadline
+                    out += batch
+                    left -= len(batch)
+                    deadline = anyio.current_time() + retry_window_secs  # progress: a fresh retry window
+                else:
+                    return out
             finally:
                 await _quietly(sub.unsubscribe())
             if anyio.current_time() > deadline:
-                break
-        return out
+                return out
     finally:
         await nc.close()
 
