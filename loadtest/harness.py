@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from bridge.adapters.nats_server import terminate
+
 __all__ = ["BUSBRIDGE", "BridgeProcess", "free_port"]
 
 BUSBRIDGE = str(Path(sys.executable).with_name("busbridge"))
@@ -94,11 +96,5 @@ class BridgeProcess:
         """SIGTERM and wait; returns the exit status."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout_secs)
         return self.proc.returncode

@@ -33,6 +33,7 @@ import nats.js.errors
 import zmq
 import zmq.asyncio
 
+from bridge.adapters.nats_server import terminate
 from bridge.config.model import ZmqConfig
 from loadtest.baselines import BridgeEncoder
 from loadtest.harness import free_port
@@ -121,13 +122,8 @@ class NaiveBridgeProcess:
 
     def stop(self, timeout_secs: float = 10.0) -> dict[str, int]:
         """Stop the child (idempotent); its stats, or ``{}`` when it left none."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, timeout_secs)
         try:
             return json.loads(self._stats.read_text())
         except (OSError, ValueError):

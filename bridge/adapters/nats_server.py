@@ -18,16 +18,16 @@ import collections
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sysconfig
 import threading
 import time
+from typing import Any
 from pathlib import Path
 
 from bridge.errors import EmbeddedServerError
 
-__all__ = ["NatsServerProcess", "find_nats_server"]
+__all__ = ["NatsServerProcess", "find_nats_server", "terminate"]
 
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY = "Server is ready"
@@ -148,13 +148,7 @@ class NatsServerProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_secs)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout_secs)
         if self._reader is not None:
             self._reader.join(timeout=2)
         if proc.stderr is not None:
@@ -172,3 +166,14 @@ class NatsServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def terminate(proc: subprocess.Popen[Any], timeout_secs: float) -> None:
+    """SIGTERM ``proc`` if it still runs, wait up to ``timeout_secs``, then SIGKILL and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_secs)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
