@@ -235,15 +235,19 @@ def _json(rows: list[FleetRow]) -> str:
 
 
 async def read_bucket(kv: KeyValue, timeout_secs: float = READ_TIMEOUT_SECS) -> list[tuple[str, bytes, datetime | None]]:
-    """Every live key of ``kv`` as ``(key, value, stored_at)`` (server time, UTC)."""
+    """Every live key of ``kv`` once, as ``(key, value, stored_at)`` (server time, UTC), its
+    newest revision: a key written again while the watcher reads the initial values (a bridge's
+    heartbeat every few seconds) arrives twice before the end-of-initial-values marker."""
     watcher = await kv.watchall(ignore_deletes=True)
-    entries = []
+    newest: dict[str, Any] = {}
     try:
         while (entry := await watcher.updates(timeout=timeout_secs)) is not None:
-            entries.append((entry.key, entry.value or b"", entry.created))
+            seen = newest.get(entry.key)
+            if seen is None or (entry.revision or 0) >= (seen.revision or 0):
+                newest[entry.key] = entry
     finally:
         await watcher.stop()
-    return entries
+    return [(e.key, e.value or b"", e.created) for e in newest.values()]
 
 
 async def _connect(cfg: BridgeConfig) -> Client:

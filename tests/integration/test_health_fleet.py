@@ -282,7 +282,7 @@ async def test_watch_refreshes_until_interrupted(nats_server: NatsServerProcess,
             proc.send_signal(signal.SIGINT)
             assert await proc.wait() == 130
     snapshots = [json.loads(line) for line in lines]
-    assert all(len(s) == 1 and s[0]["key"] == "bridge.solo.solo" for s in snapshots)
+    assert all(len(s) == 1 and s[0]["key"] == "bridge.solo.solo" for s in snapshots), snapshots
     assert len({s[0]["report"]["event_id"] for s in snapshots}) >= 2  # refreshed: newer heartbeats came in
 
 

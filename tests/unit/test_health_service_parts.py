@@ -226,3 +226,30 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPa
     assert _use_colour(Tty()) and not _use_colour(object())  # type: ignore[arg-type]
     monkeypatch.setenv("NO_COLOR", "1")
     assert not _use_colour(Tty())  # type: ignore[arg-type]
+
+
+async def test_read_bucket_gives_each_key_once_at_its_newest_revision() -> None:
+    """A heartbeat written while the watcher reads the initial values arrives twice."""
+    from types import SimpleNamespace
+
+    from consumers.health_view import read_bucket
+
+    entries = [
+        SimpleNamespace(key="bridge.m.a", value=b"old", created=None, revision=3),
+        SimpleNamespace(key="agent.m.x", value=b"x", created=None, revision=4),
+        SimpleNamespace(key="bridge.m.a", value=b"new", created=None, revision=5),
+        None,  # nats-py's end of the initial values
+    ]
+
+    class Watcher:
+        async def updates(self, timeout: float) -> object:
+            return entries.pop(0)
+
+        async def stop(self) -> None:
+            pass
+
+    class Bucket:
+        async def watchall(self, ignore_deletes: bool) -> Watcher:
+            return Watcher()
+
+    assert await read_bucket(Bucket()) == [("bridge.m.a", b"new", None), ("agent.m.x", b"x", None)]  # type: ignore[arg-type]
