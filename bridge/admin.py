@@ -34,9 +34,13 @@ class AdminServer:
     """Serves the admin endpoints on ``host:port`` (0: any free port; see ``self.port``)."""
 
     def __init__(
-        self, metrics: Metrics, readiness: Readiness, host: str, port: int,
+        self,
+        metrics: Metrics,
+        readiness: Readiness,
+        host: str,
+        port: int,
         phase: Callable[[], dict[str, Any]] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._metrics = metrics
         self._readiness = readiness
         self._phase = phase

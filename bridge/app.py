@@ -36,12 +36,12 @@ import anyio.abc
 from bridge.adapters.jetstream import JetStreamLink
 from bridge.adapters.nats_server import NatsServerProcess
 from bridge.adapters.zmq import IngestSocket
-from bridge.phase_runtime import PhaseRuntime
 from bridge.admin import AdminServer
 from bridge.config.flood import flood_rules
 from bridge.config.model import BridgeConfig
 from bridge.health.service import HealthService
 from bridge.metrics import Metrics
+from bridge.phase_runtime import PhaseRuntime
 from bridge.pipeline.buffering import SpooledQueue
 from bridge.pipeline.decode import LegacyDecoder
 from bridge.pipeline.dedup import DedupWindow
@@ -102,7 +102,9 @@ class Bridge:
         """Begin a graceful shutdown (idempotent, callable from any task)."""
         self._stop.set()
 
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[Bridge] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[Bridge] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run until ``request_stop``; see the module note for the order of things."""
         async with AsyncExitStack() as stack:
             await self._start_link(stack)
@@ -133,7 +135,12 @@ class Bridge:
         if not servers:
             servers = [await self._start_embedded(stack)]
         self.nats_url = servers[0]
-        link = JetStreamLink(self.cfg.nats, servers, name=f"busbridge-{self.cfg.bridge_id}", on_state=self._nats_state)
+        link = JetStreamLink(
+            self.cfg.nats,
+            servers,
+            name=f"busbridge-{self.cfg.bridge_id}",
+            on_state=self._nats_state,
+        )
         stack.push_async_callback(link.close)
         self.link = link
 
@@ -146,18 +153,29 @@ class Bridge:
         await self.link.subscribe_acks(self._ack_prefix, self.publisher.on_ack)
         builder.max_payload_bytes = self.link.max_payload
         if self.queue is not None:
-            self.queue.duplicate_window_secs = self.stream_config.get("duplicate_window", 0) / 1e9 or None
+            self.queue.duplicate_window_secs = (
+                self.stream_config.get("duplicate_window", 0) / 1e9 or None
+            )
         self._acks_ready = True
         self.nats_ready.set()
         self.publisher.resume()
-        log.info("NATS %s, stream %s ready (max_payload %d B)", self.nats_url, self.cfg.stream.name, self.link.max_payload)
+        log.info(
+            "NATS %s, stream %s ready (max_payload %d B)",
+            self.nats_url,
+            self.cfg.stream.name,
+            self.link.max_payload,
+        )
         await self._probe_loop()
 
     async def _start_embedded(self, stack: AsyncExitStack) -> str:
         emb = self.cfg.nats.embedded
         store = Path(emb.store_dir) if emb.store_dir else Path(self.cfg.data_dir) / "nats"
         server = NatsServerProcess(
-            store, binary=emb.binary, host=emb.host, port=emb.port, max_payload_bytes=emb.max_payload_bytes
+            store,
+            binary=emb.binary,
+            host=emb.host,
+            port=emb.port,
+            max_payload_bytes=emb.max_payload_bytes,
         )
         url = await anyio.to_thread.run_sync(server.start, emb.startup_timeout_secs)
         stack.push_async_callback(anyio.to_thread.run_sync, server.stop)
@@ -189,7 +207,12 @@ class Bridge:
     def _builder(self) -> OutboundBuilder:
         """Until NATS is reached, ``max_payload`` is the embedded server's configured one (else
         NATS' default 1 MiB); the server's own value replaces it once connected."""
-        return OutboundBuilder(self.subjects, self.cfg.bridge_id or "", self.cfg.nats.embedded.max_payload_bytes, self.metrics)
+        return OutboundBuilder(
+            self.subjects,
+            self.cfg.bridge_id or "",
+            self.cfg.nats.embedded.max_payload_bytes,
+            self.metrics,
+        )
 
     async def _start_spool(self, builder: OutboundBuilder) -> None:
         sc = self.cfg.spool
@@ -198,18 +221,20 @@ class Bridge:
         assert self.publisher is not None
         path = Path(sc.path) if sc.path else Path(self.cfg.data_dir) / "spool.db"
         spool = await anyio.to_thread.run_sync(Spool, path, sc.synchronous.value)
-        self.queue = await anyio.to_thread.run_sync(lambda: SpooledQueue(  # reads the spool's totals
-            spool,
-            self.publisher,
-            self.metrics,
-            staging_max=sc.staging_max,
-            batch_max=sc.batch_max,
-            max_bytes=sc.max_bytes,
-            max_age_secs=sc.max_age_secs,
-            max_replay_rate=sc.max_replay_rate_per_sec,
-            summary_factory=lambda tally: builder.build(eviction_summary(tally, self.cfg)),
-            summary_interval_secs=sc.eviction_summary_interval_secs,
-        ))
+        self.queue = await anyio.to_thread.run_sync(
+            lambda: SpooledQueue(  # reads the spool's totals
+                spool,
+                self.publisher,
+                self.metrics,
+                staging_max=sc.staging_max,
+                batch_max=sc.batch_max,
+                max_bytes=sc.max_bytes,
+                max_age_secs=sc.max_age_secs,
+                max_replay_rate=sc.max_replay_rate_per_sec,
+                summary_factory=lambda tally: builder.build(eviction_summary(tally, self.cfg)),
+                summary_interval_secs=sc.eviction_summary_interval_secs,
+            )
+        )
         self.publisher.on_done = self.queue.on_done
         log.info("spool %s: %d messages waiting (%d B)", path, self.queue.rows, self.queue.bytes)
 
@@ -219,18 +244,37 @@ class Bridge:
             self.cfg.identity.occurrence_window_secs, self.cfg.identity.max_tracked, time.monotonic
         )
         decoder = LegacyDecoder(
-            machine=self.cfg.machine or "", identity=identity, local_tz=ZoneInfo(self.cfg.legacy.local_timezone),
-            max_frame_bytes=self.cfg.zmq.max_frame_bytes, oversized_keep_bytes=self.cfg.zmq.oversized_keep_bytes,
-        )  # fmt: skip
-        sink, drop_reason = (self.queue, "spool_staging_full") if self.queue is not None else (self.publisher, "pending_full")
+            machine=self.cfg.machine or "",
+            identity=identity,
+            local_tz=ZoneInfo(self.cfg.legacy.local_timezone),
+            max_frame_bytes=self.cfg.zmq.max_frame_bytes,
+            oversized_keep_bytes=self.cfg.zmq.oversized_keep_bytes,
+        )
+        sink, drop_reason = (
+            (self.queue, "spool_staging_full")
+            if self.queue is not None
+            else (self.publisher, "pending_full")
+        )
         self.runner = IngestRunner(
-            decoder, builder, sink, self.metrics, dedup=self._dedup(), flood=self._flood(), drop_reason=drop_reason
+            decoder,
+            builder,
+            sink,
+            self.metrics,
+            dedup=self._dedup(),
+            flood=self._flood(),
+            drop_reason=drop_reason,
         )
         self.phases = PhaseRuntime(
-            self.cfg, self.metrics, self.runner, js=lambda: self.link.nc.jetstream(),  # type: ignore[union-attr]
-            nats_ready=self.nats_ready, backlog=self._held_back, catching_up=self._catching_up, publish=self.runner.publish,
+            self.cfg,
+            self.metrics,
+            self.runner,
+            js=lambda: self.link.nc.jetstream(),  # type: ignore[union-attr]
+            nats_ready=self.nats_ready,
+            backlog=self._held_back,
+            catching_up=self._catching_up,
+            publish=self.runner.publish,
             on_zmq_event=self._zmq_event,
-        )  # fmt: skip
+        )
         stack.callback(self.phases.close)
         self.phases.open()
 
@@ -264,7 +308,9 @@ class Bridge:
                 for event in flood.tick():
                     self.runner.emit(event)
             self.metrics.floods_active.set(flood.active_floods if flood is not None else 0)
-            self.metrics.identity_evicted_in_window.set(self._identity.evicted_in_window if self._identity else 0)
+            self.metrics.identity_evicted_in_window.set(
+                self._identity.evicted_in_window if self._identity else 0
+            )
 
     def apply_config(self, cfg: BridgeConfig, live: list[str]) -> None:
         """Apply a reloaded config whose changed ``live`` paths may change at run time
@@ -279,14 +325,23 @@ class Bridge:
         if self.queue is not None:
             sc = self.queue
             sc.max_bytes, sc.max_age_secs = cfg.spool.max_bytes, cfg.spool.max_age_secs
-            sc.max_replay_rate, sc.summary_interval_secs = cfg.spool.max_replay_rate_per_sec, cfg.spool.eviction_summary_interval_secs
+            sc.max_replay_rate, sc.summary_interval_secs = (
+                cfg.spool.max_replay_rate_per_sec,
+                cfg.spool.eviction_summary_interval_secs,
+            )
         if self.publisher is not None:
             p = cfg.publish
             # a smaller window or pending limit applies to the next send / submit: what is already
             # in flight or pending stays; with the spool, refused messages wait on disk
-            self.publisher.max_in_flight, self.publisher.max_pending = p.max_in_flight, p.max_pending
+            self.publisher.max_in_flight, self.publisher.max_pending = (
+                p.max_in_flight,
+                p.max_pending,
+            )
             self.publisher.ack_timeout_secs = p.ack_timeout_secs
-            self.publisher.retry_initial_secs, self.publisher.retry_max_secs = p.retry_initial_secs, p.retry_max_secs
+            self.publisher.retry_initial_secs, self.publisher.retry_max_secs = (
+                p.retry_initial_secs,
+                p.retry_max_secs,
+            )
 
     def _apply_flood(self) -> None:
         assert self.runner is not None
@@ -301,15 +356,22 @@ class Bridge:
         else:
             gate.update_rules(*flood_rules(f))
             gate.reconfigure(
-                summary_interval_secs=f.summary_interval_secs, max_fingerprints=f.max_fingerprints,
-                suppress_critical=f.suppress_critical, global_max_per_sec=f.global_max_per_sec,
-            )  # fmt: skip
+                summary_interval_secs=f.summary_interval_secs,
+                max_fingerprints=f.max_fingerprints,
+                suppress_critical=f.suppress_critical,
+                global_max_per_sec=f.global_max_per_sec,
+            )
 
     async def _run_health(self) -> None:
         """Heartbeat and agent probes (``bridge.health.service``): never blocks ingest, survives NATS outages."""
         assert self.link is not None
         self.health = HealthService(
-            self.cfg, self.link, self.metrics, readiness=self.readiness, phase=self._phase_name, nats_ready=self.nats_ready
+            self.cfg,
+            self.link,
+            self.metrics,
+            readiness=self.readiness,
+            phase=self._phase_name,
+            nats_ready=self.nats_ready,
         )
         await self.health.run()
 
@@ -327,7 +389,11 @@ class Bridge:
         if not a.enabled:
             return
         self.admin = AdminServer(
-            self.metrics, self.readiness, a.host, a.port, phase=self.phases.describe if self.phases else None
+            self.metrics,
+            self.readiness,
+            a.host,
+            a.port,
+            phase=self.phases.describe if self.phases else None,
         )
         await self.admin.start()
         stack.push_async_callback(self.admin.stop)
@@ -340,9 +406,11 @@ class Bridge:
             ingest_tg.start_soon(self.phases.run)
             task_status.started(self)
             log.info(
-                "bridge %s running in phase %s; ZMQ %s", self.cfg.bridge_id, self.phases.phase.value,
+                "bridge %s running in phase %s; ZMQ %s",
+                self.cfg.bridge_id,
+                self.phases.phase.value,
                 ", ".join(self.zmq_endpoints) or "closed",
-            )  # fmt: skip
+            )
             await self._stop.wait()
             ingest_tg.cancel_scope.cancel()
         self.phases.close()  # stop reading and release the ports before draining
@@ -363,14 +431,24 @@ class Bridge:
         if not left:
             log.info("shutdown: drained %d messages", backlog)
         elif self.queue is not None:
-            log.warning("shutdown: %d of %d messages not yet acknowledged stay in the spool for the next start", left, backlog)
+            log.warning(
+                "shutdown: %d of %d messages not yet acknowledged stay in the spool for the next start",
+                left,
+                backlog,
+            )
         else:
             self.metrics.dropped.labels("shutdown").inc(left)
-            log.error("shutdown: %d of %d unacknowledged messages abandoned (no spool)", left, backlog)
+            log.error(
+                "shutdown: %d of %d unacknowledged messages abandoned (no spool)", left, backlog
+            )
 
     def _catching_up(self) -> bool:
         """NATS is unreachable or the spool drains a backlog."""
-        return self.link is None or not self.link.connected or (self.queue is not None and self.queue.draining)
+        return (
+            self.link is None
+            or not self.link.connected
+            or (self.queue is not None and self.queue.draining)
+        )
 
     def _held_back(self) -> int:
         """Messages held back rather than flowing (the spool-empty guard): all of the backlog while
@@ -388,9 +466,9 @@ class Bridge:
         while True:
             interval = self.cfg.admin.probe_interval_secs
             last_ack = self.publisher.last_ack_at
-            if last_ack is None or time.monotonic() - last_ack > interval:
-                if await self.link.probe():
-                    self._last_probe_ok = time.monotonic()
+            stale = last_ack is None or time.monotonic() - last_ack > interval
+            if stale and await self.link.probe():
+                self._last_probe_ok = time.monotonic()
             await anyio.sleep(interval)
 
     def _phase_reads_zmq(self) -> bool:
@@ -408,12 +486,19 @@ class Bridge:
             reasons.append("nats_disconnected")
         if self.queue is not None and self.queue.draining:
             reasons.append("spool_backlog")
-        fresh = max(self._last_probe_ok or -math.inf, (self.publisher and self.publisher.last_ack_at) or -math.inf)
+        fresh = max(
+            self._last_probe_ok or -math.inf,
+            (self.publisher and self.publisher.last_ack_at) or -math.inf,
+        )
         if time.monotonic() - fresh > self.cfg.admin.ready_max_age_secs:
             reasons.append("no_recent_puback_or_probe")
         if (self.ingest is None or not self.zmq_endpoints) and self._phase_reads_zmq():
             reasons.append("ingest_closed")
-        degraded = bool(reasons) and set(reasons) <= {"nats_disconnected", "spool_backlog", "no_recent_puback_or_probe"}
+        degraded = bool(reasons) and set(reasons) <= {
+            "nats_disconnected",
+            "spool_backlog",
+            "no_recent_puback_or_probe",
+        }
         details = {
             "reasons": reasons,
             "degraded": degraded and self.queue is not None,

@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
 def _add_phase(sub: argparse._SubParsersAction) -> None:
     from consumers.phase_cli import add_arguments
 
-    p = sub.add_parser("phase", help="show or set the cutover phase (this machine, or the fleet via NATS KV)")
+    p = sub.add_parser(
+        "phase", help="show or set the cutover phase (this machine, or the fleet via NATS KV)"
+    )
     add_arguments(p, _config_args)
     p.set_defaults(func=_cmd_phase)
 
@@ -97,10 +99,26 @@ def _cmd_phase(args: argparse.Namespace) -> int:
 
 
 def _add_status(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="one screen: phase, rates, spool, NATS, publishers, floods (admin endpoint)")
-    p.add_argument("-c", "--config", default=os.environ.get(ENV_CONFIG), help=f"YAML config file: its admin.host/port (env {ENV_CONFIG})")
-    p.add_argument("--admin", metavar="URL", help="admin endpoint URL instead of the config's, e.g. http://192.168.100.17:9150")
-    p.add_argument("--interval-secs", type=float, default=1.0, help="rates: seconds between two reads of /metrics (0: totals only)")
+    p = sub.add_parser(
+        "status", help="one screen: phase, rates, spool, NATS, publishers, floods (admin endpoint)"
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get(ENV_CONFIG),
+        help=f"YAML config file: its admin.host/port (env {ENV_CONFIG})",
+    )
+    p.add_argument(
+        "--admin",
+        metavar="URL",
+        help="admin endpoint URL instead of the config's, e.g. http://192.168.100.17:9150",
+    )
+    p.add_argument(
+        "--interval-secs",
+        type=float,
+        default=1.0,
+        help="rates: seconds between two reads of /metrics (0: totals only)",
+    )
     p.add_argument("--timeout-secs", type=float, default=5.0, help="HTTP timeout per request")
     p.set_defaults(func=_cmd_status)
 
@@ -113,19 +131,34 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if not url:
         cfg = load_config(args.config)
         if not cfg.admin.enabled or cfg.admin.port == 0:
-            raise ConfigError(args.config or "<defaults>", ["admin: enabled with a fixed port is needed (or pass --admin URL)"])
+            raise ConfigError(
+                args.config or "<defaults>",
+                ["admin: enabled with a fixed port is needed (or pass --admin URL)"],
+            )
         url, machine = admin_url(cfg.admin.host, cfg.admin.port), cfg.machine
-    return run_status(url.rstrip("/"), interval_secs=args.interval_secs, timeout_secs=args.timeout_secs, machine=machine)
+    return run_status(
+        url.rstrip("/"),
+        interval_secs=args.interval_secs,
+        timeout_secs=args.timeout_secs,
+        machine=machine,
+    )
 
 
 def _add_keys(sub: argparse._SubParsersAction) -> None:
     from bridge.keys import add_arguments
 
-    add_arguments(sub.add_parser("keys", help="ZMQ CURVE key pairs for the ingest socket (zmq.curve)"))
+    add_arguments(
+        sub.add_parser("keys", help="ZMQ CURVE key pairs for the ingest socket (zmq.curve)")
+    )
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", default=os.environ.get(ENV_CONFIG), help=f"YAML config file (env {ENV_CONFIG})")
+    p.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get(ENV_CONFIG),
+        help=f"YAML config file (env {ENV_CONFIG})",
+    )
     p.add_argument(
         "--nats-url",
         default=os.environ.get(ENV_NATS_URL),
@@ -134,7 +167,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the bridge (embedded nats-server unless a NATS URL is configured)")
+    p = sub.add_parser(
+        "run", help="run the bridge (embedded nats-server unless a NATS URL is configured)"
+    )
     _config_args(p)
     p.add_argument("--zmq-endpoint", help="override zmq.bind_endpoint, e.g. tcp://*:7150")
     p.add_argument("--machine", help="override machine")
@@ -146,7 +181,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check-config", help="validate a config file; list every problem")
     p.add_argument("file")
-    p.add_argument("--show", action="store_true", help="print the effective configuration as YAML-compatible JSON")
+    p.add_argument(
+        "--show",
+        action="store_true",
+        help="print the effective configuration as YAML-compatible JSON",
+    )
     p.set_defaults(func=_cmd_check)
 
 
@@ -160,7 +199,9 @@ def _add_tail(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_stream_json(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stream-json", help="print the stream definition as JSON (for `nats stream add --config`)")
+    p = sub.add_parser(
+        "stream-json", help="print the stream definition as JSON (for `nats stream add --config`)"
+    )
     p.add_argument("-c", "--config", default=os.environ.get(ENV_CONFIG), help="YAML config file")
     p.set_defaults(func=_cmd_stream_json)
 
@@ -174,9 +215,12 @@ def _cmd_stream_json(args: argparse.Namespace) -> int:
 
 def _add_kv_json(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "kv-json", help="print a KV bucket's stream definition as JSON (for `nats stream add --config`)"
+        "kv-json",
+        help="print a KV bucket's stream definition as JSON (for `nats stream add --config`)",
     )
-    p.add_argument("bucket", choices=["phase", "health"], help="phase: cutover requests; health: fleet health")
+    p.add_argument(
+        "bucket", choices=["phase", "health"], help="phase: cutover requests; health: fleet health"
+    )
     p.add_argument("-c", "--config", default=os.environ.get(ENV_CONFIG), help="YAML config file")
     p.set_defaults(func=_cmd_kv_json)
 
@@ -206,7 +250,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 def _add_loadtest(sub: argparse._SubParsersAction) -> None:
     from loadtest.cli import add_arguments
 
-    p = sub.add_parser("loadtest", help="run a load/chaos scenario or the CI profile; progress, table, JSON, plot")
+    p = sub.add_parser(
+        "loadtest", help="run a load/chaos scenario or the CI profile; progress, table, JSON, plot"
+    )
     add_arguments(p)
     p.set_defaults(func=_cmd_loadtest)
 
@@ -234,9 +280,13 @@ def with_overrides(cfg: BridgeConfig, args: argparse.Namespace) -> BridgeConfig:
     }
     cfg = msgspec.structs.replace(cfg, **{k: v for k, v in overrides.items() if v})
     if getattr(args, "zmq_endpoint", None):
-        cfg = msgspec.structs.replace(cfg, zmq=msgspec.structs.replace(cfg.zmq, bind_endpoint=args.zmq_endpoint))
+        cfg = msgspec.structs.replace(
+            cfg, zmq=msgspec.structs.replace(cfg.zmq, bind_endpoint=args.zmq_endpoint)
+        )
     if getattr(args, "admin_port", None) is not None:
-        cfg = msgspec.structs.replace(cfg, admin=msgspec.structs.replace(cfg.admin, port=args.admin_port))
+        cfg = msgspec.structs.replace(
+            cfg, admin=msgspec.structs.replace(cfg.admin, port=args.admin_port)
+        )
     return _revalidate(cfg, args.config or "<defaults>")
 
 
@@ -263,7 +313,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     reloader = None
     if args.config:
         count = lambda result: bridge.metrics.config_reloads.labels(result).inc()  # noqa: E731
-        reloader = ConfigReloader(args.config, cfg, bridge.apply_config, count, lambda c: with_overrides(c, args))
+        reloader = ConfigReloader(
+            args.config, cfg, bridge.apply_config, count, lambda c: with_overrides(c, args)
+        )
 
     async def serve() -> None:
         async with anyio.create_task_group() as tg:
@@ -297,7 +349,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
         print(msgspec.json.format(msgspec.json.encode(redacted(cfg)), indent=2).decode())
     else:
-        print(f"{args.file}: ok (machine {cfg.machine}, stream {cfg.stream.name}, zmq {cfg.zmq.mode.value})")
+        print(
+            f"{args.file}: ok (machine {cfg.machine}, stream {cfg.stream.name}, zmq {cfg.zmq.mode.value})"
+        )
     return 0
 
 
@@ -312,7 +366,9 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 def _add_health(sub: argparse._SubParsersAction) -> None:
     from consumers.health_view import add_arguments
 
-    p = sub.add_parser("health", help="fleet health (every bridge and legacy agent) from the health KV bucket")
+    p = sub.add_parser(
+        "health", help="fleet health (every bridge and legacy agent) from the health KV bucket"
+    )
     _config_args(p)
     add_arguments(p)
     p.set_defaults(func=_cmd_health)
@@ -334,7 +390,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     install_log_redaction()  # resolved secrets and URL credentials never reach a log line
 
 

@@ -110,22 +110,39 @@ class CutoverController:
 
     def _decide(self, check: TransitionCheck, target: Phase, by: str) -> Decision:
         if not check.allowed:
-            log.warning("phase %s -> %s refused (%s): %s", self.phase.value, target.value, by, check.reason)
+            log.warning(
+                "phase %s -> %s refused (%s): %s", self.phase.value, target.value, by, check.reason
+            )
             return Decision("refused", self.phase, target, check.reason, check.guards, by)
         old, self.phase = self.phase, target
         self._set_metric()
         self._persist(by)
         self._publish(self._event(old.value, target, by, check.forced, check.guards))
         result = "forced" if check.forced else "applied"
-        log.warning("phase %s -> %s (%s%s)", old.value, target.value, by, ", guards overridden" if check.forced else "")
+        log.warning(
+            "phase %s -> %s (%s%s)",
+            old.value,
+            target.value,
+            by,
+            ", guards overridden" if check.forced else "",
+        )
         self.on_change(old, target)
         return Decision(result, target, target, "", check.guards, by)
 
-    def _event(self, old: str, new: Phase, by: str, forced: bool, guards: list[GuardResult]) -> PhaseChanged:
+    def _event(
+        self, old: str, new: Phase, by: str, forced: bool, guards: list[GuardResult]
+    ) -> PhaseChanged:
         return PhaseChanged(
-            event_id=f"phase-{uuid.uuid4()}", bridge_id=self._bridge_id, machine=self._machine,
-            from_phase=old, to_phase=new.value, by=by, forced=forced, guards=guards, changed_at=datetime.now(UTC),
-        )  # fmt: skip
+            event_id=f"phase-{uuid.uuid4()}",
+            bridge_id=self._bridge_id,
+            machine=self._machine,
+            from_phase=old,
+            to_phase=new.value,
+            by=by,
+            forced=forced,
+            guards=guards,
+            changed_at=datetime.now(UTC),
+        )
 
     def _set_metric(self) -> None:
         for p in Phase:

@@ -26,7 +26,9 @@ class ConfigError(BridgeError):
         self.source = source
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid configuration {source} ({len(self.problems)} problem(s)):\n{lines}")
+        super().__init__(
+            f"invalid configuration {source} ({len(self.problems)} problem(s)):\n{lines}"
+        )
 
 
 class EmbeddedServerError(BridgeError):

@@ -132,7 +132,9 @@ def now_utc() -> datetime:
 OnRequest = Callable[[str, int, PhaseRequest], Awaitable[None]]
 
 
-async def watch_requests(kv: Any, machine: str, on_request: OnRequest, after_revision: int = 0) -> int:
+async def watch_requests(
+    kv: Any, machine: str, on_request: OnRequest, after_revision: int = 0
+) -> int:
     """Call ``on_request(key, revision, request)`` for the newest request that concerns
     ``machine`` whenever a newer one is written, until cancelled or the watch ends
     (NATS lost: returns the last revision handled; the caller watches again from it).

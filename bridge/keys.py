@@ -19,8 +19,12 @@ __all__ = ["add_arguments", "run_keys"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="keys_command", required=True)
-    gen = actions.add_parser("generate", help="write <name>.key (public) and <name>.key_secret (secret, 0600)")
-    gen.add_argument("--dir", required=True, help="directory for the key files (created 0700 if missing)")
+    gen = actions.add_parser(
+        "generate", help="write <name>.key (public) and <name>.key_secret (secret, 0600)"
+    )
+    gen.add_argument(
+        "--dir", required=True, help="directory for the key files (created 0700 if missing)"
+    )
     gen.add_argument("--name", default="busbridge", help="file base name (default: busbridge)")
     gen.add_argument("--force", action="store_true", help="overwrite existing files")
     gen.set_defaults(func=run_keys)
@@ -31,6 +35,10 @@ def run_keys(args: argparse.Namespace) -> int:
 
     public, secret, public_z85 = generate_keypair(args.dir, args.name, force=args.force)
     print(f"public key (Z85): {public_z85}")
-    print(f"  {public}  public certificate: to publishers (server key) or to allowed_clients_dir (client key)")
-    print(f"  {secret}  secret certificate (0600): zmq.curve.server_secret_key_file, or the publisher's own key")
+    print(
+        f"  {public}  public certificate: to publishers (server key) or to allowed_clients_dir (client key)"
+    )
+    print(
+        f"  {secret}  secret certificate (0600): zmq.curve.server_secret_key_file, or the publisher's own key"
+    )
     return 0

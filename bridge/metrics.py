@@ -17,13 +17,34 @@ __all__ = ["HEALTH_REASONS", "INVENTORY_MAX_SOURCES", "Metrics"]
 
 #: every ``HealthReport.reason`` other than "" (a bounded label set)
 HEALTH_REASONS = (
-    "timeout", "connection_refused", "protocol_mismatch", "http_failure", "http_error", "unrecognised_reply",
-    "probe_error", "no_method",
-)  # fmt: skip
+    "timeout",
+    "connection_refused",
+    "protocol_mismatch",
+    "http_failure",
+    "http_error",
+    "unrecognised_reply",
+    "probe_error",
+    "no_method",
+)
 
 INVENTORY_MAX_SOURCES = 1000
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class Metrics:
@@ -33,35 +54,62 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.frames_received = Counter(
-            "busbridge_frames_received_total", "Legacy ZMQ messages read (one multipart message each)", registry=r
+            "busbridge_frames_received_total",
+            "Legacy ZMQ messages read (one multipart message each)",
+            registry=r,
         )
         self.frames_received_bytes = Counter(
             "busbridge_frames_received_bytes_total", "Bytes of legacy ZMQ messages read", registry=r
         )
         self.decoded = Counter(
-            "busbridge_decoded_total", "Messages decoded into ErrorEvent, by legacy dialect", ["dialect"], registry=r
+            "busbridge_decoded_total",
+            "Messages decoded into ErrorEvent, by legacy dialect",
+            ["dialect"],
+            registry=r,
         )
         self.dead_letters = Counter(
-            "busbridge_dead_letters_total", "Messages turned into DeadLetter, by reason", ["reason"], registry=r
+            "busbridge_dead_letters_total",
+            "Messages turned into DeadLetter, by reason",
+            ["reason"],
+            registry=r,
         )
         self.unknown_severity = Counter(
-            "busbridge_unknown_severity_total", "ErrorEvents whose legacy severity was not in the mapping", registry=r
+            "busbridge_unknown_severity_total",
+            "ErrorEvents whose legacy severity was not in the mapping",
+            registry=r,
         )
         self.published = Counter(
-            "busbridge_published_total", "Publish attempts sent to JetStream (retries included)", ["kind"], registry=r
+            "busbridge_published_total",
+            "Publish attempts sent to JetStream (retries included)",
+            ["kind"],
+            registry=r,
         )
-        self.acked = Counter("busbridge_acked_total", "PubAcks received, by message kind", ["kind"], registry=r)
+        self.acked = Counter(
+            "busbridge_acked_total", "PubAcks received, by message kind", ["kind"], registry=r
+        )
         self.duplicates = Counter(
-            "busbridge_duplicates_total", "Duplicates dropped, by where they were caught", ["by"], registry=r
+            "busbridge_duplicates_total",
+            "Duplicates dropped, by where they were caught",
+            ["by"],
+            registry=r,
         )
         self.publish_failures = Counter(
-            "busbridge_publish_failures_total", "Failed publish attempts (retried), by reason", ["reason"], registry=r
+            "busbridge_publish_failures_total",
+            "Failed publish attempts (retried), by reason",
+            ["reason"],
+            registry=r,
         )
         self.dropped = Counter(
-            "busbridge_dropped_total", "Accepted messages not delivered, by reason", ["reason"], registry=r
+            "busbridge_dropped_total",
+            "Accepted messages not delivered, by reason",
+            ["reason"],
+            registry=r,
         )
         self.truncated = Counter(
-            "busbridge_truncated_total", "Messages cut to fit the server max_payload", ["kind"], registry=r
+            "busbridge_truncated_total",
+            "Messages cut to fit the server max_payload",
+            ["kind"],
+            registry=r,
         )
         self.publish_latency = Histogram(
             "busbridge_publish_latency_seconds",
@@ -69,30 +117,58 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("busbridge_in_flight", "Published messages awaiting their PubAck", registry=r)
-        self.pending = Gauge("busbridge_pending", "Decoded messages waiting for a publish slot", registry=r)
-        self.nats_connected = Gauge("busbridge_nats_connected", "1 while connected to NATS", registry=r)
-        self.nats_reconnects = Counter("busbridge_nats_reconnects_total", "Reconnections to NATS", registry=r)
+        self.in_flight = Gauge(
+            "busbridge_in_flight", "Published messages awaiting their PubAck", registry=r
+        )
+        self.pending = Gauge(
+            "busbridge_pending", "Decoded messages waiting for a publish slot", registry=r
+        )
+        self.nats_connected = Gauge(
+            "busbridge_nats_connected", "1 while connected to NATS", registry=r
+        )
+        self.nats_reconnects = Counter(
+            "busbridge_nats_reconnects_total", "Reconnections to NATS", registry=r
+        )
         self.zmq_publishers = Gauge(
-            "busbridge_zmq_publishers_connected", "Open ZMQ connections from legacy publishers (socket monitor)", registry=r
+            "busbridge_zmq_publishers_connected",
+            "Open ZMQ connections from legacy publishers (socket monitor)",
+            registry=r,
         )
         self.zmq_connection_events = Counter(
-            "busbridge_zmq_connection_events_total", "ZMQ socket monitor events", ["event"], registry=r
+            "busbridge_zmq_connection_events_total",
+            "ZMQ socket monitor events",
+            ["event"],
+            registry=r,
         )
-        self.spool_rows = Gauge("busbridge_spool_messages", "Messages in the spool (not yet acknowledged)", registry=r)
-        self.spool_bytes = Gauge("busbridge_spool_bytes", "Bytes accounted in the spool", registry=r)
+        self.spool_rows = Gauge(
+            "busbridge_spool_messages", "Messages in the spool (not yet acknowledged)", registry=r
+        )
+        self.spool_bytes = Gauge(
+            "busbridge_spool_bytes", "Bytes accounted in the spool", registry=r
+        )
         self.spool_oldest_age = Gauge(
-            "busbridge_spool_oldest_age_seconds", "Age of the oldest message in the spool", registry=r
+            "busbridge_spool_oldest_age_seconds",
+            "Age of the oldest message in the spool",
+            registry=r,
         )
-        self.spool_appends = Counter("busbridge_spool_appends_total", "Messages written to the spool", registry=r)
+        self.spool_appends = Counter(
+            "busbridge_spool_appends_total", "Messages written to the spool", registry=r
+        )
         self.spool_acks = Counter(
-            "busbridge_spool_acks_total", "Messages deleted from the spool after their PubAck", registry=r
+            "busbridge_spool_acks_total",
+            "Messages deleted from the spool after their PubAck",
+            registry=r,
         )
         self.spool_replayed = Counter(
-            "busbridge_spool_replayed_total", "Messages read back from the spool (backlog replay)", registry=r
+            "busbridge_spool_replayed_total",
+            "Messages read back from the spool (backlog replay)",
+            registry=r,
         )
         self.spool_evictions = Counter(
-            "busbridge_spool_evictions_total", "Messages evicted from a full spool", ["reason", "severity"], registry=r
+            "busbridge_spool_evictions_total",
+            "Messages evicted from a full spool",
+            ["reason", "severity"],
+            registry=r,
         )
         self.spool_duplicate_risk = Counter(
             "busbridge_spool_duplicate_risk_total",
@@ -100,14 +176,24 @@ class Metrics:
             registry=r,
         )
         self.spool_recovered = Counter(
-            "busbridge_spool_recovered_total", "Unreadable spool files moved aside at start", registry=r
+            "busbridge_spool_recovered_total",
+            "Unreadable spool files moved aside at start",
+            registry=r,
         )
         self.flood_suppressed = Counter(
-            "busbridge_flood_suppressed_total", "Events suppressed by flood control, by rule", ["rule"], registry=r
+            "busbridge_flood_suppressed_total",
+            "Events suppressed by flood control, by rule",
+            ["rule"],
+            registry=r,
         )
-        self.floods_active = Gauge("busbridge_floods_active", "Fingerprints currently in a flood", registry=r)
+        self.floods_active = Gauge(
+            "busbridge_floods_active", "Fingerprints currently in a flood", registry=r
+        )
         self.flood_events = Counter(
-            "busbridge_flood_events_total", "Flood events emitted (started, summary, ended)", ["kind"], registry=r
+            "busbridge_flood_events_total",
+            "Flood events emitted (started, summary, ended)",
+            ["kind"],
+            registry=r,
         )
         self.identity_evicted_in_window = Gauge(
             "busbridge_identity_evicted_in_window",
@@ -119,7 +205,12 @@ class Metrics:
             "busbridge_config_reloads_total", "Config reloads, by result", ["result"], registry=r
         )
         self.ready = Gauge("busbridge_ready", "1 when /readyz answers ready", registry=r)
-        self.phase = Gauge("busbridge_phase", "1 for the cutover phase in force, 0 for the others", ["phase"], registry=r)
+        self.phase = Gauge(
+            "busbridge_phase",
+            "1 for the cutover phase in force, 0 for the others",
+            ["phase"],
+            registry=r,
+        )
         self.phase_transitions = Counter(
             "busbridge_phase_transitions_total",
             "Phase transition requests, by result (applied, forced, refused, unchanged)",
@@ -127,7 +218,9 @@ class Metrics:
             registry=r,
         )
         self.phase_desired_mismatch = Gauge(
-            "busbridge_phase_desired_mismatch", "1 while the requested phase was refused and another is in force", registry=r
+            "busbridge_phase_desired_mismatch",
+            "1 while the requested phase was refused and another is in force",
+            registry=r,
         )
         self.inventory = Counter(
             "busbridge_inventory_events_total",
@@ -136,7 +229,10 @@ class Metrics:
             registry=r,
         )
         self.republished = Counter(
-            "busbridge_republished_total", "Messages sent on the legacy republish socket, by kind", ["kind"], registry=r
+            "busbridge_republished_total",
+            "Messages sent on the legacy republish socket, by kind",
+            ["kind"],
+            registry=r,
         )
         self.loops_dropped = Counter(
             "busbridge_loop_dropped_total",
@@ -149,7 +245,9 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.parity_matched = Counter("busbridge_parity_matched_total", "Msg ids seen on both ZMQ and JetStream", registry=r)
+        self.parity_matched = Counter(
+            "busbridge_parity_matched_total", "Msg ids seen on both ZMQ and JetStream", registry=r
+        )
         self.parity_missing = Counter(
             "busbridge_parity_missing_total",
             "Msg ids seen on one side only after parity.match_window_secs, by the side they are missing on",
@@ -157,10 +255,14 @@ class Metrics:
             registry=r,
         )
         self.parity_ratio = Gauge(
-            "busbridge_parity_ratio", "matched / compared over parity.window_secs (-1 while nothing was compared)", registry=r
+            "busbridge_parity_ratio",
+            "matched / compared over parity.window_secs (-1 while nothing was compared)",
+            registry=r,
         )
         self.zmq_idle_secs = Gauge(
-            "busbridge_zmq_idle_seconds", "Seconds since the last ZMQ frame or connected publisher", registry=r
+            "busbridge_zmq_idle_seconds",
+            "Seconds since the last ZMQ frame or connected publisher",
+            registry=r,
         )
         self._init_health(r)
         self._init_label_sets()
@@ -168,7 +270,10 @@ class Metrics:
     def _init_health(self, r: CollectorRegistry) -> None:
         """Fleet health (``bridge.health``): agent probes, heartbeats, KV/stream writes."""
         self.health_probes = Counter(
-            "busbridge_health_probes_total", "Legacy agent health probes, by normalised status", ["status"], registry=r
+            "busbridge_health_probes_total",
+            "Legacy agent health probes, by normalised status",
+            ["status"],
+            registry=r,
         )
         self.health_probe_failures = Counter(
             "busbridge_health_probe_failures_total",
@@ -184,7 +289,10 @@ class Metrics:
             registry=r,
         )
         self.health_agents = Gauge(
-            "busbridge_health_agents", "Local legacy agents by the status of their latest probe", ["status"], registry=r
+            "busbridge_health_agents",
+            "Local legacy agents by the status of their latest probe",
+            ["status"],
+            registry=r,
         )
         self.health_written = Counter(
             "busbridge_health_written_total",

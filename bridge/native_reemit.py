@@ -35,7 +35,13 @@ class NativeReemitter:
     """``run()`` until cancelled; raises nats errors when the consumer cannot be created."""
 
     def __init__(
-        self, js: Any, stream: str, subject: str, republisher: LegacyRepublisher, bridge_id: str, metrics: Metrics
+        self,
+        js: Any,
+        stream: str,
+        subject: str,
+        republisher: LegacyRepublisher,
+        bridge_id: str,
+        metrics: Metrics,
     ) -> None:
         self._js = js
         self._stream = stream
@@ -45,13 +51,21 @@ class NativeReemitter:
         self._m = metrics
         self.reemitted = 0
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
         sub = await self._js.subscribe(
-            self.subject, stream=self._stream, config=config, ordered_consumer=True, cb=self._on_msg,
+            self.subject,
+            stream=self._stream,
+            config=config,
+            ordered_consumer=True,
+            cb=self._on_msg,
             inactive_threshold=30.0,
-        )  # fmt: skip
-        log.info("re-emitting NATS-native events on %s to the legacy republish socket", self.subject)
+        )
+        log.info(
+            "re-emitting NATS-native events on %s to the legacy republish socket", self.subject
+        )
         task_status.started()
         try:
             await anyio.sleep_forever()

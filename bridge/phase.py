@@ -84,10 +84,18 @@ class PhaseBehaviour:
 
 
 _BEHAVIOUR = {
-    Phase.ZMQ_ONLY: PhaseBehaviour(ingest=True, to_jetstream=False, republish_frames=True, republish_native=False),
-    Phase.DUAL: PhaseBehaviour(ingest=True, to_jetstream=True, republish_frames=True, republish_native=False),
-    Phase.NATS_PRIMARY: PhaseBehaviour(ingest=True, to_jetstream=True, republish_frames=True, republish_native=True),
-    Phase.NATS_ONLY: PhaseBehaviour(ingest=False, to_jetstream=True, republish_frames=False, republish_native=False),
+    Phase.ZMQ_ONLY: PhaseBehaviour(
+        ingest=True, to_jetstream=False, republish_frames=True, republish_native=False
+    ),
+    Phase.DUAL: PhaseBehaviour(
+        ingest=True, to_jetstream=True, republish_frames=True, republish_native=False
+    ),
+    Phase.NATS_PRIMARY: PhaseBehaviour(
+        ingest=True, to_jetstream=True, republish_frames=True, republish_native=True
+    ),
+    Phase.NATS_ONLY: PhaseBehaviour(
+        ingest=False, to_jetstream=True, republish_frames=False, republish_native=False
+    ),
 }
 
 
@@ -128,7 +136,12 @@ class TransitionCheck:
 
 
 def check_transition(
-    current: Phase, target: Phase, inputs: GuardInputs, settings: GuardSettings, *, force: bool = False
+    current: Phase,
+    target: Phase,
+    inputs: GuardInputs,
+    settings: GuardSettings,
+    *,
+    force: bool = False,
 ) -> TransitionCheck:
     """Decide whether ``current -> target`` may happen now.
 
@@ -141,7 +154,9 @@ def check_transition(
         return TransitionCheck(True, "", [])
     if target.step > current.step + 1:
         nxt = _ORDER[current.step + 1].value
-        return TransitionCheck(False, f"{current.value} -> {target.value} skips a phase: go to {nxt} first", [])
+        return TransitionCheck(
+            False, f"{current.value} -> {target.value} skips a phase: go to {nxt} first", []
+        )
     guards = _guards_for(target, inputs, settings)
     failed = [g for g in guards if not g.passed]
     if failed and not force:
@@ -154,17 +169,26 @@ def _guards_for(target: Phase, inputs: GuardInputs, s: GuardSettings) -> list[Gu
     if target is Phase.NATS_PRIMARY:
         out.append(_parity(inputs, s))
     if target in (Phase.NATS_PRIMARY, Phase.NATS_ONLY) and s.require_spool_empty:
-        out.append(GuardResult(
-            name="spool_empty", passed=inputs.backlog == 0, observed=float(inputs.backlog), required=0.0,
-            detail=f"backlog {inputs.backlog} messages held back (spool draining, retries or NATS down; needs 0)",
-        ))  # fmt: skip
+        out.append(
+            GuardResult(
+                name="spool_empty",
+                passed=inputs.backlog == 0,
+                observed=float(inputs.backlog),
+                required=0.0,
+                detail=f"backlog {inputs.backlog} messages held back (spool draining, retries or NATS down; needs 0)",
+            )
+        )
     if target is Phase.NATS_ONLY:
         idle = inputs.zmq_idle_secs
-        out.append(GuardResult(
-            name="quiet_period", passed=idle >= s.quiet_period_secs,
-            observed=None if idle == float("inf") else round(idle, 3), required=s.quiet_period_secs,
-            detail=f"ZMQ quiet for {idle:.1f} s of the {s.quiet_period_secs:g} s required (frames or publishers seen)",
-        ))  # fmt: skip
+        out.append(
+            GuardResult(
+                name="quiet_period",
+                passed=idle >= s.quiet_period_secs,
+                observed=None if idle == float("inf") else round(idle, 3),
+                required=s.quiet_period_secs,
+                detail=f"ZMQ quiet for {idle:.1f} s of the {s.quiet_period_secs:g} s required (frames or publishers seen)",
+            )
+        )
     return out
 
 
@@ -173,11 +197,17 @@ def _parity(inputs: GuardInputs, s: GuardSettings) -> GuardResult:
     window = f"over {inputs.parity_window_secs:g} s ({n} events)"
     if ratio is None and s.min_parity_events == 0:
         detail = "parity not measured (min_parity_events is 0)"
-        return GuardResult(name="parity", passed=True, observed=None, required=s.min_parity_ratio, detail=detail)
+        return GuardResult(
+            name="parity", passed=True, observed=None, required=s.min_parity_ratio, detail=detail
+        )
     if ratio is None or n < s.min_parity_events:
         detail = f"parity unknown: {n} events compared {window.split(' (')[0]}, needs >= {s.min_parity_events}"
-        return GuardResult(name="parity", passed=False, observed=ratio, required=s.min_parity_ratio, detail=detail)
+        return GuardResult(
+            name="parity", passed=False, observed=ratio, required=s.min_parity_ratio, detail=detail
+        )
     passed = ratio >= s.min_parity_ratio
     op = ">=" if passed else "<"
     detail = f"parity {ratio:.4f} {op} {s.min_parity_ratio:.4f} {window}"
-    return GuardResult(name="parity", passed=passed, observed=ratio, required=s.min_parity_ratio, detail=detail)
+    return GuardResult(
+        name="parity", passed=passed, observed=ratio, required=s.min_parity_ratio, detail=detail
+    )

@@ -37,7 +37,15 @@ from bridge.adapters.republish import LegacyRepublisher
 from bridge.adapters.zmq import IngestSocket
 from bridge.config.model import BridgeConfig, PhaseSource, ZmqMode
 from bridge.cutover import CutoverController, Decision, load_persisted_phase
-from bridge.fleet_phase import PhaseRequest, PhaseStatus, now_utc, open_bucket, put_json, status_key, watch_requests
+from bridge.fleet_phase import (
+    PhaseRequest,
+    PhaseStatus,
+    now_utc,
+    open_bucket,
+    put_json,
+    status_key,
+    watch_requests,
+)
 from bridge.metrics import Metrics
 from bridge.native_reemit import NativeReemitter
 from bridge.phase import GuardInputs, Phase
@@ -55,9 +63,11 @@ _RETRY_SECS = 2.0
 def _inputs_dict(inputs: GuardInputs) -> dict[str, Any]:
     idle = inputs.zmq_idle_secs
     return {
-        "parity_ratio": inputs.parity_ratio, "parity_events": inputs.parity_events, "backlog": inputs.backlog,
+        "parity_ratio": inputs.parity_ratio,
+        "parity_events": inputs.parity_events,
+        "backlog": inputs.backlog,
         "zmq_idle_secs": None if idle == float("inf") else round(idle, 3),
-    }  # fmt: skip
+    }
 
 
 def who() -> str:
@@ -96,21 +106,35 @@ class PhaseRuntime:
         self.ingest: IngestSocket | None = None
         self.republisher: LegacyRepublisher | None = None
         self.republish_endpoint = ""
-        self.parity = ParityLedger(cfg.parity.match_window_secs, cfg.parity.window_secs, metrics=metrics)
+        self.parity = ParityLedger(
+            cfg.parity.match_window_secs, cfg.parity.window_secs, metrics=metrics
+        )
         self.parity_tap: ParityTap | None = None
         self._parity_paused_logged_at = -math.inf
         self.native: NativeReemitter | None = None
         self._started_at = time.monotonic()
         self._zmq_seen_at = self._started_at
         self._changed = anyio.Event()
-        self._bound: dict[str, str] = {}  # last endpoint bound per socket: a rollback binds the same one
-        self.state_path = Path(cfg.phase.state_file) if cfg.phase.state_file else Path(cfg.data_dir) / "phase.json"
+        self._bound: dict[
+            str, str
+        ] = {}  # last endpoint bound per socket: a rollback binds the same one
+        self.state_path = (
+            Path(cfg.phase.state_file)
+            if cfg.phase.state_file
+            else Path(cfg.data_dir) / "phase.json"
+        )
         previous = load_persisted_phase(self.state_path)
         self.controller = CutoverController(
-            previous or cfg.phase.current, bridge_id=cfg.bridge_id or "", machine=cfg.machine or "",
-            state_path=self.state_path, guards=cfg.phase.guards, inputs=self.guard_inputs, publish=publish,
-            metrics=metrics, on_change=self._on_change,
-        )  # fmt: skip
+            previous or cfg.phase.current,
+            bridge_id=cfg.bridge_id or "",
+            machine=cfg.machine or "",
+            state_path=self.state_path,
+            guards=cfg.phase.guards,
+            inputs=self.guard_inputs,
+            publish=publish,
+            metrics=metrics,
+            on_change=self._on_change,
+        )
         self._previous = previous
 
     # --- startup, config ------------------------------------------------------
@@ -142,9 +166,12 @@ class PhaseRuntime:
     def guard_inputs(self) -> GuardInputs:
         stats = self.parity.stats()
         return GuardInputs(
-            parity_ratio=stats.ratio, parity_events=stats.compared, parity_window_secs=stats.window_secs,
-            backlog=self._backlog(), zmq_idle_secs=self.zmq_idle_secs(),
-        )  # fmt: skip
+            parity_ratio=stats.ratio,
+            parity_events=stats.compared,
+            parity_window_secs=stats.window_secs,
+            backlog=self._backlog(),
+            zmq_idle_secs=self.zmq_idle_secs(),
+        )
 
     def zmq_idle_secs(self) -> float:
         """Seconds since a ZMQ frame was read or a publisher was connected (or since start)."""
@@ -163,22 +190,33 @@ class PhaseRuntime:
             "source": self.cfg.phase.source.value,
             "machine": self.cfg.machine,
             "bridge_id": self.cfg.bridge_id,
-            "last_request": None if last is None else {
-                "requested": last.requested.value, "result": last.result, "reason": last.reason, "by": last.by,
+            "last_request": None
+            if last is None
+            else {
+                "requested": last.requested.value,
+                "result": last.result,
+                "reason": last.reason,
+                "by": last.by,
                 "guards": [msgspec.to_builtins(g) for g in last.guards],
             },
             "guard_inputs": _inputs_dict(self.guard_inputs()),
             "parity": {
-                "ratio": stats.ratio, "matched": stats.matched, "missing_nats": stats.missing_nats,
-                "missing_zmq": stats.missing_zmq, "suppressed": stats.suppressed, "pending": stats.pending,
+                "ratio": stats.ratio,
+                "matched": stats.matched,
+                "missing_nats": stats.missing_nats,
+                "missing_zmq": stats.missing_zmq,
+                "suppressed": stats.suppressed,
+                "pending": stats.pending,
                 "window_secs": stats.window_secs,
                 # false: not in a phase that mirrors, or paused while the bridge catches up
                 "running": self.parity_tap is not None,
-                "zmq_side": "sub " + ", ".join(self.cfg.parity.zmq_endpoints) if self.cfg.parity.zmq_endpoints else "in_process",
+                "zmq_side": "sub " + ", ".join(self.cfg.parity.zmq_endpoints)
+                if self.cfg.parity.zmq_endpoints
+                else "in_process",
             },
             "ingest_endpoints": self.zmq_endpoints,
             "republish_endpoint": self.republish_endpoint or None,
-        }  # fmt: skip
+        }
 
     def _on_change(self, old: Phase, new: Phase) -> None:
         self.parity.reset()
@@ -195,7 +233,9 @@ class PhaseRuntime:
         b = self.phase.behaviour
         if b.ingest and self.ingest is None:
             zc = self.cfg.zmq
-            if self._bound.get("ingest") and zc.mode is ZmqMode.BIND:  # same port again, also for "*"
+            if (
+                self._bound.get("ingest") and zc.mode is ZmqMode.BIND
+            ):  # same port again, also for "*"
                 zc = msgspec.structs.replace(zc, bind_endpoint=self._bound["ingest"])
             ingest = IngestSocket(zc, on_event=self.zmq_event)
             endpoints = ingest.open()
@@ -215,7 +255,9 @@ class PhaseRuntime:
         elif not wants_pub and self.republisher is not None:
             self._close_republisher()
         self.runner.to_jetstream = b.to_jetstream
-        self.runner.republish = self.republisher.send if self.republisher is not None and b.republish_frames else None
+        self.runner.republish = (
+            self.republisher.send if self.republisher is not None and b.republish_frames else None
+        )
 
     def close_ingest(self) -> None:
         ingest, self.ingest = self.ingest, None
@@ -252,7 +294,9 @@ class PhaseRuntime:
                 try:
                     self._arm()
                 except zmq.ZMQError as exc:  # e.g. :7150 taken while we were in nats_only
-                    log.error("phase %s: cannot open a socket (%s); retrying", self.phase.value, exc)
+                    log.error(
+                        "phase %s: cannot open a socket (%s); retrying", self.phase.value, exc
+                    )
                     with anyio.move_on_after(_RETRY_SECS):
                         await changed.wait()
                     continue
@@ -283,9 +327,17 @@ class PhaseRuntime:
 
     async def _run_native(self) -> None:
         assert self.republisher is not None
-        subject = self.cfg.republish.native_subject or f"{self.cfg.stream.subject_prefix}.error.{self.cfg.machine}.>"
+        subject = (
+            self.cfg.republish.native_subject
+            or f"{self.cfg.stream.subject_prefix}.error.{self.cfg.machine}.>"
+        )
         self.native = NativeReemitter(
-            self._js(), self.cfg.stream.name, subject, self.republisher, self.cfg.bridge_id or "", self._m
+            self._js(),
+            self.cfg.stream.name,
+            subject,
+            self.republisher,
+            self.cfg.bridge_id or "",
+            self._m,
         )
         await self.native.run()
 
@@ -302,7 +354,9 @@ class PhaseRuntime:
         """
         while True:
             await _until(lambda: not self._catching_up(), hold_secs=_PARITY_HYSTERESIS_SECS)
-            tap = self.parity_tap = ParityTap(self.cfg, self.parity, list(self.cfg.parity.zmq_endpoints), self._js())
+            tap = self.parity_tap = ParityTap(
+                self.cfg, self.parity, list(self.cfg.parity.zmq_endpoints), self._js()
+            )
             try:
                 async with anyio.create_task_group() as tg:
                     await tg.start(tap.run)
@@ -315,24 +369,37 @@ class PhaseRuntime:
                     self.runner.observe = None
                 self.parity_tap = None
             self.parity.reset()
-            if time.monotonic() - self._parity_paused_logged_at > 60:  # overload can flap it: log a minute's first
+            if (
+                time.monotonic() - self._parity_paused_logged_at > 60
+            ):  # overload can flap it: log a minute's first
                 self._parity_paused_logged_at = time.monotonic()
-                log.info("parity paused while NATS is unreachable or the spool drains (ledger reset)")
+                log.info(
+                    "parity paused while NATS is unreachable or the spool drains (ledger reset)"
+                )
 
     async def _watch_kv(self) -> None:
         kv = await open_bucket(self._js(), self.cfg.phase.kv_bucket, self.cfg.stream.replicas)
         newest = 0
         while True:
-            newest = await watch_requests(kv, self.cfg.machine or "", lambda k, r, q: self._on_kv(kv, k, r, q), newest)
+            newest = await watch_requests(
+                kv, self.cfg.machine or "", lambda k, r, q: self._on_kv(kv, k, r, q), newest
+            )
 
     async def _on_kv(self, kv: Any, key: str, revision: int, request: PhaseRequest) -> None:
         by = f"kv:{key}@{revision}" + (f" by {request.by}" if request.by else "")
         decision = self.request(request.phase, by=by, force=request.force)
         status = PhaseStatus(
-            machine=self.cfg.machine or "", bridge_id=self.cfg.bridge_id or "", phase=decision.phase,
-            requested=decision.requested, result=decision.result, reason=decision.reason, guards=decision.guards,
-            key=key, revision=revision, at=now_utc(),
-        )  # fmt: skip
+            machine=self.cfg.machine or "",
+            bridge_id=self.cfg.bridge_id or "",
+            phase=decision.phase,
+            requested=decision.requested,
+            result=decision.result,
+            reason=decision.reason,
+            guards=decision.guards,
+            key=key,
+            revision=revision,
+            at=now_utc(),
+        )
         await put_json(kv, status_key(self.cfg.machine or ""), status)
 
 
@@ -340,7 +407,9 @@ class PhaseRuntime:
 _PARITY_HYSTERESIS_SECS = 2.0
 
 
-async def _until(condition: Callable[[], bool], *, hold_secs: float = 0.0, poll_secs: float = 0.25) -> None:
+async def _until(
+    condition: Callable[[], bool], *, hold_secs: float = 0.0, poll_secs: float = 0.25
+) -> None:
     """Return once ``condition()`` was true at every poll for ``hold_secs``."""
     since: float | None = None
     while True:

@@ -98,10 +98,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``health`` options: ``json``, ``watch`` (seconds or None), ``stale_after``, ``machine_filter``."""
     p.add_argument("--json", action="store_true", help="one JSON array of the fleet per refresh")
     p.add_argument(
-        "--watch", nargs="?", const=DEFAULT_WATCH_SECS, type=_positive_float, metavar="SECS",
+        "--watch",
+        nargs="?",
+        const=DEFAULT_WATCH_SECS,
+        type=_positive_float,
+        metavar="SECS",
         help=f"refresh every SECS seconds (default {DEFAULT_WATCH_SECS:g}) until interrupted",
-    )  # fmt: skip
-    p.add_argument("--stale-after", type=_positive_float, metavar="SECS", help="stale past this age (default: per entry)")
+    )
+    p.add_argument(
+        "--stale-after",
+        type=_positive_float,
+        metavar="SECS",
+        help="stale past this age (default: per entry)",
+    )
     p.add_argument("--machine", dest="machine_filter", metavar="NAME", help="only this machine")
 
 
@@ -134,7 +143,13 @@ def fleet_rows(
 
 
 def _row(
-    key: str, value: bytes, at: datetime | None, now: datetime, intervals: float, limit: float | None, fallback: float
+    key: str,
+    value: bytes,
+    at: datetime | None,
+    now: datetime,
+    intervals: float,
+    limit: float | None,
+    fallback: float,
 ) -> FleetRow:
     age = max(0.0, (now - at).total_seconds()) if at is not None else 0.0
     try:
@@ -144,19 +159,35 @@ def _row(
     if not isinstance(msg, HealthReport | BridgeHeartbeat) or key_kind(key) is None:
         machine = key.split(".")[1] if key_kind(key) is not None else "?"
         return FleetRow(
-            key=key, kind="?", machine=machine, name=key, status="unknown", stale=False, age_secs=age, stored_at=at,
-            interval_secs=0.0, detail="not a health contract",
-        )  # fmt: skip
+            key=key,
+            kind="?",
+            machine=machine,
+            name=key,
+            status="unknown",
+            stale=False,
+            age_secs=age,
+            stored_at=at,
+            interval_secs=0.0,
+            detail="not a health contract",
+        )
     interval = msg.interval_secs or fallback
     is_bridge = isinstance(msg, BridgeHeartbeat)
     stopped = is_bridge and msg.stopping
     stale = not stopped and age > (limit if limit is not None else intervals * interval)
     return FleetRow(
-        key=key, kind="bridge" if is_bridge else "agent", machine=msg.machine, stopped=stopped,
-        name=msg.bridge_id if is_bridge else msg.service, status=msg.status.value, stale=stale,
-        age_secs=round(age, 3), stored_at=at, interval_secs=interval,
-        detail=_bridge_detail(msg) if is_bridge else _agent_detail(msg), report=msgspec.to_builtins(msg),
-    )  # fmt: skip
+        key=key,
+        kind="bridge" if is_bridge else "agent",
+        machine=msg.machine,
+        stopped=stopped,
+        name=msg.bridge_id if is_bridge else msg.service,
+        status=msg.status.value,
+        stale=stale,
+        age_secs=round(age, 3),
+        stored_at=at,
+        interval_secs=interval,
+        detail=_bridge_detail(msg) if is_bridge else _agent_detail(msg),
+        report=msgspec.to_builtins(msg),
+    )
 
 
 def _bridge_detail(hb: BridgeHeartbeat) -> str:
@@ -164,7 +195,11 @@ def _bridge_detail(hb: BridgeHeartbeat) -> str:
         f"phase {hb.phase or '?'}, v{hb.version or '?'}, nats {'up' if hb.nats_connected else 'down'}, "
         f"zmq {hb.zmq_publishers_connected}, spool {hb.spool_messages}, in {hb.received_per_sec:g}/s"
     )
-    text += f", not ready: {','.join(hb.not_ready_reasons)}" if hb.not_ready_reasons and not hb.stopping else ""
+    text += (
+        f", not ready: {','.join(hb.not_ready_reasons)}"
+        if hb.not_ready_reasons and not hb.stopping
+        else ""
+    )
     return text + (" (clean shutdown)" if hb.stopping else "")
 
 
@@ -191,14 +226,16 @@ def render_table(rows: list[FleetRow], *, colour: bool = False) -> str:
         return "no health entries (no bridge with health enabled has written to the bucket yet)"
     cells = [_HEADER] + [
         (r.machine, r.kind, r.name, _status_text(r), _age(r.age_secs), r.detail) for r in rows
-    ]  # fmt: skip
+    ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(_HEADER) - 1)]
     lines = []
     for n, cell in enumerate(cells):
         padded = [text.ljust(width) for text, width in zip(cell[:-1], widths, strict=True)]
         if n and colour:
             row = rows[n - 1]
-            padded[3] = _paint(padded[3], _COLOURS["stale" if row.stale or row.stopped else row.status])
+            padded[3] = _paint(
+                padded[3], _COLOURS["stale" if row.stale or row.stopped else row.status]
+            )
         lines.append("  ".join([*padded, cell[-1]]).rstrip())
     return "\n".join(lines)
 
@@ -234,7 +271,9 @@ def _json(rows: list[FleetRow]) -> str:
 # --- NATS -------------------------------------------------------------------
 
 
-async def read_bucket(kv: KeyValue, timeout_secs: float = READ_TIMEOUT_SECS) -> list[tuple[str, bytes, datetime | None]]:
+async def read_bucket(
+    kv: KeyValue, timeout_secs: float = READ_TIMEOUT_SECS
+) -> list[tuple[str, bytes, datetime | None]]:
     """Every live key of ``kv`` once, as ``(key, value, stored_at)`` (server time, UTC), its
     newest revision: a key written again while the watcher reads the initial values (a bridge's
     heartbeat every few seconds) arrives twice before the end-of-initial-values marker."""
@@ -253,7 +292,12 @@ async def read_bucket(kv: KeyValue, timeout_secs: float = READ_TIMEOUT_SECS) -> 
 async def _connect(cfg: BridgeConfig) -> Client:
     servers, secs = nats_servers(cfg), cfg.nats.connect_timeout_secs
     nc = Client()
-    options = dict(name="busbridge-health", connect_timeout=secs, max_reconnect_attempts=1, reconnect_time_wait=0.2)
+    options = {
+        "name": "busbridge-health",
+        "connect_timeout": secs,
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.2,
+    }
     errors: list[Exception] = []
 
     async def remember(exc: Exception) -> None:
@@ -261,13 +305,19 @@ async def _connect(cfg: BridgeConfig) -> Client:
 
     try:
         with anyio.fail_after(secs):
-            await nc.connect(servers=servers, error_cb=remember, **options, **nats_auth_options(cfg.nats))
+            await nc.connect(
+                servers=servers, error_cb=remember, **options, **nats_auth_options(cfg.nats)
+            )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         with anyio.CancelScope(shield=True):
             await nc.close()
         cause = errors[-1] if errors else exc
-        raise _ViewError(f"cannot connect to NATS {', '.join(servers)}: {cause or type(cause).__name__}") from exc
-    nc.options.update(max_reconnect_attempts=-1, reconnect_time_wait=1.0)  # --watch waits out a drop
+        raise _ViewError(
+            f"cannot connect to NATS {', '.join(servers)}: {cause or type(cause).__name__}"
+        ) from exc
+    nc.options.update(
+        max_reconnect_attempts=-1, reconnect_time_wait=1.0
+    )  # --watch waits out a drop
     return nc
 
 
@@ -275,9 +325,13 @@ async def _bucket(nc: Client, name: str) -> KeyValue:
     try:
         return await nc.jetstream(timeout=READ_TIMEOUT_SECS).key_value(name)
     except nats.js.errors.BucketNotFoundError as exc:
-        raise _ViewError(f"KV bucket {name} does not exist (no bridge with health enabled has connected yet)") from exc
+        raise _ViewError(
+            f"KV bucket {name} does not exist (no bridge with health enabled has connected yet)"
+        ) from exc
     except nats.errors.Error as exc:
-        raise _ViewError(f"cannot open KV bucket {name}: {exc or type(exc).__name__} (is JetStream enabled?)") from exc
+        raise _ViewError(
+            f"cannot open KV bucket {name}: {exc or type(exc).__name__} (is JetStream enabled?)"
+        ) from exc
 
 
 # --- the run ----------------------------------------------------------------
@@ -298,7 +352,10 @@ async def run_health(cfg: BridgeConfig, args: argparse.Namespace, out: TextIO = 
             try:
                 await _show(kv, cfg, args, out)
             except nats.errors.Error as exc:  # e.g. reconnecting: keep watching
-                print(f"busbridge health: NATS error: {exc or type(exc).__name__}; retrying", file=sys.stderr)
+                print(
+                    f"busbridge health: NATS error: {exc or type(exc).__name__}; retrying",
+                    file=sys.stderr,
+                )
             await anyio.sleep(args.watch)
     except _ViewError as exc:
         return _fail(exc)
@@ -312,16 +369,21 @@ async def run_health(cfg: BridgeConfig, args: argparse.Namespace, out: TextIO = 
 async def _show(kv: KeyValue, cfg: BridgeConfig, args: argparse.Namespace, out: TextIO) -> None:
     h = cfg.health
     rows = fleet_rows(
-        await read_bucket(kv), datetime.now(UTC), stale_after_intervals=h.stale_after_intervals,
-        stale_after_secs=args.stale_after, default_interval_secs=h.heartbeat_interval_secs,
-    )  # fmt: skip
+        await read_bucket(kv),
+        datetime.now(UTC),
+        stale_after_intervals=h.stale_after_intervals,
+        stale_after_secs=args.stale_after,
+        default_interval_secs=h.heartbeat_interval_secs,
+    )
     if args.machine_filter:
         rows = [r for r in rows if r.machine == args.machine_filter]
     if args.json:
         text = _json(rows)
     else:
         colour = _use_colour(out)
-        text = ("\x1b[H\x1b[2J" if colour and args.watch else "") + render_table(rows, colour=colour)
+        text = ("\x1b[H\x1b[2J" if colour and args.watch else "") + render_table(
+            rows, colour=colour
+        )
     out.write(text + "\n")
     out.flush()
 

@@ -107,11 +107,17 @@ class ParityLedger:
         self.window_secs = window_secs
         self._clock = clock
         self._m = metrics
-        self._zmq: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (seen at, fingerprint)
+        self._zmq: OrderedDict[str, tuple[float, str]] = (
+            OrderedDict()
+        )  # id -> (seen at, fingerprint)
         self._nats: OrderedDict[str, float] = OrderedDict()
         self._done: OrderedDict[str, float] = OrderedDict()  # resolved ids, ignored when seen again
-        self._floods: dict[str, float] = {}  # fingerprint -> in flood until (monotonic; inf while open)
-        self._buckets: deque[list[float]] = deque()  # [bucket start, matched, missing_nats, missing_zmq, suppressed]
+        self._floods: dict[
+            str, float
+        ] = {}  # fingerprint -> in flood until (monotonic; inf while open)
+        self._buckets: deque[list[float]] = (
+            deque()
+        )  # [bucket start, matched, missing_nats, missing_zmq, suppressed]
         self._zmq_since = float("inf")  # NATS-only ids first seen before this are not counted
 
     def zmq_tap_live(self, warmup_secs: float) -> None:
@@ -146,7 +152,9 @@ class ParityLedger:
 
     def flood(self, fingerprint: str, *, ended: bool) -> None:
         """A flood event for ``fingerprint``: suppressed ids of it are not missing."""
-        self._floods[fingerprint] = self._clock() + self.match_window_secs if ended else float("inf")
+        self._floods[fingerprint] = (
+            self._clock() + self.match_window_secs if ended else float("inf")
+        )
 
     def expire(self) -> None:
         """Count ids that waited longer than the match window as missing on the other side."""
@@ -187,7 +195,9 @@ class ParityLedger:
     def stats(self) -> ParityStats:
         self.expire()
         sums = [sum(b[i] for b in self._buckets) for i in range(1, 5)]
-        stats = ParityStats(self.window_secs, *map(int, sums), pending=len(self._zmq) + len(self._nats))
+        stats = ParityStats(
+            self.window_secs, *map(int, sums), pending=len(self._zmq) + len(self._nats)
+        )
         if self._m is not None:
             self._m.parity_ratio.set(-1 if stats.ratio is None else stats.ratio)
         return stats
@@ -202,7 +212,9 @@ class ParityTap:
     created (the caller retries).
     """
 
-    def __init__(self, cfg: BridgeConfig, ledger: ParityLedger, zmq_endpoints: list[str], js: Any) -> None:
+    def __init__(
+        self, cfg: BridgeConfig, ledger: ParityLedger, zmq_endpoints: list[str], js: Any
+    ) -> None:
         self.cfg = cfg
         self.ledger = ledger
         self.zmq_endpoints = zmq_endpoints
@@ -210,9 +222,13 @@ class ParityTap:
         self._subjects = Subjects(cfg.stream.subject_prefix)
         self._decoder: LegacyDecoder | None = None
         if zmq_endpoints:  # the bridge's identity rules on frames it did not decode itself
-            identity = EventIdentity(cfg.identity.occurrence_window_secs, cfg.identity.max_tracked, time.monotonic)
+            identity = EventIdentity(
+                cfg.identity.occurrence_window_secs, cfg.identity.max_tracked, time.monotonic
+            )
             self._decoder = LegacyDecoder(
-                machine=cfg.machine or "", identity=identity, local_tz=ZoneInfo(cfg.legacy.local_timezone)
+                machine=cfg.machine or "",
+                identity=identity,
+                local_tz=ZoneInfo(cfg.legacy.local_timezone),
             )
         self.zmq_seen = 0
         self.nats_seen = 0
@@ -223,7 +239,9 @@ class ParityTap:
         self.ledger.zmq_tap_live(_WARMUP_SECS)  # again after a reset (phase change)
         self.ledger.saw_zmq(msg.event_id, msg.fingerprint if isinstance(msg, ErrorEvent) else "")
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Subscribe the JetStream side, then report started (the ZMQ side may begin) and run
         until cancelled."""
         subs = await self._subscribe()
@@ -246,7 +264,11 @@ class ParityTap:
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
             for endpoint in self.zmq_endpoints:
-                sock.connect(endpoint.replace("tcp://*:", "tcp://127.0.0.1:").replace("tcp://0.0.0.0:", "tcp://127.0.0.1:"))
+                sock.connect(
+                    endpoint.replace("tcp://*:", "tcp://127.0.0.1:").replace(
+                        "tcp://0.0.0.0:", "tcp://127.0.0.1:"
+                    )
+                )
             task_status.started()
             await read_batches(sock, self._on_batch)  # drained in batches, as the ingest socket is
         finally:
@@ -270,12 +292,20 @@ class ParityTap:
 
     async def _subscribe(self) -> list[Any]:
         machine, s = self.cfg.machine or "", self._subjects
-        filters = [s.errors(machine), s.dead_letters(machine), f"{s.prefix}.flood.{sanitise_token(machine)}.>"]
+        filters = [
+            s.errors(machine),
+            s.dead_letters(machine),
+            f"{s.prefix}.flood.{sanitise_token(machine)}.>",
+        ]
         config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW, filter_subjects=filters)
         sub = await self._js.subscribe(
-            filters[0], stream=self.cfg.stream.name, config=config, ordered_consumer=True, cb=self._on_nats,
+            filters[0],
+            stream=self.cfg.stream.name,
+            config=config,
+            ordered_consumer=True,
+            cb=self._on_nats,
             inactive_threshold=30.0,
-        )  # fmt: skip
+        )
         return [sub]
 
     async def _on_nats(self, msg: Any) -> None:

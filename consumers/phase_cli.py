@@ -51,16 +51,28 @@ from consumers.tail import nats_servers
 __all__ = ["add_arguments", "run_phase"]
 
 
-def add_arguments(p: argparse.ArgumentParser, config_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_arguments(
+    p: argparse.ArgumentParser, config_args: Callable[[argparse.ArgumentParser], None]
+) -> None:
     """``config_args`` adds the shared ``-c/--config`` and ``--nats-url`` options to a parser."""
     sub = p.add_subparsers(dest="phase_command", required=True)
     show = sub.add_parser("show", help="the phase of this bridge and of the fleet")
     show.add_argument("--json", action="store_true", help="one JSON object")
-    st = sub.add_parser("set", help="request a phase for this machine (or --fleet) through the KV bucket")
+    st = sub.add_parser(
+        "set", help="request a phase for this machine (or --fleet) through the KV bucket"
+    )
     st.add_argument("phase", choices=[p.value for p in Phase])
     st.add_argument("--fleet", action="store_true", help="every bridge that follows the KV bucket")
-    st.add_argument("--force", action="store_true", help="override failing guards (recorded in PhaseChanged)")
-    st.add_argument("--wait", type=float, default=15.0, metavar="SECS", help="wait this long for answers (default 15)")
+    st.add_argument(
+        "--force", action="store_true", help="override failing guards (recorded in PhaseChanged)"
+    )
+    st.add_argument(
+        "--wait",
+        type=float,
+        default=15.0,
+        metavar="SECS",
+        help="wait this long for answers (default 15)",
+    )
     for q in (show, st):
         config_args(q)
 
@@ -70,15 +82,21 @@ async def run_phase(cfg: BridgeConfig, args: argparse.Namespace, out: TextIO | N
     out = out or sys.stdout
     if args.phase_command == "set" and not args.fleet and cfg.phase.source is PhaseSource.FILE:
         raise ConfigError(
-            "phase", [f"phase.source is file for machine {cfg.machine}: set phase.current in its config file "
-                      "(hot reloaded; SIGHUP reloads at once), or use --fleet for bridges that follow the KV bucket"],
-        )  # fmt: skip
+            "phase",
+            [
+                f"phase.source is file for machine {cfg.machine}: set phase.current in its config file "
+                "(hot reloaded; SIGHUP reloads at once), or use --fleet for bridges that follow the KV bucket"
+            ],
+        )
     try:
         nc = await nats.connect(
-            servers=nats_servers(cfg), connect_timeout=cfg.nats.connect_timeout_secs, max_reconnect_attempts=0,
-            allow_reconnect=False, **nats_auth_options(cfg.nats),
-        )  # fmt: skip
-    except Exception as exc:  # noqa: BLE001 - any connect failure is reported the same way
+            servers=nats_servers(cfg),
+            connect_timeout=cfg.nats.connect_timeout_secs,
+            max_reconnect_attempts=0,
+            allow_reconnect=False,
+            **nats_auth_options(cfg.nats),
+        )
+    except Exception as exc:
         if args.phase_command == "show":
             return _show(out, args, _local(cfg), None, f"NATS unreachable: {exc!r}")
         raise BridgeError(f"cannot connect to NATS {nats_servers(cfg)}: {exc!r}") from exc
@@ -114,33 +132,51 @@ async def _fleet(kv: Any) -> dict[str, Any]:
     for key in keys:
         entry = await kv.get(key)
         if key.startswith("status."):
-            status[key.removeprefix("status.")] = {**json.loads(entry.value), "kv_revision": entry.revision}
+            status[key.removeprefix("status.")] = {
+                **json.loads(entry.value),
+                "kv_revision": entry.revision,
+            }
         elif (req := decode_request(entry.value)) is not None:
             requests[key] = {**msgspec.to_builtins(req), "kv_revision": entry.revision}
     return {"requests": requests, "status": status}
 
 
-def _show(out: TextIO, args: argparse.Namespace, local: dict | None, fleet: dict | None, problem: str) -> int:
+def _show(
+    out: TextIO, args: argparse.Namespace, local: dict | None, fleet: dict | None, problem: str
+) -> int:
     if args.json:
-        out.write(json.dumps({"local": local, "fleet": fleet, "problem": problem or None}, indent=2, default=str) + "\n")
+        out.write(
+            json.dumps(
+                {"local": local, "fleet": fleet, "problem": problem or None}, indent=2, default=str
+            )
+            + "\n"
+        )
         return 0 if fleet is not None else 1
     if local is not None:
         last = local.get("last_request") or {}
-        out.write(f"this bridge ({local.get('machine')}): phase {local['phase']} (source {local['source']})\n")
+        out.write(
+            f"this bridge ({local.get('machine')}): phase {local['phase']} (source {local['source']})\n"
+        )
         if last.get("result") == "refused":
             out.write(f"  last request {last['requested']} REFUSED: {last['reason']}\n")
         par = local.get("parity") or {}
         ratio = "-" if par.get("ratio") is None else f"{par['ratio']:.4f}"
         paused = " (paused while catching up)" if parity_paused(local) else ""
-        out.write(f"  parity {ratio} over {par.get('window_secs', 0):g} s{paused}; backlog {local['guard_inputs']['backlog']}\n")
+        out.write(
+            f"  parity {ratio} over {par.get('window_secs', 0):g} s{paused}; backlog {local['guard_inputs']['backlog']}\n"
+        )
     if fleet is None:
         out.write(f"fleet: {problem}\n")
         return 1
     for key, req in sorted(fleet["requests"].items()):
-        out.write(f"request {key:<20} {req['phase']:<13} force={req['force']} by {req['by']} (rev {req['kv_revision']})\n")
+        out.write(
+            f"request {key:<20} {req['phase']:<13} force={req['force']} by {req['by']} (rev {req['kv_revision']})\n"
+        )
     for machine, st in sorted(fleet["status"].items()):
         extra = f": {st['reason']}" if st.get("result") == "refused" else ""
-        out.write(f"bridge {machine:<21} {st['phase']:<13} last {st['key']}@{st['revision']} {st['result']}{extra}\n")
+        out.write(
+            f"bridge {machine:<21} {st['phase']:<13} last {st['key']}@{st['revision']} {st['result']}{extra}\n"
+        )
     if not fleet["requests"] and not fleet["status"]:
         out.write("fleet: no phase requests yet\n")
     return 0
@@ -150,10 +186,16 @@ async def _set(out: TextIO, cfg: BridgeConfig, args: argparse.Namespace, kv: Any
     key = FLEET_KEY if args.fleet else machine_key(cfg.machine or "")
     request = PhaseRequest(phase=Phase(args.phase), force=args.force, by=who(), at=now_utc())
     revision = await put_json(kv, key, request)
-    out.write(f"requested {args.phase} on {key} (rev {revision}{', forced' if args.force else ''})\n")
-    answers, silent = await _answers(kv, revision, None if args.fleet else cfg.machine or "", args.wait)
+    out.write(
+        f"requested {args.phase} on {key} (rev {revision}{', forced' if args.force else ''})\n"
+    )
+    answers, silent = await _answers(
+        kv, revision, None if args.fleet else cfg.machine or "", args.wait
+    )
     for machine in sorted(silent):
-        out.write(f"{machine}: no answer within {args.wait:g} s (down, partitioned, or on phase.source: file)\n")
+        out.write(
+            f"{machine}: no answer within {args.wait:g} s (down, partitioned, or on phase.source: file)\n"
+        )
     if not answers:
         out.write(f"no bridge answered within {args.wait:g} s\n")
         return 1

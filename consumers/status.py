@@ -44,7 +44,15 @@ from typing import Any, TextIO
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
-    "EXIT_NOT_READY", "EXIT_UNREACHABLE", "Reading", "admin_url", "parity_paused", "parse_metrics", "read_admin", "render", "run_status",
+    "EXIT_NOT_READY",
+    "EXIT_UNREACHABLE",
+    "Reading",
+    "admin_url",
+    "parity_paused",
+    "parse_metrics",
+    "read_admin",
+    "render",
+    "run_status",
 ]
 
 EXIT_UNREACHABLE = 1
@@ -69,7 +77,11 @@ class Reading:
 
     def total(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
-        return sum(v for lbl, v in self.series.get(name, []) if all(lbl.get(k) == x for k, x in labels.items()))
+        return sum(
+            v
+            for lbl, v in self.series.get(name, [])
+            if all(lbl.get(k) == x for k, x in labels.items())
+        )
 
     def labelled(self, name: str, label: str) -> dict[str, float]:
         """``{label value: summed value}`` of ``name``."""
@@ -85,7 +97,12 @@ def read_admin(base_url: str, timeout_secs: float = 5.0) -> Reading:
     if metrics is None:
         raise OSError(f"{base_url}/metrics answered with an error status")
     at = time.monotonic()
-    return Reading(at, parse_metrics(metrics), _get_json(f"{base_url}/readyz", timeout_secs), _get_json(f"{base_url}/phase", timeout_secs))
+    return Reading(
+        at,
+        parse_metrics(metrics),
+        _get_json(f"{base_url}/readyz", timeout_secs),
+        _get_json(f"{base_url}/phase", timeout_secs),
+    )
 
 
 def parse_metrics(text: str) -> dict[str, list[_Sample]]:
@@ -116,7 +133,9 @@ def _get_json(url: str, timeout_secs: float) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def render(first: Reading, last: Reading | None = None, *, url: str = "", machine: str | None = None) -> str:
+def render(
+    first: Reading, last: Reading | None = None, *, url: str = "", machine: str | None = None
+) -> str:
     """The status screen from one reading (totals) or two (totals of ``last``, rates between them)."""
     view = _View(first, last)
     now = view.now
@@ -125,9 +144,16 @@ def render(first: Reading, last: Reading | None = None, *, url: str = "", machin
     head += f"  (rates over {view.secs:.1f} s)" if view.secs else ""
     lines = [head]
     rows: list[tuple[str, Callable[[_View], str]]] = [
-        ("state", _state), ("phase", _phase), ("ingest", _ingest), ("publish", _publish), ("spool", _spool),
-        ("nats", _nats), ("publishers", _publishers), ("floods", _floods), ("reloads", _reloads),
-    ]  # fmt: skip
+        ("state", _state),
+        ("phase", _phase),
+        ("ingest", _ingest),
+        ("publish", _publish),
+        ("spool", _spool),
+        ("nats", _nats),
+        ("publishers", _publishers),
+        ("floods", _floods),
+        ("reloads", _reloads),
+    ]
     lines += [f"{label:<12}{row(view)}" for label, row in rows]
     return "\n".join(lines) + "\n"
 
@@ -174,7 +200,10 @@ def _state(v: _View) -> str:
 def parity_paused(phase_view: dict[str, Any]) -> bool:
     """``/phase`` (``phase_view``) says the parity tap is not running in a phase that mirrors:
     the bridge is catching up (NATS down or the spool draining)."""
-    return phase_view.get("phase") in ("dual", "nats_primary") and (phase_view.get("parity") or {}).get("running") is False
+    return (
+        phase_view.get("phase") in ("dual", "nats_primary")
+        and (phase_view.get("parity") or {}).get("running") is False
+    )
 
 
 def _phase(v: _View) -> str:
@@ -187,13 +216,20 @@ def _phase(v: _View) -> str:
     parity = (v.now.phase.get("parity") or {}).get("ratio")
     if parity is None and "busbridge_parity_ratio" in v.now.series:
         parity = v.total("busbridge_parity_ratio")
-    return f"{phase}  parity {parity * 100:.1f} %" if isinstance(parity, int | float) and parity >= 0 else str(phase)
+    return (
+        f"{phase}  parity {parity * 100:.1f} %"
+        if isinstance(parity, int | float) and parity >= 0
+        else str(phase)
+    )
 
 
 def _ingest(v: _View) -> str:
     frames = _n(v.total("busbridge_frames_received_total")) + " frames"
     rates = ", ".join(r for r in (v.rate("busbridge_frames_received_total"), _bytes_rate(v)) if r)
-    dead = _with_rate(f"{_n(v.total('busbridge_dead_letters_total'))} dead letters", v.rate("busbridge_dead_letters_total"))
+    dead = _with_rate(
+        f"{_n(v.total('busbridge_dead_letters_total'))} dead letters",
+        v.rate("busbridge_dead_letters_total"),
+    )
     return (
         f"{_with_rate(frames, rates)}  {_n(v.total('busbridge_decoded_total'))} decoded  {dead}  "
         f"{_n(v.total('busbridge_unknown_severity_total'))} unknown severity"
@@ -203,12 +239,16 @@ def _ingest(v: _View) -> str:
 def _bytes_rate(v: _View) -> str:
     if v.before is None or not v.secs:
         return ""
-    delta = v.total("busbridge_frames_received_bytes_total") - v.before.total("busbridge_frames_received_bytes_total")
+    delta = v.total("busbridge_frames_received_bytes_total") - v.before.total(
+        "busbridge_frames_received_bytes_total"
+    )
     return f"{_bytes(max(0.0, delta) / v.secs)}/s"
 
 
 def _publish(v: _View) -> str:
-    acked = _with_rate(f"{_n(v.total('busbridge_acked_total'))} acked", v.rate("busbridge_acked_total"))
+    acked = _with_rate(
+        f"{_n(v.total('busbridge_acked_total'))} acked", v.rate("busbridge_acked_total")
+    )
     return (
         f"{acked}  {_n(v.total('busbridge_in_flight'))} in flight  {_n(v.total('busbridge_pending'))} pending  "
         f"{_n(v.total('busbridge_publish_failures_total'))} failures  p99 {_p99(v)}  "
@@ -260,19 +300,29 @@ def _publishers(v: _View) -> str:
 
 
 def _floods(v: _View) -> str:
-    suppressed = _with_rate(f"{_n(v.total('busbridge_flood_suppressed_total'))} suppressed", v.rate("busbridge_flood_suppressed_total"))
+    suppressed = _with_rate(
+        f"{_n(v.total('busbridge_flood_suppressed_total'))} suppressed",
+        v.rate("busbridge_flood_suppressed_total"),
+    )
     return f"{_n(v.total('busbridge_floods_active'))} active  {suppressed}  {_n(v.total('busbridge_flood_events_total'))} flood events"
 
 
 def _reloads(v: _View) -> str:
     counts = v.now.labelled("busbridge_config_reloads_total", "result")
-    return "  ".join(f"{_n(counts.get(r, 0))} {r}" for r in ("applied", "partial", "refused", "invalid"))
+    return "  ".join(
+        f"{_n(counts.get(r, 0))} {r}" for r in ("applied", "partial", "refused", "invalid")
+    )
 
 
 def run_status(
-    base_url: str, *, interval_secs: float = 1.0, timeout_secs: float = 5.0, machine: str | None = None,
-    out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-) -> int:  # fmt: skip
+    base_url: str,
+    *,
+    interval_secs: float = 1.0,
+    timeout_secs: float = 5.0,
+    machine: str | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
     """Print the screen for the bridge at ``base_url``; return the exit status (module note)."""
     try:
         first = read_admin(base_url, timeout_secs)

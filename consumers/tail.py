@@ -101,7 +101,7 @@ _COLOURS = {
     Severity.CRITICAL: "1;31",
 }
 _DLQ_COLOUR = "35"
-_ONE_LINE = {c: "\ufffd" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+_ONE_LINE = dict.fromkeys([*range(32), 127, *range(128, 160)], "�")
 _ONE_LINE.update({0x0A: "⏎", 0x0D: "⏎", 0x09: " "})
 
 
@@ -123,24 +123,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """
     p.add_argument("--machine", dest="machine_filter", metavar="NAME", help="only this machine")
     sev = p.add_mutually_exclusive_group()
-    sev.add_argument("--severity", type=_severity_list, metavar="LIST", help="only these, e.g. error,critical")
-    sev.add_argument("--min-severity", type=_severity, metavar="LEVEL", help="this severity and above")
+    sev.add_argument(
+        "--severity", type=_severity_list, metavar="LIST", help="only these, e.g. error,critical"
+    )
+    sev.add_argument(
+        "--min-severity", type=_severity, metavar="LEVEL", help="this severity and above"
+    )
     p.add_argument("--source", metavar="NAME", help="only this source (agent)")
     dlq = p.add_mutually_exclusive_group()
     dlq.add_argument("--dlq", action="store_true", help="also show dead letters")
     dlq.add_argument("--dlq-only", action="store_true", help="show only dead letters")
     start = p.add_mutually_exclusive_group()
-    start.add_argument("--last", type=_positive_int, metavar="N", help="start with the last N matching messages")
-    start.add_argument("--new", action="store_true", help="only messages stored from now on (implies --follow)")
+    start.add_argument(
+        "--last", type=_positive_int, metavar="N", help="start with the last N matching messages"
+    )
+    start.add_argument(
+        "--new", action="store_true", help="only messages stored from now on (implies --follow)"
+    )
     p.add_argument("-f", "--follow", action="store_true", help="keep waiting for new messages")
-    p.add_argument("--json", action="store_true", help="one JSON object per line (contract + stream_seq)")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per line (contract + stream_seq)"
+    )
     p.add_argument("--limit", type=_positive_int, metavar="N", help="stop after N printed messages")
 
 
 def _severity(text: str) -> Severity:
     found = LEGACY_SEVERITY.get(text.strip().lower())
     if found is None:
-        raise argparse.ArgumentTypeError(f"unknown severity {text!r} (one of {', '.join(s.value for s in Severity)})")
+        raise argparse.ArgumentTypeError(
+            f"unknown severity {text!r} (one of {', '.join(s.value for s in Severity)})"
+        )
     return found
 
 
@@ -206,14 +218,25 @@ def format_message(msg: Message, *, colour: bool = False) -> str:
 
 def _format_event(ev: ErrorEvent, colour: bool) -> str:
     severity = _paint(ev.severity.name.ljust(SEVERITY_WIDTH), _COLOURS[ev.severity], colour)
-    fields = [_utc_ms(ev.occurred_at or ev.received_at), _field(ev.machine), severity, _field(ev.source)]
+    fields = [
+        _utc_ms(ev.occurred_at or ev.received_at),
+        _field(ev.machine),
+        severity,
+        _field(ev.source),
+    ]
     return "  ".join([*fields, _one_line(f"{ev.error_type}: {ev.message}")])
 
 
 def _format_dead_letter(dl: DeadLetter, colour: bool) -> str:
-    sizes = ",".join(str(n) for n in dl.frame_sizes[:16]) + (",…" if len(dl.frame_sizes) > 16 else "")
-    text = _one_line(f"{dl.reason.value} frames={len(dl.frame_sizes)} sizes=[{sizes}] {dl.detail}".rstrip())
-    return "  ".join([_utc_ms(dl.received_at), _paint("DLQ", _DLQ_COLOUR, colour), _field(dl.machine), text])
+    sizes = ",".join(str(n) for n in dl.frame_sizes[:16]) + (
+        ",…" if len(dl.frame_sizes) > 16 else ""
+    )
+    text = _one_line(
+        f"{dl.reason.value} frames={len(dl.frame_sizes)} sizes=[{sizes}] {dl.detail}".rstrip()
+    )
+    return "  ".join(
+        [_utc_ms(dl.received_at), _paint("DLQ", _DLQ_COLOUR, colour), _field(dl.machine), text]
+    )
 
 
 def _utc_ms(t: datetime) -> str:
@@ -247,7 +270,14 @@ class _View:
     from sequence 1, whatever its start was.
     """
 
-    def __init__(self, out: TextIO, filters: list[str], args: argparse.Namespace, follow: bool, first_seq: int) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        filters: list[str],
+        args: argparse.Namespace,
+        follow: bool,
+        first_seq: int,
+    ) -> None:
         self.out, self.filters, self.json, self.limit = out, filters, args.json, args.limit
         self.first_seq = first_seq
         self.colour = not args.json and _use_colour(out)
@@ -272,7 +302,9 @@ class _View:
             contract = decode(msg.data)
         except msgspec.DecodeError:
             return self._undecodable(msg.subject, len(msg.data), seq)
-        return _json_line(msg.data, seq) if self.json else format_message(contract, colour=self.colour)
+        return (
+            _json_line(msg.data, seq) if self.json else format_message(contract, colour=self.colour)
+        )
 
     def _undecodable(self, subject: str, size: int, seq: int) -> str:
         if self.json:
@@ -296,7 +328,9 @@ def nats_servers(cfg: BridgeConfig) -> list[str]:
         return list(cfg.nats.servers)
     host, port = cfg.nats.embedded.host, cfg.nats.embedded.port
     if port == 0:
-        raise _TailError("nats.servers is empty and nats.embedded.port is 0 (picked at start): pass --nats-url")
+        raise _TailError(
+            "nats.servers is empty and nats.embedded.port is 0 (picked at start): pass --nats-url"
+        )
     host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     return [f"nats://[{host}]:{port}" if ":" in host else f"nats://{host}:{port}"]
 
@@ -312,14 +346,20 @@ async def _connect(cfg: BridgeConfig) -> Client:
         with anyio.CancelScope(shield=True):
             await nc.close()
         cause = last_error[0] or exc
-        why = f"no answer within {secs:g} s" if isinstance(cause, TimeoutError) else str(cause) or repr(cause)
+        why = (
+            f"no answer within {secs:g} s"
+            if isinstance(cause, TimeoutError)
+            else str(cause) or repr(cause)
+        )
         raise _TailError(f"cannot connect to NATS {', '.join(servers)}: {why}") from exc
     # nats-py reads these on every reconnect: a drop after a good start is waited out.
     nc.options.update(max_reconnect_attempts=-1, reconnect_time_wait=1.0)
     return nc
 
 
-def _connect_options(c: NatsConfig, nc: Client, last_error: list[Exception | None]) -> dict[str, Any]:
+def _connect_options(
+    c: NatsConfig, nc: Client, last_error: list[Exception | None]
+) -> dict[str, Any]:
     async def remember(exc: Exception) -> None:
         last_error[0] = exc
 
@@ -330,8 +370,17 @@ def _connect_options(c: NatsConfig, nc: Client, last_error: list[Exception | Non
     async def reconnected() -> None:
         print("busbridge tail: NATS reconnected", file=sys.stderr)
 
-    options = dict(name=c.name or "busbridge-tail", connect_timeout=c.connect_timeout_secs, max_reconnect_attempts=1)
-    options.update(reconnect_time_wait=0.2, error_cb=remember, disconnected_cb=disconnected, reconnected_cb=reconnected)
+    options = {
+        "name": c.name or "busbridge-tail",
+        "connect_timeout": c.connect_timeout_secs,
+        "max_reconnect_attempts": 1,
+    }
+    options.update(
+        reconnect_time_wait=0.2,
+        error_cb=remember,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+    )
     return options | nats_auth_options(c)
 
 
@@ -341,7 +390,9 @@ async def _stream_state(js: JetStreamContext, name: str) -> StreamState:
     except nats.js.errors.NotFoundError as exc:
         raise _TailError(f"stream {name} does not exist (has `busbridge run` created it?)") from exc
     except nats.errors.Error as exc:
-        raise _TailError(f"cannot read stream {name}: {exc or type(exc).__name__} (is JetStream enabled?)") from exc
+        raise _TailError(
+            f"cannot read stream {name}: {exc or type(exc).__name__} (is JetStream enabled?)"
+        ) from exc
 
 
 def _server_filters(nc: Client, filters: list[str], subjects: Subjects) -> list[str]:
@@ -358,7 +409,11 @@ def _consumer_config(filters: list[str], **settings: Any) -> ConsumerConfig:
 
 
 async def _start_settings(
-    js: JetStreamContext, stream: str, filters: list[str], state: StreamState, args: argparse.Namespace
+    js: JetStreamContext,
+    stream: str,
+    filters: list[str],
+    state: StreamState,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Consumer settings for where delivery starts: all, new (after ``last_seq``), or the last N matches."""
     if args.new:
@@ -381,7 +436,9 @@ async def _pending_from(js: JetStreamContext, stream: str, filters: list[str], s
     return info.num_pending or 0
 
 
-async def _start_for_last(count: Callable[[int], Awaitable[int]], first: int, last: int, n: int) -> int:
+async def _start_for_last(
+    count: Callable[[int], Awaitable[int]], first: int, last: int, n: int
+) -> int:
     """A start sequence from which exactly ``n`` messages match (``first`` when fewer do).
 
     ``count(seq)`` is non-increasing in ``seq``; the answer lies in ``[first,
@@ -403,7 +460,11 @@ async def _start_for_last(count: Callable[[int], Awaitable[int]], first: int, la
 async def _subscribe(js: JetStreamContext, stream: str, filters: list[str], start: dict) -> Any:
     config = ConsumerConfig(**start, **({"filter_subjects": filters} if len(filters) > 1 else {}))
     return await js.subscribe(
-        filters[0], stream=stream, config=config, ordered_consumer=True, inactive_threshold=INACTIVE_THRESHOLD_SECS
+        filters[0],
+        stream=stream,
+        config=config,
+        ordered_consumer=True,
+        inactive_threshold=INACTIVE_THRESHOLD_SECS,
     )
 
 

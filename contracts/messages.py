@@ -27,15 +27,15 @@ import msgspec
 
 __all__ = [
     "CONTRACT_VERSION",
+    "BridgeHeartbeat",
+    "DeadLetter",
+    "DeadLetterReason",
     "Dialect",
     "ErrorEvent",
     "FloodEnded",
     "FloodEvent",
     "FloodStarted",
     "FloodSummary",
-    "DeadLetter",
-    "DeadLetterReason",
-    "BridgeHeartbeat",
     "GuardResult",
     "HealthReport",
     "HealthStatus",
@@ -189,7 +189,9 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, tag="dead_letter", t
     schema_version: int = CONTRACT_VERSION
 
 
-class SpoolEvicted(msgspec.Struct, frozen=True, kw_only=True, tag="spool_evicted", tag_field="type"):
+class SpoolEvicted(
+    msgspec.Struct, frozen=True, kw_only=True, tag="spool_evicted", tag_field="type"
+):
     """A bridge's spool was full or too old and it evicted messages (DESIGN §2).
 
     ``by_severity``: evicted count per severity value; ``by_reason``: per reason
@@ -275,7 +277,9 @@ class GuardResult(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
 
-class PhaseChanged(msgspec.Struct, frozen=True, kw_only=True, tag="phase_changed", tag_field="type"):
+class PhaseChanged(
+    msgspec.Struct, frozen=True, kw_only=True, tag="phase_changed", tag_field="type"
+):
     """A bridge moved from one cutover phase to another (DESIGN §4).
 
     ``from_phase``/``to_phase``: ``zmq_only``, ``dual``, ``nats_primary``, ``nats_only``.
@@ -310,7 +314,9 @@ class HealthStatus(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-class HealthReport(msgspec.Struct, frozen=True, kw_only=True, tag="health_report", tag_field="type"):
+class HealthReport(
+    msgspec.Struct, frozen=True, kw_only=True, tag="health_report", tag_field="type"
+):
     """One health check of one legacy agent (service), made by the bridge of its machine.
 
     ``status``: normalised; ``raw_status``: the legacy value it came from, as sent
@@ -351,7 +357,9 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True, tag="health_report
     schema_version: int = CONTRACT_VERSION
 
 
-class BridgeHeartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="bridge_heartbeat", tag_field="type"):
+class BridgeHeartbeat(
+    msgspec.Struct, frozen=True, kw_only=True, tag="bridge_heartbeat", tag_field="type"
+):
     """A bridge says it is alive, with its state (sent every ``interval_secs``).
 
     ``status``: the bridge's own health (``healthy`` when ready, ``degraded``
@@ -396,11 +404,25 @@ class BridgeHeartbeat(msgspec.Struct, frozen=True, kw_only=True, tag="bridge_hea
 FloodEvent = FloodStarted | FloodSummary | FloodEnded
 
 Message = (
-    ErrorEvent | DeadLetter | SpoolEvicted | FloodStarted | FloodSummary | FloodEnded | PhaseChanged
-    | HealthReport | BridgeHeartbeat
+    ErrorEvent
+    | DeadLetter
+    | SpoolEvicted
+    | FloodStarted
+    | FloodSummary
+    | FloodEnded
+    | PhaseChanged
+    | HealthReport
+    | BridgeHeartbeat
 )
 
 ContractName = Literal[
-    "error_event", "dead_letter", "spool_evicted", "flood_started", "flood_summary", "flood_ended", "phase_changed",
-    "health_report", "bridge_heartbeat",
+    "error_event",
+    "dead_letter",
+    "spool_evicted",
+    "flood_started",
+    "flood_summary",
+    "flood_ended",
+    "phase_changed",
+    "health_report",
+    "bridge_heartbeat",
 ]

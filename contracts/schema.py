@@ -35,9 +35,16 @@ from contracts.messages import (
 __all__ = ["CONTRACTS", "SCHEMA_DIR", "render_schemas", "write_schemas"]
 
 CONTRACTS = (
-    ErrorEvent, DeadLetter, SpoolEvicted, FloodStarted, FloodSummary, FloodEnded, PhaseChanged,
-    HealthReport, BridgeHeartbeat,
-)  # fmt: skip
+    ErrorEvent,
+    DeadLetter,
+    SpoolEvicted,
+    FloodStarted,
+    FloodSummary,
+    FloodEnded,
+    PhaseChanged,
+    HealthReport,
+    BridgeHeartbeat,
+)
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 

@@ -55,7 +55,7 @@ def normalise_severity(raw: Any) -> tuple[Severity, bool]:
         return UNKNOWN_SEVERITY_DEFAULT, False
     key = raw.strip().lower()
     if key.startswith(_ENUM_PREFIX):
-        key = key[len(_ENUM_PREFIX):]
+        key = key[len(_ENUM_PREFIX) :]
     found = LEGACY_SEVERITY.get(key)
     if found is None:
         return UNKNOWN_SEVERITY_DEFAULT, False

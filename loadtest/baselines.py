@@ -57,11 +57,15 @@ MACHINE = "LoadPC"
 EVENT_SUBJECTS = "errbus.error.>"
 
 
-def message_frames(count: int, publishers: int, pad_bytes: int = 120) -> list[tuple[int, list[bytes]]]:
+def message_frames(
+    count: int, publishers: int, pad_bytes: int = 120
+) -> list[tuple[int, list[bytes]]]:
     """``count`` messages as ``(publisher, frames)``, message k from publisher ``k % publishers``;
     D1 frames whose legacy ``error_id`` is unique per (publisher, n)."""
     build = _d1_builder()
-    return [(k % publishers, build(k % publishers, k // publishers, pad_bytes)) for k in range(count)]
+    return [
+        (k % publishers, build(k % publishers, k // publishers, pad_bytes)) for k in range(count)
+    ]
 
 
 def _d1_builder() -> Any:
@@ -83,12 +87,21 @@ class BridgeEncoder:
 
     def __init__(self, machine: str = MACHINE, cfg: BridgeConfig | None = None) -> None:
         cfg = cfg or BridgeConfig(machine=machine, bridge_id=machine)
-        identity = EventIdentity(cfg.identity.occurrence_window_secs, cfg.identity.max_tracked, time.monotonic)
+        identity = EventIdentity(
+            cfg.identity.occurrence_window_secs, cfg.identity.max_tracked, time.monotonic
+        )
         self.decoder = LegacyDecoder(
-            machine=machine, identity=identity, local_tz=ZoneInfo(cfg.legacy.local_timezone),
-            max_frame_bytes=cfg.zmq.max_frame_bytes, oversized_keep_bytes=cfg.zmq.oversized_keep_bytes,
-        )  # fmt: skip
-        self.builder = OutboundBuilder(Subjects(cfg.stream.subject_prefix), cfg.bridge_id or machine, cfg.nats.embedded.max_payload_bytes)
+            machine=machine,
+            identity=identity,
+            local_tz=ZoneInfo(cfg.legacy.local_timezone),
+            max_frame_bytes=cfg.zmq.max_frame_bytes,
+            oversized_keep_bytes=cfg.zmq.oversized_keep_bytes,
+        )
+        self.builder = OutboundBuilder(
+            Subjects(cfg.stream.subject_prefix),
+            cfg.bridge_id or machine,
+            cfg.nats.embedded.max_payload_bytes,
+        )
 
     def encode(self, frames: list[bytes], received_at: datetime | None = None) -> Outbound:
         return self.builder.build(self.decoder.decode(frames, received_at or datetime.now(UTC)))
@@ -114,7 +127,9 @@ class _Info(msgspec.Struct):
     state: dict[str, Any] = {}
 
 
-async def stream_state(nc: nats.NATS, stream: str = "ERRBUS", subjects: str = EVENT_SUBJECTS) -> StreamState:
+async def stream_state(
+    nc: nats.NATS, stream: str = "ERRBUS", subjects: str = EVENT_SUBJECTS
+) -> StreamState:
     """Count of messages on ``subjects`` (JetStream ``subjects_filter``) and the last store time."""
     req = msgspec.json.encode({"subjects_filter": subjects})
     reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", req, timeout=5)
@@ -135,7 +150,9 @@ def _rfc3339_ns(text: str) -> int:
     return int(secs) * 1_000_000_000 + int((frac + "000000000")[:9] or 0)
 
 
-async def wait_stored(url: str, expected: int, *, timeout_secs: float, idle_secs: float = 5.0) -> StreamState:
+async def wait_stored(
+    url: str, expected: int, *, timeout_secs: float, idle_secs: float = 5.0
+) -> StreamState:
     """Poll until ``expected`` events are stored, or no progress for ``idle_secs``, or the timeout."""
     nc = await nats.connect(url)
     try:
@@ -180,14 +197,33 @@ class ZmqSender:
     ``stop()`` ends the child early (by its PID) and is idempotent.
     """
 
-    def __init__(self, endpoint: str, count: int, publishers: int, *, pad_bytes: int = 120, rate_per_sec: float = 0.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        count: int,
+        publishers: int,
+        *,
+        pad_bytes: int = 120,
+        rate_per_sec: float = 0.0,
+    ) -> None:
         ctx = mp.get_context("spawn")
         self._sent = ctx.Value(ctypes.c_long, 0, lock=False)
         self._times = ctx.Array(ctypes.c_longlong, 2, lock=False)
         self._ready, self._go, self._halt = ctx.Event(), ctx.Event(), ctx.Event()
         self._proc = ctx.Process(
             target=_send_main,
-            args=(endpoint, count, publishers, pad_bytes, rate_per_sec, self._sent, self._times, self._ready, self._go, self._halt),
+            args=(
+                endpoint,
+                count,
+                publishers,
+                pad_bytes,
+                rate_per_sec,
+                self._sent,
+                self._times,
+                self._ready,
+                self._go,
+                self._halt,
+            ),
             name="zmq-sender",
             daemon=True,
         )

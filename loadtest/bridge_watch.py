@@ -18,7 +18,15 @@ from typing import NamedTuple
 import nats
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["BridgeSampler", "Drain", "measure_drain", "metric", "ready", "status_kib", "stream_count"]
+__all__ = [
+    "BridgeSampler",
+    "Drain",
+    "measure_drain",
+    "metric",
+    "ready",
+    "status_kib",
+    "stream_count",
+]
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -102,7 +110,9 @@ class BridgeSampler(threading.Thread):
     def run(self) -> None:
         while not self._stop_flag.wait(self.interval_secs):
             self.rss_kib.append(status_kib(self.pid, "VmRSS"))
-            self.spool_peak = max(self.spool_peak, int(metric(self.admin_port, "busbridge_spool_messages")))
+            self.spool_peak = max(
+                self.spool_peak, int(metric(self.admin_port, "busbridge_spool_messages"))
+            )
 
     def stop(self) -> None:
         self._stop_flag.set()

@@ -61,13 +61,19 @@ class _Acks:
 
 
 async def publish_pipelined(
-    nc: nats.NATS, items: list[tuple[str, bytes, dict[str, str]]], *, window: int = 1024, timeout_secs: float = 120.0
+    nc: nats.NATS,
+    items: list[tuple[str, bytes, dict[str, str]]],
+    *,
+    window: int = 1024,
+    timeout_secs: float = 120.0,
 ) -> tuple[_Acks, float]:
     """Publish ``items`` with up to ``window`` in flight; return the ack tally and seconds from
     the first publish to the last PubAck. Raises ``TimeoutError`` when PubAcks stop coming."""
     acks = _Acks(len(items))
     inbox = nc.new_inbox()
-    sub = await nc.subscribe(f"{inbox}.*", cb=acks.on_ack, pending_msgs_limit=-1, pending_bytes_limit=-1)
+    sub = await nc.subscribe(
+        f"{inbox}.*", cb=acks.on_ack, pending_msgs_limit=-1, pending_bytes_limit=-1
+    )
     started = time.perf_counter()
     for k, (subject, payload, headers) in enumerate(items):
         while acks.in_flight >= window:
@@ -81,9 +87,14 @@ async def publish_pipelined(
     return acks, acks.last_at - started
 
 
-async def _measure(url: str, count: int, publishers: int, pad_bytes: int, window: int) -> ThroughputRun:
+async def _measure(
+    url: str, count: int, publishers: int, pad_bytes: int, window: int
+) -> ThroughputRun:
     encoder = BridgeEncoder()
-    items = [(o.subject, o.payload, o.headers) for o in (encoder.encode(f) for _, f in message_frames(count, publishers, pad_bytes))]
+    items = [
+        (o.subject, o.payload, o.headers)
+        for o in (encoder.encode(f) for _, f in message_frames(count, publishers, pad_bytes))
+    ]
     nc = await nats.connect(url)
     try:
         acks, elapsed = await publish_pipelined(nc, items, window=window)
@@ -91,26 +102,55 @@ async def _measure(url: str, count: int, publishers: int, pad_bytes: int, window
     finally:
         await nc.close()
     return ThroughputRun(
-        target="ceiling", sent=count, stored=stored, elapsed_secs=round(elapsed, 4),
+        target="ceiling",
+        sent=count,
+        stored=stored,
+        elapsed_secs=round(elapsed, 4),
         throughput_per_sec=round(acks.stored / elapsed) if elapsed > 0 else 0.0,
         lossless=stored == count and acks.errors == 0 and acks.duplicates == 0,
-        extra={"acked_stored": acks.stored, "acked_duplicate": acks.duplicates, "ack_errors": acks.errors, "window": window,
-               "payload_bytes": len(items[0][1]) if items else 0},
-    )  # fmt: skip
+        extra={
+            "acked_stored": acks.stored,
+            "acked_duplicate": acks.duplicates,
+            "ack_errors": acks.errors,
+            "window": window,
+            "payload_bytes": len(items[0][1]) if items else 0,
+        },
+    )
 
 
 def run_ceiling(
-    url: str, count: int, publishers: int = 4, *, pad_bytes: int = 120, window: int = 1024, timeout_secs: float = 300.0
+    url: str,
+    count: int,
+    publishers: int = 4,
+    *,
+    pad_bytes: int = 120,
+    window: int = 1024,
+    timeout_secs: float = 300.0,
 ) -> ThroughputRun:
     """Run the ceiling publisher in a child process against ``url`` (stream already created).
 
     Raises ``RuntimeError`` when the child fails; ``subprocess.TimeoutExpired`` (child killed)
     after ``timeout_secs``."""
-    cmd = [sys.executable, "-m", "loadtest.ceiling", "--url", url, "--count", str(count),
-           "--publishers", str(publishers), "--pad-bytes", str(pad_bytes), "--window", str(window)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "loadtest.ceiling",
+        "--url",
+        url,
+        "--count",
+        str(count),
+        "--publishers",
+        str(publishers),
+        "--pad-bytes",
+        str(pad_bytes),
+        "--window",
+        str(window),
+    ]
     done = subprocess.run(cmd, capture_output=True, timeout=timeout_secs)
     if done.returncode != 0:
-        raise RuntimeError(f"ceiling publisher exited {done.returncode}: {done.stderr.decode()[-2000:]}")
+        raise RuntimeError(
+            f"ceiling publisher exited {done.returncode}: {done.stderr.decode()[-2000:]}"
+        )
     return msgspec.json.decode(done.stdout.strip().splitlines()[-1], type=ThroughputRun)
 
 
@@ -118,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", required=True, help="NATS server URL (the stream must exist)")
     p.add_argument("--count", type=int, default=100_000, help="messages to publish")
-    p.add_argument("--publishers", type=int, default=4, help="legacy publishers the message set is spread over")
+    p.add_argument(
+        "--publishers", type=int, default=4, help="legacy publishers the message set is spread over"
+    )
     p.add_argument("--pad-bytes", type=int, default=120, help="filler per legacy frame")
     p.add_argument("--window", type=int, default=1024, help="messages in flight at most")
     args = p.parse_args(argv)

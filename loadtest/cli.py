@@ -35,7 +35,14 @@ from typing import Any, TextIO
 import msgspec
 import yaml
 
-__all__ = ["ProgressDisplay", "UsageError", "add_arguments", "build_workload", "parse_params", "run_loadtest"]
+__all__ = [
+    "ProgressDisplay",
+    "UsageError",
+    "add_arguments",
+    "build_workload",
+    "parse_params",
+    "run_loadtest",
+]
 
 
 class UsageError(ValueError):
@@ -44,32 +51,84 @@ class UsageError(ValueError):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``loadtest`` options (nothing heavy is imported here)."""
-    p.add_argument("scenario", nargs="?", help="scenario name (see --list), or `ci` for the CI profile")
-    p.add_argument("--list", action="store_true", help="list the scenarios with their defaults and exit")
+    p.add_argument(
+        "scenario", nargs="?", help="scenario name (see --list), or `ci` for the CI profile"
+    )
+    p.add_argument(
+        "--list", action="store_true", help="list the scenarios with their defaults and exit"
+    )
     w = p.add_argument_group("workload (overrides the scenario's default)")
-    w.add_argument("--rate", type=float, metavar="R", help="message slots per second, all publishers together")
+    w.add_argument(
+        "--rate", type=float, metavar="R", help="message slots per second, all publishers together"
+    )
     w.add_argument("--duration", type=float, metavar="S", help="seconds of traffic")
-    w.add_argument("--publishers", type=int, metavar="N", help="ZMQ publisher sockets (legacy agents)")
+    w.add_argument(
+        "--publishers", type=int, metavar="N", help="ZMQ publisher sockets (legacy agents)"
+    )
     w.add_argument("--dialects", metavar="MIX", help="dialect weights, e.g. D1=0.5,D3=0.5 (D1..D7)")
-    w.add_argument("--duplicate-ratio", type=float, metavar="X", help="fraction of D1/D2 events sent twice (same id)")
-    w.add_argument("--malformed-ratio", type=float, metavar="X", help="fraction of malformed messages (dead-lettered)")
-    w.add_argument("--burst", metavar="EVERY:LENGTH:FACTOR", help="every EVERY s, LENGTH s at rate x FACTOR")
-    w.add_argument("--flood-share", type=float, metavar="X", help="fraction of messages that are one repeated error")
-    w.add_argument("--pad-bytes", type=int, metavar="B", help="filler bytes per message (~300 B total at 120)")
+    w.add_argument(
+        "--duplicate-ratio",
+        type=float,
+        metavar="X",
+        help="fraction of D1/D2 events sent twice (same id)",
+    )
+    w.add_argument(
+        "--malformed-ratio",
+        type=float,
+        metavar="X",
+        help="fraction of malformed messages (dead-lettered)",
+    )
+    w.add_argument(
+        "--burst", metavar="EVERY:LENGTH:FACTOR", help="every EVERY s, LENGTH s at rate x FACTOR"
+    )
+    w.add_argument(
+        "--flood-share",
+        type=float,
+        metavar="X",
+        help="fraction of messages that are one repeated error",
+    )
+    w.add_argument(
+        "--pad-bytes", type=int, metavar="B", help="filler bytes per message (~300 B total at 120)"
+    )
     w.add_argument("--seed", type=int, help="seed of the message mix")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="scenario parameter (repeatable)")
-    p.add_argument("--runs", type=int, default=1, metavar="N", help="repetitions (scenarios that report medians)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario parameter (repeatable)",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="repetitions (scenarios that report medians)",
+    )
     p.add_argument("--json", metavar="FILE", help="write every ScenarioResult as JSON")
-    p.add_argument("--plot", metavar="FILE", help="latency distribution and throughput over time (.png or .html)")
-    p.add_argument("--workdir", metavar="DIR", help="keep stores, data and logs in DIR (default: a temp dir, removed)")
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="latency distribution and throughput over time (.png or .html)",
+    )
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="keep stores, data and logs in DIR (default: a temp dir, removed)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     c = p.add_argument_group("CI profile (`busbridge loadtest ci`)")
-    c.add_argument("--only", metavar="NAMES", help="run only these profile entries (comma separated)")
     c.add_argument(
-        "--inject", action="append", default=[], metavar="KIND=N",
+        "--only", metavar="NAMES", help="run only these profile entries (comma separated)"
+    )
+    c.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        metavar="KIND=N",
         help="tests only: prove the profile can fail. loss=N deletes N stored events from the stream, "
         "duplicate=N stores N events again under fresh Nats-Msg-Ids, before the final count",
-    )  # fmt: skip
+    )
 
 
 def run_loadtest(args: argparse.Namespace) -> int:
@@ -98,33 +157,53 @@ def _run(args: argparse.Namespace) -> int:
     if args.only or args.inject:
         raise UsageError("--only and --inject belong to the CI profile (`busbridge loadtest ci`)")
     if args.scenario not in DEFAULTS:
-        raise UsageError(f"unknown scenario {args.scenario!r}; known: {', '.join(sorted(DEFAULTS))}, ci")
+        raise UsageError(
+            f"unknown scenario {args.scenario!r}; known: {', '.join(sorted(DEFAULTS))}, ci"
+        )
     default_workload, default_params, _ = DEFAULTS[args.scenario]
     workload = build_workload(default_workload, args)
     params = parse_params(args.param, default_params)
-    return _execute(args, lambda workdir, progress: _one(args.scenario, workload, params, args.runs, workdir, progress))
+    return _execute(
+        args,
+        lambda workdir, progress: _one(
+            args.scenario, workload, params, args.runs, workdir, progress
+        ),
+    )
 
 
 def _run_ci(args: argparse.Namespace) -> int:
     from loadtest import ci_profile
 
-    overridden = [k for k in _WORKLOAD_OPTIONS if getattr(args, k) is not None] + (["param"] if args.param else [])
+    overridden = [k for k in _WORKLOAD_OPTIONS if getattr(args, k) is not None] + (
+        ["param"] if args.param else []
+    )
     if overridden:
-        raise UsageError(f"the CI profile has fixed workloads; drop --{', --'.join(o.replace('_', '-') for o in overridden)}")
+        raise UsageError(
+            f"the CI profile has fixed workloads; drop --{', --'.join(o.replace('_', '-') for o in overridden)}"
+        )
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     try:
         injection = ci_profile.parse_injection(args.inject)
         entries = ci_profile.select(only)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    return _execute(args, lambda workdir, progress: ci_profile.run_profile(entries, workdir, progress, injection=injection))
+    return _execute(
+        args,
+        lambda workdir, progress: ci_profile.run_profile(
+            entries, workdir, progress, injection=injection
+        ),
+    )
 
 
-async def _one(name: str, workload: Any, params: dict[str, Any], runs: int, workdir: Path, progress: Callable) -> list:
+async def _one(
+    name: str, workload: Any, params: dict[str, Any], runs: int, workdir: Path, progress: Callable
+) -> list:
     from loadtest.ci_profile import run_guarded
     from loadtest.scenarios import ScenarioOptions
 
-    options = ScenarioOptions(workload=workload, workdir=workdir / name, runs=runs, keep_workdir=True, params=params)
+    options = ScenarioOptions(
+        workload=workload, workdir=workdir / name, runs=runs, keep_workdir=True, params=params
+    )
     return [await run_guarded(name, options, progress(name))]
 
 
@@ -157,7 +236,9 @@ def _execute(args: argparse.Namespace, job: Callable) -> int:
 
     from loadtest.report import render, write_json
 
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="busbridge-loadtest-"))
+    workdir = (
+        Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="busbridge-loadtest-"))
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     displays: list[ProgressDisplay] = []
 
@@ -187,10 +268,17 @@ def _execute(args: argparse.Namespace, job: Callable) -> int:
 # -- workload and parameters -------------------------------------------------------------------
 
 _WORKLOAD_OPTIONS = {
-    "rate": "rate_per_sec", "duration": "duration_secs", "publishers": "publishers",
-    "duplicate_ratio": "duplicate_ratio", "malformed_ratio": "malformed_ratio", "pad_bytes": "pad_bytes", "seed": "seed",
-    "dialects": "dialects", "burst": "burst", "flood_share": "flood",
-}  # fmt: skip
+    "rate": "rate_per_sec",
+    "duration": "duration_secs",
+    "publishers": "publishers",
+    "duplicate_ratio": "duplicate_ratio",
+    "malformed_ratio": "malformed_ratio",
+    "pad_bytes": "pad_bytes",
+    "seed": "seed",
+    "dialects": "dialects",
+    "burst": "burst",
+    "flood_share": "flood",
+}
 
 
 def build_workload(default: Any, args: argparse.Namespace) -> Any:
@@ -218,7 +306,9 @@ def _dialects(text: str, _: dict[str, Any]) -> dict[str, float]:
         try:
             mix[name.strip().upper()] = float(weight) if sep else 1.0
         except ValueError:
-            raise UsageError(f"--dialects: bad weight in {part!r} (want e.g. D1=0.5,D3=0.5)") from None
+            raise UsageError(
+                f"--dialects: bad weight in {part!r} (want e.g. D1=0.5,D3=0.5)"
+            ) from None
     if not mix:
         raise UsageError("--dialects: empty mix")
     return mix
@@ -230,7 +320,9 @@ def _burst(text: str, _: dict[str, Any]) -> dict[str, float] | None:
     try:
         every, length, factor = (float(x) for x in text.split(":"))
     except ValueError:
-        raise UsageError(f"--burst wants EVERY:LENGTH:FACTOR in seconds, seconds, multiple; got {text!r}") from None
+        raise UsageError(
+            f"--burst wants EVERY:LENGTH:FACTOR in seconds, seconds, multiple; got {text!r}"
+        ) from None
     return {"every_secs": every, "length_secs": length, "factor": factor}
 
 
@@ -240,7 +332,11 @@ def _flood(share: float, fields: dict[str, Any]) -> dict[str, Any] | None:
     return {**(fields.get("flood") or {}), "share": share}
 
 
-_PARSERS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {"dialects": _dialects, "burst": _burst, "flood_share": _flood}
+_PARSERS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
+    "dialects": _dialects,
+    "burst": _burst,
+    "flood_share": _flood,
+}
 
 
 def parse_params(pairs: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -274,7 +370,9 @@ def _listing(defaults: dict[str, tuple[Any, dict[str, Any], str]]) -> str:
         lines.append(f"    workload: {describe_workload(workload)}")
         if params:
             lines.append("    params: " + ", ".join(f"{k}={v}" for k, v in params.items()))
-    lines.append("ci: the CI profile (short runs of the key scenarios; pass/fail on loss, duplicates, order)")
+    lines.append(
+        "ci: the CI profile (short runs of the key scenarios; pass/fail on loss, duplicates, order)"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -300,9 +398,14 @@ class ProgressDisplay:
     """
 
     def __init__(
-        self, label: str, *, stream: TextIO | None = None, tty: bool | None = None, enabled: bool = True,
+        self,
+        label: str,
+        *,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.label, self.enabled, self.clock = label, enabled, clock
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty

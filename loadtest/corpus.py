@@ -63,6 +63,11 @@ def load_corpus(path: str | os.PathLike[str] | None = None) -> list[CorpusRow]:
 
 def _row(raw: dict[str, Any]) -> CorpusRow:
     return CorpusRow(
-        i=raw["i"], dialect=raw["dialect"], variant=raw["variant"], case=raw["case"], origin=raw["origin"],
-        frames=[base64.b64decode(frame) for frame in raw["frames_b64"]], raw=raw,
-    )  # fmt: skip
+        i=raw["i"],
+        dialect=raw["dialect"],
+        variant=raw["variant"],
+        case=raw["case"],
+        origin=raw["origin"],
+        frames=[base64.b64decode(frame) for frame in raw["frames_b64"]],
+        raw=raw,
+    )

@@ -67,10 +67,17 @@ class CrashWindow(msgspec.Struct, frozen=True, kw_only=True):
     not_resumed: list[int]
 
 
-def crash_window(sent: SentLog, stored: Set[Token], *, kill_ns: int, ready_ns: int, read_lag_ns: int) -> CrashWindow:
+def crash_window(
+    sent: SentLog, stored: Set[Token], *, kill_ns: int, ready_ns: int, read_lag_ns: int
+) -> CrashWindow:
     """Classify every expected event of ``sent`` against ``stored`` (tokens seen as events)."""
     start = kill_ns - read_lag_ns
-    counts = {"sent_before_kill": 0, "lost_before_kill": 0, "sent_while_down": 0, "lost_while_down": 0}
+    counts = {
+        "sent_before_kill": 0,
+        "lost_before_kill": 0,
+        "sent_while_down": 0,
+        "lost_while_down": 0,
+    }
     outside: list[Token] = []
     not_resumed: list[int] = []
     for p in range(sent.publishers):
@@ -89,8 +96,12 @@ def crash_window(sent: SentLog, stored: Set[Token], *, kill_ns: int, ready_ns: i
         if not resumed:
             not_resumed.append(p)
     return CrashWindow(
-        read_lag_ms=read_lag_ns / 1e6, down_ms=round((ready_ns - kill_ns) / 1e6, 1),
+        read_lag_ms=read_lag_ns / 1e6,
+        down_ms=round((ready_ns - kill_ns) / 1e6, 1),
         at_risk=counts["sent_before_kill"] + counts["sent_while_down"],
         at_risk_lost=counts["lost_before_kill"] + counts["lost_while_down"],
-        lost_outside=len(outside), lost_outside_samples=outside[:10], not_resumed=not_resumed, **counts,
-    )  # fmt: skip
+        lost_outside=len(outside),
+        lost_outside_samples=outside[:10],
+        not_resumed=not_resumed,
+        **counts,
+    )

@@ -95,8 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="busbridge-flood-") as tmp:
         result = run(args, Path(tmp))
     report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "workload": {"rate_per_sec": round(args.rate), "duration_secs": args.duration, "publishers": 1},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "workload": {
+            "rate_per_sec": round(args.rate),
+            "duration_secs": args.duration,
+            "publishers": 1,
+        },
         "result": result,
     }
     print(json.dumps(report, indent=2))

@@ -47,14 +47,22 @@ class BridgeProcess:
         self.zmq_port = zmq_port or free_port()
         self.admin_port = free_port()
         self.config = workdir / "bridge.yaml"
-        nats = {"servers": [nats_url], "reconnect_wait_secs": 0.2} if nats_url else {"embedded": {"port": 0}}
+        nats = (
+            {"servers": [nats_url], "reconnect_wait_secs": 0.2}
+            if nats_url
+            else {"embedded": {"port": 0}}
+        )
         doc: dict[str, Any] = {
-            "machine": "LoadPC", "data_dir": str(workdir / "data"), "log_level": log_level,
-            "zmq": {"bind_endpoint": f"tcp://127.0.0.1:{self.zmq_port}"}, "nats": nats,
+            "machine": "LoadPC",
+            "data_dir": str(workdir / "data"),
+            "log_level": log_level,
+            "zmq": {"bind_endpoint": f"tcp://127.0.0.1:{self.zmq_port}"},
+            "nats": nats,
             "admin": {"port": self.admin_port, "probe_interval_secs": 0.5},
-            "flood": {"enabled": flood}, "health": {"enabled": False},
+            "flood": {"enabled": flood},
+            "health": {"enabled": False},
             "republish": {"bind_endpoint": "tcp://127.0.0.1:*"},
-        }  # fmt: skip
+        }
         doc.update(yaml.safe_load(extra) or {})  # a section in ``extra`` replaces the one above
         self.config.write_text(yaml.safe_dump(doc, sort_keys=False))
         self.log = workdir / "bridge.log"

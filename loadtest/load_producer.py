@@ -182,8 +182,17 @@ class LoadProducer:
         if self._process is not None:
             raise RuntimeError("LoadProducer.start called twice")
         recv_conn, send_conn = self._mp.Pipe(duplex=False)
-        args = (self.endpoint, msgspec.json.encode(self.workload), timeout_secs, send_conn, self._counter, self._stop_flag)
-        self._process = self._mp.Process(target=_child_main, args=args, name="load-producer", daemon=True)
+        args = (
+            self.endpoint,
+            msgspec.json.encode(self.workload),
+            timeout_secs,
+            send_conn,
+            self._counter,
+            self._stop_flag,
+        )
+        self._process = self._mp.Process(
+            target=_child_main, args=args, name="load-producer", daemon=True
+        )
         self._conn = recv_conn
         self._process.start()
         send_conn.close()
@@ -260,7 +269,10 @@ class _Arrays:
         self.token_publisher = [array("h") for _ in range(sockets)]
 
     def encode(self, started_ns: int) -> bytes:
-        cols = {name: [a.tobytes() for a in getattr(self, name)] for name in ("n", "kind", "sent_ns", "token_publisher")}
+        cols = {
+            name: [a.tobytes() for a in getattr(self, name)]
+            for name in ("n", "kind", "sent_ns", "token_publisher")
+        }
         return msgspec.msgpack.encode({"started_ns": started_ns, **cols})
 
 
@@ -273,7 +285,9 @@ def _decode_log(payload: bytes) -> SentLog:
 _CODES = {"n": "q", "kind": "b", "sent_ns": "q", "token_publisher": "h"}
 
 
-def _child_main(endpoint: str, workload_json: bytes, timeout_secs: float, conn: Any, counter: Any, stop: Any) -> None:
+def _child_main(
+    endpoint: str, workload_json: bytes, timeout_secs: float, conn: Any, counter: Any, stop: Any
+) -> None:
     """Entry point of the spawned child: connect, report ready, send, return the log, then linger."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     workload = msgspec.json.decode(workload_json, type=Workload)
@@ -292,7 +306,9 @@ def _child_main(endpoint: str, workload_json: bytes, timeout_secs: float, conn: 
         ctx.destroy(linger=linger)
 
 
-def _send_all(socks: list[zmq.Socket], workload: Workload, counter: Any, stop: Any) -> tuple[_Arrays, int]:
+def _send_all(
+    socks: list[zmq.Socket], workload: Workload, counter: Any, stop: Any
+) -> tuple[_Arrays, int]:
     """Send the workload's slots paced to its rate; stop early when ``stop.value`` is set."""
     log = _Arrays(len(socks))
     sender = _Sender(socks, workload, log)
@@ -344,17 +360,36 @@ class _Sender:
         if kind == KIND_EVENT:
             severity = "high" if dup >= 0 and dialect == "D2" else "error"
             msg = traffic.frames(
-                dialect, p, n, source=source_name(p), error_type=EVENT_ERROR_TYPE, severity=severity, pad_bytes=pad, at=at
+                dialect,
+                p,
+                n,
+                source=source_name(p),
+                error_type=EVENT_ERROR_TYPE,
+                severity=severity,
+                pad_bytes=pad,
+                at=at,
             )
         elif kind == KIND_MALFORMED:
             msg = traffic.malformed(p, n)
         else:
-            msg = traffic.flood_frames(p, n, source=self.flood_source, error_type=self.flood_type, pad_bytes=pad, at=at)
+            msg = traffic.flood_frames(
+                p, n, source=self.flood_source, error_type=self.flood_type, pad_bytes=pad, at=at
+            )
         self._send(p, p, n, kind, msg)
         if dup >= 0:
-            copy = msg if dialect == "D1" else traffic.cross_machine_copy(
-                p, n, source=source_name(p), error_type=EVENT_ERROR_TYPE, severity="high", pad_bytes=pad, at=at
-            )  # fmt: skip
+            copy = (
+                msg
+                if dialect == "D1"
+                else traffic.cross_machine_copy(
+                    p,
+                    n,
+                    source=source_name(p),
+                    error_type=EVENT_ERROR_TYPE,
+                    severity="high",
+                    pad_bytes=pad,
+                    at=at,
+                )
+            )
             self._send(dup, p, n, KIND_DUPLICATE, copy)
 
     def _send(self, socket: int, token_publisher: int, n: int, kind: int, msg: list[bytes]) -> None:

@@ -18,10 +18,20 @@ from typing import NamedTuple
 
 from loadtest.workload import DEDUP_DIALECTS, Workload
 
-__all__ = ["KIND_DUPLICATE", "KIND_EVENT", "KIND_FLOOD", "KIND_MALFORMED", "KIND_NAMES", "Slot", "message_mix"]
+__all__ = [
+    "KIND_DUPLICATE",
+    "KIND_EVENT",
+    "KIND_FLOOD",
+    "KIND_MALFORMED",
+    "KIND_NAMES",
+    "Slot",
+    "message_mix",
+]
 
 KIND_EVENT = 0  # an event that must be stored exactly once
-KIND_DUPLICATE = 1  # a copy (same token / error_id) of an event sent just before, from another socket
+KIND_DUPLICATE = (
+    1  # a copy (same token / error_id) of an event sent just before, from another socket
+)
 KIND_MALFORMED = 2  # a frame set the bridge must dead-letter
 KIND_FLOOD = 3  # one message of a flood (one fingerprint): stored or summarised
 KIND_NAMES = ("event", "duplicate", "malformed", "flood")
@@ -54,6 +64,10 @@ def message_mix(workload: Workload) -> Iterator[Slot]:
         else:
             dialect = names[bisect.bisect_right(cumulative, rng.random() * total_weight)]
             dup = -1
-            if dialect in DEDUP_DIALECTS and workload.duplicate_ratio and rng.random() < workload.duplicate_ratio:
+            if (
+                dialect in DEDUP_DIALECTS
+                and workload.duplicate_ratio
+                and rng.random() < workload.duplicate_ratio
+            ):
                 dup = (socket + 1 + rng.randrange(sockets - 1)) % sockets
             yield Slot(KIND_EVENT, socket, dialect, dup)

@@ -54,7 +54,7 @@ async def serve(endpoint: str, url: str, ready_file: Path | None, stats: dict[st
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.bind(endpoint)
         if ready_file is not None:
-            ready_file.write_text(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+            ready_file.write_text(sock.getsockopt_string(zmq.LAST_ENDPOINT))  # noqa: ASYNC240 (once, before traffic)
         while True:
             out = encoder.encode(await sock.recv_multipart())
             stats["received"] += 1
@@ -62,7 +62,11 @@ async def serve(endpoint: str, url: str, ready_file: Path | None, stats: dict[st
                 try:
                     await js.publish(out.subject, out.payload, headers=out.headers)
                     break
-                except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.APIError):
+                except (
+                    nats.errors.TimeoutError,
+                    nats.errors.NoRespondersError,
+                    nats.js.errors.APIError,
+                ):
                     stats["retries"] += 1
                     await asyncio.sleep(0.05)
             stats["published"] += 1
@@ -80,12 +84,14 @@ async def _main(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     try:
-        await serve(args.endpoint, args.url, Path(args.ready_file) if args.ready_file else None, stats)
+        await serve(
+            args.endpoint, args.url, Path(args.ready_file) if args.ready_file else None, stats
+        )
     except asyncio.CancelledError:
         pass
     finally:
         if args.stats_file:
-            Path(args.stats_file).write_text(json.dumps(stats))
+            Path(args.stats_file).write_text(json.dumps(stats))  # noqa: ASYNC240 (at exit)
 
 
 class NaiveBridgeProcess:
@@ -109,8 +115,19 @@ class NaiveBridgeProcess:
     def start(self, timeout_secs: float = 30.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._ready.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "loadtest.naive_bridge", "--endpoint", self.endpoint, "--url", self.nats_url,
-               "--ready-file", str(self._ready), "--stats-file", str(self._stats)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "loadtest.naive_bridge",
+            "--endpoint",
+            self.endpoint,
+            "--url",
+            self.nats_url,
+            "--ready-file",
+            str(self._ready),
+            "--stats-file",
+            str(self._stats),
+        ]
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(cmd, stderr=err)
         deadline = time.monotonic() + timeout_secs
@@ -132,7 +149,9 @@ class NaiveBridgeProcess:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:7150", help="ZMQ endpoint to bind the SUB socket on")
+    p.add_argument(
+        "--endpoint", default="tcp://127.0.0.1:7150", help="ZMQ endpoint to bind the SUB socket on"
+    )
     p.add_argument("--url", required=True, help="NATS server URL (the stream must exist)")
     p.add_argument("--ready-file", help="written once bound and connected")
     p.add_argument("--stats-file", help="JSON counts written at exit")

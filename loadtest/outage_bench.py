@@ -113,11 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="busbridge-outage-") as tmp:
         result = run(args, Path(tmp))
     report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "workload": {"rate_per_sec": args.rate, "outage_secs": args.outage, "publishers": args.publishers,
-                     "message_bytes": len(envelope(0, 0))},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "workload": {
+            "rate_per_sec": args.rate,
+            "outage_secs": args.outage,
+            "publishers": args.publishers,
+            "message_bytes": len(envelope(0, 0)),
+        },
         "result": result,
-    }  # fmt: skip
+    }
     print(json.dumps(report, indent=2))
     return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
 

@@ -67,7 +67,9 @@ class PhaseWindows:
     the same publisher numbering and continues its counters.
     """
 
-    def __init__(self, producer: SteadyProducer, bridge: Bridge, rate: float, margin_secs: float = 0.5) -> None:
+    def __init__(
+        self, producer: SteadyProducer, bridge: Bridge, rate: float, margin_secs: float = 0.5
+    ) -> None:
         self.producer, self.bridge = producer, bridge
         self.margin = int(rate / producer.publishers * margin_secs)
         self.windows: list[Window] = []
@@ -97,7 +99,12 @@ class PhaseWindows:
         """Counts per window and in total; ``lost``/``leaked``/``duplicated`` list offenders."""
         unique = set(stored_ids)
         stored = {parse_id(i) for i in unique if i.startswith("p")}
-        report: dict[str, Any] = {"windows": [], "lost": [], "leaked": [], "duplicated": len(stored_ids) - len(unique)}
+        report: dict[str, Any] = {
+            "windows": [],
+            "lost": [],
+            "leaked": [],
+            "duplicated": len(stored_ids) - len(unique),
+        }
         for w in self.windows:
             delivers = w.phase.behaviour.to_jetstream
             sent = checked = hit = 0
@@ -111,7 +118,9 @@ class PhaseWindows:
                             report["leaked"].append(f"p{pub:03d}-{n:09d}")
                     elif delivers:
                         report["lost"].append(f"p{pub:03d}-{n:09d}")
-            report["windows"].append({"phase": w.phase.value, "sent": sent, "checked": checked, "stored": hit})
+            report["windows"].append(
+                {"phase": w.phase.value, "sent": sent, "checked": checked, "stored": hit}
+            )
         return report
 
 
@@ -126,15 +135,21 @@ async def walk(rate: float, hold_secs: float, publishers: int, workdir: Path) ->
 
 def _config_doc(url: str, workdir: Path, phase: str) -> dict[str, Any]:
     return {
-        "machine": "LoadPC", "data_dir": str(workdir / "bridge"),
-        "zmq": {"bind_endpoint": "tcp://127.0.0.1:*"}, "republish": {"bind_endpoint": "tcp://127.0.0.1:*"},
-        "nats": {"servers": [url]}, "admin": {"port": 0}, "flood": {"enabled": False},
+        "machine": "LoadPC",
+        "data_dir": str(workdir / "bridge"),
+        "zmq": {"bind_endpoint": "tcp://127.0.0.1:*"},
+        "republish": {"bind_endpoint": "tcp://127.0.0.1:*"},
+        "nats": {"servers": [url]},
+        "admin": {"port": 0},
+        "flood": {"enabled": False},
         "phase": {"current": phase, "guards": {"min_parity_events": 500, "quiet_period_secs": 2.0}},
         "parity": {"match_window_secs": 5.0, "window_secs": 600.0},
-    }  # fmt: skip
+    }
 
 
-async def _walk(url: str, rate: float, hold: float, publishers: int, workdir: Path) -> dict[str, Any]:
+async def _walk(
+    url: str, rate: float, hold: float, publishers: int, workdir: Path
+) -> dict[str, Any]:
     path = workdir / "bridge.yaml"
     doc = _config_doc(url, workdir, "zmq_only")
     path.write_text(yaml.safe_dump(doc))
@@ -148,7 +163,9 @@ async def _walk(url: str, rate: float, hold: float, publishers: int, workdir: Pa
         path.write_text(yaml.safe_dump(doc))
         reloader.reload()
         d = bridge.phases.controller.last
-        decisions.append({"to": phase, "result": d.result if d else "?", "reason": d.reason if d else ""})
+        decisions.append(
+            {"to": phase, "result": d.result if d else "?", "reason": d.reason if d else ""}
+        )
         if bridge.phases.phase.value != phase:
             raise WalkStopped(f"phase walk stopped: {phase} refused: {d.reason if d else '?'}")
 
@@ -197,13 +214,24 @@ async def _walk(url: str, rate: float, hold: float, publishers: int, workdir: Pa
     report = windows.check([m.event_id for m in msgs if isinstance(m, ErrorEvent)])
     report.update(
         machine=f"{platform.processor() or platform.machine()}, {platform.system()} {platform.release()}, python {platform.python_version()}",
-        rate=rate, hold_secs=hold, publishers=publishers, elapsed_secs=round(elapsed, 1),
-        sent=producer2.sent_count, stored_events=sum(isinstance(m, ErrorEvent) for m in msgs),
-        parity_at_guard={"ratio": parity.ratio, "compared": parity.compared, "missing_nats": parity.missing_nats,
-                         "missing_zmq": parity.missing_zmq},
-        port_released_in_nats_only=released, decisions=decisions,
-        phase_changes=[f"{m.from_phase}->{m.to_phase} ({m.by})" for m in msgs if isinstance(m, PhaseChanged)],
-    )  # fmt: skip
+        rate=rate,
+        hold_secs=hold,
+        publishers=publishers,
+        elapsed_secs=round(elapsed, 1),
+        sent=producer2.sent_count,
+        stored_events=sum(isinstance(m, ErrorEvent) for m in msgs),
+        parity_at_guard={
+            "ratio": parity.ratio,
+            "compared": parity.compared,
+            "missing_nats": parity.missing_nats,
+            "missing_zmq": parity.missing_zmq,
+        },
+        port_released_in_nats_only=released,
+        decisions=decisions,
+        phase_changes=[
+            f"{m.from_phase}->{m.to_phase} ({m.by})" for m in msgs if isinstance(m, PhaseChanged)
+        ],
+    )
     return report
 
 
@@ -242,7 +270,9 @@ def _table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=2000.0, help="messages/s in total (default 2000)")
-    ap.add_argument("--hold", type=float, default=5.0, help="seconds of traffic per phase (default 5)")
+    ap.add_argument(
+        "--hold", type=float, default=5.0, help="seconds of traffic per phase (default 5)"
+    )
     ap.add_argument("--publishers", type=int, default=4)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="phase-walk-") as tmp:

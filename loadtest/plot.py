@@ -30,8 +30,11 @@ __all__ = ["SUFFIXES", "figure", "write_plot"]
 SUFFIXES = (".png", ".html")
 _BUCKET_RATIO = 10 ** (1 / 10)  # loadtest.results histogram: 10 log-spaced buckets per decade
 _MARKS = (
-    ("p50", "p50_ms", "tab:green"), ("p90", "p90_ms", "tab:olive"), ("p99", "p99_ms", "tab:orange"), ("max", "max_ms", "tab:red"),
-)  # fmt: skip
+    ("p50", "p50_ms", "tab:green"),
+    ("p90", "p90_ms", "tab:olive"),
+    ("p99", "p99_ms", "tab:orange"),
+    ("max", "max_ms", "tab:red"),
+)
 
 
 def write_plot(results: Sequence[ScenarioResult], path: str | Path) -> None:
@@ -77,14 +80,14 @@ def _medians(result: ScenarioResult) -> dict[str, float]:
     return {str(k): float(v) for k, v in medians.items() if v} if isinstance(medians, dict) else {}
 
 
-def _medians_bar(ax, medians: dict[str, float], title: str) -> None:  # noqa: ANN001 (matplotlib Axes)
+def _medians_bar(ax, medians: dict[str, float], title: str) -> None:
     ax.set_title(f"{title}: median throughput")
     bars = ax.bar(list(medians), list(medians.values()), color="tab:blue")
     ax.bar_label(bars, labels=[f"{v:,.0f}" for v in medians.values()])
     ax.set_ylabel("messages per second (stored)")
 
 
-def _latency(ax, probe: ProbeReport, title: str) -> None:  # noqa: ANN001 (matplotlib Axes)
+def _latency(ax, probe: ProbeReport, title: str) -> None:
     from matplotlib.ticker import FuncFormatter
 
     ax.set_title(f"{title}: end-to-end latency")
@@ -97,14 +100,26 @@ def _latency(ax, probe: ProbeReport, title: str) -> None:  # noqa: ANN001 (matpl
     lowers = [b / _BUCKET_RATIO for b in uppers]
     counts = [c for _, c in lat.histogram_ms]
     widths = [u - lo for u, lo in zip(uppers, lowers, strict=True)]
-    ax.bar(lowers, counts, width=widths, align="edge", color="tab:blue", alpha=0.6, edgecolor="tab:blue")
+    ax.bar(
+        lowers,
+        counts,
+        width=widths,
+        align="edge",
+        color="tab:blue",
+        alpha=0.6,
+        edgecolor="tab:blue",
+    )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    ax.xaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
+    )
     for label, attr, color in _MARKS:
         value = getattr(lat, attr)
         if value > 0:
-            ax.axvline(value, color=color, linestyle="--", linewidth=1, label=f"{label} {_ms(value)} ms")
+            ax.axvline(
+                value, color=color, linestyle="--", linewidth=1, label=f"{label} {_ms(value)} ms"
+            )
     ax.set_xlabel("latency (ms, ZMQ send -> consumer receipt)")
     ax.set_ylabel("events per bucket")
     ax.legend(loc="upper right", fontsize="small")
@@ -114,14 +129,29 @@ def _ms(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def _throughput(ax, probe: ProbeReport, title: str) -> None:  # noqa: ANN001 (matplotlib Axes)
+def _throughput(ax, probe: ProbeReport, title: str) -> None:
     ax.set_title(f"{title}: throughput")
     if not probe.timeline:
         ax.text(0.5, 0.5, "no timeline", ha="center", va="center", transform=ax.transAxes)
         return
     secs = [t for t, _, _ in probe.timeline]
-    ax.step(secs, [s for _, s, _ in probe.timeline], where="post", label="sent / s", color="tab:gray", linewidth=3, alpha=0.5)
-    ax.step(secs, [r for _, _, r in probe.timeline], where="post", label="received / s", color="tab:blue", linewidth=1.2)
+    ax.step(
+        secs,
+        [s for _, s, _ in probe.timeline],
+        where="post",
+        label="sent / s",
+        color="tab:gray",
+        linewidth=3,
+        alpha=0.5,
+    )
+    ax.step(
+        secs,
+        [r for _, _, r in probe.timeline],
+        where="post",
+        label="received / s",
+        color="tab:blue",
+        linewidth=1.2,
+    )
     ax.set_xlabel("seconds since the first send")
     ax.set_ylabel("messages per second")
     ax.set_ylim(bottom=0)
@@ -133,7 +163,7 @@ def _html(results: Sequence[ScenarioResult], svg: str) -> str:
     verdict = "PASS" if results and all(r.passed for r in results) else "FAIL"
     names = ", ".join(r.scenario for r in results)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>busbridge loadtest: {html.escape(names)} {verdict}</title>"
         "<style>body{font-family:sans-serif;margin:1em}pre{background:#f6f6f6;padding:1em;overflow-x:auto}"
         "svg{max-width:100%;height:auto}</style></head><body>\n"

@@ -65,9 +65,13 @@ class StreamProbe:
     """
 
     def __init__(
-        self, url: str | list[str], *, stream: str = "ERRBUS", subject: str = "errbus.>",
+        self,
+        url: str | list[str],
+        *,
+        stream: str = "ERRBUS",
+        subject: str = "errbus.>",
         idle_heartbeat_secs: float = 1.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
         self.stream = stream
         self.subject = subject
@@ -85,24 +89,36 @@ class StreamProbe:
 
     async def start(self, timeout_secs: float = 30.0) -> None:
         self._nc = await nats.connect(
-            servers=self.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2,
-            error_cb=self._on_error, reconnected_cb=self._on_reconnect, name="loadtest-probe",
-        )  # fmt: skip
+            servers=self.urls,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,
+            connect_timeout=2,
+            error_cb=self._on_error,
+            reconnected_cb=self._on_reconnect,
+            name="loadtest-probe",
+        )
         js = self._nc.jetstream()
         deadline = time.monotonic() + timeout_secs
         while True:
             try:  # the bridge creates the stream on start; a cluster may still be electing
                 await js.stream_info(self.stream)
                 self._sub = await js.subscribe(
-                    self.subject, stream=self.stream, cb=self._on_msg, ordered_consumer=True,
-                    idle_heartbeat=self.idle_heartbeat_secs, deliver_policy=DeliverPolicy.ALL,
-                    pending_msgs_limit=0, pending_bytes_limit=0,
-                )  # fmt: skip
+                    self.subject,
+                    stream=self.stream,
+                    cb=self._on_msg,
+                    ordered_consumer=True,
+                    idle_heartbeat=self.idle_heartbeat_secs,
+                    deliver_policy=DeliverPolicy.ALL,
+                    pending_msgs_limit=0,
+                    pending_bytes_limit=0,
+                )
                 return
             except (NotFoundError, NatsTimeoutError, ServiceUnavailableError) as exc:
                 if time.monotonic() > deadline:
                     await self.stop()
-                    raise TimeoutError(f"no consumer on stream {self.stream} within {timeout_secs} s: {exc!r}") from exc
+                    raise TimeoutError(
+                        f"no consumer on stream {self.stream} within {timeout_secs} s: {exc!r}"
+                    ) from exc
                 await asyncio.sleep(0.2)
 
     async def wait_for(self, count: int, *, timeout_secs: float, idle_secs: float = 5.0) -> int:
@@ -178,7 +194,9 @@ class StreamProbe:
         elif kind == "flood_summary":
             summary = decode(data)
             assert isinstance(summary, FloodSummary)
-            sample = find_token(summary.sample.message.encode()) or find_token(_json.encode(summary.sample.details))
+            sample = find_token(summary.sample.message.encode()) or find_token(
+                _json.encode(summary.sample.details)
+            )
             obs.flood_summaries.append((summary.fingerprint, summary.suppressed, sample))
         elif kind == "flood_started":
             obs.flood_started += 1

@@ -30,7 +30,11 @@ def envelope(publisher: int, n: int, severity: str = "error", pad: int = 120) ->
             "error_id": f"p{publisher:03d}-{n:09d}",
             "error_type": "memory_scheduler_timeout",
             "severity": severity,
-            "details": {"endpoint": "tcp://192.168.100.17:7140", "attempt": n % 7, "pad": "x" * pad},
+            "details": {
+                "endpoint": "tcp://192.168.100.17:7140",
+                "attempt": n % 7,
+                "pad": "x" * pad,
+            },
         },
     }
     return b"ERROR:" + json.dumps(payload).encode()
@@ -49,7 +53,12 @@ class SteadyProducer:
     """
 
     def __init__(
-        self, endpoint: str, *, publishers: int = 4, rate: float = 1000.0, severities: Sequence[str] = ("error",)
+        self,
+        endpoint: str,
+        *,
+        publishers: int = 4,
+        rate: float = 1000.0,
+        severities: Sequence[str] = ("error",),
     ) -> None:
         self.endpoint = endpoint
         self.publishers = publishers

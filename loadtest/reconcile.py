@@ -78,15 +78,29 @@ def reconcile(obs: Observed, sent: SentLog) -> ProbeReport:
     unexpected += sum(1 for t in obs.dead_letters if t is None or kinds.get(t) != KIND_MALFORMED)
     out_of_order = _out_of_order(obs, sent, expected | flood, per_pub)
     send_times = sent.send_times()
-    latencies = [stored[t] - send_times[t] for t in stored if t in send_times and kinds.get(t) != KIND_MALFORMED]
+    latencies = [
+        stored[t] - send_times[t]
+        for t in stored
+        if t in send_times and kinds.get(t) != KIND_MALFORMED
+    ]
     return ProbeReport(
-        sent=sent.total(), expected=len(expected), received_unique=len(expected) - len(lost), lost=len(lost),
-        duplicated=duplicated, out_of_order=out_of_order, unexpected=unexpected,
-        dead_letters_expected=sent.malformed_sent(), dead_letters_received=len(obs.dead_letters),
-        latency=latency_stats(latencies), flood=_flood(obs, sent, flood),
-        timeline=_timeline(obs, sent), per_publisher={p: dict(c) for p, c in per_pub.items() if c},
-        lost_samples=lost[:20], other_messages=sum(obs.other.values()), stream_messages=obs.stream_messages,
-    )  # fmt: skip
+        sent=sent.total(),
+        expected=len(expected),
+        received_unique=len(expected) - len(lost),
+        lost=len(lost),
+        duplicated=duplicated,
+        out_of_order=out_of_order,
+        unexpected=unexpected,
+        dead_letters_expected=sent.malformed_sent(),
+        dead_letters_received=len(obs.dead_letters),
+        latency=latency_stats(latencies),
+        flood=_flood(obs, sent, flood),
+        timeline=_timeline(obs, sent),
+        per_publisher={p: dict(c) for p, c in per_pub.items() if c},
+        lost_samples=lost[:20],
+        other_messages=sum(obs.other.values()),
+        stream_messages=obs.stream_messages,
+    )
 
 
 def _token_kinds(sent: SentLog) -> dict[Token, int]:
@@ -99,7 +113,9 @@ def _token_kinds(sent: SentLog) -> dict[Token, int]:
     return out
 
 
-def _out_of_order(obs: Observed, sent: SentLog, judged: set[Token], per_pub: dict[int, Counter[str]]) -> int:
+def _out_of_order(
+    obs: Observed, sent: SentLog, judged: set[Token], per_pub: dict[int, Counter[str]]
+) -> int:
     """Events stored before an event their publisher sent earlier (copied events left out)."""
     copied = sent.tokens(KIND_DUPLICATE)
     position = {t: i for i, t in enumerate(obs.first_ns)}
@@ -129,10 +145,15 @@ def _flood(obs: Observed, sent: SentLog, flood: set[Token]) -> FloodReconciliati
     suppressed = sum(s[1] for s in summaries)
     others = sum(s[1] for s in obs.flood_summaries if s[2] not in flood)
     return FloodReconciliation(
-        sent=len(flood), stored_events=stored, suppressed_in_summaries=suppressed, summaries=len(summaries),
-        balanced=stored + suppressed == len(flood), started=obs.flood_started, ended=obs.flood_ended,
+        sent=len(flood),
+        stored_events=stored,
+        suppressed_in_summaries=suppressed,
+        summaries=len(summaries),
+        balanced=stored + suppressed == len(flood),
+        started=obs.flood_started,
+        ended=obs.flood_ended,
         other_suppressed=others,
-    )  # fmt: skip
+    )
 
 
 def _timeline(obs: Observed, sent: SentLog) -> list[tuple[float, int, int]]:

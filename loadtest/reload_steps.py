@@ -49,13 +49,22 @@ def _bump_rcvhwm(doc: Doc) -> Doc:
     return _with("zmq", rcvhwm=int((doc.get("zmq") or {}).get("rcvhwm", 1_000_000)) + 1)(doc)
 
 
-_RULE = {"name": "loadtest_reload", "match": "^never-matches-a-load-event$", "threshold": 1, "window_secs": 5.0}
+_RULE = {
+    "name": "loadtest_reload",
+    "match": "^never-matches-a-load-event$",
+    "threshold": 1,
+    "window_secs": 5.0,
+}
 
 RELOAD_STEPS: tuple[ReloadStep, ...] = (
-    ReloadStep("flood_on", _with("flood", enabled=True, rules=[], default_threshold=_NEVER), "applied"),
+    ReloadStep(
+        "flood_on", _with("flood", enabled=True, rules=[], default_threshold=_NEVER), "applied"
+    ),
     ReloadStep("flood_rules", _with("flood", rules=[_RULE], default_window_secs=30.0), "applied"),
     ReloadStep("log_level", _other_log_level, "applied"),
-    ReloadStep("publish_timeouts", _with("publish", ack_timeout_secs=3.0, retry_max_secs=1.0), "applied"),
+    ReloadStep(
+        "publish_timeouts", _with("publish", ack_timeout_secs=3.0, retry_max_secs=1.0), "applied"
+    ),
     ReloadStep("invalid_file", _with("flood", default_threshold=-3), "invalid"),
     ReloadStep("restart_bound", _bump_rcvhwm, "refused"),
     ReloadStep("flood_off", _with("flood", enabled=False, rules=[]), "applied"),

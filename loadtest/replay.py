@@ -31,7 +31,9 @@ from loadtest.corpus import CorpusRow, default_corpus_path, load_corpus
 
 __all__ = ["ReplayResult", "add_arguments", "connect_publishers", "replay", "run_replay"]
 
-_ERROR_ID = re.compile(rb'"error_id": "([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"')
+_ERROR_ID = re.compile(
+    rb'"error_id": "([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"'
+)
 
 
 class ReplayResult(msgspec.Struct):
@@ -45,11 +47,22 @@ class ReplayResult(msgspec.Struct):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=str(default_corpus_path()), help="corpus JSONL file")
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:7150", help="the bridge's ZMQ endpoint to connect to")
-    p.add_argument("--publishers", type=int, default=4, help="number of PUB sockets (legacy agents)")
+    p.add_argument(
+        "--endpoint", default="tcp://127.0.0.1:7150", help="the bridge's ZMQ endpoint to connect to"
+    )
+    p.add_argument(
+        "--publishers", type=int, default=4, help="number of PUB sockets (legacy agents)"
+    )
     p.add_argument("--repeat", type=int, default=1, help="send the corpus this many times")
-    p.add_argument("--rate", type=float, default=0.0, help="messages per second in total; 0 = as fast as possible")
-    p.add_argument("--fresh-ids", action="store_true", help="new error_id per repetition (avoid dedup)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="messages per second in total; 0 = as fast as possible",
+    )
+    p.add_argument(
+        "--fresh-ids", action="store_true", help="new error_id per repetition (avoid dedup)"
+    )
     p.add_argument("--legacy-only", action="store_true", help="skip synthetic (malformed) rows")
 
 
@@ -66,7 +79,9 @@ def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def connect_publishers(ctx: zmq.Context, endpoint: str, n: int, timeout_secs: float = 10.0) -> list[zmq.Socket]:
+def connect_publishers(
+    ctx: zmq.Context, endpoint: str, n: int, timeout_secs: float = 10.0
+) -> list[zmq.Socket]:
     """``n`` XPUB sockets connected to ``endpoint``, each with the bridge's subscription received.
 
     Raises ``TimeoutError`` when no subscription arrives in time (is the bridge running?).
@@ -86,7 +101,12 @@ def connect_publishers(ctx: zmq.Context, endpoint: str, n: int, timeout_secs: fl
 
 
 def replay(
-    socks: Sequence[zmq.Socket], rows: Sequence[CorpusRow], *, repeat: int = 1, rate: float = 0.0, fresh_ids: bool = False
+    socks: Sequence[zmq.Socket],
+    rows: Sequence[CorpusRow],
+    *,
+    repeat: int = 1,
+    rate: float = 0.0,
+    fresh_ids: bool = False,
 ) -> ReplayResult:
     """Send ``rows`` ``repeat`` times, row k on socket ``k % len(socks)``; return counts."""
     sent = legacy = 0
@@ -99,14 +119,20 @@ def replay(
         if interval:
             _pace(start, sent, interval)
     elapsed = time.perf_counter() - start
-    return ReplayResult(sent, legacy, sent - legacy, len(socks), elapsed, sent / elapsed if elapsed else 0.0)
+    return ReplayResult(
+        sent, legacy, sent - legacy, len(socks), elapsed, sent / elapsed if elapsed else 0.0
+    )
 
 
-def _schedule(rows: Sequence[CorpusRow], repeat: int, fresh_ids: bool) -> Iterator[tuple[list[bytes], CorpusRow, int]]:
+def _schedule(
+    rows: Sequence[CorpusRow], repeat: int, fresh_ids: bool
+) -> Iterator[tuple[list[bytes], CorpusRow, int]]:
     for rep in range(repeat):
         ids: dict[bytes, bytes] = {}
         for k, row in enumerate(rows):
-            frames = row.frames if not (fresh_ids and rep) else [_renew_ids(f, ids) for f in row.frames]
+            frames = (
+                row.frames if not (fresh_ids and rep) else [_renew_ids(f, ids) for f in row.frames]
+            )
             yield frames, row, k
 
 

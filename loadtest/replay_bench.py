@@ -48,7 +48,9 @@ def _expected_per_rep(rows: list[CorpusRow]) -> int:
     return len(rows) - copies
 
 
-def _start_bridge(workdir: Path, nats_port: int, zmq_port: int, admin_port: int) -> subprocess.Popen[bytes]:
+def _start_bridge(
+    workdir: Path, nats_port: int, zmq_port: int, admin_port: int
+) -> subprocess.Popen[bytes]:
     cfg = workdir / "bench.yaml"
     cfg.write_text(
         f"machine: Bench\ndata_dir: {workdir}\nlog_level: INFO\n"
@@ -58,7 +60,8 @@ def _start_bridge(workdir: Path, nats_port: int, zmq_port: int, admin_port: int)
         "health: {enabled: false}\n"  # heartbeats would count as stored messages
     )
     exe = Path(sys.executable).with_name("busbridge")
-    proc = subprocess.Popen([str(exe), "run", "-c", str(cfg)], stderr=open(workdir / "bridge.log", "wb"))
+    with (workdir / "bridge.log").open("wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen([str(exe), "run", "-c", str(cfg)], stderr=log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -89,7 +92,11 @@ def _stream_count(nats_port: int) -> int:
 
 def _dropped(admin_port: int) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics").read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("busbridge_dropped_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("busbridge_dropped_total{")
+    )
 
 
 def one_run(rows: list[CorpusRow], repeat: int, publishers: int, timeout_secs: float) -> dict:
@@ -146,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=200)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--publishers", type=int, default=4)
-    p.add_argument("--small-only", action="store_true", help="only rows under 4 KiB (no 64 KiB contexts)")
+    p.add_argument(
+        "--small-only", action="store_true", help="only rows under 4 KiB (no 64 KiB contexts)"
+    )
     p.add_argument("--timeout", type=float, default=120.0)
     args = p.parse_args(argv)
     rows = load_corpus(args.corpus)
@@ -154,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if sum(map(len, r.frames)) < 4096]
     runs = [one_run(rows, args.repeat, args.publishers, args.timeout) for _ in range(args.runs)]
     report = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "workload": {
             "rows": len(rows),
             "repeat": args.repeat,

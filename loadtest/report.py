@@ -27,7 +27,9 @@ _EXTRA_WIDTH = 110  # longest extra value shown in the table (the JSON has it wh
 
 def write_json(results: Sequence[ScenarioResult], path: str | Path) -> None:
     """Write ``results`` as an indented JSON array of ``ScenarioResult`` to ``path``."""
-    Path(path).write_bytes(msgspec.json.format(msgspec.json.encode(list(results)), indent=2) + b"\n")
+    Path(path).write_bytes(
+        msgspec.json.format(msgspec.json.encode(list(results)), indent=2) + b"\n"
+    )
 
 
 def read_json(path: str | Path) -> list[ScenarioResult]:
@@ -56,7 +58,9 @@ def render_result(result: ScenarioResult) -> str:
         rows += list(_probe_rows(result.probe))
     rows += [(f"extra {key}", value) for key, value in _flatten(result.extra)]
     for i, c in enumerate(result.checks):
-        rows.append(("checks" if i == 0 else "", f"{'PASS' if c.ok else 'FAIL'} {c.name}: {c.detail}"))
+        rows.append(
+            ("checks" if i == 0 else "", f"{'PASS' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+        )
     if not result.checks:
         rows.append(("checks", "FAIL none: the scenario made no check"))
     width = max(len(k) for k, _ in rows)
@@ -66,9 +70,15 @@ def render_result(result: ScenarioResult) -> str:
 def describe_workload(w: Workload) -> str:
     """One line: rate, duration, publishers, dialect mix and the optional parts."""
     mix = ",".join(f"{d}={_num(x)}" for d, x in w.dialects.items())
-    parts = [f"{_num(w.rate_per_sec)} msg/s for {_num(w.duration_secs)} s", f"{w.publishers} publishers", mix]
+    parts = [
+        f"{_num(w.rate_per_sec)} msg/s for {_num(w.duration_secs)} s",
+        f"{w.publishers} publishers",
+        mix,
+    ]
     if w.burst is not None:
-        parts.append(f"burst x{_num(w.burst.factor)} for {_num(w.burst.length_secs)} s every {_num(w.burst.every_secs)} s")
+        parts.append(
+            f"burst x{_num(w.burst.factor)} for {_num(w.burst.length_secs)} s every {_num(w.burst.every_secs)} s"
+        )
     if w.duplicate_ratio:
         parts.append(f"duplicates {_num(100 * w.duplicate_ratio)}%")
     if w.malformed_ratio:
@@ -79,29 +89,55 @@ def describe_workload(w: Workload) -> str:
 
 
 def _probe_rows(p: ProbeReport) -> Iterator[tuple[str, str]]:
-    yield "messages", " | ".join(
-        f"{k} {_num(v)}"
-        for k, v in (
-            ("sent", p.sent), ("expected", p.expected), ("received", p.received_unique), ("lost", p.lost),
-            ("duplicated", p.duplicated), ("out of order", p.out_of_order), ("unexpected", p.unexpected),
-        )
-    )  # fmt: skip
-    yield "dead letters", f"{_num(p.dead_letters_received)} stored / {_num(p.dead_letters_expected)} expected"
+    yield (
+        "messages",
+        " | ".join(
+            f"{k} {_num(v)}"
+            for k, v in (
+                ("sent", p.sent),
+                ("expected", p.expected),
+                ("received", p.received_unique),
+                ("lost", p.lost),
+                ("duplicated", p.duplicated),
+                ("out of order", p.out_of_order),
+                ("unexpected", p.unexpected),
+            )
+        ),
+    )
+    yield (
+        "dead letters",
+        f"{_num(p.dead_letters_received)} stored / {_num(p.dead_letters_expected)} expected",
+    )
     lat = p.latency
-    yield "latency ms", (
-        f"p50 {_num(lat.p50_ms)} | p90 {_num(lat.p90_ms)} | p99 {_num(lat.p99_ms)} | max {_num(lat.max_ms)}"
-        f" ({_num(lat.count)} events)" if lat is not None else "-"
+    yield (
+        "latency ms",
+        (
+            f"p50 {_num(lat.p50_ms)} | p90 {_num(lat.p90_ms)} | p99 {_num(lat.p99_ms)} | max {_num(lat.max_ms)}"
+            f" ({_num(lat.count)} events)"
+            if lat is not None
+            else "-"
+        ),
     )
     if p.flood is not None:
         f = p.flood
-        yield "flood", (
-            f"sent {_num(f.sent)} = stored {_num(f.stored_events)} + suppressed {_num(f.suppressed_in_summaries)}"
-            f" ({f.summaries} summaries, {f.started} started, {f.ended} ended): "
-            + ("balanced" if f.balanced else f"NOT balanced ({_num(f.stored_events + f.suppressed_in_summaries - f.sent)})")
+        yield (
+            "flood",
+            (
+                f"sent {_num(f.sent)} = stored {_num(f.stored_events)} + suppressed {_num(f.suppressed_in_summaries)}"
+                f" ({f.summaries} summaries, {f.started} started, {f.ended} ended): "
+                + (
+                    "balanced"
+                    if f.balanced
+                    else f"NOT balanced ({_num(f.stored_events + f.suppressed_in_summaries - f.sent)})"
+                )
+            ),
         )
     if p.per_publisher:
         worst = sorted(p.per_publisher.items())[:8]
-        yield "per publisher", "; ".join(f"p{k}: " + ", ".join(f"{n} {v}" for n, v in d.items()) for k, d in worst)
+        yield (
+            "per publisher",
+            "; ".join(f"p{k}: " + ", ".join(f"{n} {v}" for n, v in d.items()) for k, d in worst),
+        )
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, str]]:

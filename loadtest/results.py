@@ -167,20 +167,39 @@ def correctness_checks(report: ProbeReport, *, allow_lost: int = 0) -> list[Chec
     unexpected, dead letters expected == received, flood balance (when flood was sent)."""
     r = report
     checks = [
-        Check(name="lost", ok=r.lost <= allow_lost,
-              detail=f"{r.lost} of {r.expected} expected events lost (allowed {allow_lost})"
-              + (f"; e.g. {r.lost_samples[:5]}" if r.lost_samples else "")),
-        Check(name="duplicated", ok=r.duplicated == 0, detail=f"{r.duplicated} extra stored copies"),
-        Check(name="out_of_order", ok=r.out_of_order == 0, detail=f"{r.out_of_order} events out of publisher order"),
-        Check(name="unexpected", ok=r.unexpected == 0, detail=f"{r.unexpected} stored events with no sent token"),
-        Check(name="dead_letters", ok=r.dead_letters_received == r.dead_letters_expected,
-              detail=f"{r.dead_letters_received} dead letters stored, {r.dead_letters_expected} expected"),
+        Check(
+            name="lost",
+            ok=r.lost <= allow_lost,
+            detail=f"{r.lost} of {r.expected} expected events lost (allowed {allow_lost})"
+            + (f"; e.g. {r.lost_samples[:5]}" if r.lost_samples else ""),
+        ),
+        Check(
+            name="duplicated", ok=r.duplicated == 0, detail=f"{r.duplicated} extra stored copies"
+        ),
+        Check(
+            name="out_of_order",
+            ok=r.out_of_order == 0,
+            detail=f"{r.out_of_order} events out of publisher order",
+        ),
+        Check(
+            name="unexpected",
+            ok=r.unexpected == 0,
+            detail=f"{r.unexpected} stored events with no sent token",
+        ),
+        Check(
+            name="dead_letters",
+            ok=r.dead_letters_received == r.dead_letters_expected,
+            detail=f"{r.dead_letters_received} dead letters stored, {r.dead_letters_expected} expected",
+        ),
     ]
     if r.flood is not None and r.flood.sent:
         f = r.flood
-        checks.append(Check(
-            name="flood_balanced", ok=f.balanced,
-            detail=f"{f.stored_events} stored + {f.suppressed_in_summaries} suppressed in {f.summaries} summaries"
-            f" = {f.stored_events + f.suppressed_in_summaries} of {f.sent} flood messages sent",
-        ))
+        checks.append(
+            Check(
+                name="flood_balanced",
+                ok=f.balanced,
+                detail=f"{f.stored_events} stored + {f.suppressed_in_summaries} suppressed in {f.summaries} summaries"
+                f" = {f.stored_events + f.suppressed_in_summaries} of {f.sent} flood messages sent",
+            )
+        )
     return checks

@@ -38,7 +38,11 @@ def running_cluster(store_dir: Path, size: int = 3) -> Iterator[list[NatsServerP
     """
     ports = [free_port() for _ in range(size)]
     servers = [
-        NatsServerProcess(store_dir / f"n{i + 1}", server_name=f"n{i + 1}", extra_config=cluster_config("bb", p, ports))
+        NatsServerProcess(
+            store_dir / f"n{i + 1}",
+            server_name=f"n{i + 1}",
+            extra_config=cluster_config("bb", p, ports),
+        )
         for i, p in enumerate(ports)
     ]
     try:
@@ -57,17 +61,26 @@ def restarted(server: NatsServerProcess, timeout_secs: float = 15.0) -> NatsServ
     ``EmbeddedServerError`` when it does not become ready (e.g. the port was taken meanwhile).
     """
     again = NatsServerProcess(
-        server.store_dir, binary=server.binary, host=server.host, port=server.port,
-        max_payload_bytes=server.max_payload_bytes, extra_config=server.extra_config, server_name=server.server_name,
-    )  # fmt: skip
+        server.store_dir,
+        binary=server.binary,
+        host=server.host,
+        port=server.port,
+        max_payload_bytes=server.max_payload_bytes,
+        extra_config=server.extra_config,
+        server_name=server.server_name,
+    )
     again.start(timeout_secs)
     return again
 
 
-async def stream_leader(url: str | list[str], stream: str = "ERRBUS", *, timeout_secs: float = 20.0) -> str:
+async def stream_leader(
+    url: str | list[str], stream: str = "ERRBUS", *, timeout_secs: float = 20.0
+) -> str:
     """The server name of ``stream``'s cluster leader, asked through ``url`` (waits through an
     election). Raises ``TimeoutError`` when no leader is known within ``timeout_secs``."""
-    nc = await nats.connect(url if isinstance(url, list) else [url], max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    nc = await nats.connect(
+        url if isinstance(url, list) else [url], max_reconnect_attempts=-1, reconnect_time_wait=0.2
+    )
     try:
         with anyio.fail_after(timeout_secs):
             while True:
@@ -75,7 +88,11 @@ async def stream_leader(url: str | list[str], stream: str = "ERRBUS", *, timeout
                     info = await nc.jetstream(timeout=1).stream_info(stream)
                     if info.cluster and info.cluster.leader:
                         return info.cluster.leader
-                except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+                except (
+                    nats.errors.TimeoutError,
+                    nats.errors.NoRespondersError,
+                    nats.js.errors.ServiceUnavailableError,
+                ):
                     pass  # election in progress
                 except nats.js.errors.NotFoundError:
                     pass  # not provisioned yet

@@ -16,12 +16,20 @@ __all__ = ["read_all"]
 # A cluster that just lost a node (meta or stream leader election) answers consumer creates
 # and fetches late or with 503 for a few seconds: retry those until this deadline.
 RETRY_WINDOW_SECS = 30.0
-_TRANSIENT = (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError)
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.errors.NoRespondersError,
+)
 
 
 async def read_all(
-    url: str | list[str], stream: str = "ERRBUS", subject: str = "errbus.>", *,
-    retry_window_secs: float = RETRY_WINDOW_SECS, **connect: Any,
+    url: str | list[str],
+    stream: str = "ERRBUS",
+    subject: str = "errbus.>",
+    *,
+    retry_window_secs: float = RETRY_WINDOW_SECS,
+    **connect: Any,
 ) -> list[Msg]:
     """Every message of ``stream`` matching ``subject``, in stream order, each once.
 
@@ -39,10 +47,15 @@ async def read_all(
         out: list[Msg] = []
         deadline = anyio.current_time() + retry_window_secs
         while True:
-            start = out[-1].metadata.sequence.stream + 1 if out else None
-            sub = await _retrying(deadline, lambda: js.pull_subscribe(subject, stream=stream, config=_config(start)))
+            config = _config(out[-1].metadata.sequence.stream + 1 if out else None)
+            sub = await _retrying(
+                deadline,
+                lambda config=config: js.pull_subscribe(subject, stream=stream, config=config),
+            )
             try:
-                left = (await _retrying(deadline, sub.consumer_info)).num_pending  # matching ``subject``
+                left = (
+                    await _retrying(deadline, sub.consumer_info)
+                ).num_pending  # matching ``subject``
                 while left > 0:
                     try:
                         batch = await sub.fetch(min(5000, left), timeout=5)
@@ -50,7 +63,9 @@ async def read_all(
                         break  # a new consumer from the last sequence read, or give up at the deadline
                     out += batch
                     left -= len(batch)
-                    deadline = anyio.current_time() + retry_window_secs  # progress: a fresh retry window
+                    deadline = (
+                        anyio.current_time() + retry_window_secs
+                    )  # progress: a fresh retry window
                 else:
                     return out
             finally:
@@ -63,9 +78,9 @@ async def read_all(
 
 def _config(start_seq: int | None) -> ConsumerConfig:
     if start_seq is None:
-        policy = dict(deliver_policy=DeliverPolicy.ALL)
+        policy = {"deliver_policy": DeliverPolicy.ALL}
     else:
-        policy = dict(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
+        policy = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start_seq}
     return ConsumerConfig(ack_policy=AckPolicy.NONE, num_replicas=1, mem_storage=True, **policy)
 
 

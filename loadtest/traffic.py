@@ -47,7 +47,11 @@ TOKEN_RE = re.compile(rb"lt-p([0-9]{3})-([0-9]{9})")
 _TOKEN_TEXT_RE = re.compile(r"lt-p([0-9]{3})-([0-9]{9})")
 _D7_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")  # bridge: ERROR:<Agent>:<context>: tokens
 _PC2_CATEGORY = "pc2_service"  # PC2ErrorPublisher default category -> topic PC2_ERROR:PC2_SERVICE:
-_MACHINE_CONTEXT = {"host": "192.168.100.17", "current_machine": "mainpc", "runtime_env": "development"}
+_MACHINE_CONTEXT = {
+    "host": "192.168.100.17",
+    "current_machine": "mainpc",
+    "runtime_env": "development",
+}
 _dumps = json.dumps  # CPython defaults: the legacy bytes exactly
 
 
@@ -94,7 +98,16 @@ class _Msg:
 
     __slots__ = ("at", "error_type", "n", "publisher", "severity", "source", "text", "tok")
 
-    def __init__(self, publisher: int, n: int, source: str, error_type: str, severity: str, pad: int, at: float):
+    def __init__(
+        self,
+        publisher: int,
+        n: int,
+        source: str,
+        error_type: str,
+        severity: str,
+        pad: int,
+        at: float,
+    ):
         self.publisher, self.n, self.source, self.error_type = publisher, n, source, error_type
         self.severity, self.at = severity, at
         self.tok = token(publisher, n)
@@ -103,20 +116,37 @@ class _Msg:
 
 def _envelope(m: _Msg, details: object) -> dict[str, object]:
     """D1 ``ErrorPublisher.publish_error`` payload (key order as sent)."""
-    data = {"error_id": m.tok, "error_type": m.error_type, "severity": m.severity, "details": details}
-    return {"message_type": "error_report", "source": m.source, "timestamp": _utc_iso(m.at), "error_data": data}
+    data = {
+        "error_id": m.tok,
+        "error_type": m.error_type,
+        "severity": m.severity,
+        "details": details,
+    }
+    return {
+        "message_type": "error_report",
+        "source": m.source,
+        "timestamp": _utc_iso(m.at),
+        "error_data": data,
+    }
 
 
 def _pc2_envelope(m: _Msg) -> dict[str, object]:
     """D2 ``PC2ErrorPublisher.publish_error`` payload (key order as sent)."""
     data = {
-        "error_id": m.tok, "error_type": m.error_type, "severity": m.severity, "category": _PC2_CATEGORY,
-        "details": m.text, "machine_context": dict(_MACHINE_CONTEXT),
-    }  # fmt: skip
+        "error_id": m.tok,
+        "error_type": m.error_type,
+        "severity": m.severity,
+        "category": _PC2_CATEGORY,
+        "details": m.text,
+        "machine_context": dict(_MACHINE_CONTEXT),
+    }
     return {
-        "message_type": "error_report", "source": m.source, "source_machine": "PC2",
-        "timestamp": _utc_iso(m.at), "error_data": data,
-    }  # fmt: skip
+        "message_type": "error_report",
+        "source": m.source,
+        "source_machine": "PC2",
+        "timestamp": _utc_iso(m.at),
+        "error_data": data,
+    }
 
 
 def _d1(m: _Msg) -> list[bytes]:
@@ -134,16 +164,37 @@ def _d3(m: _Msg) -> list[bytes]:
     variant = m.n % 4
     sev = m.severity.upper()
     if variant == 0:  # flat_epoch
-        obj = {"timestamp": m.at, "agent": m.source, "error_type": m.error_type, "message": m.text, "severity": sev}
+        obj = {
+            "timestamp": m.at,
+            "agent": m.source,
+            "error_type": m.error_type,
+            "message": m.text,
+            "severity": sev,
+        }
     elif variant == 1:  # flat_src_iso (no error_type)
-        obj = {"source": m.source, "timestamp": _utc_iso(m.at), "severity": sev, "message": m.text, "context": {}}
+        obj = {
+            "source": m.source,
+            "timestamp": _utc_iso(m.at),
+            "severity": sev,
+            "message": m.text,
+            "context": {},
+        }
     elif variant == 2:  # flat_nots (no timestamp)
-        obj = {"agent": m.source, "error_type": m.error_type, "severity": sev, "message": m.text, "context": {}}
+        obj = {
+            "agent": m.source,
+            "error_type": m.error_type,
+            "severity": sev,
+            "message": m.text,
+            "context": {},
+        }
     else:  # flat_iso_enum (naive local ISO, ErrorSeverity.value)
         obj = {
-            "timestamp": _local_iso(m.at), "agent": m.source, "error_type": m.error_type, "message": m.text,
+            "timestamp": _local_iso(m.at),
+            "agent": m.source,
+            "error_type": m.error_type,
+            "message": m.text,
             "severity": m.severity.lower(),
-        }  # fmt: skip
+        }
     return [b"ERROR:" + _dumps(obj).encode()]
 
 
@@ -152,21 +203,36 @@ def _d4(m: _Msg) -> list[bytes]:
     variant = m.n % 3
     if variant == 0:  # mp_ctx
         obj: dict[str, object] = {
-            "error_type": m.error_type, "message": m.text, "severity": m.severity.upper(), "context": {},
-        }  # fmt: skip
+            "error_type": m.error_type,
+            "message": m.text,
+            "severity": m.severity.upper(),
+            "context": {},
+        }
     elif variant == 1:  # mp_rc_enum_str: str(ErrorSeverity.X)
-        obj = {"error_type": m.error_type, "message": m.text, "severity": f"ErrorSeverity.{m.severity.upper()}"}
+        obj = {
+            "error_type": m.error_type,
+            "message": m.text,
+            "severity": f"ErrorSeverity.{m.severity.upper()}",
+        }
     else:  # mp_sndmore_test: "type", epoch timestamp
-        obj = {"type": m.error_type, "message": m.text, "severity": m.severity.upper(), "timestamp": m.at}
+        obj = {
+            "type": m.error_type,
+            "message": m.text,
+            "severity": m.severity.upper(),
+            "timestamp": m.at,
+        }
     return [b"ERROR:", _dumps(obj).encode()]
 
 
 def _d5(m: _Msg) -> list[bytes]:
     """``[b"ERROR", json]`` with ``type`` (PC2 ``report_error``; naive local ISO)."""
     obj = {
-        "timestamp": _local_iso(m.at), "agent": m.source, "type": m.error_type, "message": m.text,
+        "timestamp": _local_iso(m.at),
+        "agent": m.source,
+        "type": m.error_type,
+        "message": m.text,
         "severity": m.severity.upper(),
-    }  # fmt: skip
+    }
     return [b"ERROR", _dumps(obj).encode()]
 
 
@@ -174,9 +240,13 @@ def _d6(m: _Msg) -> list[bytes]:
     """One bare JSON frame: mms_topic_field or a central_relay re-send (by ``n % 2``)."""
     if m.n % 2 == 0:  # ModelManagerSuite.report_error send_json
         obj: dict[str, object] = {
-            "topic": "ERROR", "error_type": m.error_type, "message": m.text, "severity": m.severity.lower(),
-            "timestamp": m.at, "agent": m.source,
-        }  # fmt: skip
+            "topic": "ERROR",
+            "error_type": m.error_type,
+            "message": m.text,
+            "severity": m.severity.lower(),
+            "timestamp": m.at,
+            "agent": m.source,
+        }
     else:  # CentralErrorBus relay of an agent's object
         obj = {"agent": m.source, "error_type": m.error_type, "message": m.text}
     return [_dumps(obj).encode()]
@@ -192,14 +262,27 @@ def _d7(m: _Msg) -> list[bytes]:
 
 
 _BUILDERS: dict[str, Callable[[_Msg], list[bytes]]] = {
-    "D1": _d1, "D2": _d2, "D3": _d3, "D4": _d4, "D5": _d5, "D6": _d6, "D7": _d7,
-}  # fmt: skip
+    "D1": _d1,
+    "D2": _d2,
+    "D3": _d3,
+    "D4": _d4,
+    "D5": _d5,
+    "D6": _d6,
+    "D7": _d7,
+}
 
 
 def frames(
-    dialect: str, publisher: int, n: int, *, source: str, error_type: str, severity: str = "error",
-    pad_bytes: int = 120, at: float | None = None,
-) -> list[bytes]:  # fmt: skip
+    dialect: str,
+    publisher: int,
+    n: int,
+    *,
+    source: str,
+    error_type: str,
+    severity: str = "error",
+    pad_bytes: int = 120,
+    at: float | None = None,
+) -> list[bytes]:
     """The ZMQ frames a legacy agent of ``dialect`` sends (legacy-bus.md §1), carrying ``token(publisher, n)``.
 
     220-550 B with ``pad_bytes=120`` (D1 ~370 B, D2 ~550 B, D3-D7 ~220-290 B). Raises ``KeyError`` for an unknown dialect,
@@ -210,9 +293,15 @@ def frames(
 
 
 def cross_machine_copy(
-    publisher: int, n: int, *, source: str, error_type: str, severity: str = "high", pad_bytes: int = 120,
+    publisher: int,
+    n: int,
+    *,
+    source: str,
+    error_type: str,
+    severity: str = "high",
+    pad_bytes: int = 120,
     at: float | None = None,
-) -> list[bytes]:  # fmt: skip
+) -> list[bytes]:
     """D2's second message: ``CROSS_MACHINE_ERROR:PC2:`` + the same envelope (same ``error_id``) plus
     ``"cross_machine_alert": true, "originating_machine": "PC2"``. With the same arguments and ``at``
     it is the copy of ``frames("D2", ...)``."""
@@ -222,13 +311,24 @@ def cross_machine_copy(
 
 
 def flood_frames(
-    publisher: int, n: int, *, source: str, error_type: str, severity: str = "error", pad_bytes: int = 120,
+    publisher: int,
+    n: int,
+    *,
+    source: str,
+    error_type: str,
+    severity: str = "error",
+    pad_bytes: int = 120,
     at: float | None = None,
-) -> list[bytes]:  # fmt: skip
+) -> list[bytes]:
     """A D1 flood message: ``details`` is an object holding the token, so the bridge's message is the
     ``error_type`` and all flood messages of one (source, error_type) share one fingerprint."""
     m = _Msg(publisher, n, source, error_type, severity, 0, _now(at))
-    details = {"endpoint": "tcp://192.168.100.17:7140", "timeout_ms": 5000, "token": m.tok, "pad": "x" * pad_bytes}
+    details = {
+        "endpoint": "tcp://192.168.100.17:7140",
+        "timeout_ms": 5000,
+        "token": m.tok,
+        "pad": "x" * pad_bytes,
+    }
     return [b"ERROR:" + _dumps(_envelope(m, details)).encode()]
 
 
@@ -236,10 +336,16 @@ def flood_frames(
 
 _MALFORMED: tuple[Callable[[bytes], list[bytes]], ...] = (
     lambda t: [b"ERROR:\xff\xfe " + t],  # INVALID_UTF8 after the prefix
-    lambda t: [b"ERROR:", b'{"agent": "LoadAgent", "message": "' + t + b'"}', b"trailing"],  # TOO_MANY_FRAMES
+    lambda t: [
+        b"ERROR:",
+        b'{"agent": "LoadAgent", "message": "' + t + b'"}',
+        b"trailing",
+    ],  # TOO_MANY_FRAMES
     lambda t: [b'ERROR:{"agent": "LoadAgent", "message": "' + t + b'"'],  # INVALID_JSON (cut short)
     lambda t: [b"WARNING:LoadAgent:" + t],  # UNKNOWN_TOPIC
-    lambda t: [b'ERROR:\xef\xbb\xbf{"agent": "LoadAgent", "message": "' + t + b'"}'],  # INVALID_JSON (BOM)
+    lambda t: [
+        b'ERROR:\xef\xbb\xbf{"agent": "LoadAgent", "message": "' + t + b'"}'
+    ],  # INVALID_JSON (BOM)
     lambda t: [b"ERROR:", b'["' + t + b'"]'],  # NOT_AN_OBJECT (D4 with an array)
     lambda t: [b"TOPIC", b'{"message": "' + t + b'"}'],  # UNKNOWN_TOPIC (2 frames)
 )

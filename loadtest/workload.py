@@ -25,8 +25,18 @@ from msgspec import Meta
 
 __all__ = ["DEDUP_DIALECTS", "Burst", "FloodSpec", "Workload"]
 
-DEDUP_DIALECTS = frozenset({"D1", "D2"})  # dialects with a legacy error_id (legacy-bus.md §9 trap 7)
-_KNOWN_DIALECTS = ("D1", "D2", "D3", "D4", "D5", "D6", "D7")  # = traffic.DIALECTS (no import: no zmq here)
+DEDUP_DIALECTS = frozenset(
+    {"D1", "D2"}
+)  # dialects with a legacy error_id (legacy-bus.md §9 trap 7)
+_KNOWN_DIALECTS = (
+    "D1",
+    "D2",
+    "D3",
+    "D4",
+    "D5",
+    "D6",
+    "D7",
+)  # = traffic.DIALECTS (no import: no zmq here)
 
 Ratio = Annotated[float, Meta(ge=0.0, le=1.0)]
 PositiveSecs = Annotated[float, Meta(gt=0.0)]
@@ -74,7 +84,9 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True):
     rate_per_sec: Annotated[float, Meta(gt=0.0)] = 2000.0
     duration_secs: PositiveSecs = 10.0
     publishers: Annotated[int, Meta(ge=1, le=256)] = 4
-    dialects: dict[str, Annotated[float, Meta(ge=0.0)]] = msgspec.field(default_factory=lambda: {"D1": 1.0})
+    dialects: dict[str, Annotated[float, Meta(ge=0.0)]] = msgspec.field(
+        default_factory=lambda: {"D1": 1.0}
+    )
     burst: Burst | None = None
     duplicate_ratio: Ratio = 0.0
     malformed_ratio: Ratio = 0.0
@@ -83,18 +95,33 @@ class Workload(msgspec.Struct, frozen=True, kw_only=True):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (self.rate_per_sec > 0 and self.duration_secs > 0 and self.publishers >= 1 and self.pad_bytes >= 0):
-            raise ValueError("rate_per_sec and duration_secs must be > 0, publishers >= 1, pad_bytes >= 0")
-        ratios = (self.duplicate_ratio, self.malformed_ratio, self.flood.share if self.flood else 0.0)
+        if not (
+            self.rate_per_sec > 0
+            and self.duration_secs > 0
+            and self.publishers >= 1
+            and self.pad_bytes >= 0
+        ):
+            raise ValueError(
+                "rate_per_sec and duration_secs must be > 0, publishers >= 1, pad_bytes >= 0"
+            )
+        ratios = (
+            self.duplicate_ratio,
+            self.malformed_ratio,
+            self.flood.share if self.flood else 0.0,
+        )
         if not all(0.0 <= r <= 1.0 for r in ratios):
-            raise ValueError(f"ratios must be within [0, 1]: duplicate, malformed, flood share = {ratios}")
+            raise ValueError(
+                f"ratios must be within [0, 1]: duplicate, malformed, flood share = {ratios}"
+            )
         unknown = sorted(set(self.dialects) - set(_KNOWN_DIALECTS))
         if unknown:
             raise ValueError(f"unknown dialects {unknown}; known: {list(_KNOWN_DIALECTS)}")
         if not any(w > 0 for w in self.dialects.values()):
             raise ValueError("dialects needs at least one positive weight")
         if self.duplicate_ratio > 0 and self.publishers < 2:
-            raise ValueError("duplicate_ratio > 0 needs publishers >= 2 (copies go out from another socket)")
+            raise ValueError(
+                "duplicate_ratio > 0 needs publishers >= 2 (copies go out from another socket)"
+            )
 
     def rate_at(self, elapsed_secs: float) -> float:
         """The target rate (messages/s) at ``elapsed_secs`` since the start, bursts included."""

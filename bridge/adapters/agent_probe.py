@@ -72,7 +72,13 @@ class NoAnswer(Exception):
 class ZmqSession:
     """One REQ socket's exchanges with one agent (see the module note)."""
 
-    def __init__(self, sock: zmq.Socket[bytes], monitor: zmq.Socket[bytes], timeout_secs: float, max_bytes: int) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        monitor: zmq.Socket[bytes],
+        timeout_secs: float,
+        max_bytes: int,
+    ) -> None:
         self._sock, self._monitor = sock, monitor
         self._timeout = timeout_secs
         self._max_bytes = max_bytes
@@ -101,7 +107,9 @@ class ZmqSession:
             self._events |= parse_monitor_message(self._monitor.recv_multipart())["event"]
         if self._events & zmq.EVENT_HANDSHAKE_SUCCEEDED:
             return "timeout"
-        if self._events & (_HANDSHAKE_FAILED | zmq.EVENT_CONNECTED):  # TCP accepted, no ZMTP handshake
+        if self._events & (
+            _HANDSHAKE_FAILED | zmq.EVENT_CONNECTED
+        ):  # TCP accepted, no ZMTP handshake
             return "protocol_mismatch"
         if self._events & zmq.EVENT_CONNECT_RETRIED:
             return "connection_refused"
@@ -120,7 +128,9 @@ class ProbeClient:
     async def __aenter__(self) -> ProbeClient:
         self._ctx = zmq.Context()
         connector = aiohttp.TCPConnector(limit=self._max_connections, force_close=True)
-        self._http = aiohttp.ClientSession(connector=connector, headers={"User-Agent": "busbridge-health"})
+        self._http = aiohttp.ClientSession(
+            connector=connector, headers={"User-Agent": "busbridge-health"}
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

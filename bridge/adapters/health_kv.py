@@ -33,11 +33,21 @@ from bridge.adapters.jetstream import JetStreamLink
 from bridge.config.model import HealthConfig, StorageKind
 from bridge.errors import BridgeError, ProvisioningError
 
-__all__ = ["HealthStore", "HealthStoreRefused", "HealthStoreUnavailable", "bucket_config_for", "bucket_definition"]
+__all__ = [
+    "HealthStore",
+    "HealthStoreRefused",
+    "HealthStoreUnavailable",
+    "bucket_config_for",
+    "bucket_definition",
+]
 
 log = logging.getLogger(__name__)
 
-_NOT_READY = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError)
+_NOT_READY = (
+    nats.js.errors.ServiceUnavailableError,
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+)
 
 
 class HealthStoreUnavailable(BridgeError):
@@ -74,7 +84,9 @@ def bucket_definition(cfg: HealthConfig) -> dict[str, Any]:
 class HealthStore:
     """KV puts and stream publishes for fleet health; see the module note."""
 
-    def __init__(self, link: JetStreamLink, cfg: HealthConfig, *, request_timeout_secs: float = 5.0) -> None:
+    def __init__(
+        self, link: JetStreamLink, cfg: HealthConfig, *, request_timeout_secs: float = 5.0
+    ) -> None:
         self._link = link
         self.cfg = cfg
         self.request_timeout_secs = request_timeout_secs
@@ -98,10 +110,17 @@ class HealthStore:
                 return
             except _NOT_READY as exc:
                 if time.monotonic() > deadline:
-                    raise ProvisioningError(f"JetStream not ready for KV bucket {self.cfg.kv_bucket}: {exc!r}") from exc
+                    raise ProvisioningError(
+                        f"JetStream not ready for KV bucket {self.cfg.kv_bucket}: {exc!r}"
+                    ) from exc
                 await anyio.sleep(0.5)
-            except (nats.errors.Error, OSError) as exc:  # refused, or the connection dropped meanwhile
-                raise ProvisioningError(f"cannot provision KV bucket {self.cfg.kv_bucket}: {exc!r}") from exc
+            except (
+                nats.errors.Error,
+                OSError,
+            ) as exc:  # refused, or the connection dropped meanwhile
+                raise ProvisioningError(
+                    f"cannot provision KV bucket {self.cfg.kv_bucket}: {exc!r}"
+                ) from exc
 
     async def _provision(self) -> KeyValue:
         nc = self._link.nc
@@ -113,10 +132,14 @@ class HealthStore:
             return await js.create_key_value(wanted)
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != 10058:  # exists with other settings
-                raise ProvisioningError(f"cannot create KV bucket {wanted.bucket}: {exc.description}") from exc
+                raise ProvisioningError(
+                    f"cannot create KV bucket {wanted.bucket}: {exc.description}"
+                ) from exc
         stream = f"KV_{wanted.bucket}"
         current = (await js.stream_info(stream)).config
-        log.warning("KV bucket %s exists with other settings: updating ttl/replicas/storage", wanted.bucket)
+        log.warning(
+            "KV bucket %s exists with other settings: updating ttl/replicas/storage", wanted.bucket
+        )
         await js.update_stream(current.evolve(max_age=wanted.ttl, num_replicas=wanted.replicas))
         return await js.key_value(wanted.bucket)
 
@@ -129,10 +152,16 @@ class HealthStore:
             with anyio.fail_after(self.request_timeout_secs):
                 await kv.put(key, payload)
         except nats.errors.MaxPayloadError as exc:
-            raise HealthStoreRefused(f"KV put {key}: {len(payload)} B over the server's max_payload") from exc
+            raise HealthStoreRefused(
+                f"KV put {key}: {len(payload)} B over the server's max_payload"
+            ) from exc
         except (nats.errors.NoRespondersError, nats.js.errors.NotFoundError) as exc:
-            self._kv = None  # the bucket is gone (e.g. a server with a fresh store): provision again
-            raise HealthStoreUnavailable(f"KV put {key}: bucket {self.cfg.kv_bucket} missing: {exc!r}") from exc
+            self._kv = (
+                None  # the bucket is gone (e.g. a server with a fresh store): provision again
+            )
+            raise HealthStoreUnavailable(
+                f"KV put {key}: bucket {self.cfg.kv_bucket} missing: {exc!r}"
+            ) from exc
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise HealthStoreUnavailable(f"KV put {key}: {exc!r}") from exc
 
@@ -142,8 +171,12 @@ class HealthStore:
         if nc is None or not self._link.connected:
             raise HealthStoreUnavailable("NATS not connected")
         try:
-            await nc.jetstream().publish(subject, payload, timeout=self.request_timeout_secs, headers=headers)
+            await nc.jetstream().publish(
+                subject, payload, timeout=self.request_timeout_secs, headers=headers
+            )
         except nats.errors.MaxPayloadError as exc:
-            raise HealthStoreRefused(f"publish {subject}: {len(payload)} B over the server's max_payload") from exc
+            raise HealthStoreRefused(
+                f"publish {subject}: {len(payload)} B over the server's max_payload"
+            ) from exc
         except (nats.errors.Error, OSError) as exc:
             raise HealthStoreUnavailable(f"publish {subject}: {exc!r}") from exc

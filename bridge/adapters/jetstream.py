@@ -30,8 +30,8 @@ from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 
 from bridge.config.model import NatsConfig, StorageKind
-from bridge.config.secrets import nats_auth_options
 from bridge.config.model import StreamConfig as StreamSettings
+from bridge.config.secrets import nats_auth_options
 from bridge.errors import BridgeError, ProvisioningError
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 
@@ -40,7 +40,11 @@ __all__ = ["JetStreamLink", "parse_ack", "publish_fast", "stream_config_for", "s
 log = logging.getLogger(__name__)
 
 _ERROR_LOG_INTERVAL_SECS = 30
-_NOT_READY = (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError)
+_NOT_READY = (
+    nats.js.errors.ServiceUnavailableError,
+    nats.errors.NoRespondersError,
+    nats.errors.TimeoutError,
+)
 
 
 class _ApiError(msgspec.Struct):
@@ -70,7 +74,11 @@ def parse_ack(msg: Msg) -> AckResult:
         return AckResult(AckOutcome.ERROR, description=f"unreadable PubAck: {exc}")
     if ack.error is not None:
         outcome = AckOutcome.NO_RESPONDERS if ack.error.code == 503 else AckOutcome.ERROR
-        return AckResult(outcome, error_code=ack.error.err_code or ack.error.code, description=ack.error.description)
+        return AckResult(
+            outcome,
+            error_code=ack.error.err_code or ack.error.code,
+            description=ack.error.description,
+        )
     return AckResult(AckOutcome.DUPLICATE if ack.duplicate else AckOutcome.STORED, seq=ack.seq)
 
 
@@ -103,7 +111,9 @@ _SUBJECT_OK = re.compile(r"[^\s]+")
 _safe_keys: set[str] = set()
 
 
-def _hpub(nc: Client, subject: str, payload: bytes, reply: str, headers: dict[str, str]) -> bytes | None:
+def _hpub(
+    nc: Client, subject: str, payload: bytes, reply: str, headers: dict[str, str]
+) -> bytes | None:
     """The ``HPUB`` protocol command for a message nats-py would send unchanged, or None.
 
     None (use nats-py's ``publish``) unless: the client has the internals (``_RAW_ATTRS``),
@@ -124,14 +134,23 @@ def _hpub(nc: Client, subject: str, payload: bytes, reply: str, headers: dict[st
             if not (isinstance(key, str) and _HEADER_KEY.fullmatch(key)):
                 return None
             _safe_keys.add(key)
-        if not (value.__class__ is str and value.isprintable() and value.strip() == value and value):
+        if not (
+            value.__class__ is str and value.isprintable() and value.strip() == value and value
+        ):
             return None
         lines.append(f"{key}: {value}\r\n")
     hdr = f"NATS/1.0\r\n{''.join(lines)}\r\n".encode()
-    return f"HPUB {subject} {reply} {len(hdr)} {len(hdr) + len(payload)}\r\n".encode() + hdr + payload + b"\r\n"
+    return (
+        f"HPUB {subject} {reply} {len(hdr)} {len(hdr) + len(payload)}\r\n".encode()
+        + hdr
+        + payload
+        + b"\r\n"
+    )
 
 
-async def publish_fast(nc: Client, subject: str, payload: bytes, reply: str, headers: dict[str, str]) -> None:
+async def publish_fast(
+    nc: Client, subject: str, payload: bytes, reply: str, headers: dict[str, str]
+) -> None:
     """``nc.publish(subject, payload, reply=reply, headers=headers)``, the same bytes on the wire,
     without nats-py's per-header regex work when ``_hpub`` can build the command. Raises what
     ``nc.publish`` raises."""
@@ -154,7 +173,12 @@ class JetStreamLink:
     """
 
     def __init__(
-        self, cfg: NatsConfig, servers: list[str], *, name: str, on_state: Callable[[bool], None] | None = None
+        self,
+        cfg: NatsConfig,
+        servers: list[str],
+        *,
+        name: str,
+        on_state: Callable[[bool], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.servers = servers
@@ -175,20 +199,20 @@ class JetStreamLink:
 
     def _connect_options(self) -> dict[str, Any]:
         c = self.cfg
-        opts: dict[str, Any] = dict(
-            name=self.name,
-            connect_timeout=c.connect_timeout_secs,
-            reconnect_time_wait=c.reconnect_wait_secs,
-            ping_interval=c.ping_interval_secs,
-            max_outstanding_pings=c.max_outstanding_pings,
-            max_reconnect_attempts=-1,
-            allow_reconnect=True,
-            pending_size=c.reconnect_buffer_bytes,
-            disconnected_cb=self._disconnected,
-            reconnected_cb=self._reconnected,
-            error_cb=self._error,
-            closed_cb=self._closed,
-        )
+        opts: dict[str, Any] = {
+            "name": self.name,
+            "connect_timeout": c.connect_timeout_secs,
+            "reconnect_time_wait": c.reconnect_wait_secs,
+            "ping_interval": c.ping_interval_secs,
+            "max_outstanding_pings": c.max_outstanding_pings,
+            "max_reconnect_attempts": -1,
+            "allow_reconnect": True,
+            "pending_size": c.reconnect_buffer_bytes,
+            "disconnected_cb": self._disconnected,
+            "reconnected_cb": self._reconnected,
+            "error_cb": self._error,
+            "closed_cb": self._closed,
+        }
         opts.update(nats_auth_options(c))
         return opts
 
@@ -199,13 +223,20 @@ class JetStreamLink:
 
     async def _reconnected(self) -> None:
         self.reconnects += 1
-        log.info("NATS reconnected to %s", self.nc.connected_url.netloc if self.nc and self.nc.connected_url else "?")
+        log.info(
+            "NATS reconnected to %s",
+            self.nc.connected_url.netloc if self.nc and self.nc.connected_url else "?",
+        )
         self._on_state(True)
 
     async def _error(self, exc: Exception) -> None:
         text, now = repr(exc), time.monotonic()
         if text != self._last_error or now - self._last_error_at > _ERROR_LOG_INTERVAL_SECS:
-            log.warning("NATS client error: %s (repeats are logged every %d s)", text, _ERROR_LOG_INTERVAL_SECS)
+            log.warning(
+                "NATS client error: %s (repeats are logged every %d s)",
+                text,
+                _ERROR_LOG_INTERVAL_SECS,
+            )
             self._last_error, self._last_error_at = text, now
 
     async def _closed(self) -> None:
@@ -219,7 +250,9 @@ class JetStreamLink:
     def max_payload(self) -> int:
         return self.nc.max_payload if self.nc else 1024 * 1024
 
-    async def ensure_stream(self, settings: StreamSettings, timeout_secs: float = 30.0) -> dict[str, Any]:
+    async def ensure_stream(
+        self, settings: StreamSettings, timeout_secs: float = 30.0
+    ) -> dict[str, Any]:
         """Create the stream, or update it when it differs and ``update_existing``.
 
         JetStream that is not ready yet (503, no responders, request timeouts: a
@@ -233,7 +266,9 @@ class JetStreamLink:
                 return await self._provision(settings)
             except _NOT_READY as exc:
                 if time.monotonic() > deadline:
-                    raise ProvisioningError(f"JetStream not ready for stream {settings.name}: {exc!r}") from exc
+                    raise ProvisioningError(
+                        f"JetStream not ready for stream {settings.name}: {exc!r}"
+                    ) from exc
                 log.info("JetStream not ready yet (%r); retrying stream provisioning", exc)
                 await anyio.sleep(0.5)
 
@@ -245,9 +280,13 @@ class JetStreamLink:
             info = await js.add_stream(wanted)
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != 10058:  # stream name already in use with a different configuration
-                raise ProvisioningError(f"cannot create stream {settings.name}: {exc.description}") from exc
+                raise ProvisioningError(
+                    f"cannot create stream {settings.name}: {exc.description}"
+                ) from exc
             if not settings.update_existing:
-                raise ProvisioningError(f"stream {settings.name} exists with another configuration") from exc
+                raise ProvisioningError(
+                    f"stream {settings.name} exists with another configuration"
+                ) from exc
             info = await self._update(js, wanted)
         except _NOT_READY:
             raise
@@ -273,9 +312,13 @@ class JetStreamLink:
                 return
             on_ack(token, parse_ack(msg))
 
-        await self.nc.subscribe(f"{prefix}.*", cb=handle, pending_msgs_limit=-1, pending_bytes_limit=-1)
+        await self.nc.subscribe(
+            f"{prefix}.*", cb=handle, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
 
-    async def publish(self, subject: str, payload: bytes, reply: str, headers: dict[str, str]) -> None:
+    async def publish(
+        self, subject: str, payload: bytes, reply: str, headers: dict[str, str]
+    ) -> None:
         """Queue one message on the connection. Raises ``NotConnected`` (retry later) or
         ``PublishRefused`` (the message itself is unacceptable: too large, bad subject).
 
@@ -316,4 +359,3 @@ class JetStreamLink:
             except (nats.errors.Error, OSError):
                 pass
             await nc.close()
-

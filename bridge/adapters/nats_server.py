@@ -22,8 +22,8 @@ import subprocess
 import sysconfig
 import threading
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from bridge.errors import EmbeddedServerError
 

@@ -70,7 +70,9 @@ _MONITOR_EVENTS = {
 _OPENED = {"accepted", "connected"}
 _GONE = {"disconnected", "closed"}
 
-BatchHandler = Callable[[list[list[bytes]]], None]  # messages (each a list of frames), in read order
+BatchHandler = Callable[
+    [list[list[bytes]]], None
+]  # messages (each a list of frames), in read order
 EventHandler = Callable[[str, int], None]
 
 
@@ -189,7 +191,12 @@ class IngestSocket:
 _CHUNK = 32
 
 
-async def read_batches(sock: zmq.Socket[bytes], handler: BatchHandler, batch_max: int = 2048, batch_max_secs: float = 0.01) -> None:
+async def read_batches(
+    sock: zmq.Socket[bytes],
+    handler: BatchHandler,
+    batch_max: int = 2048,
+    batch_max_secs: float = 0.01,
+) -> None:
     """Read ``sock`` until cancelled, as ``IngestSocket.run`` does (see the module note): drain it
     in turns of at most ``batch_max`` messages or ``batch_max_secs``, ``handler`` called with up to
     32 messages at a time, yielding to the event loop between turns, waiting on its FD when empty."""

@@ -67,7 +67,11 @@ class CurveServer:
         auth.start()
         auth.configure_curve_callback("*", credentials_provider=self)
         self._auth = auth
-        log.info("ZMQ CURVE on: %d client keys allowed, server public key %s", len(self.allowed), self.public_key.decode())
+        log.info(
+            "ZMQ CURVE on: %d client keys allowed, server public key %s",
+            len(self.allowed),
+            self.public_key.decode(),
+        )
 
     def apply(self, sock: zmq.Socket[bytes]) -> None:
         """Make ``sock`` a CURVE server (before bind)."""
@@ -80,7 +84,10 @@ class CurveServer:
         ok = key in self._refresh()
         if not ok:
             self.denied += 1
-            log.debug("ZMQ CURVE: refused client key %s (not in the allowlist)", key.decode(errors="replace"))
+            log.debug(
+                "ZMQ CURVE: refused client key %s (not in the allowlist)",
+                key.decode(errors="replace"),
+            )
         return ok
 
     def _refresh(self) -> set[bytes]:
@@ -89,10 +96,15 @@ class CurveServer:
             try:
                 mtime = os.stat(directory).st_mtime_ns
                 if mtime != self._dir_mtime:
-                    self._dir_keys, self._dir_mtime = set(zmq.auth.load_certificates(directory)), mtime
+                    self._dir_keys, self._dir_mtime = (
+                        set(zmq.auth.load_certificates(directory)),
+                        mtime,
+                    )
             except (OSError, ValueError) as exc:
                 if self._dir_mtime is None:  # at start: refuse; later: keep the last good list
-                    raise ConfigError("zmq", [f"zmq.curve.allowed_clients_dir: cannot read {directory}: {exc}"]) from exc
+                    raise ConfigError(
+                        "zmq", [f"zmq.curve.allowed_clients_dir: cannot read {directory}: {exc}"]
+                    ) from exc
         self.allowed = self._listed | self._dir_keys
         return self.allowed
 
@@ -107,10 +119,15 @@ def _server_keys(path: str) -> tuple[bytes, bytes]:
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
-        raise ConfigError("zmq", [f"zmq.curve.server_secret_key_file: cannot load {path}: {exc}"]) from exc
+        raise ConfigError(
+            "zmq", [f"zmq.curve.server_secret_key_file: cannot load {path}: {exc}"]
+        ) from exc
     if not secret:
         raise ConfigError(
-            "zmq", [f"zmq.curve.server_secret_key_file: {path} has no secret-key (the .key_secret file is needed)"]
+            "zmq",
+            [
+                f"zmq.curve.server_secret_key_file: {path} has no secret-key (the .key_secret file is needed)"
+            ],
         )
     return public, secret
 
@@ -149,7 +166,9 @@ class HandshakeWatch:
         )
 
 
-def generate_keypair(directory: str | os.PathLike[str], name: str, *, force: bool = False) -> tuple[Path, Path, str]:
+def generate_keypair(
+    directory: str | os.PathLike[str], name: str, *, force: bool = False
+) -> tuple[Path, Path, str]:
     """Write ``<directory>/<name>.key`` (public) and ``<name>.key_secret`` (mode 0600) in the
     zmq.auth certificate format; return both paths and the Z85 public key.
 

@@ -13,9 +13,12 @@ def flood_rules(cfg: FloodConfig) -> tuple[list[FloodRule], FloodRule]:
     """``(rules in order, default rule)``; the config was validated (regexes, severities)."""
     rules = [
         FloodRule(
-            r.name, r.threshold, r.window_secs, pattern=r.match,
+            r.name,
+            r.threshold,
+            r.window_secs,
+            pattern=r.match,
             escalate_to=Severity(r.escalate_to) if r.escalate_to else None,
-        )  # fmt: skip
+        )
         for r in cfg.rules
     ]
     return rules, FloodRule("default", cfg.default_threshold, cfg.default_window_secs)

@@ -32,7 +32,9 @@ def port_offset(cfg: HealthConfig, environ: Mapping[str, str] = os.environ) -> i
 def health_problems(cfg: HealthConfig) -> list[str]:
     """Every violated rule of ``cfg`` as ``health.<key>: message``."""
     problems = []
-    slowest = max(cfg.heartbeat_interval_secs, cfg.probe_interval_secs if cfg.startup_config else 0.0)
+    slowest = max(
+        cfg.heartbeat_interval_secs, cfg.probe_interval_secs if cfg.startup_config else 0.0
+    )
     if cfg.kv_ttl_secs <= cfg.stale_after_intervals * slowest:
         problems.append(
             f"health.kv_ttl_secs: must be > stale_after_intervals x the longest interval "
@@ -43,7 +45,9 @@ def health_problems(cfg: HealthConfig) -> list[str]:
         try:
             port_offset(cfg)
         except ValueError:
-            problems.append(f"health.port_offset: env {ENV_PORT_OFFSET}={os.environ[ENV_PORT_OFFSET]!r} is not an integer")
+            problems.append(
+                f"health.port_offset: env {ENV_PORT_OFFSET}={os.environ[ENV_PORT_OFFSET]!r} is not an integer"
+            )
     if not cfg.probe_host.strip():
         problems.append("health.probe_host: must not be empty")
     return problems

@@ -61,7 +61,11 @@ def parse_config(text: str, source: str = "<string>") -> BridgeConfig:
     problems = list(loader.duplicates)  # YAML would silently keep only the last of them
     problems += plain_secret_problems(data)  # named once, not also as an unknown key
     secret_paths = {p.split(": ", 1)[0] for p in problems}
-    problems += [p for p in _collect_problems(BridgeConfig, data, "") if p.split(": ", 1)[0] not in secret_paths]
+    problems += [
+        p
+        for p in _collect_problems(BridgeConfig, data, "")
+        if p.split(": ", 1)[0] not in secret_paths
+    ]
     if problems:
         raise ConfigError(source, problems)
     cfg = resolve_defaults(msgspec.convert(data, BridgeConfig))
@@ -86,7 +90,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             key, line = self.construct_object(key_node), key_node.start_mark.line + 1
             if key in first_line:
-                self.duplicates.append(f"<yaml>: line {line}: duplicate key {key!r} (first at line {first_line[key]})")
+                self.duplicates.append(
+                    f"<yaml>: line {line}: duplicate key {key!r} (first at line {first_line[key]})"
+                )
             else:
                 first_line[key] = line
         return super().construct_mapping(node, deep=deep)
@@ -106,7 +112,9 @@ def cross_checks(cfg: BridgeConfig) -> list[str]:
     problems += _check_nats(cfg)
     problems += security_problems(cfg)
     if cfg.stream.subject_prefix.split(".")[0] in LEGACY_PREFIXES:
-        problems.append("stream.subject_prefix: must not start with 'errors' (legacy errors.> streams)")
+        problems.append(
+            "stream.subject_prefix: must not start with 'errors' (legacy errors.> streams)"
+        )
     if cfg.identity.occurrence_window_secs < cfg.stream.duplicate_window_secs:
         problems.append(
             "identity.occurrence_window_secs: must be >= stream.duplicate_window_secs "
@@ -137,7 +145,9 @@ def _check_flood(cfg: BridgeConfig) -> list[str]:
             except re.error as exc:
                 problems.append(f"{where}.match: invalid regex {rule.match!r}: {exc}")
         if rule.escalate_to is not None and rule.escalate_to not in {s.value for s in Severity}:
-            problems.append(f"{where}.escalate_to: {rule.escalate_to!r} is not one of debug|info|warning|error|critical")
+            problems.append(
+                f"{where}.escalate_to: {rule.escalate_to!r} is not one of debug|info|warning|error|critical"
+            )
     return problems
 
 
@@ -146,7 +156,9 @@ def _check_zmq(cfg: BridgeConfig) -> list[str]:
     if cfg.zmq.mode is ZmqMode.CONNECT and not cfg.zmq.connect_endpoints:
         problems.append("zmq.connect_endpoints: required when zmq.mode is 'connect'")
     endpoints = [("zmq.bind_endpoint", cfg.zmq.bind_endpoint)]
-    endpoints += [(f"zmq.connect_endpoints[{i}]", e) for i, e in enumerate(cfg.zmq.connect_endpoints)]
+    endpoints += [
+        (f"zmq.connect_endpoints[{i}]", e) for i, e in enumerate(cfg.zmq.connect_endpoints)
+    ]
     for where, endpoint in endpoints:
         if not endpoint.startswith(_ENDPOINT_SCHEMES):
             problems.append(f"{where}: {endpoint!r} is not a tcp://, ipc:// or inproc:// endpoint")

@@ -75,7 +75,9 @@ class ZmqCurveConfig(_Strict):
     #: directory of allowed clients' public certificates (``*.key``).
     allowed_clients_dir: str | None = None
     #: allowed clients' public keys, Z85 text (40 characters); public keys are not secrets.
-    allowed_client_keys: list[Annotated[str, Meta(pattern=r"^[0-9A-Za-z.:+=^!/*?&<>()\[\]{}@%$#-]{40}$")]] = []
+    allowed_client_keys: list[
+        Annotated[str, Meta(pattern=r"^[0-9A-Za-z.:+=^!/*?&<>()\[\]{}@%$#-]{40}$")]
+    ] = []
     #: warn when no publisher completed a handshake for this long (seconds), e.g. keys not rolled out.
     handshake_warn_secs: PositiveSecs = 300.0
 
@@ -268,10 +270,21 @@ class FloodRuleConfig(_Strict):
 def _default_rules() -> list[FloodRuleConfig]:
     """The legacy ErrorFloodDetector thresholds (legacy-bus.md §3), as rules."""
     return [
-        FloodRuleConfig(name="connection_error", match=r"(?i)connection[ _]?(error|refused|reset)", threshold=10, window_secs=60.0),
-        FloodRuleConfig(name="timeout_error", match=r"(?i)time[ _]?out|timed out", threshold=5, window_secs=30.0),
         FloodRuleConfig(
-            name="memory_error", match=r"(?i)memory[ _]?error|out of memory", threshold=3, window_secs=300.0, escalate_to="critical"
+            name="connection_error",
+            match=r"(?i)connection[ _]?(error|refused|reset)",
+            threshold=10,
+            window_secs=60.0,
+        ),
+        FloodRuleConfig(
+            name="timeout_error", match=r"(?i)time[ _]?out|timed out", threshold=5, window_secs=30.0
+        ),
+        FloodRuleConfig(
+            name="memory_error",
+            match=r"(?i)memory[ _]?error|out of memory",
+            threshold=3,
+            window_secs=300.0,
+            escalate_to="critical",
         ),
     ]
 
@@ -414,7 +427,9 @@ class HealthConfig(_Strict):
     #: per request; an agent without an answer is tried with the next method
     probe_timeout_secs: PositiveSecs = 5.0
     #: tried in order until one gets an answer
-    probe_methods: Annotated[list[ProbeMethod], Meta(min_length=1)] = msgspec.field(default_factory=_default_probe_methods)
+    probe_methods: Annotated[list[ProbeMethod], Meta(min_length=1)] = msgspec.field(
+        default_factory=_default_probe_methods
+    )
     #: per service name: other methods than probe_methods
     service_methods: dict[str, Annotated[list[ProbeMethod], Meta(min_length=1)]] = {}
     #: services of the startup config not probed (the bridge replaces CentralErrorBus on 7150)

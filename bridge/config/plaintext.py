@@ -24,21 +24,45 @@ visible, values never do.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
 import msgspec
 
-__all__ = ["OPT_OUT_KEY", "REDACTED", "is_secret_key", "plain_secret_problems", "redact_url", "redacted"]
+__all__ = [
+    "OPT_OUT_KEY",
+    "REDACTED",
+    "is_secret_key",
+    "plain_secret_problems",
+    "redact_url",
+    "redacted",
+]
 
 OPT_OUT_KEY = "allow_plaintext_secrets"
 REDACTED = "<redacted>"
 
 _WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _SECRET_WORDS = frozenset(
-    {"password", "passwords", "passwd", "passphrase", "pass", "pwd", "token", "tokens", "secret", "secrets", "seed",
-     "seeds", "credential", "credentials", "privatekey", "apikey"}
-)  # fmt: skip
+    {
+        "password",
+        "passwords",
+        "passwd",
+        "passphrase",
+        "pass",
+        "pwd",
+        "token",
+        "tokens",
+        "secret",
+        "secrets",
+        "seed",
+        "seeds",
+        "credential",
+        "credentials",
+        "privatekey",
+        "apikey",
+    }
+)
 _SECRET_PAIRS = frozenset({("private", "key"), ("api", "key")})
 _NOT_A_VALUE = frozenset({"file", "env", "dir", "path", "secs", "bytes"})
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
@@ -56,7 +80,9 @@ def is_secret_key(key: str) -> bool:
     words = [w.lower() for w in _WORDS.findall(key)]
     if key == OPT_OUT_KEY or not words or words[-1] in _NOT_A_VALUE:
         return False
-    return any(w in _SECRET_WORDS for w in words) or any(pair in _SECRET_PAIRS for pair in zip(words, words[1:]))
+    return any(w in _SECRET_WORDS for w in words) or any(
+        pair in _SECRET_PAIRS for pair in itertools.pairwise(words)
+    )
 
 
 def _is_secret_value(value: Any) -> bool:

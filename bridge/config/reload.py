@@ -142,7 +142,9 @@ class ConfigReloader:
             return "invalid"
         plan = plan_reload(self.running, candidate)
         for path in plan.refused:
-            log.warning("config reload: %s changed but needs a restart; keeping the running value", path)
+            log.warning(
+                "config reload: %s changed but needs a restart; keeping the running value", path
+            )
         if not plan.live:
             return "refused" if plan.refused else "unchanged"
         merged = merge_live(self.running, candidate, plan.live)

@@ -51,7 +51,10 @@ def nats_auth_options(c: NatsConfig) -> dict[str, Any]:
 
 def _nkey_options(c: NatsConfig) -> dict[str, Any]:
     if c.nkey_seed_file:
-        _check_seed(register_secret(_read(c.nkey_seed_file, "nats.nkey_seed_file").strip()), "nats.nkey_seed_file")
+        _check_seed(
+            register_secret(_read(c.nkey_seed_file, "nats.nkey_seed_file").strip()),
+            "nats.nkey_seed_file",
+        )
         return {"nkeys_seed": c.nkey_seed_file}  # nats-py re-reads it to sign each connect nonce
     if c.nkey_seed_env or c.nkey_seed:
         seed = _secret(None, c.nkey_seed_env, c.nkey_seed, "nats.nkey_seed")
@@ -65,7 +68,7 @@ def _check_seed(seed: str, key: str) -> None:
 
     try:
         nkeys.from_seed(bytearray(seed.strip().encode())).wipe()
-    except Exception as exc:  # nkeys raises its own errors, binascii.Error, ...
+    except Exception as exc:  # noqa: BLE001 (nkeys raises its own errors, binascii.Error, ...)
         raise ConfigError("nats", [f"{key}: not an nkey seed ({type(exc).__name__})"]) from None
 
 
@@ -89,12 +92,17 @@ def tls_context(t: NatsTlsConfig) -> ssl.SSLContext:
     try:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=t.ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("nats", [f"nats.tls.ca_file: cannot load {t.ca_file}: {_why(exc)}"]) from exc
+        raise ConfigError(
+            "nats", [f"nats.tls.ca_file: cannot load {t.ca_file}: {_why(exc)}"]
+        ) from exc
     if t.cert_file:
         try:
             ctx.load_cert_chain(t.cert_file, t.key_file)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError("nats", [f"nats.tls.cert_file: cannot load {t.cert_file} / {t.key_file}: {_why(exc)}"]) from exc
+            raise ConfigError(
+                "nats",
+                [f"nats.tls.cert_file: cannot load {t.cert_file} / {t.key_file}: {_why(exc)}"],
+            ) from exc
     return ctx
 
 
@@ -111,7 +119,11 @@ def _secret(file: str | None, env: str | None, plain: str | None, what: str) -> 
             raise ConfigError("nats", [f"{what}_env: environment variable {env} is not set"])
         return register_secret(value)
     if plain:
-        log.warning("%s is a plaintext value in the config (allow_plaintext_secrets); prefer %s_file", what, what)
+        log.warning(
+            "%s is a plaintext value in the config (allow_plaintext_secrets); prefer %s_file",
+            what,
+            what,
+        )
         return register_secret(plain)
     raise ConfigError("nats", [f"{what}_file: no source for {what}"])
 

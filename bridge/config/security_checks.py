@@ -27,12 +27,16 @@ def _nats_secrets(n: NatsConfig) -> list[str]:
         ("nkey_seed", (n.nkey_seed_file, n.nkey_seed_env, n.nkey_seed)),
     ):
         if sum(s is not None for s in sources) > 1:
-            problems.append(f"nats.{name}_file: set one of {name}_file, {name}_env (or {name}), not several")
+            problems.append(
+                f"nats.{name}_file: set one of {name}_file, {name}_env (or {name}), not several"
+            )
     has_password = any(s is not None for s in (n.password_file, n.password_env, n.password))
     if has_password and not n.user:
         problems.append("nats.user: required with password_file/password_env")
     if n.user and not has_password:
-        problems.append("nats.user: needs password_file or password_env (passwords never go in YAML)")
+        problems.append(
+            "nats.user: needs password_file or password_env (passwords never go in YAML)"
+        )
     return problems
 
 
@@ -46,7 +50,9 @@ def _nats_tls(n: NatsConfig) -> list[str]:
 
 
 def _zmq_caps(z: ZmqConfig) -> list[str]:
-    if 0 <= z.hard_max_frame_bytes < z.max_frame_bytes or (z.max_frame_bytes < 0 <= z.hard_max_frame_bytes):
+    if 0 <= z.hard_max_frame_bytes < z.max_frame_bytes or (
+        z.max_frame_bytes < 0 <= z.hard_max_frame_bytes
+    ):
         return [
             "zmq.hard_max_frame_bytes: must be -1 or >= zmq.max_frame_bytes "
             "(else frames the bridge would dead-letter disconnect their publisher instead)"
@@ -59,9 +65,13 @@ def _zmq_curve(z: ZmqConfig) -> list[str]:
     if not c.enabled:
         return problems
     if z.mode is not ZmqMode.BIND:
-        problems.append("zmq.curve.enabled: CURVE is supported in bind mode only (the bridge is the CURVE server)")
+        problems.append(
+            "zmq.curve.enabled: CURVE is supported in bind mode only (the bridge is the CURVE server)"
+        )
     if not c.server_secret_key_file:
         problems.append("zmq.curve.server_secret_key_file: required when zmq.curve.enabled")
     if not c.allowed_clients_dir and not c.allowed_client_keys:
-        problems.append("zmq.curve.allowed_clients_dir: an allowlist is required (allowed_clients_dir or allowed_client_keys)")
+        problems.append(
+            "zmq.curve.allowed_clients_dir: an allowlist is required (allowed_clients_dir or allowed_client_keys)"
+        )
     return problems

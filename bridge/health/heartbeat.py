@@ -104,7 +104,9 @@ class HeartbeatBuilder:
         self._count = 0
         self._prev = (clock(), BridgeStats())
 
-    def build(self, stats: BridgeStats, *, agents_probed: int = 0, stopping: bool = False) -> BridgeHeartbeat:
+    def build(
+        self, stats: BridgeStats, *, agents_probed: int = 0, stopping: bool = False
+    ) -> BridgeHeartbeat:
         """The next heartbeat; rates cover the time since the previous call. ``stopping``: the
         last one of a clean shutdown."""
         at = self._clock()
@@ -115,18 +117,27 @@ class HeartbeatBuilder:
         rate = lambda now, before: round(max(0.0, now - before) / elapsed, 3)  # noqa: E731
         return BridgeHeartbeat(
             event_id=f"hb-{self.bridge_id}-{self._boot}-{self._count}",
-            bridge_id=self.bridge_id, machine=self.machine, sent_at=self._now(), status=_status(stats),
-            version=self.version, phase=self._phase(), started_at=self.started_at, interval_secs=self.interval_secs,
+            bridge_id=self.bridge_id,
+            machine=self.machine,
+            sent_at=self._now(),
+            status=_status(stats),
+            version=self.version,
+            phase=self._phase(),
+            started_at=self.started_at,
+            interval_secs=self.interval_secs,
             not_ready_reasons=list(stats.not_ready_reasons),
             received_per_sec=rate(stats.received_total, prev.received_total),
             stored_per_sec=rate(stats.stored_total, prev.stored_total),
             dead_lettered_per_sec=rate(stats.dead_lettered_total, prev.dead_lettered_total),
             dropped_per_sec=rate(stats.dropped_total, prev.dropped_total),
-            spool_messages=stats.spool_messages, spool_bytes=stats.spool_bytes,
-            nats_connected=stats.nats_connected, nats_reconnects=stats.nats_reconnects,
-            zmq_publishers_connected=stats.zmq_publishers_connected, agents_probed=agents_probed,
+            spool_messages=stats.spool_messages,
+            spool_bytes=stats.spool_bytes,
+            nats_connected=stats.nats_connected,
+            nats_reconnects=stats.nats_reconnects,
+            zmq_publishers_connected=stats.zmq_publishers_connected,
+            agents_probed=agents_probed,
             stopping=stopping,
-        )  # fmt: skip
+        )
 
 
 def _status(stats: BridgeStats) -> HealthStatus:

@@ -27,7 +27,13 @@ from typing import Any, Protocol
 
 from bridge.adapters.agent_probe import Answer, NoAnswer, ZmqSession
 from bridge.config.model import BridgeConfig, ProbeMethod
-from bridge.health.replies import JSON_REQUEST, PLAIN_REQUEST, Verdict, is_request_rejected, normalise_reply
+from bridge.health.replies import (
+    JSON_REQUEST,
+    PLAIN_REQUEST,
+    Verdict,
+    is_request_rejected,
+    normalise_reply,
+)
 from bridge.health.startup_config import AgentSpec
 from contracts.messages import HealthReport, HealthStatus
 
@@ -35,7 +41,9 @@ __all__ = ["AgentProber", "ProbeTransport", "endpoint_for"]
 
 
 class ProbeTransport(Protocol):  # bridge.adapters.agent_probe.ProbeClient
-    def zmq_session(self, endpoint: str, timeout_secs: float) -> Any: ...  # async context manager -> ZmqSession
+    def zmq_session(
+        self, endpoint: str, timeout_secs: float
+    ) -> Any: ...  # async context manager -> ZmqSession
 
     async def http_get(self, url: str, timeout_secs: float) -> Answer: ...
 
@@ -77,10 +85,16 @@ class AgentProber:
     def from_config(cls, cfg: BridgeConfig, transport: ProbeTransport) -> AgentProber:
         h = cfg.health
         return cls(
-            transport, machine=cfg.machine or "", bridge_id=cfg.bridge_id or "", host=h.probe_host,
-            timeout_secs=h.probe_timeout_secs, interval_secs=h.probe_interval_secs, methods=h.probe_methods,
-            service_methods=h.service_methods, max_reply_bytes=h.max_reply_bytes,
-        )  # fmt: skip
+            transport,
+            machine=cfg.machine or "",
+            bridge_id=cfg.bridge_id or "",
+            host=h.probe_host,
+            timeout_secs=h.probe_timeout_secs,
+            interval_secs=h.probe_interval_secs,
+            methods=h.probe_methods,
+            service_methods=h.service_methods,
+            max_reply_bytes=h.max_reply_bytes,
+        )
 
     async def probe(self, agent: AgentSpec) -> HealthReport:
         """Check ``agent`` once; the report of the first answer, or ``unhealthy`` without one."""
@@ -91,9 +105,18 @@ class AgentProber:
             try:
                 answer = await self._ask(method, endpoint)
             except NoAnswer as exc:
-                attempts.append({"method": method.value, "endpoint": endpoint, "reason": exc.reason, "detail": exc.detail})
+                attempts.append(
+                    {
+                        "method": method.value,
+                        "endpoint": endpoint,
+                        "reason": exc.reason,
+                        "detail": exc.detail,
+                    }
+                )
                 continue
-            verdict = normalise_reply(answer.payload, http_status=answer.http_status, max_reply_bytes=self.max_reply_bytes)
+            verdict = normalise_reply(
+                answer.payload, http_status=answer.http_status, max_reply_bytes=self.max_reply_bytes
+            )
             return self._answered(agent, checked_at, verdict, answer, method, endpoint)
         return self._silent(agent, checked_at, attempts)
 
@@ -108,29 +131,62 @@ class AgentProber:
             return answer
 
     def _answered(
-        self, agent: AgentSpec, checked_at: datetime, v: Verdict, answer: Answer, method: ProbeMethod, endpoint: str
+        self,
+        agent: AgentSpec,
+        checked_at: datetime,
+        v: Verdict,
+        answer: Answer,
+        method: ProbeMethod,
+        endpoint: str,
     ) -> HealthReport:
         return self._report(
-            agent, checked_at, status=v.status, raw_status=v.raw_status, reply_shape=v.shape, reason=v.reason,
-            latency_secs=answer.latency_secs, http_status=answer.http_status, method=method.value,
-            endpoint=endpoint, details=v.details,
-        )  # fmt: skip
+            agent,
+            checked_at,
+            status=v.status,
+            raw_status=v.raw_status,
+            reply_shape=v.shape,
+            reason=v.reason,
+            latency_secs=answer.latency_secs,
+            http_status=answer.http_status,
+            method=method.value,
+            endpoint=endpoint,
+            details=v.details,
+        )
 
-    def _silent(self, agent: AgentSpec, checked_at: datetime, attempts: list[dict[str, str]]) -> HealthReport:
+    def _silent(
+        self, agent: AgentSpec, checked_at: datetime, attempts: list[dict[str, str]]
+    ) -> HealthReport:
         first = attempts[0] if attempts else {"method": "", "endpoint": "", "reason": "no_method"}
         return self._report(
-            agent, checked_at, status=HealthStatus.UNHEALTHY, reply_shape="none", reason=first["reason"],
-            method=first["method"], endpoint=first["endpoint"], details={"attempts": attempts},
-        )  # fmt: skip
+            agent,
+            checked_at,
+            status=HealthStatus.UNHEALTHY,
+            reply_shape="none",
+            reason=first["reason"],
+            method=first["method"],
+            endpoint=first["endpoint"],
+            details={"attempts": attempts},
+        )
 
     def failed(self, agent: AgentSpec, detail: str) -> HealthReport:
         """The report for a probe that broke inside the bridge (reason ``probe_error``, status ``unknown``)."""
         return self._report(
-            agent, self._now(), status=HealthStatus.UNKNOWN, reply_shape="none", reason="probe_error", details=detail
+            agent,
+            self._now(),
+            status=HealthStatus.UNKNOWN,
+            reply_shape="none",
+            reason="probe_error",
+            details=detail,
         )
 
     def _report(self, agent: AgentSpec, checked_at: datetime, **fields: Any) -> HealthReport:
         return HealthReport(
-            event_id=uuid.uuid4().hex, machine=self.machine, service=agent.name, checked_at=checked_at,
-            interval_secs=self.interval_secs, reported_by=self.bridge_id, group=agent.group, **fields,
-        )  # fmt: skip
+            event_id=uuid.uuid4().hex,
+            machine=self.machine,
+            service=agent.name,
+            checked_at=checked_at,
+            interval_secs=self.interval_secs,
+            reported_by=self.bridge_id,
+            group=agent.group,
+            **fields,
+        )

@@ -57,19 +57,59 @@ REJECTION = "Unknown health request"
 
 STATUS_WORDS: dict[str, HealthStatus] = {
     **dict.fromkeys(
-        ("ok", "okay", "healthy", "online", "success", "up", "running", "ready", "alive", "pass", "green", "pong"),
+        (
+            "ok",
+            "okay",
+            "healthy",
+            "online",
+            "success",
+            "up",
+            "running",
+            "ready",
+            "alive",
+            "pass",
+            "green",
+            "pong",
+        ),
         HealthStatus.HEALTHY,
     ),
-    **dict.fromkeys(("degraded", "warning", "warn", "partial", "starting", "initializing", "yellow"), HealthStatus.DEGRADED),
     **dict.fromkeys(
-        ("unhealthy", "error", "failed", "failure", "fail", "stopped", "down", "offline", "dead", "critical", "red",
-         "unavailable"),
+        ("degraded", "warning", "warn", "partial", "starting", "initializing", "yellow"),
+        HealthStatus.DEGRADED,
+    ),
+    **dict.fromkeys(
+        (
+            "unhealthy",
+            "error",
+            "failed",
+            "failure",
+            "fail",
+            "stopped",
+            "down",
+            "offline",
+            "dead",
+            "critical",
+            "red",
+            "unavailable",
+        ),
         HealthStatus.UNHEALTHY,
-    ),  # fmt: skip
+    ),
     "unknown": HealthStatus.UNKNOWN,
 }
-_RANK = {HealthStatus.UNKNOWN: -1, HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALTHY: 2}
-_BASE_AGENT_KEYS = ("health_status", "ready", "initialized", "uptime", "health_checks", "health_details")
+_RANK = {
+    HealthStatus.UNKNOWN: -1,
+    HealthStatus.HEALTHY: 0,
+    HealthStatus.DEGRADED: 1,
+    HealthStatus.UNHEALTHY: 2,
+}
+_BASE_AGENT_KEYS = (
+    "health_status",
+    "ready",
+    "initialized",
+    "uptime",
+    "health_checks",
+    "health_details",
+)
 
 
 class Verdict(NamedTuple):
@@ -98,7 +138,9 @@ def is_request_rejected(payload: bytes) -> bool:
     return isinstance(value, str) and value.strip() == REJECTION
 
 
-def normalise_reply(payload: bytes, *, http_status: int | None = None, max_reply_bytes: int = 16384) -> Verdict:
+def normalise_reply(
+    payload: bytes, *, http_status: int | None = None, max_reply_bytes: int = 16384
+) -> Verdict:
     """Classify one reply (see the module note). Never raises."""
     value = _decode(payload)
     status, raw, shape = _classify(value)
@@ -139,7 +181,11 @@ def _classify_object(doc: dict[str, Any]) -> tuple[HealthStatus, Any, str]:
         return (*_worst(doc["status"], doc.get("health_status")), "base_agent")
     if "status" in doc:
         status = status_word(doc["status"])
-        return status, doc["status"], "status_field" if status is not HealthStatus.UNKNOWN else "unrecognised"
+        return (
+            status,
+            doc["status"],
+            "status_field" if status is not HealthStatus.UNKNOWN else "unrecognised",
+        )
     return HealthStatus.UNKNOWN, None, "unrecognised"
 
 
@@ -159,7 +205,11 @@ def _worse(a: HealthStatus, b: HealthStatus) -> HealthStatus:
 
 def _cut(value: Any, max_bytes: int) -> Any:
     """``value``, or (longer than ``max_bytes`` as JSON) the leading part of the text or its JSON text."""
-    text = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else msgspec.json.encode(value)
+    text = (
+        value.encode("utf-8", "surrogatepass")
+        if isinstance(value, str)
+        else msgspec.json.encode(value)
+    )
     if len(text) <= max_bytes:
         return value
     return text[:max_bytes].decode("utf-8", "ignore")

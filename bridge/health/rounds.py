@@ -76,13 +76,20 @@ class ProbeRounds:
     async def reload(self) -> None:
         """Re-read the startup config; on failure keep the agents in use."""
         try:
-            parsed = await anyio.to_thread.run_sync(load_startup_config, self.path, self.port_offset)
+            parsed = await anyio.to_thread.run_sync(
+                load_startup_config, self.path, self.port_offset
+            )
         except StartupConfigError as exc:
             self._config_error(str(exc))
             return
         self.agents = [a for a in parsed.agents if a.name not in self.exclude]
         if self._last_error or not self.agents:
-            log.info("legacy startup config %s (%s): %d agents to probe", self.path, parsed.schema, len(self.agents))
+            log.info(
+                "legacy startup config %s (%s): %d agents to probe",
+                self.path,
+                parsed.schema,
+                len(self.agents),
+            )
         self._last_error = ""
         for entry in parsed.skipped:
             log.debug("startup config %s: skipped %s", self.path, entry)
@@ -97,7 +104,9 @@ class ProbeRounds:
         async with self._limiter:
             try:
                 report = await self.prober.probe(agent)
-            except Exception as exc:  # a bug or an OS error inside the bridge: report it, keep probing
+            except (
+                Exception
+            ) as exc:  # a bug or an OS error inside the bridge: report it, keep probing
                 log.exception("probe of %s failed", agent.name)
                 report = self.prober.failed(agent, f"{type(exc).__name__}: {exc}")
         self._on_report(report)

@@ -68,15 +68,24 @@ class HealthService:
         self.cfg, self.metrics = cfg, metrics
         self.machine, self.bridge_id = cfg.machine or "", cfg.bridge_id or ""
         self._readiness, self._nats_ready = readiness, nats_ready
-        self.store = HealthStore(link, cfg.health, request_timeout_secs=cfg.publish.ack_timeout_secs)
-        builder = OutboundBuilder(Subjects(cfg.stream.subject_prefix), self.bridge_id, cfg.nats.embedded.max_payload_bytes)
+        self.store = HealthStore(
+            link, cfg.health, request_timeout_secs=cfg.publish.ack_timeout_secs
+        )
+        builder = OutboundBuilder(
+            Subjects(cfg.stream.subject_prefix), self.bridge_id, cfg.nats.embedded.max_payload_bytes
+        )
         self.sink = HealthSink(
-            self.store, lambda msg: _subject_and_headers(builder, msg), refresh_secs=cfg.health.report_refresh_secs,
+            self.store,
+            lambda msg: _subject_and_headers(builder, msg),
+            refresh_secs=cfg.health.report_refresh_secs,
             on_written=lambda contract, to: metrics.health_written.labels(contract, to).inc(),
             on_failed=metrics.health_write_failures.inc,
-        )  # fmt: skip
+        )
         self.heartbeats = HeartbeatBuilder(
-            bridge_id=self.bridge_id, machine=self.machine, interval_secs=cfg.health.heartbeat_interval_secs, phase=phase
+            bridge_id=self.bridge_id,
+            machine=self.machine,
+            interval_secs=cfg.health.heartbeat_interval_secs,
+            phase=phase,
         )
         self.rounds: ProbeRounds | None = None
         self._latest: dict[str, HealthStatus] = {}
@@ -85,23 +94,30 @@ class HealthService:
     async def run(self) -> None:
         """Run every part until cancelled."""
         h = self.cfg.health
-        async with ProbeClient(h.max_reply_bytes, max_connections=h.max_concurrent_probes) as client:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._provision_loop)
-                tg.start_soon(self.sink.run)
-                tg.start_soon(self._heartbeat_loop)
-                if h.startup_config:
-                    self.rounds = self._rounds(client)
-                    tg.start_soon(self.rounds.run)
+        async with (
+            ProbeClient(h.max_reply_bytes, max_connections=h.max_concurrent_probes) as client,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(self._provision_loop)
+            tg.start_soon(self.sink.run)
+            tg.start_soon(self._heartbeat_loop)
+            if h.startup_config:
+                self.rounds = self._rounds(client)
+                tg.start_soon(self.rounds.run)
 
     def _rounds(self, client: ProbeClient) -> ProbeRounds:
         h = self.cfg.health
         assert h.startup_config is not None
         return ProbeRounds(
-            AgentProber.from_config(self.cfg, client), h.startup_config, port_offset(h),
-            interval_secs=h.probe_interval_secs, max_concurrent=h.max_concurrent_probes, exclude=h.exclude_services,
-            on_report=self.on_report, on_config_error=lambda text: self.metrics.health_startup_config_errors.inc(),
-        )  # fmt: skip
+            AgentProber.from_config(self.cfg, client),
+            h.startup_config,
+            port_offset(h),
+            interval_secs=h.probe_interval_secs,
+            max_concurrent=h.max_concurrent_probes,
+            exclude=h.exclude_services,
+            on_report=self.on_report,
+            on_config_error=lambda text: self.metrics.health_startup_config_errors.inc(),
+        )
 
     async def _provision_loop(self) -> None:
         await self._nats_ready.wait()
@@ -109,7 +125,11 @@ class HealthService:
             if not self.store.provisioned and self.store.connected:
                 try:
                     await self.store.ensure_bucket()
-                    log.info("health KV bucket %s ready (ttl %g s)", self.cfg.health.kv_bucket, self.cfg.health.kv_ttl_secs)
+                    log.info(
+                        "health KV bucket %s ready (ttl %g s)",
+                        self.cfg.health.kv_bucket,
+                        self.cfg.health.kv_ttl_secs,
+                    )
                 except ProvisioningError as exc:
                     log.error("%s; retrying in %g s", exc, _PROVISION_RETRY_SECS)
                     await anyio.sleep(_PROVISION_RETRY_SECS)
@@ -132,7 +152,9 @@ class HealthService:
         ``timeout_secs`` or at once when NATS is unreachable; True when it was written."""
         self._stopping = True
         with anyio.move_on_after(timeout_secs):
-            if await self.sink.write_now(bridge_key(self.machine, self.bridge_id), self._heartbeat(stopping=True)):
+            if await self.sink.write_now(
+                bridge_key(self.machine, self.bridge_id), self._heartbeat(stopping=True)
+            ):
                 log.info("farewell heartbeat written: %s is stopping", self.bridge_id)
                 return True
         return False
@@ -150,12 +172,16 @@ class HealthService:
         self.sink.offer(agent_key(report.machine, report.service), report)
 
     def _count_agents(self) -> None:
-        current = {a.name for a in self.rounds.agents} if self.rounds is not None else set(self._latest)
+        current = (
+            {a.name for a in self.rounds.agents} if self.rounds is not None else set(self._latest)
+        )
         counts = Counter(s for name, s in self._latest.items() if name in current)
         for status in HealthStatus:
             self.metrics.health_agents.labels(status.value).set(counts.get(status, 0))
 
 
-def _subject_and_headers(builder: OutboundBuilder, msg: HealthMessage) -> tuple[str, dict[str, str]]:
+def _subject_and_headers(
+    builder: OutboundBuilder, msg: HealthMessage
+) -> tuple[str, dict[str, str]]:
     out = builder.build(msg)
     return out.subject, out.headers

@@ -113,7 +113,11 @@ class HealthSink:
         if isinstance(msg, BridgeHeartbeat):
             return True
         last = self._streamed.get(key)
-        return last is None or last[0] is not msg.status or self._clock() - last[1] >= self.refresh_secs
+        return (
+            last is None
+            or last[0] is not msg.status
+            or self._clock() - last[1] >= self.refresh_secs
+        )
 
     async def run(self) -> None:
         """Write pending keys forever (cancel to stop)."""

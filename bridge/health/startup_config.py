@@ -97,14 +97,18 @@ def load_startup_config(path: str | Path, port_offset: int | None) -> StartupCon
     return parse_startup_config(text, port_offset, str(path))
 
 
-def parse_startup_config(text: str, port_offset: int | None, source: str = "<string>") -> StartupConfig:
+def parse_startup_config(
+    text: str, port_offset: int | None, source: str = "<string>"
+) -> StartupConfig:
     """Parse YAML ``text`` in either schema. Raises ``StartupConfigError``."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise StartupConfigError(f"{source}: not YAML: {exc}") from exc
     if not isinstance(doc, dict) or not ({"agent_groups", "pc2_services"} & doc.keys()):
-        raise StartupConfigError(f"{source}: neither agent_groups (MainPC) nor pc2_services (PC2) found")
+        raise StartupConfigError(
+            f"{source}: neither agent_groups (MainPC) nor pc2_services (PC2) found"
+        )
     agents: dict[str, AgentSpec] = {}
     skipped: list[str] = []
     schemas = []
@@ -117,23 +121,31 @@ def parse_startup_config(text: str, port_offset: int | None, source: str = "<str
     return StartupConfig(schema="+".join(schemas), agents=list(agents.values()), skipped=skipped)
 
 
-def _mainpc(groups: Any, offset: int | None, agents: dict[str, AgentSpec], skipped: list[str]) -> None:
+def _mainpc(
+    groups: Any, offset: int | None, agents: dict[str, AgentSpec], skipped: list[str]
+) -> None:
     if not isinstance(groups, dict):
         skipped.append(f"agent_groups: not a mapping ({type(groups).__name__})")
         return
     for group, members in groups.items():
         if not isinstance(members, dict):
-            skipped.append(f"agent_groups.{group}: not a mapping of agents ({type(members).__name__})")
+            skipped.append(
+                f"agent_groups.{group}: not a mapping of agents ({type(members).__name__})"
+            )
             continue
         for name, spec in members.items():
             where = f"agent_groups.{group}.{name}"
             if not (isinstance(spec, dict) and any(k in spec for k in _AGENT_KEYS)):
-                skipped.append(f"{where}: not an agent (no script_path/port; a group nested under agent_groups?)")
+                skipped.append(
+                    f"{where}: not an agent (no script_path/port; a group nested under agent_groups?)"
+                )
                 continue
             _add(str(name), spec, str(group), offset, where, agents, skipped)
 
 
-def _pc2(services: Any, offset: int | None, agents: dict[str, AgentSpec], skipped: list[str]) -> None:
+def _pc2(
+    services: Any, offset: int | None, agents: dict[str, AgentSpec], skipped: list[str]
+) -> None:
     if not isinstance(services, list):
         skipped.append(f"pc2_services: not a list ({type(services).__name__})")
         return
@@ -146,7 +158,13 @@ def _pc2(services: Any, offset: int | None, agents: dict[str, AgentSpec], skippe
 
 
 def _add(
-    name: str, spec: dict, group: str | None, offset: int | None, where: str, agents: dict[str, AgentSpec], skipped: list[str]
+    name: str,
+    spec: dict,
+    group: str | None,
+    offset: int | None,
+    where: str,
+    agents: dict[str, AgentSpec],
+    skipped: list[str],
 ) -> None:
     if name in agents:
         skipped.append(f"{where}: duplicate of agent {name!r} listed earlier")
@@ -167,9 +185,13 @@ def _agent(name: str, spec: dict, group: str | None, offset: int | None) -> Agen
         raise ValueError("neither port nor health_check_port")
     host = spec.get("host")
     return AgentSpec(
-        name=name, health_check_port=health, port=port, group=group,
-        host=str(host) if host is not None else None, required=spec.get("required") is True,
-    )  # fmt: skip
+        name=name,
+        health_check_port=health,
+        port=port,
+        group=group,
+        host=str(host) if host is not None else None,
+        required=spec.get("required") is True,
+    )
 
 
 def expand_port(value: Any, port_offset: int | None) -> int:

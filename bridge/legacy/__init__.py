@@ -10,4 +10,11 @@ from bridge.legacy.dialects import Decoded, Rejected, read_frames
 from bridge.legacy.lenient_json import LenientJSONError, loads_lenient
 from bridge.legacy.timestamps import parse_timestamp
 
-__all__ = ["Decoded", "LenientJSONError", "Rejected", "loads_lenient", "parse_timestamp", "read_frames"]
+__all__ = [
+    "Decoded",
+    "LenientJSONError",
+    "Rejected",
+    "loads_lenient",
+    "parse_timestamp",
+    "read_frames",
+]

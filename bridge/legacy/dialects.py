@@ -215,13 +215,19 @@ def _error_other(rest: bytes) -> Rejected:
     if rest[0] in _JSONISH_START or rest.startswith(_BOM):
         detail = parsed.detail if type(parsed) is Rejected else "no JSON object after 'ERROR:'"
         return Rejected(_R.INVALID_JSON, None, f"after 'ERROR:': {detail}")
-    return Rejected(_R.UNKNOWN_TOPIC, None, f"after 'ERROR:' neither JSON nor '<Agent>:<context>:': {_show(rest)}")
+    return Rejected(
+        _R.UNKNOWN_TOPIC,
+        None,
+        f"after 'ERROR:' neither JSON nor '<Agent>:<context>:': {_show(rest)}",
+    )
 
 
 def _pc2_prefixed(frame: bytes) -> Decoded | Rejected:
     end = frame.find(b":", len(PC2_PREFIX))
     if end < 0:
-        return Rejected(_R.UNKNOWN_TOPIC, Dialect.PC2_TOPIC, "'PC2_ERROR:' without ':' after the category")
+        return Rejected(
+            _R.UNKNOWN_TOPIC, Dialect.PC2_TOPIC, "'PC2_ERROR:' without ':' after the category"
+        )
     try:
         topic = frame[: end + 1].decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -231,7 +237,9 @@ def _pc2_prefixed(frame: bytes) -> Decoded | Rejected:
 
 def _cross_prefixed(frame: bytes) -> Decoded | Rejected:
     if not frame.startswith(CROSS_PREFIX):
-        return Rejected(_R.UNKNOWN_TOPIC, Dialect.PC2_TOPIC, f"unknown cross-machine topic {_show(frame)}")
+        return Rejected(
+            _R.UNKNOWN_TOPIC, Dialect.PC2_TOPIC, f"unknown cross-machine topic {_show(frame)}"
+        )
     return _pc2_payload(frame[len(CROSS_PREFIX) :], CROSS_PREFIX.decode(), cross=True)
 
 
@@ -259,9 +267,13 @@ def parse_object(payload: bytes, guess: Dialect | None) -> tuple[dict[str, Any],
     except LenientJSONError as exc:
         return Rejected(_R.INVALID_UTF8 if exc.invalid_utf8 else _R.INVALID_JSON, guess, str(exc))
     if type(value) is not dict:
-        return Rejected(_R.NOT_AN_OBJECT, guess, f"JSON {type(value).__name__} where an object was expected")
+        return Rejected(
+            _R.NOT_AN_OBJECT, guess, f"JSON {type(value).__name__} where an object was expected"
+        )
     if payload[0] != 0x7B:
-        return Rejected(_R.INVALID_JSON, guess, "bytes before the JSON object (no whitespace/BOM trimming)")
+        return Rejected(
+            _R.INVALID_JSON, guess, "bytes before the JSON object (no whitespace/BOM trimming)"
+        )
     return value, sanitized
 
 
@@ -302,25 +314,41 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _origin(
-    obj: dict[str, Any], dialect: Dialect, variant: str, topic: str, sanitized: bool, iso_kind: TimestampKind,
+    obj: dict[str, Any],
+    dialect: Dialect,
+    variant: str,
+    topic: str,
+    sanitized: bool,
+    iso_kind: TimestampKind,
     local_tz: tzinfo = UTC,
-) -> tuple[LegacyOrigin, datetime | None]:  # fmt: skip
+) -> tuple[LegacyOrigin, datetime | None]:
     """``LegacyOrigin`` of a flat (D3-D6) object, and its ``occurred_at``."""
     raw_ts = obj.get("timestamp")
     occurred_at, ts_kind = parse_timestamp(raw_ts, iso_kind, local_tz)
     origin = LegacyOrigin(
-        dialect=dialect, variant=variant, topic=topic, raw_severity=obj.get("severity"),
-        raw_timestamp=raw_ts, timestamp_kind=ts_kind, sanitized=sanitized,
-    )  # fmt: skip
+        dialect=dialect,
+        variant=variant,
+        topic=topic,
+        raw_severity=obj.get("severity"),
+        raw_timestamp=raw_ts,
+        timestamp_kind=ts_kind,
+        sanitized=sanitized,
+    )
     return origin, occurred_at
 
 
-def _flat_event(obj: dict[str, Any], origin: LegacyOrigin, occurred_at: datetime | None, details: Any) -> Decoded:
+def _flat_event(
+    obj: dict[str, Any], origin: LegacyOrigin, occurred_at: datetime | None, details: Any
+) -> Decoded:
     return Decoded(
-        source=_pick_source(obj)[1], error_type=_pick_type(obj)[1],
-        severity=normalise_severity(origin.raw_severity)[0], message=_as_text(obj.get("message")),
-        details=details, occurred_at=occurred_at, legacy=origin,
-    )  # fmt: skip
+        source=_pick_source(obj)[1],
+        error_type=_pick_type(obj)[1],
+        severity=normalise_severity(origin.raw_severity)[0],
+        message=_as_text(obj.get("message")),
+        details=details,
+        occurred_at=occurred_at,
+        legacy=origin,
+    )
 
 
 # --------------------------------------------------------------------------- D1 / D2
@@ -338,7 +366,9 @@ def decode_pc2_topic(
     return _envelope(obj, sanitized, Dialect.PC2_TOPIC, topic, cross=cross_machine_copy)
 
 
-def _envelope(obj: dict[str, Any], sanitized: bool, dialect: Dialect, topic: str, *, cross: bool) -> Decoded:
+def _envelope(
+    obj: dict[str, Any], sanitized: bool, dialect: Dialect, topic: str, *, cross: bool
+) -> Decoded:
     data = obj.get("error_data")
     inner = data if type(data) is dict else _EMPTY
     details = inner.get("details") if inner is data else data
@@ -347,26 +377,44 @@ def _envelope(obj: dict[str, Any], sanitized: bool, dialect: Dialect, topic: str
         error_type = _pick_type(obj)[1]
     origin, occurred_at = _envelope_origin(obj, inner, sanitized, dialect, topic, cross)
     return Decoded(
-        source=_pick_source(obj)[1], error_type=error_type, severity=normalise_severity(origin.raw_severity)[0],
-        message=_envelope_message(obj, inner, details, error_type), details=details,
-        occurred_at=occurred_at, legacy=origin, error_id=_error_id(inner),
-    )  # fmt: skip
+        source=_pick_source(obj)[1],
+        error_type=error_type,
+        severity=normalise_severity(origin.raw_severity)[0],
+        message=_envelope_message(obj, inner, details, error_type),
+        details=details,
+        occurred_at=occurred_at,
+        legacy=origin,
+        error_id=_error_id(inner),
+    )
 
 
 def _envelope_origin(
-    obj: dict[str, Any], inner: dict[str, Any], sanitized: bool, dialect: Dialect, topic: str, cross: bool
+    obj: dict[str, Any],
+    inner: dict[str, Any],
+    sanitized: bool,
+    dialect: Dialect,
+    topic: str,
+    cross: bool,
 ) -> tuple[LegacyOrigin, datetime | None]:
     raw_ts = obj.get("timestamp")
     occurred_at, ts_kind = parse_timestamp(raw_ts, _UTC_ISO)
     origin = LegacyOrigin(
-        dialect=dialect, topic=topic, raw_severity=_inner_first(inner, obj, "severity"), raw_timestamp=raw_ts,
-        timestamp_kind=ts_kind, message_type=_opt_str(obj.get("message_type")),
-        source_machine=_opt_str(obj.get("source_machine")), cross_machine_copy=cross, sanitized=sanitized,
-    )  # fmt: skip
+        dialect=dialect,
+        topic=topic,
+        raw_severity=_inner_first(inner, obj, "severity"),
+        raw_timestamp=raw_ts,
+        timestamp_kind=ts_kind,
+        message_type=_opt_str(obj.get("message_type")),
+        source_machine=_opt_str(obj.get("source_machine")),
+        cross_machine_copy=cross,
+        sanitized=sanitized,
+    )
     return origin, occurred_at
 
 
-def _envelope_message(obj: dict[str, Any], inner: dict[str, Any], details: Any, error_type: str) -> str:
+def _envelope_message(
+    obj: dict[str, Any], inner: dict[str, Any], details: Any, error_type: str
+) -> str:
     message = _inner_first(inner, obj, "message")
     if message is not None:
         return _as_text(message)
@@ -386,11 +434,15 @@ def _error_id(inner: dict[str, Any]) -> str | None:
 # --------------------------------------------------------------------------- D3 / D4 / D5
 
 
-def decode_prefix_flat(obj: dict[str, Any], sanitized: bool = False, *, local_tz: tzinfo = UTC) -> Decoded:
+def decode_prefix_flat(
+    obj: dict[str, Any], sanitized: bool = False, *, local_tz: tzinfo = UTC
+) -> Decoded:
     """D3 ``prefix_flat``: ``ERROR:`` + one of four flat schemas; details = ``context``."""
     variant = _flat_variant(obj)
     iso_kind = _LOCAL_ISO if variant == "flat_iso_enum" else _UTC_ISO
-    origin, occurred_at = _origin(obj, Dialect.PREFIX_FLAT, variant, "ERROR:", sanitized, iso_kind, local_tz)
+    origin, occurred_at = _origin(
+        obj, Dialect.PREFIX_FLAT, variant, "ERROR:", sanitized, iso_kind, local_tz
+    )
     return _flat_event(obj, origin, occurred_at, obj.get("context"))
 
 
@@ -406,7 +458,9 @@ def _flat_variant(obj: dict[str, Any]) -> str:
 
 def decode_multipart_colon(obj: dict[str, Any], sanitized: bool = False) -> Decoded:
     """D4 ``multipart_colon``: ``[b"ERROR:", json]``; details = ``context``."""
-    origin, occurred_at = _origin(obj, Dialect.MULTIPART_COLON, _colon_variant(obj), "ERROR:", sanitized, _UTC_ISO)
+    origin, occurred_at = _origin(
+        obj, Dialect.MULTIPART_COLON, _colon_variant(obj), "ERROR:", sanitized, _UTC_ISO
+    )
     return _flat_event(obj, origin, occurred_at, obj.get("context"))
 
 
@@ -420,10 +474,14 @@ def _colon_variant(obj: dict[str, Any]) -> str:
     return "mp_ctx" if "context" in obj else ""
 
 
-def decode_multipart_bare(obj: dict[str, Any], sanitized: bool = False, *, local_tz: tzinfo = UTC) -> Decoded:
+def decode_multipart_bare(
+    obj: dict[str, Any], sanitized: bool = False, *, local_tz: tzinfo = UTC
+) -> Decoded:
     """D5 ``multipart_bare``: ``[b"ERROR", json]`` with ``type``; naive host-local ISO."""
     variant = "pc2_agent_report_error"
-    origin, occurred_at = _origin(obj, Dialect.MULTIPART_BARE, variant, "ERROR", sanitized, _LOCAL_ISO, local_tz)
+    origin, occurred_at = _origin(
+        obj, Dialect.MULTIPART_BARE, variant, "ERROR", sanitized, _LOCAL_ISO, local_tz
+    )
     return _flat_event(obj, origin, occurred_at, None)
 
 
@@ -440,16 +498,25 @@ def decode_bare_json(obj: dict[str, Any], sanitized: bool = False) -> Decoded:
     used = (source_key, type_key, message_key, "severity", "timestamp", "topic")
     rest = {key: value for key, value in obj.items() if key not in used}
     return Decoded(
-        source=source, error_type=error_type, severity=normalise_severity(origin.raw_severity)[0],
-        message=_as_text(obj.get(message_key)) if message_key else "", details=rest or None,
-        occurred_at=occurred_at, legacy=origin,
-    )  # fmt: skip
+        source=source,
+        error_type=error_type,
+        severity=normalise_severity(origin.raw_severity)[0],
+        message=_as_text(obj.get(message_key)) if message_key else "",
+        details=rest or None,
+        occurred_at=occurred_at,
+        legacy=origin,
+    )
 
 
 def decode_prefix_text(agent: str, context: str, text: str) -> Decoded:
     """D7 ``prefix_text``: ``ERROR:<Agent>:<context>:`` + free text; no severity, no time."""
     origin = LegacyOrigin(dialect=Dialect.PREFIX_TEXT, topic=f"ERROR:{agent}:{context}:")
     return Decoded(
-        source=agent, error_type=context, severity=Severity.ERROR, message=text,
-        details=None, occurred_at=None, legacy=origin,
-    )  # fmt: skip
+        source=agent,
+        error_type=context,
+        severity=Severity.ERROR,
+        message=text,
+        details=None,
+        occurred_at=None,
+        legacy=origin,
+    )

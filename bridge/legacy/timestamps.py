@@ -53,7 +53,9 @@ def parse_timestamp(
     return _UNPARSEABLE
 
 
-def _from_iso(raw: str, iso_kind: TimestampKind, local_tz: tzinfo) -> tuple[datetime | None, TimestampKind]:
+def _from_iso(
+    raw: str, iso_kind: TimestampKind, local_tz: tzinfo
+) -> tuple[datetime | None, TimestampKind]:
     if len(raw) > MAX_ISO_CHARS:
         return _UNPARSEABLE
     try:

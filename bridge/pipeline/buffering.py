@@ -147,7 +147,12 @@ class SpooledQueue:
         self.caught_up = self.rows == 0
         if self.rows:
             age = self._wall() - (oldest or self._wall())
-            log.warning("spool holds %d unacknowledged messages (%d B, oldest %.0f s): replaying first", self.rows, self.bytes, age)
+            log.warning(
+                "spool holds %d unacknowledged messages (%d B, oldest %.0f s): replaying first",
+                self.rows,
+                self.bytes,
+                age,
+            )
         if self.spool.recovered_from is not None:
             self._m.spool_recovered.inc()
 
@@ -204,7 +209,7 @@ class SpooledQueue:
             now = self._wall()
             rows = [_to_row(item, now) for item in batch]
             seqs = await self._io(self.spool.append, rows)
-        for item, row, seq in zip(batch, rows, seqs):
+        for item, row, seq in zip(batch, rows, seqs, strict=True):
             item.spool_seq, item.size = seq, row.size
         self.rows += n
         self.bytes += sum(r.size for r in rows)
@@ -272,8 +277,10 @@ class SpooledQueue:
             log.warning(
                 "replaying %d spooled messages older than the stream's duplicate window (%.0f s): "
                 "any of them already stored before a crash will be stored twice "
-                "(busbridge_spool_duplicate_risk_total counts them all)", risky, self.duplicate_window_secs,
-            )  # fmt: skip
+                "(busbridge_spool_duplicate_risk_total counts them all)",
+                risky,
+                self.duplicate_window_secs,
+            )
 
     async def _delete_loop(self) -> None:
         while True:
@@ -306,7 +313,9 @@ class SpooledQueue:
 
     async def _evict_expired(self) -> None:
         async with self._cursor_lock:
-            victims = await self._io(self.spool.evict_older_than, self.cursor, self._wall() - self.max_age_secs)
+            victims = await self._io(
+                self.spool.evict_older_than, self.cursor, self._wall() - self.max_age_secs
+            )
         self._evicted(victims, "max_age")
 
     def _evicted(self, victims: list[Evicted], reason: str) -> None:
@@ -323,8 +332,12 @@ class SpooledQueue:
         t = self.tally
         log.warning(
             "spool evicted %d messages (%d B) since %s: by severity %s, by reason %s",
-            sum(t.by_severity.values()), t.bytes, t.first_at, dict(t.by_severity), dict(t.by_reason),
-        )  # fmt: skip
+            sum(t.by_severity.values()),
+            t.bytes,
+            t.first_at,
+            dict(t.by_severity),
+            dict(t.by_reason),
+        )
         if self._summary_factory is None:
             self.tally = EvictionTally()
             return
@@ -371,7 +384,9 @@ class _Signal:
 def _to_row(item: Outbound, now: float) -> SpoolRow:
     headers = _headers_encoder.encode(item.headers)
     size = len(item.payload) + len(item.subject) + len(headers)
-    return SpoolRow(item.rank, now, item.kind, item.msg_id, item.subject, headers, item.payload, size)
+    return SpoolRow(
+        item.rank, now, item.kind, item.msg_id, item.subject, headers, item.payload, size
+    )
 
 
 def _from_row(row: StoredRow) -> Outbound:

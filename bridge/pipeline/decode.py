@@ -65,15 +65,21 @@ class LegacyDecoder:
         self._machine = machine
         self._identity = identity
         self._local_tz = local_tz
-        self._max_frame_bytes = max_frame_bytes if max_frame_bytes is not None and max_frame_bytes >= 0 else None
+        self._max_frame_bytes = (
+            max_frame_bytes if max_frame_bytes is not None and max_frame_bytes >= 0 else None
+        )
         self._keep_bytes = max(0, oversized_keep_bytes)
 
     def decode(self, frames: Sequence[bytes], received_at: datetime) -> ErrorEvent | DeadLetter:
         """Decode one frame set. Never raises."""
         try:
-            raw = [frame if frame.__class__ is bytes else bytes(memoryview(frame)) for frame in frames]
+            raw = [
+                frame if frame.__class__ is bytes else bytes(memoryview(frame)) for frame in frames
+            ]
         except Exception as exc:  # not a sequence of bytes-like objects
-            return self._dead_letter(_salvage(frames), received_at, _crash(exc, "frames are not bytes"))
+            return self._dead_letter(
+                _salvage(frames), received_at, _crash(exc, "frames are not bytes")
+            )
         cap = self._max_frame_bytes
         if cap is not None and raw and max(map(len, raw)) > cap:
             return self._oversized(raw, received_at, cap)
@@ -85,16 +91,24 @@ class LegacyDecoder:
             return self._event(raw, received_at, outcome)  # type: ignore[arg-type]
         return self._dead_letter(raw, received_at, outcome)  # type: ignore[arg-type]
 
-    def _event(self, raw: list[bytes], received_at: datetime, decoded: Decoded) -> ErrorEvent | DeadLetter:
+    def _event(
+        self, raw: list[bytes], received_at: datetime, decoded: Decoded
+    ) -> ErrorEvent | DeadLetter:
         event_id = self._event_id(raw, decoded.error_id, received_at)
         try:
             return ErrorEvent(
-                event_id=event_id, occurred_at=decoded.occurred_at, received_at=received_at,
-                machine=self._machine, source=decoded.source, severity=decoded.severity,
-                error_type=decoded.error_type, message=decoded.message, details=decoded.details,
+                event_id=event_id,
+                occurred_at=decoded.occurred_at,
+                received_at=received_at,
+                machine=self._machine,
+                source=decoded.source,
+                severity=decoded.severity,
+                error_type=decoded.error_type,
+                message=decoded.message,
+                details=decoded.details,
                 fingerprint=fingerprint(decoded.source, decoded.error_type, decoded.message),
                 legacy=decoded.legacy,
-            )  # fmt: skip
+            )
         except Exception as exc:
             rejected = _crash(exc, "event construction failed")
             return self._letter(event_id, raw, received_at, rejected)
@@ -106,20 +120,36 @@ class LegacyDecoder:
         kept = [frame[: self._keep_bytes] for frame in raw]
         detail = f"frame of {max(sizes)} bytes exceeds zmq.max_frame_bytes ({cap}); first {self._keep_bytes} bytes of each frame kept"
         return DeadLetter(
-            event_id=event_id, received_at=received_at, machine=self._machine, reason=DeadLetterReason.OVERSIZED,
-            frames=kept, frame_sizes=sizes, detail=detail,
-            truncated=Truncation(original_bytes=sum(sizes), kept_bytes=sum(map(len, kept)), fields=["frames"]),
-        )  # fmt: skip
+            event_id=event_id,
+            received_at=received_at,
+            machine=self._machine,
+            reason=DeadLetterReason.OVERSIZED,
+            frames=kept,
+            frame_sizes=sizes,
+            detail=detail,
+            truncated=Truncation(
+                original_bytes=sum(sizes), kept_bytes=sum(map(len, kept)), fields=["frames"]
+            ),
+        )
 
-    def _dead_letter(self, raw: list[bytes], received_at: datetime, rejected: Rejected) -> DeadLetter:
+    def _dead_letter(
+        self, raw: list[bytes], received_at: datetime, rejected: Rejected
+    ) -> DeadLetter:
         return self._letter(self._event_id(raw, None, received_at), raw, received_at, rejected)
 
-    def _letter(self, event_id: str, raw: list[bytes], received_at: datetime, rejected: Rejected) -> DeadLetter:
+    def _letter(
+        self, event_id: str, raw: list[bytes], received_at: datetime, rejected: Rejected
+    ) -> DeadLetter:
         return DeadLetter(
-            event_id=event_id, received_at=received_at, machine=self._machine, reason=rejected.reason,
-            frames=raw, frame_sizes=[len(frame) for frame in raw], dialect_guess=rejected.dialect_guess,
+            event_id=event_id,
+            received_at=received_at,
+            machine=self._machine,
+            reason=rejected.reason,
+            frames=raw,
+            frame_sizes=[len(frame) for frame in raw],
+            dialect_guess=rejected.dialect_guess,
             detail=rejected.detail,
-        )  # fmt: skip
+        )
 
     def _event_id(self, raw: list[bytes], error_id: str | None, received_at: datetime) -> str:
         try:

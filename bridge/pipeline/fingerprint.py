@@ -63,9 +63,16 @@ _LETTER = rf"(?<![0-9A-Za-z].)(?:(?P<uuid_l>{_UUID_REST})|(?P<hex_l>{_H}{{7,}}{_
 _WINDOWS = r"(?P<win>(?<![A-Za-z0-9])[A-Za-z]:\\[^\s'\"`<>|*?]*)|"
 
 _TOKENS = {
-    "path": "<path>", "win": "<path>", "uuid": "<uuid>", "uuid_l": "<uuid>",
-    "hex": "<hex>", "hex0": "<hex>", "hex_l": "<hex>", "ip": "<ip>", "n": "<n>",
-}  # fmt: skip
+    "path": "<path>",
+    "win": "<path>",
+    "uuid": "<uuid>",
+    "uuid_l": "<uuid>",
+    "hex": "<hex>",
+    "hex0": "<hex>",
+    "hex_l": "<hex>",
+    "ip": "<ip>",
+    "n": "<n>",
+}
 _CACHE_MAX_ENTRIES = 4096
 _CACHE_MAX_CHARS = 512
 _cache: dict[tuple[str, str, str], str] = {}

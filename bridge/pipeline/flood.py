@@ -45,7 +45,14 @@ from typing import NamedTuple
 
 import msgspec
 
-from contracts.messages import ErrorEvent, FloodEnded, FloodEvent, FloodStarted, FloodSummary, Severity
+from contracts.messages import (
+    ErrorEvent,
+    FloodEnded,
+    FloodEvent,
+    FloodStarted,
+    FloodSummary,
+    Severity,
+)
 
 __all__ = ["GLOBAL_RULE_NAME", "FloodDecision", "FloodGate", "FloodRule", "Verdict"]
 
@@ -81,9 +88,17 @@ class FloodRule(msgspec.Struct, frozen=True):
 
 class _Flood:
     __slots__ = (
-        "started_at", "started_mono", "suppressed_total", "unreported", "first_seen", "last_seen",
-        "sample", "last_summary_mono", "last_suppressed_mono", "summaries",
-    )  # fmt: skip
+        "first_seen",
+        "last_seen",
+        "last_summary_mono",
+        "last_suppressed_mono",
+        "sample",
+        "started_at",
+        "started_mono",
+        "summaries",
+        "suppressed_total",
+        "unreported",
+    )
 
     def __init__(self, ev: ErrorEvent, now: float) -> None:
         self.started_at = ev.received_at
@@ -107,7 +122,7 @@ class _Flood:
 
 
 class _State:
-    __slots__ = ("key", "rule", "window_start", "count", "flood", "source", "error_type", "message")
+    __slots__ = ("count", "error_type", "flood", "key", "message", "rule", "source", "window_start")
 
     def __init__(self, key: str, rule: FloodRule, now: float, ev: ErrorEvent | None = None) -> None:
         self.key = key
@@ -164,9 +179,11 @@ class FloodGate:
         self._bucket: _SeverityBucket | None = None
         self._global_rule = FloodRule(GLOBAL_RULE_NAME, 0, _GLOBAL_WINDOW_SECS)
         self.reconfigure(
-            summary_interval_secs=summary_interval_secs, max_fingerprints=max_fingerprints,
-            suppress_critical=suppress_critical, global_max_per_sec=global_max_per_sec,
-        )  # fmt: skip
+            summary_interval_secs=summary_interval_secs,
+            max_fingerprints=max_fingerprints,
+            suppress_critical=suppress_critical,
+            global_max_per_sec=global_max_per_sec,
+        )
         self.update_rules(rules, default_rule)
 
     def update_rules(self, rules: Sequence[FloodRule], default_rule: FloodRule) -> None:
@@ -180,7 +197,12 @@ class FloodGate:
                 state.rule = self._rule_for(state.error_type, state.message)
 
     def reconfigure(
-        self, *, summary_interval_secs: float, max_fingerprints: int, suppress_critical: bool, global_max_per_sec: float
+        self,
+        *,
+        summary_interval_secs: float,
+        max_fingerprints: int,
+        suppress_critical: bool,
+        global_max_per_sec: float,
     ) -> None:
         """Set the gate's settings (also at construction; in place on hot reload, keeping
         windows and floods). Raises ``ValueError`` for a non-positive interval or size."""
@@ -191,7 +213,9 @@ class FloodGate:
         self.suppress_critical = suppress_critical
         rate = self._bucket.rate if self._bucket else 0.0
         if global_max_per_sec != rate:
-            self._bucket = _SeverityBucket(global_max_per_sec, self._clock) if global_max_per_sec else None
+            self._bucket = (
+                _SeverityBucket(global_max_per_sec, self._clock) if global_max_per_sec else None
+            )
         self._evict_lru()
 
     @property
@@ -308,31 +332,51 @@ class FloodGate:
 
     def _started(self, state: _State, ev: ErrorEvent) -> FloodStarted:
         return FloodStarted(
-            event_id=self._event_id(state, "started"), machine=self.machine, fingerprint=state.key,
-            source=state.source, error_type=state.error_type, rule=state.rule.name,
-            threshold=state.rule.threshold, window_secs=state.rule.window_secs,
-            severity=self._severity(state, ev), started_at=ev.received_at, sample=ev,
-        )  # fmt: skip
+            event_id=self._event_id(state, "started"),
+            machine=self.machine,
+            fingerprint=state.key,
+            source=state.source,
+            error_type=state.error_type,
+            rule=state.rule.name,
+            threshold=state.rule.threshold,
+            window_secs=state.rule.window_secs,
+            severity=self._severity(state, ev),
+            started_at=ev.received_at,
+            sample=ev,
+        )
 
     def _summary(self, state: _State, now: float) -> FloodSummary:
         flood = state.flood
         assert flood is not None
         flood.summaries += 1
         summary = FloodSummary(
-            event_id=self._event_id(state, "summary", flood.summaries), machine=self.machine,
-            fingerprint=state.key, source=state.source, error_type=state.error_type, rule=state.rule.name,
-            severity=self._severity(state, flood.sample), suppressed=flood.unreported,
-            suppressed_total=flood.suppressed_total, first_seen=flood.first_seen, last_seen=flood.last_seen,
+            event_id=self._event_id(state, "summary", flood.summaries),
+            machine=self.machine,
+            fingerprint=state.key,
+            source=state.source,
+            error_type=state.error_type,
+            rule=state.rule.name,
+            severity=self._severity(state, flood.sample),
+            suppressed=flood.unreported,
+            suppressed_total=flood.suppressed_total,
+            first_seen=flood.first_seen,
+            last_seen=flood.last_seen,
             sample=flood.sample,
-        )  # fmt: skip
+        )
         flood.unreported = 0
         flood.last_summary_mono = now
         return summary
 
     def _ended(self, state: _State, flood: _Flood) -> FloodEnded:
         return FloodEnded(
-            event_id=self._event_id(state, "ended"), machine=self.machine, fingerprint=state.key,
-            source=state.source, error_type=state.error_type, rule=state.rule.name,
-            severity=self._severity(state, flood.sample), started_at=flood.started_at,
-            ended_at=self._wall(), suppressed_total=flood.suppressed_total,
-        )  # fmt: skip
+            event_id=self._event_id(state, "ended"),
+            machine=self.machine,
+            fingerprint=state.key,
+            source=state.source,
+            error_type=state.error_type,
+            rule=state.rule.name,
+            severity=self._severity(state, flood.sample),
+            started_at=flood.started_at,
+            ended_at=self._wall(),
+            suppressed_total=flood.suppressed_total,
+        )

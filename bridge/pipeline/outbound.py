@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import msgspec
 
+from bridge.metrics import Metrics
+from bridge.pipeline.publish import Outbound
 from contracts.codec import contract_name, encode
 from contracts.messages import (
     CONTRACT_VERSION,
@@ -38,18 +40,22 @@ from contracts.subjects import (
     HEADER_ORIGIN,
     Subjects,
 )
-from bridge.metrics import Metrics
-from bridge.pipeline.publish import Outbound
 
 __all__ = ["OutboundBuilder"]
 
 #: spool eviction rank of contracts without a severity field
-_RANK = {"dead_letter": Severity.ERROR.rank, "spool_evicted": Severity.CRITICAL.rank, "phase_changed": Severity.CRITICAL.rank}
+_RANK = {
+    "dead_letter": Severity.ERROR.rank,
+    "spool_evicted": Severity.CRITICAL.rank,
+    "phase_changed": Severity.CRITICAL.rank,
+}
 #: room left in max_payload for the protocol line overhead, in bytes
 _SAFETY_BYTES = 512
 _json = msgspec.json.Encoder()
 #: header bytes besides the values: each ``key: value\r\n`` adds the key and 4 bytes
-_HEADER_KEY_BYTES = sum(len(k) + 4 for k in (HEADER_MSG_ID, HEADER_CONTRACT, HEADER_CONTRACT_VERSION, HEADER_ORIGIN))
+_HEADER_KEY_BYTES = sum(
+    len(k) + 4 for k in (HEADER_MSG_ID, HEADER_CONTRACT, HEADER_CONTRACT_VERSION, HEADER_ORIGIN)
+)
 _SUBJECT_MEMO_MAX = 4096
 
 
@@ -57,20 +63,33 @@ class OutboundBuilder:
     """Builds ``Outbound`` values for one bridge. ``max_payload_bytes`` is the server's."""
 
     def __init__(
-        self, subjects: Subjects, bridge_id: str, max_payload_bytes: int, metrics: Metrics | None = None
+        self,
+        subjects: Subjects,
+        bridge_id: str,
+        max_payload_bytes: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.subjects = subjects
         self.bridge_id = bridge_id
         self.max_payload_bytes = max_payload_bytes
         self._m = metrics
-        self._error_subjects: dict[tuple[str, Severity, str], str] = {}  # memo: sanitising costs 2 regex subs
+        self._error_subjects: dict[
+            tuple[str, Severity, str], str
+        ] = {}  # memo: sanitising costs 2 regex subs
 
     def build(self, msg: Message) -> Outbound:
         name = contract_name(msg)
         version = str(CONTRACT_VERSION)
-        headers = {HEADER_MSG_ID: msg.event_id, HEADER_CONTRACT: name, HEADER_CONTRACT_VERSION: version, HEADER_ORIGIN: self.bridge_id}
+        headers = {
+            HEADER_MSG_ID: msg.event_id,
+            HEADER_CONTRACT: name,
+            HEADER_CONTRACT_VERSION: version,
+            HEADER_ORIGIN: self.bridge_id,
+        }
         payload = encode(msg)
-        header_bytes = _HEADER_KEY_BYTES + len(msg.event_id) + len(name) + len(version) + len(self.bridge_id)
+        header_bytes = (
+            _HEADER_KEY_BYTES + len(msg.event_id) + len(name) + len(version) + len(self.bridge_id)
+        )
         budget = self.max_payload_bytes - _SAFETY_BYTES - header_bytes
         if len(payload) > budget:
             msg, payload = _truncate(msg, payload, budget)
@@ -116,15 +135,22 @@ def _truncate(msg: Message, payload: bytes, budget: int) -> tuple[Message, bytes
 def _truncate_event(ev: ErrorEvent, original: int, budget: int) -> tuple[Message, bytes]:
     details_text = ev.details if isinstance(ev.details, str) else _json.encode(ev.details).decode()
     fields = ["details"]
-    base = _size_of(msgspec.structs.replace(ev, details="", truncated=_marker(original, original, fields)))
+    base = _size_of(
+        msgspec.structs.replace(ev, details="", truncated=_marker(original, original, fields))
+    )
     message = ev.message
     if base > budget:  # details alone cannot make it fit: cut the message too
         fields.append("message")
-        message = _cut_text(ev.message, max(0, len(ev.message.encode("utf-8", "surrogatepass")) - (base - budget)))
+        message = _cut_text(
+            ev.message, max(0, len(ev.message.encode("utf-8", "surrogatepass")) - (base - budget))
+        )
     keep = max(0, budget - base)
     while True:  # JSON escaping can grow the text: shrink until it fits
         out = msgspec.structs.replace(
-            ev, details=_cut_text(details_text, keep), message=message, truncated=_marker(original, 0, fields)
+            ev,
+            details=_cut_text(details_text, keep),
+            message=message,
+            truncated=_marker(original, 0, fields),
         )
         size = _size_of(out) + 32  # the final marker's digits
         if size <= budget or keep == 0:
@@ -135,7 +161,9 @@ def _truncate_event(ev: ErrorEvent, original: int, budget: int) -> tuple[Message
 
 
 def _truncate_dead_letter(dl: DeadLetter, original: int, budget: int) -> tuple[Message, bytes]:
-    base = _size_of(msgspec.structs.replace(dl, frames=[], truncated=_marker(original, original, ["frames"])))
+    base = _size_of(
+        msgspec.structs.replace(dl, frames=[], truncated=_marker(original, original, ["frames"]))
+    )
     room = max(0, (budget - base) * 3 // 4 - 4 * len(dl.frames))  # base64 grows bytes by 4/3
     frames = []
     for frame in dl.frames:

@@ -53,8 +53,8 @@ from typing import Any, Protocol
 
 import anyio
 
-from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 from bridge.metrics import Metrics
+from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 
 __all__ = ["Outbound", "PipelinedPublisher", "Transport"]
 
@@ -64,7 +64,9 @@ log = logging.getLogger(__name__)
 class Transport(Protocol):
     """What the publisher needs from NATS (``JetStreamLink`` or a fake)."""
 
-    async def publish(self, subject: str, payload: bytes, reply: str, headers: dict[str, str]) -> None:
+    async def publish(
+        self, subject: str, payload: bytes, reply: str, headers: dict[str, str]
+    ) -> None:
         """Queue a message; raise ``NotConnected`` when it cannot be queued."""
 
 
@@ -72,9 +74,18 @@ class Outbound:
     """One message to publish. ``kind`` is a metric label (``error_event``, ``dead_letter``)."""
 
     __slots__ = (
-        "subject", "payload", "headers", "kind", "msg_id", "rank",
-        "seq", "attempts", "rejections", "spool_seq", "size",
-    )  # fmt: skip
+        "attempts",
+        "headers",
+        "kind",
+        "msg_id",
+        "payload",
+        "rank",
+        "rejections",
+        "seq",
+        "size",
+        "spool_seq",
+        "subject",
+    )
 
     def __init__(
         self,
@@ -155,7 +166,9 @@ class PipelinedPublisher:
         self._probing = False
         self.last_ack_at: float | None = None
         self.late_acks = 0
-        self._published: dict[str, Any] = {}  # kind -> counter child (``labels`` costs 3x an ``inc``)
+        self._published: dict[
+            str, Any
+        ] = {}  # kind -> counter child (``labels`` costs 3x an ``inc``)
         self._acked: dict[str, Any] = {}
 
     # -- called by the ingest side (sync, never blocks) ---------------------------------
@@ -211,7 +224,9 @@ class PipelinedPublisher:
         self.last_ack_at = now
         self._failures_in_row = 0
         self._probing = False
-        child = self._acked.get(item.kind) or self._acked.setdefault(item.kind, self._m.acked.labels(item.kind))
+        child = self._acked.get(item.kind) or self._acked.setdefault(
+            item.kind, self._m.acked.labels(item.kind)
+        )
         child.inc()
         if ack.outcome is AckOutcome.DUPLICATE:
             self._m.duplicates.labels("jetstream").inc()
@@ -229,7 +244,12 @@ class PipelinedPublisher:
         self._give_up(item, ack)
 
     def _give_up(self, item: Outbound, ack: AckResult) -> None:
-        log.error("giving up on %s %s (%s): it can never be stored", item.kind, item.msg_id, ack.description)
+        log.error(
+            "giving up on %s %s (%s): it can never be stored",
+            item.kind,
+            item.msg_id,
+            ack.description,
+        )
         self._m.dropped.labels("rejected").inc()
         self.on_done(item, "rejected", ack)
 
@@ -241,7 +261,9 @@ class PipelinedPublisher:
         if now < self._hold_until:
             return  # already backing off: one round of failures counts once
         self._failures_in_row += 1
-        backoff = min(self.retry_max_secs, self.retry_initial_secs * 2 ** min(self._failures_in_row - 1, 30))
+        backoff = min(
+            self.retry_max_secs, self.retry_initial_secs * 2 ** min(self._failures_in_row - 1, 30)
+        )
         self._hold_until = now + backoff / 2 + self._rng.random() * backoff / 2
 
     def connection_lost(self) -> None:
@@ -296,7 +318,9 @@ class PipelinedPublisher:
         self._in_flight[token] = (item, self._clock())
         item.attempts += 1
         try:
-            await self._transport.publish(item.subject, item.payload, f"{self._ack_prefix}.{token}", item.headers)
+            await self._transport.publish(
+                item.subject, item.payload, f"{self._ack_prefix}.{token}", item.headers
+            )
         except NotConnected:
             if self._in_flight.pop(token, None) is not None:
                 self._failed(item, "not_connected")
@@ -305,7 +329,9 @@ class PipelinedPublisher:
             if self._in_flight.pop(token, None) is not None:
                 self._give_up(item, AckResult(AckOutcome.ERROR, description=str(exc)))
             return
-        child = self._published.get(item.kind) or self._published.setdefault(item.kind, self._m.published.labels(item.kind))
+        child = self._published.get(item.kind) or self._published.setdefault(
+            item.kind, self._m.published.labels(item.kind)
+        )
         child.inc()
 
     async def _sleep_or_wake(self, delay: float) -> None:
@@ -320,7 +346,9 @@ class PipelinedPublisher:
 
     async def _expire_loop(self) -> None:
         while True:
-            await anyio.sleep(max(0.01, self.ack_timeout_secs / 4))  # re-read: hot reload may change it
+            await anyio.sleep(
+                max(0.01, self.ack_timeout_secs / 4)
+            )  # re-read: hot reload may change it
             self.expire_overdue()
             self._m.in_flight.set(len(self._in_flight))
             self._m.pending.set(len(self._pending) + len(self._retry))
@@ -346,7 +374,11 @@ class PipelinedPublisher:
         Whether that is a loss is the caller's business: with the durable spool
         the messages stay on disk for the next start.
         """
-        left = [item for _, item in self._retry] + list(self._pending) + [i for i, _ in self._in_flight.values()]
+        left = (
+            [item for _, item in self._retry]
+            + list(self._pending)
+            + [i for i, _ in self._in_flight.values()]
+        )
         self._retry.clear()
         self._pending.clear()
         self._in_flight.clear()

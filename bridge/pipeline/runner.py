@@ -150,7 +150,10 @@ class IngestRunner:
         if isinstance(msg, ErrorEvent):
             dialect = msg.legacy.dialect.value if msg.legacy else "native"
             tally = self._tally
-            for child in (self._child("decoded", dialect), self._inventory_child(msg.source, dialect)):
+            for child in (
+                self._child("decoded", dialect),
+                self._inventory_child(msg.source, dialect),
+            ):
                 tally[child] = tally.get(child, 0) + 1
             if msg.legacy is not None and msg.legacy.raw_severity is not None and not _known(msg):
                 self._m.unknown_severity.inc()
@@ -162,7 +165,9 @@ class IngestRunner:
         if child is not None:
             return child
         if source not in self._sources and len(self._sources) >= INVENTORY_MAX_SOURCES:
-            return self._m.inventory.labels("_other", dialect)  # not cached: the cache stays bounded
+            return self._m.inventory.labels(
+                "_other", dialect
+            )  # not cached: the cache stays bounded
         self._sources.add(source)
         child = self._inventory[(source, dialect)] = self._m.inventory.labels(source, dialect)
         return child

@@ -122,7 +122,12 @@ class Spool:
             side = self.path.with_name(self.path.name + suffix)
             if side.exists():
                 side.rename(aside.with_name(aside.name + suffix))
-        log.error("spool %s is unreadable (%s): moved aside to %s, starting a fresh spool", self.path, exc, aside)
+        log.error(
+            "spool %s is unreadable (%s): moved aside to %s, starting a fresh spool",
+            self.path,
+            exc,
+            aside,
+        )
         self.recovered_from = aside
         return self._open()
 
@@ -146,7 +151,9 @@ class Spool:
 
     def read_after(self, seq: int, limit: int) -> list[StoredRow]:
         """Up to ``limit`` rows with a ``seq`` greater than ``seq``, in ``seq`` order (``StoredRow``)."""
-        return self._db.execute(f"SELECT seq, {_COLUMNS} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
+        return self._db.execute(
+            f"SELECT seq, {_COLUMNS} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        ).fetchall()
 
     def delete(self, seqs: Iterable[int]) -> None:
         """Delete acknowledged rows (one transaction; contiguous runs as one range each)."""
@@ -162,7 +169,10 @@ class Spool:
         victims: list[Evicted] = []
         freed = 0
         for rank in range(5):
-            cur = self._db.execute("SELECT seq, rank, size FROM spool WHERE rank = ? AND seq > ? ORDER BY seq", (rank, after_seq))
+            cur = self._db.execute(
+                "SELECT seq, rank, size FROM spool WHERE rank = ? AND seq > ? ORDER BY seq",
+                (rank, after_seq),
+            )
             for row in cur:
                 victims.append(Evicted(*row))
                 freed += row[2]
@@ -173,7 +183,9 @@ class Spool:
         self.delete(v.seq for v in victims)
         return victims
 
-    def evict_older_than(self, after_seq: int, cutoff_epoch: float, chunk: int = 10_000) -> list[Evicted]:
+    def evict_older_than(
+        self, after_seq: int, cutoff_epoch: float, chunk: int = 10_000
+    ) -> list[Evicted]:
         """Delete rows after ``after_seq`` enqueued before ``cutoff_epoch``; return what went.
 
         Rows are enqueued in ``seq`` order, so the scan stops at the first young row.
@@ -187,9 +199,12 @@ class Spool:
         cursor = after_seq
         while True:
             rows = self._db.execute(
-                "SELECT seq, rank, size, enqueued_at FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (cursor, chunk)
+                "SELECT seq, rank, size, enqueued_at FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
+                (cursor, chunk),
             ).fetchall()
-            expired = [Evicted(seq, rank, size) for seq, rank, size, at in rows if at < cutoff_epoch]
+            expired = [
+                Evicted(seq, rank, size) for seq, rank, size, at in rows if at < cutoff_epoch
+            ]
             victims += expired
             if len(expired) < len(rows) or len(rows) < chunk:
                 break

@@ -60,7 +60,11 @@ SCENARIOS: dict[str, Scenario] = {}
 DEFAULTS: dict[str, tuple[Workload, dict[str, Any], str]] = {}
 
 # Modules that register scenarios; one missing (not written yet) is skipped, any other error raises.
-_MODULES = ("loadtest.scenarios.traffic_scenarios", "loadtest.scenarios.chaos", "loadtest.scenarios.throughput")
+_MODULES = (
+    "loadtest.scenarios.traffic_scenarios",
+    "loadtest.scenarios.chaos",
+    "loadtest.scenarios.throughput",
+)
 
 
 def scenario(
@@ -83,7 +87,9 @@ def no_progress(stage: str, counters: dict[str, float]) -> None:
     """A ``Progress`` that shows nothing."""
 
 
-async def run_scenario(name: str, options: ScenarioOptions, progress: Progress | None = None) -> ScenarioResult:
+async def run_scenario(
+    name: str, options: ScenarioOptions, progress: Progress | None = None
+) -> ScenarioResult:
     """Run scenario ``name`` with ``options`` (its default params filled in under the given ones).
 
     Raises ``KeyError`` for an unknown name.
@@ -102,11 +108,15 @@ def utc_now() -> str:
 
 
 def _nats_server_version() -> str:
-    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+    binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which(
+        "nats-server"
+    )
     if not binary:
         return "unknown"
     try:
-        return subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -123,10 +133,18 @@ def machine_info() -> dict[str, Any]:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         info["cpu_model"] = next(
-            (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "unknown"
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in cpuinfo.splitlines()
+                if ln.startswith("model name")
+            ),
+            "unknown",
         )
-        mem_kb = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
-                      if ln.startswith("MemTotal"))
+        mem_kb = next(
+            int(ln.split()[1])
+            for ln in Path("/proc/meminfo").read_text().splitlines()
+            if ln.startswith("MemTotal")
+        )
         info["memory_gb"] = round(mem_kb / 1024 / 1024, 1)
     except (OSError, StopIteration, ValueError):
         pass

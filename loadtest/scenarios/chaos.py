@@ -64,7 +64,7 @@ from loadtest.workload import Workload
 
 __all__ = ["bridge_crash", "cluster_node_loss", "nats_outage", "phase_walk", "reload_under_load"]
 
-ALL_DIALECTS = {d: 1.0 for d in ("D1", "D2", "D3", "D4", "D5", "D6", "D7")}
+ALL_DIALECTS = dict.fromkeys(("D1", "D2", "D3", "D4", "D5", "D6", "D7"), 1.0)
 _SECOND_NS = 1_000_000_000
 
 
@@ -74,7 +74,9 @@ _SECOND_NS = 1_000_000_000
 class _Traffic:
     """A running ``LoadProducer`` with a progress line about once a second; ``stage`` is shown."""
 
-    def __init__(self, env: LoadEnv, producer: LoadProducer, progress: Progress, stage: str) -> None:
+    def __init__(
+        self, env: LoadEnv, producer: LoadProducer, progress: Progress, stage: str
+    ) -> None:
         self.env, self.producer, self.progress, self.stage = env, producer, progress, stage
 
     async def tick(self) -> None:
@@ -94,7 +96,9 @@ class _Traffic:
 
 
 @asynccontextmanager
-async def _traffic(env: LoadEnv, workload: Workload, progress: Progress, stage: str) -> AsyncIterator[_Traffic]:
+async def _traffic(
+    env: LoadEnv, workload: Workload, progress: Progress, stage: str
+) -> AsyncIterator[_Traffic]:
     """Start a producer for ``workload`` (connected and sending on entry) with a progress ticker."""
     producer = env.producer(workload)
     await anyio.to_thread.run_sync(producer.start)
@@ -108,13 +112,24 @@ async def _traffic(env: LoadEnv, workload: Workload, progress: Progress, stage: 
 
 
 def _result(
-    name: str, workload: Workload, started: str, t0: float, report: ProbeReport | None,
-    extra: dict[str, Any], checks: list[Check],
-) -> ScenarioResult:  # fmt: skip
+    name: str,
+    workload: Workload,
+    started: str,
+    t0: float,
+    report: ProbeReport | None,
+    extra: dict[str, Any],
+    checks: list[Check],
+) -> ScenarioResult:
     return ScenarioResult(
-        scenario=name, workload=workload, machine=machine_info(), started_at=started,
-        duration_secs=round(time.monotonic() - t0, 2), probe=report, extra=extra, checks=checks,
-    )  # fmt: skip
+        scenario=name,
+        workload=workload,
+        machine=machine_info(),
+        started_at=started,
+        duration_secs=round(time.monotonic() - t0, 2),
+        probe=report,
+        extra=extra,
+        checks=checks,
+    )
 
 
 def _check(name: str, ok: bool, detail: str) -> Check:
@@ -122,7 +137,12 @@ def _check(name: str, ok: bool, detail: str) -> Check:
 
 
 async def _settle(
-    env: LoadEnv, sent: SentLog, progress: Progress, *, idle_secs: float = 5.0, timeout_secs: float = 120.0
+    env: LoadEnv,
+    sent: SentLog,
+    progress: Progress,
+    *,
+    idle_secs: float = 5.0,
+    timeout_secs: float = 120.0,
 ) -> ProbeReport:
     """Wait until the stream caught up with ``sent`` (or stalled, or ``timeout_secs``), then reconcile."""
     await env.catch_up(sent, progress, timeout_secs=timeout_secs, idle_secs=idle_secs)
@@ -138,7 +158,9 @@ def _mib(kib: int) -> float:
 
 @scenario(
     "nats_outage",
-    defaults=Workload(rate_per_sec=10_000.0, duration_secs=600.0, publishers=4, dialects=ALL_DIALECTS),
+    defaults=Workload(
+        rate_per_sec=10_000.0, duration_secs=600.0, publishers=4, dialects=ALL_DIALECTS
+    ),
     params={"outage_secs": 60.0, "warmup_secs": 5.0, "tail_secs": 3.0, "max_drain_secs": 300.0},
     help="nats-server stopped outage_secs under load, restarted on its store: 0 lost/dup, drain rate, RSS"
     " (traffic runs until drained + tail_secs; duration_secs caps it)",
@@ -152,7 +174,9 @@ async def nats_outage(options: ScenarioOptions, progress: Progress) -> ScenarioR
         try:
             run = await _outage(env, workload, p, progress)
             # a backlog left over when max_drain_secs ran out is late, not lost: give it as long again
-            report = await _settle(env, run.sent, progress, timeout_secs=max(120.0, float(p["max_drain_secs"])))
+            report = await _settle(
+                env, run.sent, progress, timeout_secs=max(120.0, float(p["max_drain_secs"]))
+            )
             # still held when the run ends (not drained): late rather than lost; the bridge keeps them
             left = int(metric(env.bridge.admin_port, "busbridge_spool_messages"))
         finally:
@@ -161,20 +185,38 @@ async def nats_outage(options: ScenarioOptions, progress: Progress) -> ScenarioR
         reconnects = env.probe.reconnects
     drain, sent = run.drain, run.sent
     extra = {
-        "sent": sent.total(), "outage_secs": float(p["outage_secs"]), "traffic_secs": _traffic_secs(sent),
-        "spool_peak_messages": sampler.spool_peak, "drain_secs": round(drain.secs, 2), "drained": drain.drained,
-        "drain_stored": drain.stored, "drain_rate_per_sec": round(drain.rate_per_sec),
+        "sent": sent.total(),
+        "outage_secs": float(p["outage_secs"]),
+        "traffic_secs": _traffic_secs(sent),
+        "spool_peak_messages": sampler.spool_peak,
+        "drain_secs": round(drain.secs, 2),
+        "drained": drain.drained,
+        "drain_stored": drain.stored,
+        "drain_rate_per_sec": round(drain.rate_per_sec),
         "drain_rate_x_live": round(drain.rate_per_sec / workload.rate_per_sec, 2),
         # the backlog alone (live traffic goes on meanwhile): peak backlog / drain time, over live
-        "backlog_drain_x_live": round(sampler.spool_peak / max(drain.secs, 1e-9) / workload.rate_per_sec, 2),
-        "rss_before_outage_mib": _mib(run.rss_before_kib), "rss_max_sampled_mib": _mib(max(sampler.rss_kib or [0])),
-        "rss_peak_hwm_mib": _mib(rss_peak), "probe_reconnects": reconnects, "spool_left_at_end": left,
-    }  # fmt: skip
-    checks = correctness_checks(report) + [
-        _check("backlog_built", sampler.spool_peak > 0, f"peak spool backlog {sampler.spool_peak} messages"),
-        _check("drained", drain.drained,
-               f"ready again {drain.secs:.1f} s after the restart (max {p['max_drain_secs']} s)"),
-    ]  # fmt: skip
+        "backlog_drain_x_live": round(
+            sampler.spool_peak / max(drain.secs, 1e-9) / workload.rate_per_sec, 2
+        ),
+        "rss_before_outage_mib": _mib(run.rss_before_kib),
+        "rss_max_sampled_mib": _mib(max(sampler.rss_kib or [0])),
+        "rss_peak_hwm_mib": _mib(rss_peak),
+        "probe_reconnects": reconnects,
+        "spool_left_at_end": left,
+    }
+    checks = [
+        *correctness_checks(report),
+        _check(
+            "backlog_built",
+            sampler.spool_peak > 0,
+            f"peak spool backlog {sampler.spool_peak} messages",
+        ),
+        _check(
+            "drained",
+            drain.drained,
+            f"ready again {drain.secs:.1f} s after the restart (max {p['max_drain_secs']} s)",
+        ),
+    ]
     return _result("nats_outage", workload, started, t0, report, extra, checks)
 
 
@@ -184,7 +226,9 @@ class _OutageRun(NamedTuple):
     drain: Drain
 
 
-async def _outage(env: LoadEnv, workload: Workload, p: dict[str, Any], progress: Progress) -> _OutageRun:
+async def _outage(
+    env: LoadEnv, workload: Workload, p: dict[str, Any], progress: Progress
+) -> _OutageRun:
     """Warm up, stop the server, wait, restart it on its store, time the drain, run the tail."""
     assert env.server is not None
     async with _traffic(env, workload, progress, "warmup") as traffic:
@@ -197,7 +241,9 @@ async def _outage(env: LoadEnv, workload: Workload, p: dict[str, Any], progress:
         traffic.stage = "draining"
         url, port, max_secs = env.server.url, env.bridge.admin_port, float(p["max_drain_secs"])
         # abandon on Ctrl-C/SIGTERM: the teardown must not wait out max_secs of polling
-        drain = await anyio.to_thread.run_sync(measure_drain, url, port, max_secs, abandon_on_cancel=True)
+        drain = await anyio.to_thread.run_sync(
+            measure_drain, url, port, max_secs, abandon_on_cancel=True
+        )
         traffic.stage = "tail"
         with anyio.move_on_after(float(p["tail_secs"])):
             await traffic.finish()
@@ -215,7 +261,9 @@ def _traffic_secs(sent: SentLog) -> float:
 
 @scenario(
     "bridge_crash",
-    defaults=Workload(rate_per_sec=5_000.0, duration_secs=20.0, publishers=4, dialects=ALL_DIALECTS),
+    defaults=Workload(
+        rate_per_sec=5_000.0, duration_secs=20.0, publishers=4, dialects=ALL_DIALECTS
+    ),
     params={"kill_after_secs": 5.0, "down_secs": 3.0, "backlog_secs": 0.0, "read_lag_secs": 0.5},
     help="SIGKILL of the bridge under load, restart on its spool: spooled kept, loss only in the at-risk window",
 )
@@ -224,11 +272,15 @@ async def bridge_crash(options: ScenarioOptions, progress: Progress) -> Scenario
     kill_after, down = float(p["kill_after_secs"]), float(p["down_secs"])
     if workload.duration_secs < kill_after + down + 1.0:
         need = kill_after + down + 1.0
-        raise ValueError(f"bridge_crash needs duration_secs >= kill_after_secs + down_secs + 1 ({need})")
+        raise ValueError(
+            f"bridge_crash needs duration_secs >= kill_after_secs + down_secs + 1 ({need})"
+        )
     started, t0 = utc_now(), time.monotonic()
     async with LoadEnv(options.workdir / "bridge_crash") as env:
         async with _traffic(env, workload, progress, "steady") as traffic:
-            pid_before, kill_ns, spooled = await _crash(env, traffic, kill_after, float(p["backlog_secs"]))
+            pid_before, kill_ns, spooled = await _crash(
+                env, traffic, kill_after, float(p["backlog_secs"])
+            )
             await anyio.sleep(down)
             if float(p["backlog_secs"]) > 0:
                 env.server = await anyio.to_thread.run_sync(restarted, env.server)
@@ -241,13 +293,19 @@ async def bridge_crash(options: ScenarioOptions, progress: Progress) -> Scenario
         restarted_pid = env.bridge.pid
     lag_ns = int(float(p["read_lag_secs"]) * _SECOND_NS)
     window = crash_window(sent, stored, kill_ns=kill_ns, ready_ns=ready_ns, read_lag_ns=lag_ns)
-    spooled_lost = sorted(spooled - stored)
     extra = {
-        "sent": sent.total(), "kill_after_secs": kill_after, "down_secs": down,
-        "backlog_secs": float(p["backlog_secs"]), "killed_pid": pid_before, "restarted_pid": restarted_pid,
-        "spooled_at_kill": len(spooled), **msgspec.to_builtins(window),
-    }  # fmt: skip
-    checks = correctness_checks(report, allow_lost=window.at_risk_lost) + _crash_checks(window, spooled, stored)
+        "sent": sent.total(),
+        "kill_after_secs": kill_after,
+        "down_secs": down,
+        "backlog_secs": float(p["backlog_secs"]),
+        "killed_pid": pid_before,
+        "restarted_pid": restarted_pid,
+        "spooled_at_kill": len(spooled),
+        **msgspec.to_builtins(window),
+    }
+    checks = correctness_checks(report, allow_lost=window.at_risk_lost) + _crash_checks(
+        window, spooled, stored
+    )
     return _result("bridge_crash", workload, started, t0, report, extra, checks)
 
 
@@ -255,15 +313,24 @@ def _crash_checks(window: CrashWindow, spooled: set[Token], stored: set[Token]) 
     spooled_lost = sorted(spooled - stored)
     w = window
     return [
-        _check("spooled_kept", not spooled_lost,
-               f"{len(spooled)} events in the spool at the kill, {len(spooled_lost)} of them lost {spooled_lost[:5]}"),
-        _check("lost_only_at_risk", w.lost_outside == 0,
-               f"{w.at_risk_lost} of {w.at_risk} at-risk events lost ({w.lost_before_kill} sent in the"
-               f" {w.read_lag_ms:.0f} ms before the kill, {w.lost_while_down} while down);"
-               f" {w.lost_outside} lost outside the window {w.lost_outside_samples[:5]}"),
-        _check("publishers_resumed", not w.not_resumed,
-               f"publishers with nothing stored that they sent after the restart: {w.not_resumed}"),
-    ]  # fmt: skip
+        _check(
+            "spooled_kept",
+            not spooled_lost,
+            f"{len(spooled)} events in the spool at the kill, {len(spooled_lost)} of them lost {spooled_lost[:5]}",
+        ),
+        _check(
+            "lost_only_at_risk",
+            w.lost_outside == 0,
+            f"{w.at_risk_lost} of {w.at_risk} at-risk events lost ({w.lost_before_kill} sent in the"
+            f" {w.read_lag_ms:.0f} ms before the kill, {w.lost_while_down} while down);"
+            f" {w.lost_outside} lost outside the window {w.lost_outside_samples[:5]}",
+        ),
+        _check(
+            "publishers_resumed",
+            not w.not_resumed,
+            f"publishers with nothing stored that they sent after the restart: {w.not_resumed}",
+        ),
+    ]
 
 
 async def _crash(
@@ -291,7 +358,9 @@ _ACKS = "busbridge_acked_total"
 
 @scenario(
     "cluster_node_loss",
-    defaults=Workload(rate_per_sec=5_000.0, duration_secs=20.0, publishers=4, dialects=ALL_DIALECTS),
+    defaults=Workload(
+        rate_per_sec=5_000.0, duration_secs=20.0, publishers=4, dialects=ALL_DIALECTS
+    ),
     params={"kill_after_secs": 5.0, "election_timeout_secs": 30.0, "stale_ack_secs": 0.1},
     help="3-node JetStream cluster, R3 stream, the stream leader SIGKILLed under load: 0 lost/dup, election time",
 )
@@ -307,7 +376,9 @@ async def cluster_node_loss(options: ScenarioOptions, progress: Progress) -> Sce
                 victim = next(s for s in servers if s.server_name == leader)
                 traffic.stage = f"leader {leader} killed"
                 timeout = float(p["election_timeout_secs"])
-                killed_at, election = await _kill_leader(env, victim, float(p["stale_ack_secs"]), timeout)
+                killed_at, election = await _kill_leader(
+                    env, victim, float(p["stale_ack_secs"]), timeout
+                )
                 survivors = [s.url for s in servers if s is not victim]
                 new_leader = await stream_leader(survivors, timeout_secs=timeout)
                 leader_known = round(time.monotonic() - killed_at, 3)
@@ -315,17 +386,31 @@ async def cluster_node_loss(options: ScenarioOptions, progress: Progress) -> Sce
                 sent = await traffic.finish()
             report = await _settle(env, sent, progress)
             reconnects = env.probe.reconnects
-    extra = {"sent": sent.total(), "killed_node": leader, "new_leader": new_leader, "election_secs": election,
-             "leader_known_secs": leader_known, "probe_reconnects": reconnects}  # fmt: skip
-    checks = correctness_checks(report) + [
-        _check("new_leader", new_leader != leader, f"stream leader {leader} killed, {new_leader} elected"),
-        _check("publishing_resumed", election is not None, f"first PubAck {election} s after the kill"),
-    ]  # fmt: skip
+    extra = {
+        "sent": sent.total(),
+        "killed_node": leader,
+        "new_leader": new_leader,
+        "election_secs": election,
+        "leader_known_secs": leader_known,
+        "probe_reconnects": reconnects,
+    }
+    checks = [
+        *correctness_checks(report),
+        _check(
+            "new_leader",
+            new_leader != leader,
+            f"stream leader {leader} killed, {new_leader} elected",
+        ),
+        _check(
+            "publishing_resumed", election is not None, f"first PubAck {election} s after the kill"
+        ),
+    ]
     return _result("cluster_node_loss", workload, started, t0, report, extra, checks)
 
 
-async def _kill_leader(env: LoadEnv, victim: NatsServerProcess, stale_ack_secs: float, timeout_secs: float
-                       ) -> tuple[float, float | None]:  # fmt: skip
+async def _kill_leader(
+    env: LoadEnv, victim: NatsServerProcess, stale_ack_secs: float, timeout_secs: float
+) -> tuple[float, float | None]:
     """SIGKILL ``victim``; return when (``time.monotonic``) and the seconds from then to the first
     PubAck the bridge counts (None: none within ``timeout_secs``). PubAcks counted within
     ``stale_ack_secs`` of the kill may be the dead leader's (already on the wire), so the count
@@ -349,7 +434,9 @@ _RESULTS = ("applied", "partial", "refused", "unchanged", "invalid")
 
 @scenario(
     "reload_under_load",
-    defaults=Workload(rate_per_sec=5_000.0, duration_secs=20.0, publishers=4, dialects=ALL_DIALECTS),
+    defaults=Workload(
+        rate_per_sec=5_000.0, duration_secs=20.0, publishers=4, dialects=ALL_DIALECTS
+    ),
     params={"reload_timeout_secs": 10.0},
     help="config file rewritten under load (live changes, one invalid, one restart-bound; SIGHUP): 0 lost/dup",
 )
@@ -358,7 +445,9 @@ async def reload_under_load(options: ScenarioOptions, progress: Progress) -> Sce
     started, t0 = utc_now(), time.monotonic()
     interval = workload.duration_secs / (len(RELOAD_STEPS) + 1)
     # SIGHUP only: the file watcher would reload the same rewrite a second time
-    async with LoadEnv(options.workdir / "reload_under_load", bridge_extra="config_watch_secs: 3600\n") as env:
+    async with LoadEnv(
+        options.workdir / "reload_under_load", bridge_extra="config_watch_secs: 3600\n"
+    ) as env:
         pid = env.bridge.pid
         doc = yaml.safe_load(env.bridge.config.read_text())
         steps: list[dict[str, str]] = []
@@ -375,15 +464,26 @@ async def reload_under_load(options: ScenarioOptions, progress: Progress) -> Sce
             sent = await traffic.finish()
         report = await _settle(env, sent, progress)
         totals = {r: int(await env.metric(_RELOADS, result=r)) for r in _RESULTS}
-        same_pid = env.bridge.pid == pid and env.bridge.proc is not None and env.bridge.proc.poll() is None
+        same_pid = (
+            env.bridge.pid == pid and env.bridge.proc is not None and env.bridge.proc.poll() is None
+        )
     wrong = [s for s in steps if s["result"] != s["expect"]]
-    extra = {"sent": sent.total(), "reloads": steps, "reload_totals": totals,
-             "applied": totals["applied"], "refused": totals["invalid"] + totals["refused"]}  # fmt: skip
-    checks = correctness_checks(report) + [
-        _check("reload_results", not wrong,
-               f"{len(steps) - len(wrong)} of {len(steps)} reloads as expected; wrong: {wrong}"),
+    extra = {
+        "sent": sent.total(),
+        "reloads": steps,
+        "reload_totals": totals,
+        "applied": totals["applied"],
+        "refused": totals["invalid"] + totals["refused"],
+    }
+    checks = [
+        *correctness_checks(report),
+        _check(
+            "reload_results",
+            not wrong,
+            f"{len(steps) - len(wrong)} of {len(steps)} reloads as expected; wrong: {wrong}",
+        ),
         _check("no_restart", same_pid, f"bridge pid {pid} served the whole run"),
-    ]  # fmt: skip
+    ]
     return _result("reload_under_load", workload, started, t0, report, extra, checks)
 
 
@@ -426,7 +526,9 @@ async def phase_walk(options: ScenarioOptions, progress: Progress) -> ScenarioRe
         tg.start_soon(_elapsed_ticker, progress, t0)
         try:
             report = await walk(workload.rate_per_sec, hold, workload.publishers, workdir)
-        except BaseException as exc:  # a refused phase switch ends the walk: a failed check, not a crash
+        except (
+            BaseException
+        ) as exc:  # a refused phase switch ends the walk: a failed check, not a crash
             reason = _walk_stopped(exc)
             if reason is None:
                 raise
@@ -453,19 +555,39 @@ async def _elapsed_ticker(progress: Progress, t0: float) -> None:
         await anyio.sleep(1.0)
 
 
-def _phase_result(workload: Workload, started: str, t0: float, report: dict[str, Any]) -> ScenarioResult:
+def _phase_result(
+    workload: Workload, started: str, t0: float, report: dict[str, Any]
+) -> ScenarioResult:
     lost, leaked, dup = report["lost"], report["leaked"], report["duplicated"]
-    publishing = sum(w["checked"] for w in report["windows"] if w["phase"] in ("dual", "nats_primary"))
-    extra = {**report, "lost": len(lost), "leaked": len(leaked), "lost_samples": lost[:20],
-             "leaked_samples": leaked[:20]}  # fmt: skip
+    publishing = sum(
+        w["checked"] for w in report["windows"] if w["phase"] in ("dual", "nats_primary")
+    )
+    extra = {
+        **report,
+        "lost": len(lost),
+        "leaked": len(leaked),
+        "lost_samples": lost[:20],
+        "leaked_samples": leaked[:20],
+    }
     extra.pop("machine", None)  # the result's own ``machine`` says it
     checks = [
-        _check("lost", not lost,
-               f"{len(lost)} of {publishing} events sent in a publishing phase not stored {lost[:5]}"),
+        _check(
+            "lost",
+            not lost,
+            f"{len(lost)} of {publishing} events sent in a publishing phase not stored {lost[:5]}",
+        ),
         _check("leaked", not leaked, f"{len(leaked)} events sent in zmq_only stored {leaked[:5]}"),
         _check("duplicated", dup == 0, f"{dup} extra stored copies"),
-        _check("port_released", report["port_released_in_nats_only"], "ingest port free to bind in nats_only"),
-        _check("walked", len(report["phase_changes"]) == 5, f"phase changes: {report['phase_changes']}"),
-    ]  # fmt: skip
-    workload = msgspec.structs.replace(workload, dialects={"D1": 1.0}, duration_secs=float(report["elapsed_secs"]))
+        _check(
+            "port_released",
+            report["port_released_in_nats_only"],
+            "ingest port free to bind in nats_only",
+        ),
+        _check(
+            "walked", len(report["phase_changes"]) == 5, f"phase changes: {report['phase_changes']}"
+        ),
+    ]
+    workload = msgspec.structs.replace(
+        workload, dialects={"D1": 1.0}, duration_secs=float(report["elapsed_secs"])
+    )
     return _result("phase_walk", workload, started, t0, None, extra, checks)

@@ -44,7 +44,9 @@ SPOOL_METRIC = "busbridge_spool_messages"
 #: Awaited with the env, in order, when the ``async with`` body ended without an error and
 #: before anything is stopped: the CI profile's fault injection and final stream recount
 #: (``loadtest.ci_profile``) set it for the scenarios it runs.
-BEFORE_TEARDOWN: ContextVar[tuple[Callable[[LoadEnv], Awaitable[None]], ...]] = ContextVar("before_teardown", default=())
+BEFORE_TEARDOWN: ContextVar[tuple[Callable[[LoadEnv], Awaitable[None]], ...]] = ContextVar(
+    "before_teardown", default=()
+)
 
 
 class LoadEnv:
@@ -52,9 +54,14 @@ class LoadEnv:
     ``bridge`` and ``probe`` exist after ``__aenter__``."""
 
     def __init__(
-        self, workdir: Path, *, bridge_extra: str = "", flood: bool = False,
-        servers: list[NatsServerProcess] | None = None, log_level: str = "WARNING",
-    ) -> None:  # fmt: skip
+        self,
+        workdir: Path,
+        *,
+        bridge_extra: str = "",
+        flood: bool = False,
+        servers: list[NatsServerProcess] | None = None,
+        log_level: str = "WARNING",
+    ) -> None:
         self.workdir = workdir
         self.bridge_extra = bridge_extra
         self.flood = flood
@@ -69,7 +76,13 @@ class LoadEnv:
     @property
     def urls(self) -> list[str]:
         """Client URLs of the nats-server(s) in use."""
-        return [s.url for s in self.servers] if self.servers else [self.server.url] if self.server else []
+        return (
+            [s.url for s in self.servers]
+            if self.servers
+            else [self.server.url]
+            if self.server
+            else []
+        )
 
     async def __aenter__(self) -> LoadEnv:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -88,13 +101,18 @@ class LoadEnv:
         extra = self.bridge_extra
         if len(urls) > 1 and "nats:" not in extra:
             extra = f"nats: {{servers: {urls!r}, reconnect_wait_secs: 0.2}}\n" + extra
-        self.bridge = BridgeProcess(self.workdir, urls[0], extra=extra, flood=self.flood, log_level=self.log_level)
+        self.bridge = BridgeProcess(
+            self.workdir, urls[0], extra=extra, flood=self.flood, log_level=self.log_level
+        )
         await anyio.to_thread.run_sync(self.bridge.start)
         self.probe = StreamProbe(urls)
         await self.probe.start()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         try:
             if exc_type is None:
@@ -108,7 +126,7 @@ class LoadEnv:
             for producer in self._producers:
                 try:
                     await anyio.to_thread.run_sync(producer.stop)
-                except Exception:  # noqa: S110 - a failed child is already reported by drive()
+                except Exception:
                     pass
             if hasattr(self, "probe"):
                 await self.probe.stop()
@@ -125,7 +143,9 @@ class LoadEnv:
 
     async def metric(self, name: str, **labels: str) -> float:
         """Sum of a bridge metric (``busbridge_...``) from its ``/metrics``; 0 when it does not answer."""
-        return await anyio.to_thread.run_sync(lambda: metric(self.bridge.admin_port, name, **labels))
+        return await anyio.to_thread.run_sync(
+            lambda: metric(self.bridge.admin_port, name, **labels)
+        )
 
     async def counters(self, producer: LoadProducer | None = None) -> dict[str, float]:
         """``sent`` (by ``producer``), ``received`` (by the probe), ``spool`` (bridge backlog);
@@ -152,7 +172,12 @@ class LoadEnv:
         return sent
 
     async def collect(
-        self, sent: SentLog, progress: Progress, *, timeout_secs: float = 60.0, idle_secs: float = 5.0
+        self,
+        sent: SentLog,
+        progress: Progress,
+        *,
+        timeout_secs: float = 60.0,
+        idle_secs: float = 5.0,
     ) -> ProbeReport:
         """``catch_up``, then ``close_floods``, then the probe's report against ``sent``."""
         await self.catch_up(sent, progress, timeout_secs=timeout_secs, idle_secs=idle_secs)
@@ -160,7 +185,12 @@ class LoadEnv:
         return self.probe.report(sent)
 
     async def catch_up(
-        self, sent: SentLog, progress: Progress, *, timeout_secs: float = 60.0, idle_secs: float = 5.0
+        self,
+        sent: SentLog,
+        progress: Progress,
+        *,
+        timeout_secs: float = 60.0,
+        idle_secs: float = 5.0,
     ) -> int:
         """Wait until the probe has every expected event and dead letter of ``sent`` (or nothing
         new came for ``idle_secs`` while the bridge's spool is empty, or ``timeout_secs``

@@ -81,34 +81,52 @@ async def throughput(options: ScenarioOptions, progress: Progress) -> ScenarioRe
     elif options.params["mode"] == "burst":
         extra, checks = await _burst(options, progress)
     else:
-        raise ValueError(f"throughput: mode must be burst or sustained, not {options.params['mode']!r}")
+        raise ValueError(
+            f"throughput: mode must be burst or sustained, not {options.params['mode']!r}"
+        )
     return ScenarioResult(
-        scenario="throughput", workload=options.workload, machine=machine_info(), started_at=started_at,
-        duration_secs=round(time.monotonic() - t0, 3), probe=None, extra=extra, checks=checks,
-    )  # fmt: skip
+        scenario="throughput",
+        workload=options.workload,
+        machine=machine_info(),
+        started_at=started_at,
+        duration_secs=round(time.monotonic() - t0, 3),
+        probe=None,
+        extra=extra,
+        checks=checks,
+    )
 
 
 # --- burst: the three targets -----------------------------------------------------------------
 
 
-async def _burst(options: ScenarioOptions, progress: Progress) -> tuple[dict[str, Any], list[Check]]:
+async def _burst(
+    options: ScenarioOptions, progress: Progress
+) -> tuple[dict[str, Any], list[Check]]:
     targets = [t.strip() for t in str(options.params["targets"]).split(",") if t.strip()]
     unknown = set(targets) - set(TARGETS)
     if unknown or not targets:
-        raise ValueError(f"throughput: unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
+        raise ValueError(
+            f"throughput: unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}"
+        )
     runs: list[ThroughputRun] = []
     for i in range(options.runs):
         for target in targets:
             workdir = options.workdir / f"run{i + 1}-{target}"
             try:
-                runs.append(await _one_target(target, workdir, options, progress, f"run {i + 1}/{options.runs} {target}"))
+                runs.append(
+                    await _one_target(
+                        target, workdir, options, progress, f"run {i + 1}/{options.runs} {target}"
+                    )
+                )
             finally:
                 if not options.keep_workdir:
                     shutil.rmtree(workdir, ignore_errors=True)
     return _summary(runs, targets, options), [_lossless_check(r, i) for i, r in enumerate(runs)]
 
 
-async def _one_target(target: str, workdir: Path, options: ScenarioOptions, progress: Progress, stage: str) -> ThroughputRun:
+async def _one_target(
+    target: str, workdir: Path, options: ScenarioOptions, progress: Progress, stage: str
+) -> ThroughputRun:
     server = NatsServerProcess(workdir / "nats")
     await anyio.to_thread.run_sync(server.start)
     try:
@@ -121,17 +139,27 @@ async def _one_target(target: str, workdir: Path, options: ScenarioOptions, prog
         await anyio.to_thread.run_sync(server.stop)
 
 
-async def _ceiling(url: str, options: ScenarioOptions, progress: Progress, stage: str) -> ThroughputRun:
+async def _ceiling(
+    url: str, options: ScenarioOptions, progress: Progress, stage: str
+) -> ThroughputRun:
     await create_stream(url)
     progress(stage, {"sent": 0})
     p, w = options.params, options.workload
     return await anyio.to_thread.run_sync(
-        lambda: run_ceiling(url, int(p["messages"]), w.publishers, pad_bytes=w.pad_bytes, window=int(p["window"]),
-                            timeout_secs=float(p["timeout_secs"]))
-    )  # fmt: skip
+        lambda: run_ceiling(
+            url,
+            int(p["messages"]),
+            w.publishers,
+            pad_bytes=w.pad_bytes,
+            window=int(p["window"]),
+            timeout_secs=float(p["timeout_secs"]),
+        )
+    )
 
 
-async def _naive(url: str, workdir: Path, options: ScenarioOptions, progress: Progress, stage: str) -> ThroughputRun:
+async def _naive(
+    url: str, workdir: Path, options: ScenarioOptions, progress: Progress, stage: str
+) -> ThroughputRun:
     await create_stream(url)
     naive = NaiveBridgeProcess(workdir, url)
     await anyio.to_thread.run_sync(naive.start)
@@ -142,13 +170,19 @@ async def _naive(url: str, workdir: Path, options: ScenarioOptions, progress: Pr
     return _with(run, stats, lossless=run.lossless and stats.get("received") == run.sent)
 
 
-async def _busbridge(url: str, workdir: Path, options: ScenarioOptions, progress: Progress, stage: str) -> ThroughputRun:
-    bridge = BridgeProcess(workdir, url, extra=str(options.params["bridge_extra"]), log_level="WARNING")
+async def _busbridge(
+    url: str, workdir: Path, options: ScenarioOptions, progress: Progress, stage: str
+) -> ThroughputRun:
+    bridge = BridgeProcess(
+        workdir, url, extra=str(options.params["bridge_extra"]), log_level="WARNING"
+    )
     await anyio.to_thread.run_sync(bridge.start)
     try:
         await _until_ready(bridge)
         run = await _send_and_wait("busbridge", bridge.endpoint, url, options, progress, stage)
-        dropped = await anyio.to_thread.run_sync(metric, bridge.admin_port, "busbridge_dropped_total")
+        dropped = await anyio.to_thread.run_sync(
+            metric, bridge.admin_port, "busbridge_dropped_total"
+        )
     finally:
         await anyio.to_thread.run_sync(bridge.stop)
     return _with(run, {"dropped": dropped}, lossless=run.lossless and dropped == 0)
@@ -162,7 +196,13 @@ async def _until_ready(bridge: BridgeProcess, timeout_secs: float = 30.0) -> Non
 
 
 async def _send_and_wait(
-    target: str, endpoint: str, url: str, options: ScenarioOptions, progress: Progress, stage: str, rate: float = 0.0
+    target: str,
+    endpoint: str,
+    url: str,
+    options: ScenarioOptions,
+    progress: Progress,
+    stage: str,
+    rate: float = 0.0,
 ) -> ThroughputRun:
     """Send the message set over ZMQ (full speed, or ``rate``); wait until it is stored or stalls."""
     count, w = int(options.params["messages"]), options.workload
@@ -170,20 +210,28 @@ async def _send_and_wait(
     await anyio.to_thread.run_sync(sender.start)
     try:
         sender.go()
-        state = await _wait_stored(url, count, sender, progress, stage, float(options.params["timeout_secs"]))
+        state = await _wait_stored(
+            url, count, sender, progress, stage, float(options.params["timeout_secs"])
+        )
         first_ns, last_ns = await anyio.to_thread.run_sync(sender.wait, 30.0)
     finally:
         await anyio.to_thread.run_sync(sender.stop)
     elapsed = (state.last_ts_ns - first_ns) / 1e9
     send_secs = (last_ns - first_ns) / 1e9
     return ThroughputRun(
-        target=target, sent=count, stored=state.messages, elapsed_secs=round(elapsed, 4),
-        throughput_per_sec=round(state.messages / elapsed) if elapsed > 0 else 0.0, lossless=state.messages == count,
+        target=target,
+        sent=count,
+        stored=state.messages,
+        elapsed_secs=round(elapsed, 4),
+        throughput_per_sec=round(state.messages / elapsed) if elapsed > 0 else 0.0,
+        lossless=state.messages == count,
         send_rate_per_sec=round(count / send_secs) if send_secs > 0 else 0.0,
-    )  # fmt: skip
+    )
 
 
-async def _wait_stored(url: str, expected: int, sender: ZmqSender, progress: Progress, stage: str, timeout_secs: float) -> StreamState:
+async def _wait_stored(
+    url: str, expected: int, sender: ZmqSender, progress: Progress, stage: str, timeout_secs: float
+) -> StreamState:
     """Until ``expected`` events are stored, or no progress for 5 s after the sender finished."""
     nc = await nats.connect(url)
     try:
@@ -208,10 +256,18 @@ def _with(run: ThroughputRun, extra: dict[str, Any], *, lossless: bool) -> Throu
     return msgspec.structs.replace(run, extra={**run.extra, **extra}, lossless=lossless)
 
 
-def _summary(runs: list[ThroughputRun], targets: list[str], options: ScenarioOptions) -> dict[str, Any]:
-    medians = {t: statistics.median(r.throughput_per_sec for r in runs if r.target == t) for t in targets}
+def _summary(
+    runs: list[ThroughputRun], targets: list[str], options: ScenarioOptions
+) -> dict[str, Any]:
+    medians = {
+        t: statistics.median(r.throughput_per_sec for r in runs if r.target == t) for t in targets
+    }
     bb = medians.get("busbridge")
-    ratios = {f"busbridge/{t}": round(bb / medians[t], 3) for t in ("ceiling", "naive") if bb and medians.get(t)}
+    ratios = {
+        f"busbridge/{t}": round(bb / medians[t], 3)
+        for t in ("ceiling", "naive")
+        if bb and medians.get(t)
+    }
     return {
         "mode": "burst",
         "messages": int(options.params["messages"]),
@@ -222,17 +278,24 @@ def _summary(runs: list[ThroughputRun], targets: list[str], options: ScenarioOpt
 
 
 def _lossless_check(run: ThroughputRun, index: int) -> Check:
-    extra = {k: v for k, v in run.extra.items() if k in ("dropped", "received", "ack_errors", "acked_duplicate")}
+    extra = {
+        k: v
+        for k, v in run.extra.items()
+        if k in ("dropped", "received", "ack_errors", "acked_duplicate")
+    }
     return Check(
-        name=f"lossless_{run.target}_{index + 1}", ok=run.lossless,
+        name=f"lossless_{run.target}_{index + 1}",
+        ok=run.lossless,
         detail=f"{run.stored} of {run.sent} events stored" + (f" ({extra})" if extra else ""),
-    )  # fmt: skip
+    )
 
 
 # --- sustained: busbridge at a fixed rate -----------------------------------------------------
 
 
-async def _sustained(options: ScenarioOptions, progress: Progress) -> tuple[dict[str, Any], list[Check]]:
+async def _sustained(
+    options: ScenarioOptions, progress: Progress
+) -> tuple[dict[str, Any], list[Check]]:
     w, p = options.workload, options.params
     count = int(w.rate_per_sec * w.duration_secs)
     bound = w.rate_per_sec * float(p["backlog_bound_secs"])
@@ -240,12 +303,18 @@ async def _sustained(options: ScenarioOptions, progress: Progress) -> tuple[dict
     server = NatsServerProcess(workdir / "nats")
     await anyio.to_thread.run_sync(server.start)
     try:
-        bridge = BridgeProcess(workdir, server.url, extra=str(p["bridge_extra"]), log_level="WARNING")
+        bridge = BridgeProcess(
+            workdir, server.url, extra=str(p["bridge_extra"]), log_level="WARNING"
+        )
         await anyio.to_thread.run_sync(bridge.start)
         try:
             await _until_ready(bridge)
-            samples, run = await _paced(bridge.endpoint, server.url, count, w, progress, float(p["timeout_secs"]))
-            dropped = await anyio.to_thread.run_sync(metric, bridge.admin_port, "busbridge_dropped_total")
+            samples, run = await _paced(
+                bridge.endpoint, server.url, count, w, progress, float(p["timeout_secs"])
+            )
+            dropped = await anyio.to_thread.run_sync(
+                metric, bridge.admin_port, "busbridge_dropped_total"
+            )
         finally:
             await anyio.to_thread.run_sync(bridge.stop)
     finally:
@@ -260,7 +329,9 @@ async def _paced(
 ) -> tuple[list[tuple[float, int, int]], ThroughputRun]:
     """Send ``count`` at ``w.rate_per_sec``; sample ``(secs, sent, stored)`` every 0.5 s until all
     is stored (or stalls 5 s after the end)."""
-    sender = ZmqSender(endpoint, count, w.publishers, pad_bytes=w.pad_bytes, rate_per_sec=w.rate_per_sec)
+    sender = ZmqSender(
+        endpoint, count, w.publishers, pad_bytes=w.pad_bytes, rate_per_sec=w.rate_per_sec
+    )
     await anyio.to_thread.run_sync(sender.start)
     samples: list[tuple[float, int, int]] = []
     nc = await nats.connect(url)
@@ -275,7 +346,11 @@ async def _paced(
             progress("sustained busbridge", {"sent": sender.sent, "stored": state.messages})
             if state.messages != last or sender.sent < count:
                 last, moved_at = state.messages, now
-            if state.messages >= count or now - moved_at > 5.0 or now - t0 > w.duration_secs + timeout_secs:
+            if (
+                state.messages >= count
+                or now - moved_at > 5.0
+                or now - t0 > w.duration_secs + timeout_secs
+            ):
                 break
         first_ns, last_ns = await anyio.to_thread.run_sync(sender.wait, 30.0)
     finally:
@@ -284,10 +359,14 @@ async def _paced(
     send_secs = (last_ns - first_ns) / 1e9
     elapsed = (state.last_ts_ns - first_ns) / 1e9
     run = ThroughputRun(
-        target="busbridge", sent=count, stored=state.messages, elapsed_secs=round(elapsed, 3),
-        throughput_per_sec=round(state.messages / elapsed) if elapsed > 0 else 0.0, lossless=state.messages == count,
+        target="busbridge",
+        sent=count,
+        stored=state.messages,
+        elapsed_secs=round(elapsed, 3),
+        throughput_per_sec=round(state.messages / elapsed) if elapsed > 0 else 0.0,
+        lossless=state.messages == count,
         send_rate_per_sec=round(count / send_secs) if send_secs > 0 else 0.0,
-    )  # fmt: skip
+    )
     return samples, run
 
 
@@ -297,7 +376,9 @@ def _sustained_report(
     sending = [s for s in samples if s[1] < run.sent] or samples  # while the sender was sending
     backlogs = [sent - stored for _, sent, stored in sending]
     third = max(1, len(backlogs) // 3)
-    growth = statistics.mean(backlogs[-third:]) - statistics.mean(backlogs[:third]) if backlogs else 0.0
+    growth = (
+        statistics.mean(backlogs[-third:]) - statistics.mean(backlogs[:third]) if backlogs else 0.0
+    )
     peak = max(backlogs, default=0)
     extra = {
         "mode": "sustained",
@@ -308,11 +389,16 @@ def _sustained_report(
         "samples": samples,
     }
     checks = [
-        Check(name="lossless", ok=run.lossless and dropped == 0, detail=f"{run.stored} of {run.sent} events stored, {dropped:.0f} dropped"),
         Check(
-            name="backlog_bounded", ok=peak <= bound,
+            name="lossless",
+            ok=run.lossless and dropped == 0,
+            detail=f"{run.stored} of {run.sent} events stored, {dropped:.0f} dropped",
+        ),
+        Check(
+            name="backlog_bounded",
+            ok=peak <= bound,
             detail=f"backlog peaked at {peak} messages (bound {bound:.0f}), growth {growth:+.0f} over the run; "
             f"sent at {run.send_rate_per_sec:.0f}/s",
         ),
-    ]  # fmt: skip
+    ]
     return extra, checks

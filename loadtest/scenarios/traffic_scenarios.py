@@ -40,16 +40,21 @@ from loadtest.workload import Burst, FloodSpec, Workload
 
 __all__ = ["burst", "duplicate_storm", "flood", "run_traffic", "steady"]
 
-ALL_DIALECTS = {d: 1.0 for d in ("D1", "D2", "D3", "D4", "D5", "D6", "D7")}
+ALL_DIALECTS = dict.fromkeys(("D1", "D2", "D3", "D4", "D5", "D6", "D7"), 1.0)
 
 #: (env, sent, report) -> extra numbers and own checks of a scenario
 OwnChecks = Callable[[LoadEnv, SentLog, ProbeReport], Awaitable[tuple[dict[str, Any], list[Check]]]]
 
 
 async def run_traffic(
-    name: str, options: ScenarioOptions, progress: Progress, *, own: OwnChecks | None = None,
-    bridge_extra: str = "", flood: bool = False,
-) -> ScenarioResult:  # fmt: skip
+    name: str,
+    options: ScenarioOptions,
+    progress: Progress,
+    *,
+    own: OwnChecks | None = None,
+    bridge_extra: str = "",
+    flood: bool = False,
+) -> ScenarioResult:
     """Run ``options.workload`` ``options.runs`` times through a fresh rig each; the result holds the
     last run's probe report, per-run numbers in ``extra["runs"]`` and every run's checks (named
     ``run<k>:<check>`` when there is more than one run)."""
@@ -70,9 +75,15 @@ async def run_traffic(
     if options.runs > 1:
         extra["runs"] = runs
     return ScenarioResult(
-        scenario=name, workload=options.workload, machine=machine_info(), started_at=started,
-        duration_secs=round(time.monotonic() - t0, 2), probe=report, extra=extra, checks=checks,
-    )  # fmt: skip
+        scenario=name,
+        workload=options.workload,
+        machine=machine_info(),
+        started_at=started,
+        duration_secs=round(time.monotonic() - t0, 2),
+        probe=report,
+        extra=extra,
+        checks=checks,
+    )
 
 
 async def _one_run(
@@ -104,7 +115,9 @@ async def _one_run(
 
 @scenario(
     "steady",
-    defaults=Workload(rate_per_sec=10_000.0, duration_secs=30.0, publishers=4, dialects=ALL_DIALECTS),
+    defaults=Workload(
+        rate_per_sec=10_000.0, duration_secs=30.0, publishers=4, dialects=ALL_DIALECTS
+    ),
     help="fixed rate, all seven dialects: loss, order, latency p50..p99 (DESIGN §7: p99 at 10k msg/s)",
 )
 async def steady(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
@@ -114,18 +127,26 @@ async def steady(options: ScenarioOptions, progress: Progress) -> ScenarioResult
 @scenario(
     "burst",
     defaults=Workload(
-        rate_per_sec=2_000.0, duration_secs=30.0, publishers=4, dialects=ALL_DIALECTS,
+        rate_per_sec=2_000.0,
+        duration_secs=30.0,
+        publishers=4,
+        dialects=ALL_DIALECTS,
         burst=Burst(every_secs=5.0, length_secs=1.0, factor=10.0),
-    ),  # fmt: skip
+    ),
     help="base rate with bursts of rate x factor: nothing lost at the ZMQ socket or later",
 )
 async def burst(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
     return await run_traffic("burst", options, progress, own=_burst_numbers)
 
 
-async def _burst_numbers(env: LoadEnv, sent: SentLog, report: ProbeReport) -> tuple[dict[str, Any], list[Check]]:
+async def _burst_numbers(
+    env: LoadEnv, sent: SentLog, report: ProbeReport
+) -> tuple[dict[str, Any], list[Check]]:
     full_secs = sent.per_second()[:-1] or sent.per_second()  # the last second is partial
-    return {"max_sent_per_sec": max(full_secs, default=0), "min_sent_per_sec": min(full_secs, default=0)}, []
+    return {
+        "max_sent_per_sec": max(full_secs, default=0),
+        "min_sent_per_sec": min(full_secs, default=0),
+    }, []
 
 
 # --------------------------------------------------------------------------- duplicate_storm
@@ -134,14 +155,20 @@ async def _burst_numbers(env: LoadEnv, sent: SentLog, report: ProbeReport) -> tu
 @scenario(
     "duplicate_storm",
     defaults=Workload(
-        rate_per_sec=5_000.0, duration_secs=30.0, publishers=4, dialects={"D1": 1.0, "D2": 1.0}, duplicate_ratio=0.5
+        rate_per_sec=5_000.0,
+        duration_secs=30.0,
+        publishers=4,
+        dialects={"D1": 1.0, "D2": 1.0},
+        duplicate_ratio=0.5,
     ),
     help="D1/D2 events sent twice (same error_id; D2 as CROSS_MACHINE copies): every event stored once",
 )
 async def duplicate_storm(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
     workload = options.workload
 
-    async def own(env: LoadEnv, sent: SentLog, report: ProbeReport) -> tuple[dict[str, Any], list[Check]]:
+    async def own(
+        env: LoadEnv, sent: SentLog, report: ProbeReport
+    ) -> tuple[dict[str, Any], list[Check]]:
         return _duplicate_checks(workload, env, sent, report)
 
     return await run_traffic("duplicate_storm", options, progress, own=own)
@@ -151,7 +178,11 @@ def cross_machine_copies(workload: Workload, sent: SentLog) -> int:
     """D2 ``CROSS_MACHINE_ERROR:PC2:`` copies among the copies sent (from the workload's slot
     sequence, which is deterministic, over the slots actually sent)."""
     slots = sent.total() - sent.duplicates_sent()
-    return sum(1 for s in itertools.islice(message_mix(workload), slots) if s.dialect == "D2" and s.dup_socket >= 0)
+    return sum(
+        1
+        for s in itertools.islice(message_mix(workload), slots)
+        if s.dialect == "D2" and s.dup_socket >= 0
+    )
 
 
 def _duplicate_checks(
@@ -160,11 +191,20 @@ def _duplicate_checks(
     copies = sent.duplicates_sent()
     cross = cross_machine_copies(workload, sent)
     stored = env.probe.observed.events
-    extra = {"duplicates_sent": copies, "cross_machine_copies_sent": cross, "error_events_stored": stored}
+    extra = {
+        "duplicates_sent": copies,
+        "cross_machine_copies_sent": cross,
+        "error_events_stored": stored,
+    }
     checks = [
-        Check(name="copies_sent", ok=copies > 0, detail=f"{copies} copies sent ({cross} CROSS_MACHINE_ERROR:PC2:)"),
         Check(
-            name="stored_once", ok=stored == report.expected,
+            name="copies_sent",
+            ok=copies > 0,
+            detail=f"{copies} copies sent ({cross} CROSS_MACHINE_ERROR:PC2:)",
+        ),
+        Check(
+            name="stored_once",
+            ok=stored == report.expected,
             detail=f"{stored} error events stored for {report.expected} events sent plus {copies} copies",
         ),
     ]
@@ -177,7 +217,11 @@ def _duplicate_checks(
 @scenario(
     "flood",
     defaults=Workload(
-        rate_per_sec=10_000.0, duration_secs=30.0, publishers=4, dialects=ALL_DIALECTS, flood=FloodSpec(share=0.8)
+        rate_per_sec=10_000.0,
+        duration_secs=30.0,
+        publishers=4,
+        dialects=ALL_DIALECTS,
+        flood=FloodSpec(share=0.8),
     ),
     params={"flood_threshold": 5, "flood_window_secs": 60.0, "summary_interval_secs": 1.0},
     help="one fingerprint at a high rate plus background traffic: stored + summarised == sent",
@@ -194,8 +238,9 @@ async def flood(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
         f" threshold: {threshold}, window_secs: {window}}}]\n"
     )
 
-
-    async def own(env: LoadEnv, sent: SentLog, report: ProbeReport) -> tuple[dict[str, Any], list[Check]]:
+    async def own(
+        env: LoadEnv, sent: SentLog, report: ProbeReport
+    ) -> tuple[dict[str, Any], list[Check]]:
         numbers = {"flood_threshold": threshold, "flood_window_secs": window}
         return numbers, _flood_checks(report, workload.duration_secs, threshold, window)
 
@@ -203,16 +248,29 @@ async def flood(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
     return await run_traffic("flood", options, progress, own=own, bridge_extra=extra, flood=True)
 
 
-def _flood_checks(report: ProbeReport, duration_secs: float, threshold: int, window_secs: float) -> list[Check]:
+def _flood_checks(
+    report: ProbeReport, duration_secs: float, threshold: int, window_secs: float
+) -> list[Check]:
     f = report.flood
     if f is None:
         return [Check(name="flood_seen", ok=False, detail="no flood message was sent or stored")]
-    bound = threshold * (math.ceil(duration_secs / window_secs) + 1)  # fixed windows the run can touch
+    bound = threshold * (
+        math.ceil(duration_secs / window_secs) + 1
+    )  # fixed windows the run can touch
     return [
-        Check(name="flood_started", ok=f.started >= 1 and f.summaries >= 1,
-              detail=f"{f.started} floods started, {f.summaries} summaries, {f.ended} ended"),
-        Check(name="flood_bounded", ok=f.stored_events <= bound,
-              detail=f"{f.stored_events} flood events stored (rule: {threshold} per {window_secs} s, <= {bound})"),
-        Check(name="background_not_suppressed", ok=f.other_suppressed == 0,
-              detail=f"{f.other_suppressed} non-flood events suppressed"),
-    ]  # fmt: skip
+        Check(
+            name="flood_started",
+            ok=f.started >= 1 and f.summaries >= 1,
+            detail=f"{f.started} floods started, {f.summaries} summaries, {f.ended} ended",
+        ),
+        Check(
+            name="flood_bounded",
+            ok=f.stored_events <= bound,
+            detail=f"{f.stored_events} flood events stored (rule: {threshold} per {window_secs} s, <= {bound})",
+        ),
+        Check(
+            name="background_not_suppressed",
+            ok=f.other_suppressed == 0,
+            detail=f"{f.other_suppressed} non-flood events suppressed",
+        ),
+    ]

@@ -41,7 +41,12 @@ MAX_FRAMES = 5
 RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
 
-_decoder = LegacyDecoder(machine="fuzz", identity=lambda frames, error_id: error_id or "h", max_frame_bytes=4096, oversized_keep_bytes=64)
+_decoder = LegacyDecoder(
+    machine="fuzz",
+    identity=lambda frames, error_id: error_id or "h",
+    max_frame_bytes=4096,
+    oversized_keep_bytes=64,
+)
 
 
 def fuzz_decode(data: bytes) -> None:
@@ -70,8 +75,12 @@ def seeds(target: str, folder: Path) -> Path:
         for row in load_corpus()[:200]:
             (folder / f"row{row.i}").write_bytes(SEPARATOR.join(row.frames))
     else:
-        (folder / "example").write_bytes((ROOT / "ops" / "config" / "busbridge.example.yaml").read_bytes())
-        (folder / "secret").write_bytes(b"nats: {user: u, password: x, tls: {ca_file: c}}\nzmq: {curve: {enabled: true}}\n")
+        (folder / "example").write_bytes(
+            (ROOT / "ops" / "config" / "busbridge.example.yaml").read_bytes()
+        )
+        (folder / "secret").write_bytes(
+            b"nats: {user: u, password: x, tls: {ca_file: c}}\nzmq: {curve: {enabled: true}}\n"
+        )
     return folder
 
 

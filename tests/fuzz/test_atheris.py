@@ -20,11 +20,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("target", ["decode", "config"])
 def test_bounded_fuzz_run_finds_nothing(target: str, tmp_path: Path) -> None:
-    flags = ["-runs=20000", "-max_total_time=10", f"-artifact_prefix={tmp_path}/", "-print_final_stats=1"]
+    flags = [
+        "-runs=20000",
+        "-max_total_time=10",
+        f"-artifact_prefix={tmp_path}/",
+        "-print_final_stats=1",
+    ]
     proc = subprocess.run(
         [sys.executable, "-m", "tests.fuzz.harness", target, *flags],
-        cwd=ROOT, capture_output=True, text=True, timeout=110,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Done" in proc.stderr and "stat::number_of_executed_units" in proc.stderr
     assert not list(tmp_path.glob("crash-*"))

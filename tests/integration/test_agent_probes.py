@@ -21,8 +21,14 @@ from tests.support.fake_agents import FakeAgents, base_agent_reply, http, hung, 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 TIMEOUT = 0.5
-WP07 = json.dumps({"agent_name": "EmotionEngine", "health_metrics": {"status": "healthy"}, "version": "1.0",
-                   "schema": "WP-07-unified-health"}).encode()  # fmt: skip
+WP07 = json.dumps(
+    {
+        "agent_name": "EmotionEngine",
+        "health_metrics": {"status": "healthy"},
+        "version": "1.0",
+        "schema": "WP-07-unified-health",
+    }
+).encode()
 
 
 def _wp07(request: bytes) -> bytes:
@@ -30,8 +36,14 @@ def _wp07(request: bytes) -> bytes:
 
 
 def _prober(client: ProbeClient, **kw) -> AgentProber:
-    settings = dict(machine="mainpc", bridge_id="mainpc", host="127.0.0.1", timeout_secs=TIMEOUT, interval_secs=1.0,
-                    methods=[ProbeMethod.ZMQ_REQ, ProbeMethod.HTTP_NEXT_PORT])  # fmt: skip
+    settings = {
+        "machine": "mainpc",
+        "bridge_id": "mainpc",
+        "host": "127.0.0.1",
+        "timeout_secs": TIMEOUT,
+        "interval_secs": 1.0,
+        "methods": [ProbeMethod.ZMQ_REQ, ProbeMethod.HTTP_NEXT_PORT],
+    }
     return AgentProber(client, **{**settings, **kw})
 
 
@@ -61,17 +73,40 @@ async def test_each_protocol_and_reply_shape_over_real_sockets() -> None:
     assert summary(reports["Degraded"]) == (HealthStatus.DEGRADED, "base_agent", "zmq_req", "")
     assert summary(reports["Wp07"]) == (HealthStatus.HEALTHY, "wp07_unified", "zmq_req", "")
     assert agents[2].requests == [b'{"action": "health_check"}', b"health_check"]
-    assert summary(reports["Garbage"]) == (HealthStatus.UNKNOWN, "unrecognised", "zmq_req", "unrecognised_reply")
-    assert summary(reports["ErrorBusService"]) == (HealthStatus.HEALTHY, "error_bus_service", "zmq_req", "")
-    assert summary(reports["HttpOnly"]) == (HealthStatus.DEGRADED, "base_agent", "http_next_port", "")
+    assert summary(reports["Garbage"]) == (
+        HealthStatus.UNKNOWN,
+        "unrecognised",
+        "zmq_req",
+        "unrecognised_reply",
+    )
+    assert summary(reports["ErrorBusService"]) == (
+        HealthStatus.HEALTHY,
+        "error_bus_service",
+        "zmq_req",
+        "",
+    )
+    assert summary(reports["HttpOnly"]) == (
+        HealthStatus.DEGRADED,
+        "base_agent",
+        "http_next_port",
+        "",
+    )
     assert reports["HttpOnly"].endpoint == f"http://127.0.0.1:{agents[5].port + 1}/health"
-    assert summary(reports["Moc"]) == (HealthStatus.UNHEALTHY, "status_field", "http_next_port", "http_error")
+    assert summary(reports["Moc"]) == (
+        HealthStatus.UNHEALTHY,
+        "status_field",
+        "http_next_port",
+        "http_error",
+    )
     assert reports["Moc"].http_status == 503
     assert summary(reports["Hung"]) == (HealthStatus.UNHEALTHY, "none", "zmq_req", "timeout")
     assert [a["reason"] for a in reports["Hung"].details["attempts"]] == ["timeout", "timeout"]
     for name in ("Ok", "Degraded", "Wp07", "HttpOnly"):
         assert reports[name].latency_secs is not None and 0 < reports[name].latency_secs < TIMEOUT
-    assert reports["Ok"].endpoint == f"tcp://127.0.0.1:{agents[0].port}" and reports["Ok"].group == "foundation_services"
+    assert (
+        reports["Ok"].endpoint == f"tcp://127.0.0.1:{agents[0].port}"
+        and reports["Ok"].group == "foundation_services"
+    )
     assert reports["Ok"].details["status"] == "ok" and reports["Ok"].raw_status == "ok"
 
 
@@ -82,13 +117,21 @@ async def test_nothing_listening_is_connection_refused_on_both_methods() -> None
             AgentSpec(name="Gone", health_check_port=free)
         )
     assert (report.status, report.reason) == (HealthStatus.UNHEALTHY, "connection_refused")
-    assert [a["reason"] for a in report.details["attempts"]] == ["connection_refused", "connection_refused"]
+    assert [a["reason"] for a in report.details["attempts"]] == [
+        "connection_refused",
+        "connection_refused",
+    ]
 
 
 async def test_zmq_req_to_an_http_port_is_a_protocol_mismatch() -> None:
-    async with FakeAgents([http("Web", 200, b'{"status": "ok"}')]) as fleet, ProbeClient() as client:
+    async with (
+        FakeAgents([http("Web", 200, b'{"status": "ok"}')]) as fleet,
+        ProbeClient() as client,
+    ):
         web_port = fleet.agents[0].port + 1
-        report = await _prober(client, methods=[ProbeMethod.ZMQ_REQ]).probe(AgentSpec(name="Web", health_check_port=web_port))
+        report = await _prober(client, methods=[ProbeMethod.ZMQ_REQ]).probe(
+            AgentSpec(name="Web", health_check_port=web_port)
+        )
         fallback = await _prober(client, methods=[ProbeMethod.ZMQ_REQ, ProbeMethod.HTTP]).probe(
             AgentSpec(name="Web", health_check_port=web_port)
         )
@@ -102,10 +145,16 @@ async def test_a_timed_out_socket_is_replaced_so_the_next_probe_gets_the_answer(
     async with FakeAgents([agent]) as fleet, ProbeClient() as client:
         prober = _prober(client, methods=[ProbeMethod.ZMQ_REQ])
         first = await prober.probe(_spec(fleet.agents[0]))
-        await anyio.sleep(TIMEOUT * 2)  # the late answer goes to the closed socket, not to the next probe
+        await anyio.sleep(
+            TIMEOUT * 2
+        )  # the late answer goes to the closed socket, not to the next probe
         second = await prober.probe(_spec(fleet.agents[0]))
     assert (first.status, first.reason) == (HealthStatus.UNHEALTHY, "timeout")
-    assert (second.status, second.reason, second.reply_shape) == (HealthStatus.HEALTHY, "", "base_agent")
+    assert (second.status, second.reason, second.reply_shape) == (
+        HealthStatus.HEALTHY,
+        "",
+        "base_agent",
+    )
     assert len(agent.requests) == 2
 
 
@@ -129,7 +178,9 @@ class _CountingTransport:
         return await self.client.http_get(url, timeout_secs)
 
 
-async def test_rounds_probe_every_agent_with_bounded_concurrency_and_reread_the_file(tmp_path: Path) -> None:
+async def test_rounds_probe_every_agent_with_bounded_concurrency_and_reread_the_file(
+    tmp_path: Path,
+) -> None:
     agents = [hung(f"Hung{i}") for i in range(4)] + [zmq_agent("Ok", b'{"status": "ok"}')]
     reports: list[HealthReport] = []
     async with FakeAgents(agents) as fleet, ProbeClient() as client:
@@ -137,9 +188,14 @@ async def test_rounds_probe_every_agent_with_bounded_concurrency_and_reread_the_
         path.write_text(fleet.mainpc_yaml())
         transport = _CountingTransport(client)
         rounds = ProbeRounds(
-            _prober(transport, methods=[ProbeMethod.ZMQ_REQ]), path, fleet.offset, interval_secs=0.1, max_concurrent=2,
-            exclude=["Hung3"], on_report=reports.append,
-        )  # fmt: skip
+            _prober(transport, methods=[ProbeMethod.ZMQ_REQ]),
+            path,
+            fleet.offset,
+            interval_secs=0.1,
+            max_concurrent=2,
+            exclude=["Hung3"],
+            on_report=reports.append,
+        )
         assert await rounds.round() == 4
         path.write_text("not: [a startup config")  # a broken edit keeps the agents known before
         assert await rounds.round() == 4

@@ -96,7 +96,7 @@ def test_run_on_embedded_nats_then_sigterm_exits_0_and_stops_its_server(bridge_p
 
         stored = anyio.run(fetch_all, server.url, "ERRBUS")
     assert len(stored) == len(rows)
-    assert {m.msg.source for m in stored} == {json_source for json_source in _sources(rows)}
+    assert {m.msg.source for m in stored} == set(_sources(rows))
 
 
 def _sources(rows) -> set[str]:
@@ -108,7 +108,9 @@ def _sources(rows) -> set[str]:
 def test_bad_config_exits_2_listing_problems(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("zmq: {rcvhwm: -1, mode: sideways}\nunknown_section: {}\n")
-    result = subprocess.run([BUSBRIDGE, "run", "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [BUSBRIDGE, "run", "-c", str(cfg)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     for path in ("zmq.rcvhwm", "zmq.mode", "unknown_section"):
         assert path in result.stderr

@@ -40,11 +40,12 @@ async def test_stream_leader_killed_under_load(tmp_path: Path) -> None:
     with running_cluster(tmp_path / "cluster") as servers:
         urls = [s.url for s in servers]
         cfg = make_config(
-            urls[0], tmp_path,
+            urls[0],
+            tmp_path,
             nats={"servers": urls, "reconnect_wait_secs": 0.2},
             stream={"replicas": 3},
             publish={"ack_timeout_secs": 1.0, "retry_max_secs": 0.5},
-        )  # fmt: skip
+        )
         async with running_bridge(cfg) as bridge:
             producer = SteadyProducer(bridge.zmq_endpoints[0], publishers=3, rate=600)
             await anyio.to_thread.run_sync(producer.start)
@@ -57,5 +58,7 @@ async def test_stream_leader_killed_under_load(tmp_path: Path) -> None:
             assert await _stream_leader(survivors[0]) != leader
             await anyio.to_thread.run_sync(producer.stop)
             expected = {f"p{p:03d}-{n:09d}" for p, ns in enumerate(producer.sent) for n in ns}
-            assert await wait_for_count(survivors[0], "ERRBUS", len(expected), timeout_secs=60) == len(expected)
+            assert await wait_for_count(
+                survivors[0], "ERRBUS", len(expected), timeout_secs=60
+            ) == len(expected)
         assert_exactly_once_in_order(await fetch_all(survivors[0], "ERRBUS"), expected)

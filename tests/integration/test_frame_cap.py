@@ -24,7 +24,10 @@ def d1(n: int, blob: str = "") -> bytes:
     return (
         b'ERROR:{"message_type": "error_report", "source": "BigAgent", "timestamp": "2026-11-21T08:02:16.503872", '
         b'"error_data": {"error_id": "00000000-0000-4000-8000-0000000000%02d", "error_type": "x", "severity": "high", '
-        % n + b'"details": {"blob": "' + blob.encode() + b'"}}}'
+        % n
+        + b'"details": {"blob": "'
+        + blob.encode()
+        + b'"}}}'
     )
 
 
@@ -33,20 +36,32 @@ async def test_oversized_frame_is_dead_lettered_and_the_publisher_keeps_deliveri
 ) -> None:
     big = d1(2, "y" * 300_000)
     cfg = make_config(
-        nats_server.url, tmp_path, zmq={"max_frame_bytes": CAP, "oversized_keep_bytes": KEEP, "hard_max_frame_bytes": 1_000_000}
+        nats_server.url,
+        tmp_path,
+        zmq={
+            "max_frame_bytes": CAP,
+            "oversized_keep_bytes": KEEP,
+            "hard_max_frame_bytes": 1_000_000,
+        },
     )
     async with running_bridge(cfg) as bridge:
 
         def send() -> None:
             with zmq.Context() as ctx:
                 [sock] = connect_publishers(ctx, bridge.zmq_endpoints[0], 1)
-                for frames in ([d1(1)], [b"ERROR:", big], [d1(3)]):  # the big one as a two-frame message
+                for frames in (
+                    [d1(1)],
+                    [b"ERROR:", big],
+                    [d1(3)],
+                ):  # the big one as a two-frame message
                     sock.send_multipart(frames)
                 sock.close(linger=10_000)
 
         await anyio.to_thread.run_sync(send)
         assert await wait_for_count(nats_server.url, "ERRBUS", 3) == 3
-        dead_letters = bridge.metrics.registry.get_sample_value("busbridge_dead_letters_total", {"reason": "oversized"})
+        dead_letters = bridge.metrics.registry.get_sample_value(
+            "busbridge_dead_letters_total", {"reason": "oversized"}
+        )
         assert dead_letters == 1
     # the third frame came after the big one on the same connection: had libzmq dropped the peer
     # (ZMQ_MAXMSGSIZE), it would have been lost with the connection

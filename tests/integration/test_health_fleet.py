@@ -52,7 +52,11 @@ def _mainpc_agents() -> list:
     return [
         zmq_agent("SystemDigitalTwin", base_agent_reply("ok", "healthy")),
         zmq_agent("ModelManagerSuite", base_agent_reply("degraded", "degraded")),
-        zmq_agent("EmotionEngine", lambda r: WP07 if r == b"health_check" else b"Unknown health request", "emotion_system"),
+        zmq_agent(
+            "EmotionEngine",
+            lambda r: WP07 if r == b"health_check" else b"Unknown health request",
+            "emotion_system",
+        ),
         hung("STTService", "speech_services"),
         zmq_agent("StreamingTTSAgent", b"\xff\xfe<<not json>>", "audio_interface"),
     ]
@@ -81,10 +85,15 @@ CENTRAL_ERROR_BUS = """  - name: CentralErrorBus
 
 def _health_section(startup_config: Path | None, offset: int) -> dict[str, Any]:
     return {
-        "enabled": True, "heartbeat_interval_secs": HEARTBEAT_SECS, "kv_ttl_secs": TTL_SECS,
-        "startup_config": str(startup_config) if startup_config else None, "port_offset": offset,
-        "probe_interval_secs": PROBE_SECS, "probe_timeout_secs": 0.4, "stale_after_intervals": 3,
-    }  # fmt: skip
+        "enabled": True,
+        "heartbeat_interval_secs": HEARTBEAT_SECS,
+        "kv_ttl_secs": TTL_SECS,
+        "startup_config": str(startup_config) if startup_config else None,
+        "port_offset": offset,
+        "probe_interval_secs": PROBE_SECS,
+        "probe_timeout_secs": 0.4,
+        "stale_after_intervals": 3,
+    }
 
 
 def _viewer_config(tmp_path: Path, machine: str, url: str) -> Path:
@@ -94,7 +103,9 @@ def _viewer_config(tmp_path: Path, machine: str, url: str) -> Path:
 
 
 async def _health_json(config: Path, *extra: str) -> list[dict[str, Any]]:
-    result = await anyio.run_process([BUSBRIDGE, "health", "--json", "-c", str(config), *extra], check=False)
+    result = await anyio.run_process(
+        [BUSBRIDGE, "health", "--json", "-c", str(config), *extra], check=False
+    )
     assert result.returncode == 0, result.stderr.decode()
     return json.loads(result.stdout)
 
@@ -116,8 +127,12 @@ async def _until_view(config: Path, ok, timeout_secs: float = 30.0) -> dict:
 
 def _whole_fleet(view: dict) -> bool:
     agents = {(m, n): r["status"] for (m, k, n), r in view.items() if k == "agent"}
-    want = {("mainpc", n): s for n, s in MAINPC_EXPECTED.items()} | {("pc2", n): s for n, s in PC2_EXPECTED.items()}
-    return agents == want and {("mainpc", "bridge", "mainpc"), ("pc2", "bridge", "pc2")} <= view.keys()
+    want = {("mainpc", n): s for n, s in MAINPC_EXPECTED.items()} | {
+        ("pc2", n): s for n, s in PC2_EXPECTED.items()
+    }
+    return (
+        agents == want and {("mainpc", "bridge", "mainpc"), ("pc2", "bridge", "pc2")} <= view.keys()
+    )
 
 
 async def test_two_machines_see_the_whole_fleet_and_a_stopped_bridge(
@@ -125,12 +140,28 @@ async def test_two_machines_see_the_whole_fleet_and_a_stopped_bridge(
 ) -> None:
     url = nats_server.url
     async with FakeAgents(_mainpc_agents()) as main_agents, FakeAgents(_pc2_agents()) as pc2_agents:
-        main_file, pc2_file = tmp_path / "mainpc_startup_config.yaml", tmp_path / "pc2_startup_config.yaml"
+        main_file, pc2_file = (
+            tmp_path / "mainpc_startup_config.yaml",
+            tmp_path / "pc2_startup_config.yaml",
+        )
         main_file.write_text(main_agents.mainpc_yaml())
         pc2_file.write_text(pc2_agents.pc2_yaml(extra_services=CENTRAL_ERROR_BUS))
-        main_cfg = make_config(url, tmp_path / "mainpc", machine="mainpc", health=_health_section(main_file, main_agents.offset))
-        pc2_cfg = make_config(url, tmp_path / "pc2", machine="pc2", health=_health_section(pc2_file, pc2_agents.offset))
-        view_main, view_pc2 = _viewer_config(tmp_path, "mainpc", url), _viewer_config(tmp_path, "pc2", url)
+        main_cfg = make_config(
+            url,
+            tmp_path / "mainpc",
+            machine="mainpc",
+            health=_health_section(main_file, main_agents.offset),
+        )
+        pc2_cfg = make_config(
+            url,
+            tmp_path / "pc2",
+            machine="pc2",
+            health=_health_section(pc2_file, pc2_agents.offset),
+        )
+        view_main, view_pc2 = (
+            _viewer_config(tmp_path, "mainpc", url),
+            _viewer_config(tmp_path, "pc2", url),
+        )
 
         async with AsyncExitStack() as stack:
             main_bridge = await stack.enter_async_context(running_bridge(main_cfg))
@@ -149,17 +180,26 @@ async def test_two_machines_see_the_whole_fleet_and_a_stopped_bridge(
                     assert bridge_row["status"] == "healthy" and not bridge_row["stale"]
                     assert bridge_row["report"]["phase"] and bridge_row["report"]["version"]
                 assert not any(r["stale"] for r in view.values())
-                assert ("pc2", "agent", "CentralErrorBus") not in view  # excluded: the bridge holds 7150
+                assert (
+                    "pc2",
+                    "agent",
+                    "CentralErrorBus",
+                ) not in view  # excluded: the bridge holds 7150
             assert view[("pc2", "agent", "AsyncProcessor")]["report"]["method"] == "http_next_port"
             assert view[("pc2", "agent", "CacheManager")]["report"]["http_status"] == 503
             assert view[("mainpc", "agent", "STTService")]["report"]["reason"] == "timeout"
-            assert view[("mainpc", "agent", "SystemDigitalTwin")]["report"]["group"] == "foundation_services"
+            assert (
+                view[("mainpc", "agent", "SystemDigitalTwin")]["report"]["group"]
+                == "foundation_services"
+            )
             beat = view[("pc2", "bridge", "pc2")]["report"]
             assert beat["agents_probed"] == len(PC2_EXPECTED) and beat["nats_connected"] is True
 
             # --machine keeps one machine; the table form renders every row
             only_pc2 = await _health_json(view_main, "--machine", "pc2")
-            assert {r["machine"] for r in only_pc2} == {"pc2"} and len(only_pc2) == len(PC2_EXPECTED) + 1
+            assert {r["machine"] for r in only_pc2} == {"pc2"} and len(only_pc2) == len(
+                PC2_EXPECTED
+            ) + 1
             table = await anyio.run_process([BUSBRIDGE, "health", "-c", str(view_main)], check=True)
             lines = table.stdout.decode().splitlines()
             assert lines[0].split() == ["MACHINE", "KIND", "NAME", "STATUS", "AGE", "DETAIL"]
@@ -177,22 +217,51 @@ async def test_two_machines_see_the_whole_fleet_and_a_stopped_bridge(
             row = view[("pc2", "bridge", "pc2")]
             assert row["report"]["stopping"] is True and not row["stale"]
             assert not view[("mainpc", "bridge", "mainpc")]["stale"]
-            view = await _until_view(view_main, lambda v: all(r["stale"] for (m, k, _), r in v.items() if m == "pc2" and k == "agent"))
-            assert all(r["stale"] for (m, k, _), r in view.items() if m == "pc2" and k == "agent")  # its agents: no longer probed
-            assert view[("pc2", "bridge", "pc2")]["stopped"] and not view[("pc2", "bridge", "pc2")]["stale"]
+            view = await _until_view(
+                view_main,
+                lambda v: all(
+                    r["stale"] for (m, k, _), r in v.items() if m == "pc2" and k == "agent"
+                ),
+            )
+            assert all(
+                r["stale"] for (m, k, _), r in view.items() if m == "pc2" and k == "agent"
+            )  # its agents: no longer probed
+            assert (
+                view[("pc2", "bridge", "pc2")]["stopped"]
+                and not view[("pc2", "bridge", "pc2")]["stale"]
+            )
             assert not any(r["stale"] for (m, _, _), r in view.items() if m == "mainpc")
             table = await anyio.run_process([BUSBRIDGE, "health", "-c", str(view_main)], check=True)
-            pc2_line = next(line for line in table.stdout.decode().splitlines() if line.split()[:3] == ["pc2", "bridge", "pc2"])
+            pc2_line = next(
+                line
+                for line in table.stdout.decode().splitlines()
+                if line.split()[:3] == ["pc2", "bridge", "pc2"]
+            )
             assert pc2_line.split()[3] == "stopped" and "(clean shutdown)" in pc2_line
 
-
             metrics = main_bridge.metrics
-            probes = sum(metrics.registry.get_sample_value("busbridge_health_probes_total", {"status": s}) or 0
-                         for s in ("healthy", "degraded", "unhealthy", "unknown"))  # fmt: skip
+            probes = sum(
+                metrics.registry.get_sample_value("busbridge_health_probes_total", {"status": s})
+                or 0
+                for s in ("healthy", "degraded", "unhealthy", "unknown")
+            )
             assert probes >= 2 * len(MAINPC_EXPECTED)
-            assert metrics.registry.get_sample_value("busbridge_health_probe_failures_total", {"reason": "timeout"}) >= 2
-            assert metrics.registry.get_sample_value("busbridge_health_probe_latency_seconds_count", {"method": "zmq_req"}) > 0
-            assert metrics.registry.get_sample_value("busbridge_health_agents", {"status": "healthy"}) == 2
+            assert (
+                metrics.registry.get_sample_value(
+                    "busbridge_health_probe_failures_total", {"reason": "timeout"}
+                )
+                >= 2
+            )
+            assert (
+                metrics.registry.get_sample_value(
+                    "busbridge_health_probe_latency_seconds_count", {"method": "zmq_req"}
+                )
+                > 0
+            )
+            assert (
+                metrics.registry.get_sample_value("busbridge_health_agents", {"status": "healthy"})
+                == 2
+            )
             kv_reports = metrics.registry.get_sample_value(
                 "busbridge_health_written_total", {"contract": "health_report", "to": "kv"}
             )
@@ -207,31 +276,50 @@ async def test_two_machines_see_the_whole_fleet_and_a_stopped_bridge(
     mainpc_reports = [m for m in reports if m.msg.machine == "mainpc"]
     assert sorted(m.msg.service for m in mainpc_reports) == sorted(MAINPC_EXPECTED)  # each once
     assert len(mainpc_reports) == streamed < kv_reports
-    assert {m.subject for m in reports} == {f"errbus.health.{m.msg.machine}.{m.msg.service}" for m in reports}
-    assert {m.subject for m in beats} == {"errbus.bridge.mainpc.heartbeat", "errbus.bridge.pc2.heartbeat"}
-    assert all(m.headers["Busbridge-Contract"] in ("health_report", "bridge_heartbeat") for m in [*reports, *beats])
+    assert {m.subject for m in reports} == {
+        f"errbus.health.{m.msg.machine}.{m.msg.service}" for m in reports
+    }
+    assert {m.subject for m in beats} == {
+        "errbus.bridge.mainpc.heartbeat",
+        "errbus.bridge.pc2.heartbeat",
+    }
+    assert all(
+        m.headers["Busbridge-Contract"] in ("health_report", "bridge_heartbeat")
+        for m in [*reports, *beats]
+    )
 
 
-async def test_heartbeats_ride_out_a_nats_outage_and_the_latest_goes_out_after(tmp_path: Path) -> None:
+async def test_heartbeats_ride_out_a_nats_outage_and_the_latest_goes_out_after(
+    tmp_path: Path,
+) -> None:
     store = tmp_path / "nats"
     server = NatsServerProcess(store)
     server.start()
     try:
         cfg = make_config(
-            server.url, tmp_path / "b", machine="solo", nats={"reconnect_wait_secs": 0.2}, health=_health_section(None, 0)
+            server.url,
+            tmp_path / "b",
+            machine="solo",
+            nats={"reconnect_wait_secs": 0.2},
+            health=_health_section(None, 0),
         )
         async with running_bridge(cfg) as bridge:
             before = await _latest_heartbeat(server.url)
             await anyio.to_thread.run_sync(server.stop)
-            await anyio.sleep(HEARTBEAT_SECS * 6)  # heartbeats are built and held while NATS is down
+            # heartbeats are built and held while NATS is down
+            await anyio.sleep(HEARTBEAT_SECS * 6)
             assert bridge.health is not None and bridge.health.sink.pending >= 1
             server = NatsServerProcess(store, port=server.port)
             await anyio.to_thread.run_sync(server.start)
             with anyio.fail_after(20):
                 while (after := await _latest_heartbeat(server.url)).sent_at <= before.sent_at:
                     await anyio.sleep(0.2)
-            assert after.bridge_id == "solo" and after.started_at == before.started_at  # the same bridge, still up
-            assert bridge.metrics.registry.get_sample_value("busbridge_health_write_failures_total") >= 1
+            # the same bridge, still up
+            assert after.bridge_id == "solo" and after.started_at == before.started_at
+            assert (
+                bridge.metrics.registry.get_sample_value("busbridge_health_write_failures_total")
+                >= 1
+            )
     finally:
         server.stop()
 
@@ -241,36 +329,51 @@ async def _latest_heartbeat(url: str) -> BridgeHeartbeat:
 
     nc = await nats.connect(url)
     try:
-        kv = await nc.jetstream().key_value("busbridge_health")
+        js = nc.jetstream()
         with anyio.fail_after(20):
-            while True:
+            while True:  # the bridge may not have created the bucket or written the key yet
                 try:
+                    kv = await js.key_value("busbridge_health")
                     msg = decode((await kv.get("bridge.solo.solo")).value or b"")
                     assert isinstance(msg, BridgeHeartbeat)
                     return msg
-                except nats.js.errors.KeyNotFoundError:
+                except (nats.js.errors.BucketNotFoundError, nats.js.errors.KeyNotFoundError):
                     await anyio.sleep(0.1)
     finally:
         await nc.close()
 
 
-def test_health_cli_fails_cleanly_without_nats_or_bucket(tmp_path: Path, nats_server: NatsServerProcess) -> None:
+def test_health_cli_fails_cleanly_without_nats_or_bucket(
+    tmp_path: Path, nats_server: NatsServerProcess
+) -> None:
     down = tmp_path / "down.yaml"
-    down.write_text("machine: x\nnats: {servers: ['nats://127.0.0.1:1'], connect_timeout_secs: 1}\n")
-    result = subprocess.run([BUSBRIDGE, "health", "-c", str(down)], capture_output=True, text=True, timeout=30)
+    down.write_text(
+        "machine: x\nnats: {servers: ['nats://127.0.0.1:1'], connect_timeout_secs: 1}\n"
+    )
+    result = subprocess.run(
+        [BUSBRIDGE, "health", "-c", str(down)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1 and "cannot connect to NATS" in result.stderr
     empty = tmp_path / "empty.yaml"
     empty.write_text(f"machine: x\nnats: {{servers: ['{nats_server.url}']}}\n")
-    result = subprocess.run([BUSBRIDGE, "health", "-c", str(empty)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [BUSBRIDGE, "health", "-c", str(empty)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1 and "busbridge_health does not exist" in result.stderr
 
 
-async def test_watch_refreshes_until_interrupted(nats_server: NatsServerProcess, tmp_path: Path) -> None:
-    cfg = make_config(nats_server.url, tmp_path / "b", machine="solo", health=_health_section(None, 0))
+async def test_watch_refreshes_until_interrupted(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
+    cfg = make_config(
+        nats_server.url, tmp_path / "b", machine="solo", health=_health_section(None, 0)
+    )
     view = _viewer_config(tmp_path, "solo", nats_server.url)
     async with running_bridge(cfg):
         await _until_view(view, lambda v: ("solo", "bridge", "solo") in v)
-        async with await anyio.open_process([BUSBRIDGE, "health", "--json", "--watch", "0.2", "-c", str(view)]) as proc:
+        async with await anyio.open_process(
+            [BUSBRIDGE, "health", "--json", "--watch", "0.2", "-c", str(view)]
+        ) as proc:
             assert proc.stdout is not None
             lines: list[bytes] = []
             with anyio.fail_after(20):
@@ -283,23 +386,34 @@ async def test_watch_refreshes_until_interrupted(nats_server: NatsServerProcess,
             assert await proc.wait() == 130
     snapshots = [json.loads(line) for line in lines]
     assert all(len(s) == 1 and s[0]["key"] == "bridge.solo.solo" for s in snapshots), snapshots
-    assert len({s[0]["report"]["event_id"] for s in snapshots}) >= 2  # refreshed: newer heartbeats came in
+    assert (
+        len({s[0]["report"]["event_id"] for s in snapshots}) >= 2
+    )  # refreshed: newer heartbeats came in
 
 
-async def test_a_crashed_bridge_turns_stale_not_stopped(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_a_crashed_bridge_turns_stale_not_stopped(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     """SIGKILL sends no farewell: the other machines see the bridge go stale (the crash case)."""
     bridge = BridgeProcess(
-        tmp_path, nats_server.url,
+        tmp_path,
+        nats_server.url,
         extra=f"health: {{enabled: true, heartbeat_interval_secs: {HEARTBEAT_SECS}, stale_after_intervals: 3}}\n",
-    )  # fmt: skip
+    )
     viewer = _viewer_config(tmp_path, "mainpc", nats_server.url)
     key = ("LoadPC", "bridge", "LoadPC")
     bridge.start()
     try:
         view = await _until_view(viewer, lambda v: key in v)
-        assert view[key]["status"] == "healthy" and not view[key]["stale"] and not view[key]["stopped"]
+        assert (
+            view[key]["status"] == "healthy" and not view[key]["stale"] and not view[key]["stopped"]
+        )
         bridge.kill()
         view = await _until_view(viewer, lambda v: v.get(key, {}).get("stale") is True)
-        assert view[key]["stale"] and not view[key]["stopped"] and view[key]["report"]["stopping"] is False
+        assert (
+            view[key]["stale"]
+            and not view[key]["stopped"]
+            and view[key]["report"]["stopping"] is False
+        )
     finally:
         bridge.kill()

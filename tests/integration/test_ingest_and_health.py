@@ -25,11 +25,17 @@ async def _until(predicate, timeout_secs: float = 10.0) -> None:
             await anyio.sleep(0.05)
 
 
-async def test_connect_mode_reads_from_a_publisher_that_binds(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_connect_mode_reads_from_a_publisher_that_binds(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     ctx = zmq.Context()
     pub = ctx.socket(zmq.XPUB)  # a pooled-style publisher that binds
     port = pub.bind_to_random_port("tcp://127.0.0.1")
-    cfg = make_config(nats_server.url, tmp_path, zmq={"mode": "connect", "connect_endpoints": [f"tcp://127.0.0.1:{port}"]})
+    cfg = make_config(
+        nats_server.url,
+        tmp_path,
+        zmq={"mode": "connect", "connect_endpoints": [f"tcp://127.0.0.1:{port}"]},
+    )
     try:
         async with running_bridge(cfg):
             assert await anyio.to_thread.run_sync(pub.poll, 10_000) and pub.recv() == b"\x01"
@@ -43,7 +49,9 @@ async def test_connect_mode_reads_from_a_publisher_that_binds(nats_server: NatsS
     assert stored.subject == "errbus.error.TestPC.error.SystemDigitalTwin"
 
 
-async def test_monitor_counts_connected_publishers(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_monitor_counts_connected_publishers(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     async with running_bridge(make_config(nats_server.url, tmp_path)) as bridge:
         ctx = zmq.Context()
         socks = [ctx.socket(zmq.PUB) for _ in range(3)]
@@ -69,13 +77,15 @@ async def test_readyz_is_honest_about_nats(tmp_path: Path) -> None:
     server = NatsServerProcess(tmp_path / "nats")
     server.start()
     try:
-        cfg = make_config(server.url, tmp_path, admin={"ready_max_age_secs": 1.0, "probe_interval_secs": 0.2})
+        cfg = make_config(
+            server.url, tmp_path, admin={"ready_max_age_secs": 1.0, "probe_interval_secs": 0.2}
+        )
         async with running_bridge(cfg) as bridge:
             url = f"http://127.0.0.1:{bridge.admin_port}/readyz"
             await _until(lambda: _status_is(url, 200))
             server.stop()
             await _until(lambda: _status_is(url, 503))
-            status, body = await http_get(url)
+            _status, body = await http_get(url)
             assert "nats_disconnected" in json.loads(body)["reasons"]
             assert (await http_get(f"http://127.0.0.1:{bridge.admin_port}/healthz"))[0] == 200
     finally:

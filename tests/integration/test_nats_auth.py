@@ -20,9 +20,9 @@ from typing import Any, NamedTuple
 import anyio
 import nats
 import nats.errors
-from nats.aio.client import Client
 import pytest
 import zmq
+from nats.aio.client import Client
 
 from bridge.config.secrets import nats_auth_options
 from consumers.tail import add_arguments, run_tail
@@ -56,7 +56,11 @@ def _creds(d: Path, env: pytest.MonkeyPatch) -> Case:
 def _nkey_file(d: Path, env: pytest.MonkeyPatch) -> Case:
     seed, public, _ = nkey_pair()
     (d / "bridge.nk").write_text(seed + "\n")
-    return Case(f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n', {"nkey_seed_file": str(d / "bridge.nk")}, {})
+    return Case(
+        f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n',
+        {"nkey_seed_file": str(d / "bridge.nk")},
+        {},
+    )
 
 
 def _nkey_env(d: Path, env: pytest.MonkeyPatch) -> Case:
@@ -64,7 +68,8 @@ def _nkey_env(d: Path, env: pytest.MonkeyPatch) -> Case:
     other_seed, _, _ = nkey_pair()  # a valid seed of a user the server does not know
     env.setenv("BB_TEST_NKEY_SEED", seed)
     return Case(
-        f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n', {"nkey_seed_env": "BB_TEST_NKEY_SEED"},
+        f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n',
+        {"nkey_seed_env": "BB_TEST_NKEY_SEED"},
         {"nkeys_seed_str": other_seed},
     )
 
@@ -82,27 +87,45 @@ def _password_file(d: Path, env: pytest.MonkeyPatch) -> Case:
 def _token_env(d: Path, env: pytest.MonkeyPatch) -> Case:
     token = secrets.token_urlsafe(24)
     env.setenv("BB_TEST_TOKEN", token)
-    return Case(f'authorization {{ token: "{token}" }}\n', {"token_env": "BB_TEST_TOKEN"}, {"token": "not-the-token"})
+    return Case(
+        f'authorization {{ token: "{token}" }}\n',
+        {"token_env": "BB_TEST_TOKEN"},
+        {"token": "not-the-token"},
+    )
 
 
 def _tls_client_cert(d: Path, env: pytest.MonkeyPatch) -> Case:
     files = tls_material(d / "tls")
     import ssl
 
-    no_cert = ssl.create_default_context(cafile=str(files.ca))  # trusts the server, shows no certificate
-    tls = {"ca_file": str(files.ca), "cert_file": str(files.client_cert), "key_file": str(files.client_key)}
+    no_cert = ssl.create_default_context(
+        cafile=str(files.ca)
+    )  # trusts the server, shows no certificate
+    tls = {
+        "ca_file": str(files.ca),
+        "cert_file": str(files.client_cert),
+        "key_file": str(files.client_key),
+    }
     return Case(tls_server_config(files), {"tls": tls}, {"tls": no_cert})
 
 
 def _tls_handshake_first(d: Path, env: pytest.MonkeyPatch) -> Case:
     files = tls_material(d / "tls")
-    tls = {"ca_file": str(files.ca), "cert_file": str(files.client_cert), "key_file": str(files.client_key)}
+    tls = {
+        "ca_file": str(files.ca),
+        "cert_file": str(files.client_cert),
+        "key_file": str(files.client_key),
+    }
     import ssl
 
     ctx = ssl.create_default_context(cafile=str(files.ca))
     ctx.load_cert_chain(str(files.client_cert), str(files.client_key))
     # a client with the right certificate that waits for INFO first: the server never sends it
-    return Case(tls_server_config(files, handshake_first=True), {"tls": {**tls, "handshake_first": True}}, {"tls": ctx})
+    return Case(
+        tls_server_config(files, handshake_first=True),
+        {"tls": {**tls, "handshake_first": True}},
+        {"tls": ctx},
+    )
 
 
 CASES: dict[str, Callable[[Path, pytest.MonkeyPatch], Case]] = {
@@ -121,7 +144,9 @@ async def _refused(url: str, options: dict[str, Any]) -> BaseException | None:
     nc = Client()  # made first so that a refused connection is closed too (nats.connect leaks it)
     try:
         with anyio.fail_after(10):
-            await nc.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, **options)
+            await nc.connect(
+                url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, **options
+            )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         return exc
     finally:
@@ -130,10 +155,14 @@ async def _refused(url: str, options: dict[str, Any]) -> BaseException | None:
 
 
 @pytest.mark.parametrize("method", list(CASES))
-async def test_bridge_authenticates_with(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_bridge_authenticates_with(
+    method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     case = CASES[method](tmp_path, monkeypatch)
     with running_nats_server(tmp_path / "nats", extra_config=case.server_config) as server:
-        assert await _refused(server.url, case.refused) is not None, "the server must require the credential"
+        assert await _refused(server.url, case.refused) is not None, (
+            "the server must require the credential"
+        )
         cfg = make_config(server.url, tmp_path, nats=case.nats)
         auth = nats_auth_options(cfg.nats)
         assert await _refused(server.url, auth) is None

@@ -30,11 +30,15 @@ BUCKETS = {
 
 
 def _file(bucket: str) -> dict:
-    return json.loads((OPS / "nats" / f"stream-KV_busbridge_{bucket}.json").read_text(encoding="utf-8"))
+    return json.loads(
+        (OPS / "nats" / f"stream-KV_busbridge_{bucket}.json").read_text(encoding="utf-8")
+    )
 
 
 @pytest.mark.parametrize("bucket", sorted(BUCKETS))
-async def test_what_the_bridge_creates_matches_the_file(bucket: str, nats_server: NatsServerProcess) -> None:
+async def test_what_the_bridge_creates_matches_the_file(
+    bucket: str, nats_server: NatsServerProcess
+) -> None:
     nc = await nats.connect(nats_server.url)
     try:
         js = nc.jetstream()
@@ -45,28 +49,43 @@ async def test_what_the_bridge_creates_matches_the_file(bucket: str, nats_server
         want = _file(bucket)
         reply = await nc.request(f"$JS.API.STREAM.INFO.{want['name']}", b"", timeout=5)
         have = json.loads(reply.data)["config"]
-        differing = {k: (v, have.get(k)) for k, v in want.items() if have.get(k, _DEFAULTS.get(k)) != v}
+        differing = {
+            k: (v, have.get(k)) for k, v in want.items() if have.get(k, _DEFAULTS.get(k)) != v
+        }
         assert not differing, f"file vs server (file, server): {differing}"
     finally:
         await nc.close()
 
 
 #: what the server leaves out of a config when it is false/empty
-_DEFAULTS = {"deny_purge": False, "discard_new_per_subject": False, "no_ack": False, "sealed": False}
+_DEFAULTS = {
+    "deny_purge": False,
+    "discard_new_per_subject": False,
+    "no_ack": False,
+    "sealed": False,
+}
 
 
 @pytest.mark.parametrize("bucket", sorted(BUCKETS))
-async def test_a_bucket_created_from_the_file_is_taken_unchanged(bucket: str, nats_server: NatsServerProcess) -> None:
+async def test_a_bucket_created_from_the_file_is_taken_unchanged(
+    bucket: str, nats_server: NatsServerProcess
+) -> None:
     nc = await nats.connect(nats_server.url)
     try:
         want = _file(bucket)
-        reply = await nc.request(f"$JS.API.STREAM.CREATE.{want['name']}", json.dumps(want).encode(), timeout=5)
+        reply = await nc.request(
+            f"$JS.API.STREAM.CREATE.{want['name']}", json.dumps(want).encode(), timeout=5
+        )
         assert "error" not in json.loads(reply.data), reply.data
         js = nc.jetstream()
-        kv = await js.create_key_value(BUCKETS[bucket])  # the bridge's create: refused if the config differed
+        kv = await js.create_key_value(
+            BUCKETS[bucket]
+        )  # the bridge's create: refused if the config differed
         await kv.put("machine.mainpc", b'{"phase":"dual"}')
         assert (await kv.get("machine.mainpc")).value == b'{"phase":"dual"}'
-        info = json.loads((await nc.request(f"$JS.API.STREAM.INFO.{want['name']}", b"", timeout=5)).data)
+        info = json.loads(
+            (await nc.request(f"$JS.API.STREAM.INFO.{want['name']}", b"", timeout=5)).data
+        )
         assert info["state"]["messages"] == 1
     finally:
         await nc.close()

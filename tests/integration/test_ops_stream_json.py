@@ -18,9 +18,14 @@ STREAM_JSON = Path(__file__).resolve().parents[2] / "ops" / "nats" / "stream-ERR
 async def test_stream_json_creates_the_stream(nats_server: NatsServerProcess) -> None:
     nc = await nats.connect(nats_server.url)
     try:
-        reply = await nc.request("$JS.API.STREAM.CREATE.ERRBUS", STREAM_JSON.read_bytes(), timeout=5)
+        reply = await nc.request(
+            "$JS.API.STREAM.CREATE.ERRBUS", STREAM_JSON.read_bytes(), timeout=5
+        )
         body = json.loads(reply.data)
         assert "error" not in body, body
-        assert body["config"]["subjects"] == ["errbus.>"] and body["config"]["duplicate_window"] == 600 * 10**9
+        assert (
+            body["config"]["subjects"] == ["errbus.>"]
+            and body["config"]["duplicate_window"] == 600 * 10**9
+        )
     finally:
         await nc.close()

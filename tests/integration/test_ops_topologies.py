@@ -50,7 +50,9 @@ async def test_single_node_config(tmp_path: Path) -> None:
     with running_shipped(tmp_path / "nats", "single.conf") as servers:
         url = servers["single"].url
         async with running_bridge(make_config(url, tmp_path / "bridge")) as bridge:
-            assert bridge.link is not None and bridge.link.max_payload == 1024 * 1024  # max_payload: 1MB
+            assert (
+                bridge.link is not None and bridge.link.max_payload == 1024 * 1024
+            )  # max_payload: 1MB
             ids = await send_frames(bridge.zmq_endpoints[0], 5, "SingleAgent")
             assert await wait_for_count(url, "ERRBUS", 5) == 5
         stored = await fetch_all(url, "ERRBUS")
@@ -58,9 +60,13 @@ async def test_single_node_config(tmp_path: Path) -> None:
 
 
 async def test_three_node_cluster_configs(tmp_path: Path) -> None:
-    with running_shipped(tmp_path / "nats", "cluster/n1.conf", "cluster/n2.conf", "cluster/n3.conf") as servers:
+    with running_shipped(
+        tmp_path / "nats", "cluster/n1.conf", "cluster/n2.conf", "cluster/n3.conf"
+    ) as servers:
         urls = [s.url for s in servers.values()]
-        cfg = make_config(urls[0], tmp_path / "bridge", nats={"servers": urls}, stream={"replicas": 3})
+        cfg = make_config(
+            urls[0], tmp_path / "bridge", nats={"servers": urls}, stream={"replicas": 3}
+        )
         async with running_bridge(cfg) as bridge:
             ids = await send_frames(bridge.zmq_endpoints[0], 5, "ClusterAgent")
             assert await wait_for_count(urls[2], "ERRBUS", 5) == 5
@@ -94,7 +100,9 @@ async def test_leaf_per_machine_store_and_forward_to_hub(tmp_path: Path) -> None
         async with running_bridge(main_cfg) as main_bridge, running_bridge(pc2_cfg) as pc2_bridge:
             main_ids = await send_frames(main_bridge.zmq_endpoints[0], 3, "MainAgent")
             pc2_ids = await send_frames(pc2_bridge.zmq_endpoints[0], 3, "Pc2Agent")
-            assert await wait_for_count(mainpc.url, "ERRBUS", 3) == 3  # each leaf holds only its own
+            assert (
+                await wait_for_count(mainpc.url, "ERRBUS", 3) == 3
+            )  # each leaf holds only its own
             assert await wait_for_count(pc2.url, "ERRBUS", 3) == 3
             assert await wait_for_count(hub.url, HUB_STREAM["name"], 6) == 6
 
@@ -105,13 +113,24 @@ async def test_leaf_per_machine_store_and_forward_to_hub(tmp_path: Path) -> None
             assert await wait_for_count(pc2.url, "ERRBUS", 7) == 7
 
             hub.start()  # same ports and store: the leaves reconnect, sourcing catches up
-            assert await wait_for_count(hub.url, HUB_STREAM["name"], 12, timeout_secs=150, settle_secs=2) == 12
-        on_hub = await fetch_all(hub.url, HUB_STREAM["name"], "errbus.>")  # sourced: no subjects of its own
+            assert (
+                await wait_for_count(
+                    hub.url, HUB_STREAM["name"], 12, timeout_secs=150, settle_secs=2
+                )
+                == 12
+            )
+        on_hub = await fetch_all(
+            hub.url, HUB_STREAM["name"], "errbus.>"
+        )  # sourced: no subjects of its own
         local = {name: await fetch_all(servers[name].url, "ERRBUS") for name in ("mainpc", "pc2")}
 
     assert [m.msg.event_id for m in local["mainpc"]] == main_ids
     assert [m.msg.event_id for m in local["pc2"]] == pc2_ids
     seen = Counter(m.msg.event_id for m in on_hub)
-    assert set(seen) == set(main_ids) | set(pc2_ids) and set(seen.values()) == {1}, "exactly once on the hub"
+    assert set(seen) == set(main_ids) | set(pc2_ids) and set(seen.values()) == {1}, (
+        "exactly once on the hub"
+    )
     by_machine = {m.msg.event_id: m.msg.machine for m in on_hub}
-    assert {by_machine[i] for i in main_ids} == {"MainPC"} and {by_machine[i] for i in pc2_ids} == {"PC2"}
+    assert {by_machine[i] for i in main_ids} == {"MainPC"} and {by_machine[i] for i in pc2_ids} == {
+        "PC2"
+    }

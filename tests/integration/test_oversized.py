@@ -18,11 +18,22 @@ from tests.support.stream import fetch_all, wait_for_count
 
 pytestmark = pytest.mark.integration
 
-BIG_D1 = b"ERROR:" + json.dumps({
-    "message_type": "error_report", "source": "FaceRecognitionAgent", "timestamp": "2026-11-21T08:02:16.507648",
-    "error_data": {"error_id": "11111111-2222-4333-8444-555555555555", "error_type": "context_overflow",
-                   "severity": "critical", "details": {"blob": "x" * 1_150_000}},
-}).encode()
+BIG_D1 = (
+    b"ERROR:"
+    + json.dumps(
+        {
+            "message_type": "error_report",
+            "source": "FaceRecognitionAgent",
+            "timestamp": "2026-11-21T08:02:16.507648",
+            "error_data": {
+                "error_id": "11111111-2222-4333-8444-555555555555",
+                "error_type": "context_overflow",
+                "severity": "critical",
+                "details": {"blob": "x" * 1_150_000},
+            },
+        }
+    ).encode()
+)
 BIG_GARBAGE = b"ERROR:\xff" + b"\xfe" * 1_200_000
 
 
@@ -42,7 +53,10 @@ async def test_oversized_messages_are_stored_truncated_with_a_marker(
         assert await wait_for_count(nats_server.url, "ERRBUS", 2) == 2
     event, dead = (m.msg for m in await fetch_all(nats_server.url, "ERRBUS"))
     assert isinstance(event, ErrorEvent) and isinstance(dead, DeadLetter)
-    assert event.event_id == "11111111-2222-4333-8444-555555555555" and event.error_type == "context_overflow"
+    assert (
+        event.event_id == "11111111-2222-4333-8444-555555555555"
+        and event.error_type == "context_overflow"
+    )
     assert event.truncated is not None and event.truncated.fields == ["details"]
     assert event.truncated.original_bytes > 1_150_000 > event.truncated.kept_bytes
     assert isinstance(event.details, str) and event.details.startswith('{"blob":"xxx')

@@ -30,7 +30,9 @@ async def _settled(bridge, compared: int, timeout_secs: float = 20.0):
 
 
 @pytest.mark.parametrize("zmq_side", ["in_process", "sub_on_republish"])
-async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProcess, tmp_path: Path, zmq_side: str) -> None:
+async def test_parity_clean_then_loss_on_each_side(
+    nats_server: NatsServerProcess, tmp_path: Path, zmq_side: str
+) -> None:
     parity: dict = {"match_window_secs": 1.5, "window_secs": 600}
     extra: dict = {}
     if zmq_side == "sub_on_republish":
@@ -38,8 +40,12 @@ async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProces
         parity["zmq_endpoints"] = [endpoint]
         extra["republish"] = {"bind_endpoint": endpoint}
     cfg = make_config(
-        nats_server.url, tmp_path, phase={"current": "dual", "guards": {"min_parity_events": 10}}, parity=parity, **extra,
-    )  # fmt: skip
+        nats_server.url,
+        tmp_path,
+        phase={"current": "dual", "guards": {"min_parity_events": 10}},
+        parity=parity,
+        **extra,
+    )
     async with running_bridge(cfg) as bridge:
         with anyio.fail_after(15):  # both taps up: a probe frame matched
             n = 0
@@ -55,7 +61,12 @@ async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProces
 
         await _send(bridge.zmq_endpoints[0], [envelope(1, n) for n in range(200)])
         stats = await _settled(bridge, 200)
-        assert (stats.matched, stats.missing_nats, stats.missing_zmq, stats.ratio) == (200, 0, 0, 1.0)
+        assert (stats.matched, stats.missing_nats, stats.missing_zmq, stats.ratio) == (
+            200,
+            0,
+            0,
+            1.0,
+        )
         await anyio.sleep(1.5)  # past the ZMQ tap's warm-up (consumers.parity._WARMUP_SECS)
 
         # loss between ZMQ and JetStream: the sink drops every 5th event of the next 100
@@ -75,7 +86,9 @@ async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProces
         try:
             for k in range(15):
                 await nc.jetstream().publish(
-                    "errbus.error.TestPC.error.Ghost", b"{}", headers={HEADER_MSG_ID: f"ghost-{k}", HEADER_ORIGIN: "TestPC"}
+                    "errbus.error.TestPC.error.Ghost",
+                    b"{}",
+                    headers={HEADER_MSG_ID: f"ghost-{k}", HEADER_ORIGIN: "TestPC"},
                 )
         finally:
             await nc.close()
@@ -89,7 +102,9 @@ async def test_parity_clean_then_loss_on_each_side(nats_server: NatsServerProces
         assert reg.get_sample_value("busbridge_parity_missing_total", {"side": "zmq"}) == 15
         assert reg.get_sample_value("busbridge_parity_ratio") == pytest.approx(280 / 315)
         decision = bridge.phases.request(Phase.NATS_PRIMARY, by="test")
-        assert decision.result == "refused" and decision.reason.startswith("parity 0.8889 < 0.9990 over 600 s (315 events)")
+        assert decision.result == "refused" and decision.reason.startswith(
+            "parity 0.8889 < 0.9990 over 600 s (315 events)"
+        )
 
 
 async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_path: Path) -> None:
@@ -100,9 +115,13 @@ async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_p
     server.start()
     try:
         cfg = make_config(
-            server.url, tmp_path, phase={"current": "dual"}, parity={"match_window_secs": 1.0, "window_secs": 600},
-            nats={"reconnect_wait_secs": 0.2}, publish={"ack_timeout_secs": 1.0, "retry_max_secs": 0.5},
-        )  # fmt: skip
+            server.url,
+            tmp_path,
+            phase={"current": "dual"},
+            parity={"match_window_secs": 1.0, "window_secs": 600},
+            nats={"reconnect_wait_secs": 0.2},
+            publish={"ack_timeout_secs": 1.0, "retry_max_secs": 0.5},
+        )
         async with running_bridge(cfg) as bridge:
             producer = SteadyProducer(bridge.zmq_endpoints[0], publishers=2, rate=300)
             await anyio.to_thread.run_sync(producer.start)
@@ -116,7 +135,9 @@ async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_p
                         await anyio.sleep(0.05)
                 assert bridge.runner.observe is None and bridge.phases.parity.stats().compared == 0
                 assert bridge.phases.describe()["parity"]["running"] is False  # /phase says so
-                await anyio.sleep(3.0)  # 3x the match window: a running tap would count these as missing
+                await anyio.sleep(
+                    3.0
+                )  # 3x the match window: a running tap would count these as missing
                 assert bridge.phases.parity_tap is None and bridge.queue.rows > 300
                 server = NatsServerProcess(store, port=server.port)
                 await anyio.to_thread.run_sync(server.start)

@@ -45,7 +45,10 @@ def _check(walk: PhaseWindows, stored_ids: list[str]) -> dict[str, int]:
     assert report["lost"] == [], f"sent in a publishing phase, not stored: {report['lost'][:10]}"
     assert report["leaked"] == [], f"sent in zmq_only, stored: {report['leaked'][:10]}"
     publishing = sum(w["checked"] for w in report["windows"] if w["phase"] != "zmq_only")
-    return {"must": publishing, "must_not": sum(w["checked"] for w in report["windows"] if w["phase"] == "zmq_only")}
+    return {
+        "must": publishing,
+        "must_not": sum(w["checked"] for w in report["windows"] if w["phase"] == "zmq_only"),
+    }
 
 
 async def _until(predicate, timeout_secs: float = 30.0, what: str = "") -> None:
@@ -59,7 +62,9 @@ def _parity_ready(bridge: Bridge) -> bool:
     return stats.compared >= GUARDS["min_parity_events"]
 
 
-async def test_walk_by_config_file_under_load(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_walk_by_config_file_under_load(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     cfg = make_config(
         nats_server.url, tmp_path, phase={"current": "zmq_only", "guards": GUARDS}, parity=PARITY
     )
@@ -105,15 +110,24 @@ async def test_walk_by_config_file_under_load(nats_server: NatsServerProcess, tm
     assert counts["must"] > 500 and counts["must_not"] > 200
     changes = [(m.msg.from_phase, m.msg.to_phase) for m in msgs if isinstance(m.msg, PhaseChanged)]
     assert changes == [
-        ("zmq_only", "dual"), ("dual", "nats_primary"), ("nats_primary", "dual"), ("dual", "zmq_only"), ("zmq_only", "dual")
+        ("zmq_only", "dual"),
+        ("dual", "nats_primary"),
+        ("nats_primary", "dual"),
+        ("dual", "zmq_only"),
+        ("zmq_only", "dual"),
     ]
 
 
-async def test_walk_by_fleet_kv_with_the_cli_under_load(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_walk_by_fleet_kv_with_the_cli_under_load(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     cfg = make_config(
-        nats_server.url, tmp_path, phase={"current": "zmq_only", "source": "kv", "guards": GUARDS}, parity=PARITY,
+        nats_server.url,
+        tmp_path,
+        phase={"current": "zmq_only", "source": "kv", "guards": GUARDS},
+        parity=PARITY,
         admin={"port": 0},
-    )  # fmt: skip
+    )
     cfg_path = tmp_path / "cli.yaml"
     cfg_path.write_text(yaml.safe_dump(msgspec.to_builtins(cfg)))
 
@@ -123,7 +137,11 @@ async def test_walk_by_fleet_kv_with_the_cli_under_load(nats_server: NatsServerP
 
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            status = main(["phase", *argv, "-c", str(cfg_path), "--wait", "20"] if argv[0] == "set" else ["phase", *argv, "-c", str(cfg_path)])
+            status = main(
+                ["phase", *argv, "-c", str(cfg_path), "--wait", "20"]
+                if argv[0] == "set"
+                else ["phase", *argv, "-c", str(cfg_path)]
+            )
         return status, out.getvalue()
 
     async def set_phase(*argv: str) -> tuple[int, str]:
@@ -160,4 +178,9 @@ async def test_walk_by_fleet_kv_with_the_cli_under_load(nats_server: NatsServerP
     counts = _check(walk, [m.msg.event_id for m in msgs if isinstance(m.msg, ErrorEvent)])
     assert counts["must"] > 400 and counts["must_not"] > 200
     bys = [m.msg.by for m in msgs if isinstance(m.msg, PhaseChanged)]
-    assert [b.split("@")[0] for b in bys] == ["kv:fleet", "kv:machine.TestPC", "kv:fleet", "kv:machine.TestPC"]
+    assert [b.split("@")[0] for b in bys] == [
+        "kv:fleet",
+        "kv:machine.TestPC",
+        "kv:fleet",
+        "kv:machine.TestPC",
+    ]

@@ -98,14 +98,25 @@ async def test_zmq_only_shadows_republishes_byte_for_byte_and_stores_nothing(
             assert [f for [f] in got] == frames  # byte for byte, in order, the garbage too
             await anyio.sleep(1.0)
             reg = bridge.metrics.registry
-            assert reg.get_sample_value("busbridge_inventory_events_total", {"source": "Agent001", "dialect": "errpub_envelope"}) == 50
-            assert reg.get_sample_value("busbridge_dead_letters_total", {"reason": "invalid_utf8"}) == 1
+            assert (
+                reg.get_sample_value(
+                    "busbridge_inventory_events_total",
+                    {"source": "Agent001", "dialect": "errpub_envelope"},
+                )
+                == 50
+            )
+            assert (
+                reg.get_sample_value("busbridge_dead_letters_total", {"reason": "invalid_utf8"})
+                == 1
+            )
         finally:
             sub.close()
     assert await fetch_all(nats_server.url, "ERRBUS") == []  # shadow: nothing published
 
 
-async def test_dual_mirrors_every_event_and_republishes(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_dual_mirrors_every_event_and_republishes(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     cfg = _config(nats_server, tmp_path, "dual")
     async with running_bridge(cfg) as bridge:
         sub = LegacySubscriber(bridge.phases.republish_endpoint)
@@ -121,7 +132,9 @@ async def test_dual_mirrors_every_event_and_republishes(nats_server: NatsServerP
     assert [i for i in ids if i.startswith("p002")] == [f"p002-{n:09d}" for n in range(100)]
 
 
-async def test_nats_primary_reemits_native_events_and_never_loops(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_nats_primary_reemits_native_events_and_never_loops(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     cfg = _config(nats_server, tmp_path, "nats_primary")
     async with running_bridge(cfg) as bridge:
         sub = LegacySubscriber(bridge.phases.republish_endpoint)
@@ -141,8 +154,12 @@ async def test_nats_primary_reemits_native_events_and_never_loops(nats_server: N
                 await _publish_native(nc, f"native-{n}")
             native = await sub.receive(10)
             assert len(native) == 10 and all(is_reemitted(f) for f in native)
-            assert [json.loads(f[0][6:])["error_data"]["error_id"] for f in native] == [f"native-{n}" for n in range(10)]
-            assert await sub.quiet(1.0) == []  # bridge-ingested events (origin header) are not re-emitted
+            assert [json.loads(f[0][6:])["error_data"]["error_id"] for f in native] == [
+                f"native-{n}" for n in range(10)
+            ]
+            assert (
+                await sub.quiet(1.0) == []
+            )  # bridge-ingested events (origin header) are not re-emitted
             # a re-emitted frame that comes back into the ingest socket is dropped, not stored again
             before = len(await fetch_all(nats_server.url, "ERRBUS"))
             await _send(bridge.zmq_endpoints[0], [f[0] for f in native])
@@ -163,18 +180,28 @@ async def _publish_native(nc, event_id: str) -> None:
     from datetime import UTC, datetime
 
     ev = ErrorEvent(
-        event_id=event_id, occurred_at=None, received_at=datetime.now(UTC), machine="TestPC", source="MigratedAgent",
-        severity=Severity.ERROR, error_type="native", message="from NATS",
-    )  # fmt: skip
+        event_id=event_id,
+        occurred_at=None,
+        received_at=datetime.now(UTC),
+        machine="TestPC",
+        source="MigratedAgent",
+        severity=Severity.ERROR,
+        error_type="native",
+        message="from NATS",
+    )
     await nc.jetstream().publish(
-        f"errbus.error.TestPC.error.MigratedAgent", encode(ev), headers={"Nats-Msg-Id": event_id}
+        "errbus.error.TestPC.error.MigratedAgent", encode(ev), headers={"Nats-Msg-Id": event_id}
     )
 
 
 async def test_nats_only_releases_the_port_and_rollback_binds_it_again(
     nats_server: NatsServerProcess, tmp_path: Path
 ) -> None:
-    cfg = make_config(nats_server.url, tmp_path, phase={"current": "nats_primary", "guards": {"quiet_period_secs": 0.5}})
+    cfg = make_config(
+        nats_server.url,
+        tmp_path,
+        phase={"current": "nats_primary", "guards": {"quiet_period_secs": 0.5}},
+    )
     async with running_bridge(cfg) as bridge:
         endpoint = bridge.zmq_endpoints[0]
         republish = bridge.phases.republish_endpoint
@@ -183,7 +210,7 @@ async def test_nats_only_releases_the_port_and_rollback_binds_it_again(
         assert d.result == "applied", d.reason
         await anyio.sleep(0.3)
         assert bridge.ingest is None and bridge.zmq_endpoints == []
-        ok, details = bridge.readiness()
+        _ok, details = bridge.readiness()
         assert "ingest_closed" not in details["reasons"] and details["phase"] == "nats_only"
         for taken in (endpoint, republish):  # both ports are free: another socket can bind them
             with zmq.Context() as ctx:
@@ -195,11 +222,19 @@ async def test_nats_only_releases_the_port_and_rollback_binds_it_again(
             while not bridge.zmq_endpoints:
                 await anyio.sleep(0.05)
         await _send(bridge.zmq_endpoints[0], [envelope(4, n) for n in range(10)])
-        assert await wait_for_count(nats_server.url, "ERRBUS", 12) >= 12  # 10 events + 2 PhaseChanged
+        assert (
+            await wait_for_count(nats_server.url, "ERRBUS", 12) >= 12
+        )  # 10 events + 2 PhaseChanged
 
 
-async def test_guards_refuse_with_reasons_and_force_is_recorded(nats_server: NatsServerProcess, tmp_path: Path) -> None:
-    cfg = make_config(nats_server.url, tmp_path, phase={"current": "dual", "guards": {"min_parity_events": 1_000_000}})
+async def test_guards_refuse_with_reasons_and_force_is_recorded(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
+    cfg = make_config(
+        nats_server.url,
+        tmp_path,
+        phase={"current": "dual", "guards": {"min_parity_events": 1_000_000}},
+    )
     async with running_bridge(cfg) as bridge:
         d = bridge.phases.request(Phase.NATS_ONLY, by="test")
         assert d.result == "refused" and "skips a phase" in d.reason
@@ -210,10 +245,20 @@ async def test_guards_refuse_with_reasons_and_force_is_recorded(nats_server: Nat
         assert d.result == "forced" and bridge.phases.phase is Phase.NATS_PRIMARY
         d = bridge.phases.request(Phase.NATS_ONLY, by="test")
         assert d.result == "refused" and "ZMQ quiet for" in d.reason
-        assert bridge.metrics.registry.get_sample_value("busbridge_phase", {"phase": "nats_primary"}) == 1
+        assert (
+            bridge.metrics.registry.get_sample_value("busbridge_phase", {"phase": "nats_primary"})
+            == 1
+        )
         await wait_for_count(nats_server.url, "ERRBUS", 1)
-    [changed] = [m.msg for m in await fetch_all(nats_server.url, "ERRBUS") if isinstance(m.msg, PhaseChanged)]
-    assert (changed.from_phase, changed.to_phase, changed.forced, changed.by) == ("dual", "nats_primary", True, "operator --force")
+    [changed] = [
+        m.msg for m in await fetch_all(nats_server.url, "ERRBUS") if isinstance(m.msg, PhaseChanged)
+    ]
+    assert (changed.from_phase, changed.to_phase, changed.forced, changed.by) == (
+        "dual",
+        "nats_primary",
+        True,
+        "operator --force",
+    )
     assert {g.name: g.passed for g in changed.guards} == {"parity": False, "spool_empty": True}
 
 

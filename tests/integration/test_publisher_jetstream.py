@@ -28,7 +28,9 @@ CFG = parse_config(
 
 def _item(n: int, msg_id: str | None = None) -> Outbound:
     mid = msg_id or f"id-{n}"
-    return Outbound(f"errbus.error.T.error.s{n % 3}", b'{"n":%d}' % n, {"Nats-Msg-Id": mid}, "error_event", mid)
+    return Outbound(
+        f"errbus.error.T.error.s{n % 3}", b'{"n":%d}' % n, {"Nats-Msg-Id": mid}, "error_event", mid
+    )
 
 
 async def _with_publisher(url: str, body, done: list | None = None) -> Metrics:
@@ -39,8 +41,14 @@ async def _with_publisher(url: str, body, done: list | None = None) -> Metrics:
         await link.ensure_stream(CFG.stream)
         prefix = f"_INBOX.test.{uuid.uuid4().hex}"
         pub = PipelinedPublisher(
-            link, prefix, metrics, max_in_flight=64, ack_timeout_secs=0.5, retry_initial_secs=0.05,
-            retry_max_secs=0.2, on_done=(lambda i, o, a: done.append((i.msg_id, o))) if done is not None else None,
+            link,
+            prefix,
+            metrics,
+            max_in_flight=64,
+            ack_timeout_secs=0.5,
+            retry_initial_secs=0.05,
+            retry_max_secs=0.2,
+            on_done=(lambda i, o, a: done.append((i.msg_id, o))) if done is not None else None,
         )
         await link.subscribe_acks(prefix, pub.on_ack)
         async with anyio.create_task_group() as tg:
@@ -72,7 +80,9 @@ async def test_messages_are_acked_and_copies_stored_once(nats_server: NatsServer
     assert metrics.duplicates.labels("jetstream")._value.get() == 100
 
 
-async def test_server_restart_mid_stream_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+async def test_server_restart_mid_stream_loses_nothing_and_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
     store = tmp_path / "nats"
     with running_nats_server(store) as server:
         port = server.port
@@ -102,11 +112,16 @@ async def test_server_restart_mid_stream_loses_nothing_and_duplicates_nothing(tm
         server.stop()
     ids = [m.headers["Nats-Msg-Id"] for m in stored]
     assert sorted(ids) == sorted(f"id-{n}" for n in range(600)) and len(set(ids)) == 600
-    failures = sum(metrics.publish_failures.labels(r)._value.get() for r in ("timeout", "no_responders", "not_connected"))
+    failures = sum(
+        metrics.publish_failures.labels(r)._value.get()
+        for r in ("timeout", "no_responders", "not_connected")
+    )
     assert failures > 0  # the outage really happened
 
 
-async def test_overlapping_stream_is_refused_with_a_clear_error(nats_server: NatsServerProcess) -> None:
+async def test_overlapping_stream_is_refused_with_a_clear_error(
+    nats_server: NatsServerProcess,
+) -> None:
     import nats
 
     nc = await nats.connect(nats_server.url)
@@ -138,18 +153,36 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
             await original(cmd, priority)
 
         nc._send_command = capture  # type: ignore[method-assign]
-        headers = {"Nats-Msg-Id": "lt-p001-000000007", "Busbridge-Contract": "error_event", "Busbridge-Origin": "Load PC"}
-        await nc.publish("errbus.error.T.error.s1", b'{"n":1}', reply="_INBOX.t.1", headers=headers)  # nats-py
+        headers = {
+            "Nats-Msg-Id": "lt-p001-000000007",
+            "Busbridge-Contract": "error_event",
+            "Busbridge-Origin": "Load PC",
+        }
+        await nc.publish(
+            "errbus.error.T.error.s1", b'{"n":1}', reply="_INBOX.t.1", headers=headers
+        )  # nats-py
         await link.publish("errbus.error.T.error.s1", b'{"n":1}', "_INBOX.t.1", headers)  # raw path
         assert len(sent) == 2 and sent[0] == sent[1]
-        assert _hpub(nc, "errbus.error.T.error.s1", b'{"n":1}', "_INBOX.t.1", headers) == sent[0]  # the raw path wrote it
+        assert (
+            _hpub(nc, "errbus.error.T.error.s1", b'{"n":1}', "_INBOX.t.1", headers) == sent[0]
+        )  # the raw path wrote it
         odd = {"Nats-Msg-Id": "odd-1", "Busbridge-Origin": " padded\r\nInjected: x"}
-        await link.publish("errbus.error.T.error.s2", b"{}", "_INBOX.t.2", odd)  # nats-py sanitises it
+        await link.publish(
+            "errbus.error.T.error.s2", b"{}", "_INBOX.t.2", odd
+        )  # nats-py sanitises it
         await nc.publish("errbus.error.T.error.s2", b"{}", reply="_INBOX.t.2", headers=odd)
         assert _hpub(nc, "errbus.error.T.error.s2", b"{}", "_INBOX.t.2", odd) is None
-        assert len(sent) == 4 and sent[2] == sent[3] and b"Injected" in sent[2] and b"\r\nInjected" not in sent[2]
+        assert (
+            len(sent) == 4
+            and sent[2] == sent[3]
+            and b"Injected" in sent[2]
+            and b"\r\nInjected" not in sent[2]
+        )
     finally:
         await link.close()
     stored = await fetch_all(nats_server.url, "ERRBUS", raw=True)
-    assert [m.headers["Nats-Msg-Id"] for m in stored] == ["lt-p001-000000007", "odd-1"]  # copies collapsed by msg id
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [
+        "lt-p001-000000007",
+        "odd-1",
+    ]  # copies collapsed by msg id
     assert stored[0].headers["Busbridge-Origin"] == "Load PC" and stored[0].data == b'{"n":1}'

@@ -33,19 +33,25 @@ def _write(path: Path, cfg, **flood) -> None:
     path.write_text(yaml.safe_dump(doc))
 
 
-async def test_flood_rules_reload_live_under_traffic(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_flood_rules_reload_live_under_traffic(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     cfg = make_config(nats_server.url, tmp_path, flood={"enabled": True})
     path = tmp_path / "bridge.yaml"
     _write(path, cfg)
     async with running_bridge(cfg) as bridge:
-        reloader = ConfigReloader(path, cfg, bridge.apply_config, lambda r: bridge.metrics.config_reloads.labels(r).inc())
+        reloader = ConfigReloader(
+            path, cfg, bridge.apply_config, lambda r: bridge.metrics.config_reloads.labels(r).inc()
+        )
         ingest = bridge.ingest
         ctx = zmq.Context()
         [sock] = await anyio.to_thread.run_sync(connect_publishers, ctx, bridge.zmq_endpoints[0], 1)
         try:
             for n in range(20):  # the timeout rule passes 5 per 30 s
                 sock.send(envelope(0, n))
-            assert await wait_for_count(nats_server.url, "ERRBUS", 6) >= 6  # 5 events + FloodStarted
+            assert (
+                await wait_for_count(nats_server.url, "ERRBUS", 6) >= 6
+            )  # 5 events + FloodStarted
             _write(path, cfg, rules=[], default_threshold=1000)
             assert reloader.reload() == "applied"
             for n in range(20, 40):  # same fingerprint, same window: now under the new threshold
@@ -63,7 +69,9 @@ async def test_flood_rules_reload_live_under_traffic(nats_server: NatsServerProc
         finally:
             sock.close(linger=0)
             ctx.term()
-    events = [m.msg for m in await fetch_all(nats_server.url, "ERRBUS") if isinstance(m.msg, ErrorEvent)]
+    events = [
+        m.msg for m in await fetch_all(nats_server.url, "ERRBUS") if isinstance(m.msg, ErrorEvent)
+    ]
     assert len(events) == 5 + 20 + 1
 
 
@@ -71,11 +79,17 @@ def test_sighup_reloads_a_running_process(nats_server: NatsServerProcess, tmp_pa
     bridge = BridgeProcess(tmp_path, nats_server.url, extra="config_watch_secs: 3600\n")
     bridge.start()
     try:
-        bridge.config.write_text(bridge.config.read_text().replace("log_level: INFO", "log_level: DEBUG"))
+        bridge.config.write_text(
+            bridge.config.read_text().replace("log_level: INFO", "log_level: DEBUG")
+        )
         bridge.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{bridge.admin_port}/metrics").read().decode()
+            text = (
+                urllib.request.urlopen(f"http://127.0.0.1:{bridge.admin_port}/metrics")
+                .read()
+                .decode()
+            )
             if 'busbridge_config_reloads_total{result="applied"} 1.0' in text:
                 break
             time.sleep(0.1)
@@ -87,12 +101,16 @@ def test_sighup_reloads_a_running_process(nats_server: NatsServerProcess, tmp_pa
     assert "config reload applied: log_level" in bridge.log.read_text()
 
 
-async def test_publish_window_and_pending_limit_reload_live(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_publish_window_and_pending_limit_reload_live(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     cfg = make_config(nats_server.url, tmp_path)
     path = tmp_path / "bridge.yaml"
     path.write_text(yaml.safe_dump(msgspec.to_builtins(cfg)))
     async with running_bridge(cfg) as bridge:
-        reloader = ConfigReloader(path, cfg, bridge.apply_config, lambda r: bridge.metrics.config_reloads.labels(r).inc())
+        reloader = ConfigReloader(
+            path, cfg, bridge.apply_config, lambda r: bridge.metrics.config_reloads.labels(r).inc()
+        )
         doc = msgspec.to_builtins(cfg)
         doc["publish"].update(max_in_flight=1, max_pending=50)
         path.write_text(yaml.safe_dump(doc))

@@ -26,9 +26,14 @@ D1 = (
 
 
 @pytest.mark.parametrize("source", ["env", "url"])
-async def test_password_never_reaches_the_log(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_password_never_reaches_the_log(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     password = "pw-" + secrets.token_hex(12)
-    with running_nats_server(tmp_path / "nats", extra_config=f'authorization {{ user: bridge, password: "{password}" }}\n') as server:
+    with running_nats_server(
+        tmp_path / "nats",
+        extra_config=f'authorization {{ user: bridge, password: "{password}" }}\n',
+    ) as server:
         bridge = BridgeProcess(tmp_path, server.url, log_level="DEBUG")
         if source == "env":
             monkeypatch.setenv("BB_TEST_NATS_PASSWORD", password)  # inherited by the child
@@ -49,7 +54,9 @@ async def test_password_never_reaches_the_log(source: str, tmp_path: Path, monke
     assert password not in log
     if source == "url":
         assert "nats://***@127.0.0.1" in log  # the URL is logged, its credentials are not
-    assert os.environ.get("BB_TEST_NATS_PASSWORD", password) == password  # the child had it, the log does not
+    assert (
+        os.environ.get("BB_TEST_NATS_PASSWORD", password) == password
+    )  # the child had it, the log does not
 
 
 def _send(endpoint: str) -> None:

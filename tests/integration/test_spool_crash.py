@@ -25,11 +25,15 @@ def _spooled_ids(path: Path) -> list[str]:
         return [row[0] for row in db.execute("SELECT msg_id FROM spool ORDER BY seq")]
 
 
-def test_sigkill_mid_load_loses_nothing_that_was_spooled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sigkill_mid_load_loses_nothing_that_was_spooled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = tmp_path / "nats"
     server = NatsServerProcess(store)
     server.start()
-    bridge = BridgeProcess(tmp_path, server.url, extra="publish: {ack_timeout_secs: 1.0, retry_max_secs: 0.5}\n")
+    bridge = BridgeProcess(
+        tmp_path, server.url, extra="publish: {ack_timeout_secs: 1.0, retry_max_secs: 0.5}\n"
+    )
     try:
         bridge.start()
         producer = SteadyProducer(bridge.endpoint, publishers=3, rate=1500)
@@ -56,6 +60,8 @@ def test_sigkill_mid_load_loses_nothing_that_was_spooled(tmp_path: Path, capsys:
     assert_exactly_once_in_order(stored, ids)
     lost = sent - ids
     with capsys.disabled():
-        print(f"\n[crash] sent {len(sent)}, in the spool at the kill {len(spooled)}, stored {len(ids)}, "
-              f"lost while the bridge was down (socket buffers, commit window) {len(lost)}")
+        print(
+            f"\n[crash] sent {len(sent)}, in the spool at the kill {len(spooled)}, stored {len(ids)}, "
+            f"lost while the bridge was down (socket buffers, commit window) {len(lost)}"
+        )
     assert ids <= sent

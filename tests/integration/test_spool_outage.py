@@ -22,10 +22,10 @@ from tests.support.stream import fetch_all, wait_for_count
 
 pytestmark = pytest.mark.integration
 
-FAST = dict(
-    nats={"reconnect_wait_secs": 0.2},
-    publish={"ack_timeout_secs": 1.0, "retry_max_secs": 0.5, "max_pending": 500},
-)
+FAST = {
+    "nats": {"reconnect_wait_secs": 0.2},
+    "publish": {"ack_timeout_secs": 1.0, "retry_max_secs": 0.5, "max_pending": 500},
+}
 
 
 def _ids(producer: SteadyProducer) -> set[str]:
@@ -57,13 +57,17 @@ async def test_nats_outage_of_10s_loses_nothing_and_keeps_order(tmp_path: Path) 
             await anyio.sleep(1.5)
             await anyio.to_thread.run_sync(producer.stop)
             expected = _ids(producer)
-            assert await wait_for_count(server.url, "ERRBUS", len(expected), timeout_secs=60) == len(expected)
+            assert await wait_for_count(
+                server.url, "ERRBUS", len(expected), timeout_secs=60
+            ) == len(expected)
         assert_exactly_once_in_order(await fetch_all(server.url, "ERRBUS"), expected)
     finally:
         server.stop()
 
 
-async def test_stream_missing_for_a_while_then_recreated(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_stream_missing_for_a_while_then_recreated(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     cfg = make_config(nats_server.url, tmp_path, **FAST)
     async with running_bridge(cfg) as bridge:
         producer = await _start_producer(bridge.zmq_endpoints[0], publishers=2, rate=300)
@@ -77,7 +81,9 @@ async def test_stream_missing_for_a_while_then_recreated(nats_server: NatsServer
         await anyio.sleep(1.5)
         await anyio.to_thread.run_sync(producer.stop)
         await nc.close()
-        after = {f"p{p:03d}-{n:09d}" for p, sent in enumerate(producer.sent) for n in sent if n >= cut[p]}
+        after = {
+            f"p{p:03d}-{n:09d}" for p, sent in enumerate(producer.sent) for n in sent if n >= cut[p]
+        }
         await wait_for_count(nats_server.url, "ERRBUS", len(after), timeout_secs=30)
     stored = await fetch_all(nats_server.url, "ERRBUS")
     ids = {m.headers["Nats-Msg-Id"] for m in stored}
@@ -86,20 +92,32 @@ async def test_stream_missing_for_a_while_then_recreated(nats_server: NatsServer
     assert min(parse_id(i)[1] for i in ids if parse_id(i)[0] == 0) <= cut[0]
 
 
-async def test_full_spool_evicts_lowest_severities_first_and_accounts_for_everything(tmp_path: Path) -> None:
+async def test_full_spool_evicts_lowest_severities_first_and_accounts_for_everything(
+    tmp_path: Path,
+) -> None:
     store = tmp_path / "nats"
     server = NatsServerProcess(store)
     server.start()
     try:
         cfg = make_config(  # a small in-memory window, so most of the backlog is on disk
-            server.url, tmp_path, nats=FAST["nats"],
-            publish={"ack_timeout_secs": 1.0, "retry_max_secs": 0.5, "max_pending": 100, "max_in_flight": 64},
+            server.url,
+            tmp_path,
+            nats=FAST["nats"],
+            publish={
+                "ack_timeout_secs": 1.0,
+                "retry_max_secs": 0.5,
+                "max_pending": 100,
+                "max_in_flight": 64,
+            },
             spool={"max_bytes": 1024 * 1024, "eviction_summary_interval_secs": 0.5},
-        )  # fmt: skip
+        )
         async with running_bridge(cfg) as bridge:
             await anyio.to_thread.run_sync(server.stop)
             producer = await _start_producer(
-                bridge.zmq_endpoints[0], publishers=2, rate=3000, severities=("low", "medium", "high", "critical")
+                bridge.zmq_endpoints[0],
+                publishers=2,
+                rate=3000,
+                severities=("low", "medium", "high", "critical"),
             )
             await anyio.sleep(1.0)  # ~3000 messages of ~560 B: about 1.6x what 1 MiB holds
             await anyio.to_thread.run_sync(producer.stop)
@@ -110,7 +128,9 @@ async def test_full_spool_evicts_lowest_severities_first_and_accounts_for_everyt
             server = NatsServerProcess(store, port=server.port)
             await anyio.to_thread.run_sync(server.start)
             sent = producer.sent_count
-            await wait_for_count(server.url, "ERRBUS", sent - sum(evicted.values()) + 1, timeout_secs=60)
+            await wait_for_count(
+                server.url, "ERRBUS", sent - sum(evicted.values()) + 1, timeout_secs=60
+            )
         stored = await fetch_all(server.url, "ERRBUS")
     finally:
         server.stop()
@@ -140,7 +160,9 @@ async def test_nats_unreachable_at_boot_is_absorbed_by_the_spool(tmp_path: Path)
     port = free_port()
     cfg = make_config(f"nats://127.0.0.1:{port}", tmp_path, **FAST)
     async with running_bridge(cfg, wait_nats=False) as bridge:
-        producer = await _start_producer(bridge.zmq_endpoints[0], publishers=2, rate=300)  # ZMQ is bound
+        producer = await _start_producer(
+            bridge.zmq_endpoints[0], publishers=2, rate=300
+        )  # ZMQ is bound
         await anyio.sleep(2.0)
         assert bridge.queue.rows > 300 and not bridge.nats_ready.is_set()
         server = NatsServerProcess(tmp_path / "nats", port=port)
@@ -149,7 +171,9 @@ async def test_nats_unreachable_at_boot_is_absorbed_by_the_spool(tmp_path: Path)
             await anyio.sleep(1.0)
             await anyio.to_thread.run_sync(producer.stop)
             expected = _ids(producer)
-            assert await wait_for_count(server.url, "ERRBUS", len(expected), timeout_secs=30) == len(expected)
+            assert await wait_for_count(
+                server.url, "ERRBUS", len(expected), timeout_secs=30
+            ) == len(expected)
         finally:
             stored = await fetch_all(server.url, "ERRBUS")
             server.stop()

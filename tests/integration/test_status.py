@@ -24,7 +24,9 @@ DEAD = [b"ERROR:{this is not json", b"hello, nobody expects this topic"]
 
 
 async def _status(*args: str) -> tuple[int, str]:
-    result = await anyio.run_process([BUSBRIDGE, "status", "--interval-secs", "0.2", *args], check=False)
+    result = await anyio.run_process(
+        [BUSBRIDGE, "status", "--interval-secs", "0.2", *args], check=False
+    )
     return result.returncode, result.stdout.decode()
 
 
@@ -45,7 +47,9 @@ async def test_status_screen_of_a_running_bridge(tmp_path: Path) -> None:
     try:
         async with running_bridge(make_config(server.url, tmp_path / "bridge")) as bridge:
             url = f"http://127.0.0.1:{bridge.admin_port}"
-            [pub] = await anyio.to_thread.run_sync(connect_publishers, ctx, bridge.zmq_endpoints[0], 1)
+            [pub] = await anyio.to_thread.run_sync(
+                connect_publishers, ctx, bridge.zmq_endpoints[0], 1
+            )
             for i in range(5):
                 pub.send(d1_frame(f"00000000-0000-4000-8000-00000000000{i}", "StatusAgent"))
             for frame in DEAD:
@@ -64,7 +68,9 @@ async def test_status_screen_of_a_running_bridge(tmp_path: Path) -> None:
             assert _line(screen, "floods") == "0 active  0 suppressed (0.0/s)  0 flood events"
 
             config = tmp_path / "status.yaml"  # the same bridge found through a config file
-            config.write_text(f"machine: TestPC\nadmin: {{host: 0.0.0.0, port: {bridge.admin_port}}}\n")
+            config.write_text(
+                f"machine: TestPC\nadmin: {{host: 0.0.0.0, port: {bridge.admin_port}}}\n"
+            )
             code, screen = await _status("-c", str(config))
             assert code == 0 and screen.startswith(f"busbridge TestPC  {url}  (rates over ")
 

@@ -30,7 +30,13 @@ LONG = "x" * 500
 
 #: (machine, severity, source, error_type, message), stored in this order.
 EVENTS = [
-    ("MainPC", Severity.ERROR, "SystemDigitalTwin", "vram_exhausted", "Failed to connect\nretrying"),
+    (
+        "MainPC",
+        Severity.ERROR,
+        "SystemDigitalTwin",
+        "vram_exhausted",
+        "Failed to connect\nretrying",
+    ),
     ("MainPC", Severity.CRITICAL, "ModelManager", "oom", "killed"),
     ("PC2", Severity.WARNING, "Translator", "slow", LONG),
     ("PC2", Severity.INFO, "HealthMonitor", "beat", "ok"),
@@ -40,22 +46,37 @@ EVENTS = [
 N_EVENTS = len(EVENTS)
 
 
-def _event(n: int, machine: str, severity: Severity, source: str, error_type: str, message: str) -> ErrorEvent:
+def _event(
+    n: int, machine: str, severity: Severity, source: str, error_type: str, message: str
+) -> ErrorEvent:
     at = T0 + timedelta(seconds=n)
     return ErrorEvent(
-        event_id=f"ev-{n}", occurred_at=at, received_at=at + timedelta(milliseconds=5), machine=machine,
-        source=source, severity=severity, error_type=error_type, message=message,
+        event_id=f"ev-{n}",
+        occurred_at=at,
+        received_at=at + timedelta(milliseconds=5),
+        machine=machine,
+        source=source,
+        severity=severity,
+        error_type=error_type,
+        message=message,
     )
 
 
 DEAD = DeadLetter(
-    event_id="dl-1", received_at=T0 + timedelta(seconds=30), machine="MainPC", reason=DeadLetterReason.INVALID_JSON,
-    frames=[b"ERROR:{x"], frame_sizes=[8], detail="Expecting value",
+    event_id="dl-1",
+    received_at=T0 + timedelta(seconds=30),
+    machine="MainPC",
+    reason=DeadLetterReason.INVALID_JSON,
+    frames=[b"ERROR:{x"],
+    frame_sizes=[8],
+    detail="Expecting value",
 )
 
 
 def _cfg(url: str, connect_timeout_secs: float = 2) -> BridgeConfig:
-    text = f"machine: X\nnats: {{servers: ['{url}'], connect_timeout_secs: {connect_timeout_secs}}}\n"
+    text = (
+        f"machine: X\nnats: {{servers: ['{url}'], connect_timeout_secs: {connect_timeout_secs}}}\n"
+    )
     return parse_config(text, "<test>")
 
 
@@ -150,7 +171,9 @@ async def test_filters_combine(stored: str) -> None:
 
 async def test_dead_letters(stored: str) -> None:
     _, only = await _tail(stored, "--dlq-only")
-    assert only == ["2026-11-21T08:02:46.503Z  DLQ  MainPC  invalid_json frames=1 sizes=[8] Expecting value"]
+    assert only == [
+        "2026-11-21T08:02:46.503Z  DLQ  MainPC  invalid_json frames=1 sizes=[8] Expecting value"
+    ]
     _, both = await _tail(stored, "--dlq")
     assert len(both) == N_EVENTS + 1 and both[-1] == only[0]
     _, other_machine = await _tail(stored, "--dlq-only", "--machine", "PC2")
@@ -184,14 +207,18 @@ async def test_limit(stored: str) -> None:
     assert _columns(lines, 4) == ["vram_exhausted:", "oom:", "slow:"]
 
 
-async def test_no_match_and_empty_stream_end_at_once(nats_server: NatsServerProcess, nc: Client) -> None:
+async def test_no_match_and_empty_stream_end_at_once(
+    nats_server: NatsServerProcess, nc: Client
+) -> None:
     assert await _tail(nats_server.url) == (0, [])
     await _publish_event(nc, 0, *EVENTS[0])
     assert await _tail(nats_server.url, "--machine", "Nowhere") == (0, [])
     assert await _tail(nats_server.url, "--dlq-only") == (0, [])
 
 
-async def test_undecodable_messages_are_reported_not_fatal(nats_server: NatsServerProcess, nc: Client) -> None:
+async def test_undecodable_messages_are_reported_not_fatal(
+    nats_server: NatsServerProcess, nc: Client
+) -> None:
     await nc.jetstream().publish("errbus.error.PC2.error.Junk", b"not json")
     await _publish_event(nc, 0, *EVENTS[0])
     _, lines = await _tail(nats_server.url)
@@ -199,7 +226,10 @@ async def test_undecodable_messages_are_reported_not_fatal(nats_server: NatsServ
     assert "vram_exhausted" in lines[1]
     _, lines = await _tail(nats_server.url, "--json", "--limit", "1")
     assert msgspec.json.decode(lines[0]) == {
-        "type": "undecodable", "subject": "errbus.error.PC2.error.Junk", "bytes": 8, "stream_seq": 1,
+        "type": "undecodable",
+        "subject": "errbus.error.PC2.error.Junk",
+        "bytes": 8,
+        "stream_seq": 1,
     }
 
 
@@ -208,7 +238,9 @@ class _Terminal(io.StringIO):
         return True
 
 
-async def test_colour_only_on_a_terminal_without_no_color(stored: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_colour_only_on_a_terminal_without_no_color(
+    stored: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
     _, lines = await _tail(stored, "--severity", "error", "--limit", "1", out=_Terminal())
     assert "\x1b[31mERROR   \x1b[0m" in lines[0]
@@ -231,7 +263,9 @@ async def test_follow_prints_what_arrives_later(stored: str, nc: Client) -> None
             await _wait_for_lines(out, 3)
             await anyio.sleep(0.2)  # still running, nothing extra printed
             await _publish_event(nc, 10, "MainPC", Severity.ERROR, "Skipped", "other machine", "x")
-            await _publish_event(nc, 11, "PC2", Severity.CRITICAL, "Late", "late_one", "arrived later")
+            await _publish_event(
+                nc, 11, "PC2", Severity.CRITICAL, "Late", "late_one", "arrived later"
+            )
             lines = await _wait_for_lines(out, 4)
             tg.cancel_scope.cancel()
     assert len(lines) == 4 and "late_one: arrived later" in lines[3]
@@ -263,13 +297,17 @@ async def test_unreachable_server_returns_1(capsys: pytest.CaptureFixture[str]) 
     assert "cannot connect to NATS" in capsys.readouterr().err
 
 
-async def test_missing_stream_returns_1(nats_server: NatsServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_missing_stream_returns_1(
+    nats_server: NatsServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, lines = await _tail(nats_server.url)
     assert (rc, lines) == (1, [])
     assert "stream ERRBUS does not exist" in capsys.readouterr().err
 
 
-async def test_silent_server_returns_1_within_the_connect_timeout(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_silent_server_returns_1_within_the_connect_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with socket.socket() as s:  # accepts TCP (kernel backlog) but never says INFO
         s.bind(("127.0.0.1", 0))
         s.listen()

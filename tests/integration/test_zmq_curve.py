@@ -47,14 +47,22 @@ class Keys:
         return secret, z85
 
     def curve_section(self, **extra: object) -> dict:
-        return {"curve": {"enabled": True, "server_secret_key_file": str(self.server_secret),
-                          "allowed_clients_dir": str(self.allowed_dir), **extra}}  # fmt: skip
+        return {
+            "curve": {
+                "enabled": True,
+                "server_secret_key_file": str(self.server_secret),
+                "allowed_clients_dir": str(self.allowed_dir),
+                **extra,
+            }
+        }
 
 
 class Publisher:
     """An XPUB connected to the bridge: its subscription arrives only after a successful handshake."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, server_public: Path | None, secret: Path | None) -> None:
+    def __init__(
+        self, ctx: zmq.Context, endpoint: str, server_public: Path | None, secret: Path | None
+    ) -> None:
         self.sock = ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.LINGER, 5_000)
         if server_public is not None:
@@ -95,7 +103,9 @@ async def test_only_listed_clients_deliver(nats_server: NatsServerProcess, tmp_p
     by_file_secret, _ = keys.client("by_file", listed=True)
     by_key_secret, by_key_z85 = keys.client("by_key")
     stranger_secret, _ = keys.client("stranger")
-    cfg = make_config(nats_server.url, tmp_path, zmq=keys.curve_section(allowed_client_keys=[by_key_z85]))
+    cfg = make_config(
+        nats_server.url, tmp_path, zmq=keys.curve_section(allowed_client_keys=[by_key_z85])
+    )
     ctx = zmq.Context()
     try:
         async with running_bridge(cfg) as bridge:
@@ -106,19 +116,32 @@ async def test_only_listed_clients_deliver(nats_server: NatsServerProcess, tmp_p
             plain = Publisher(ctx, endpoint, None, None)
             await by_file.subscribed()
             await by_key.subscribed()
-            await _events_at_least(bridge, ("handshake_failed_auth",), 1)  # the stranger, refused by ZAP
+            await _events_at_least(
+                bridge, ("handshake_failed_auth",), 1
+            )  # the stranger, refused by ZAP
             await _events_at_least(bridge, PLAIN_FAILURES, 1)  # the plain client
-            for name, pub in [("Stranger", stranger), ("Plain", plain), ("ByFile", by_file), ("ByKey", by_key)]:
+            for name, pub in [
+                ("Stranger", stranger),
+                ("Plain", plain),
+                ("ByFile", by_file),
+                ("ByKey", by_key),
+            ]:
                 pub.sock.send(frame(name))
             assert await wait_for_count(nats_server.url, "ERRBUS", 2, settle_secs=1.0) == 2
             assert not stranger.has_subscriber() and not plain.has_subscriber()
-            assert bridge.metrics.registry.get_sample_value(
-                "busbridge_zmq_connection_events_total", {"event": "handshake_succeeded"}
-            ) == 2
+            assert (
+                bridge.metrics.registry.get_sample_value(
+                    "busbridge_zmq_connection_events_total", {"event": "handshake_succeeded"}
+                )
+                == 2
+            )
     finally:
         ctx.destroy(linger=0)
     stored = await fetch_all(nats_server.url, "ERRBUS")
-    assert sorted(m.msg.source for m in stored if isinstance(m.msg, ErrorEvent)) == ["ByFile", "ByKey"]
+    assert sorted(m.msg.source for m in stored if isinstance(m.msg, ErrorEvent)) == [
+        "ByFile",
+        "ByKey",
+    ]
 
 
 async def test_a_key_added_to_the_directory_is_let_in_without_restart(
@@ -155,7 +178,9 @@ async def test_warns_when_no_publisher_completes_a_handshake(
     ctx = zmq.Context()
     try:
         async with running_bridge(cfg) as bridge:
-            plain = Publisher(ctx, bridge.zmq_endpoints[0], None, None)  # a publisher not yet given the keys
+            plain = Publisher(
+                ctx, bridge.zmq_endpoints[0], None, None
+            )  # a publisher not yet given the keys
             await _events_at_least(bridge, PLAIN_FAILURES, 1)
             with anyio.fail_after(20):
                 while not _warnings_with_failures(caplog):
@@ -169,4 +194,8 @@ async def test_warns_when_no_publisher_completes_a_handshake(
 def _warnings_with_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The "no handshake" warnings that report at least one failed handshake in their period."""
     texts = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    return [t for t in texts if (m := re.search(r"\((\d+) handshakes failed\)", t)) and int(m.group(1)) >= 1]
+    return [
+        t
+        for t in texts
+        if (m := re.search(r"\((\d+) handshakes failed\)", t)) and int(m.group(1)) >= 1
+    ]

@@ -10,7 +10,14 @@ import pytest
 
 from bridge.adapters.nats_server import NatsServerProcess
 from contracts.messages import ErrorEvent
-from loadtest.baselines import BridgeEncoder, ThroughputRun, ZmqSender, create_stream, message_frames, wait_stored
+from loadtest.baselines import (
+    BridgeEncoder,
+    ThroughputRun,
+    ZmqSender,
+    create_stream,
+    message_frames,
+    wait_stored,
+)
 from loadtest.ceiling import run_ceiling
 from loadtest.naive_bridge import NaiveBridgeProcess
 from loadtest.scenarios import ScenarioOptions, run_scenario
@@ -39,7 +46,9 @@ def test_message_set_is_one_event_per_token_with_the_bridge_encoding() -> None:
 
 async def test_ceiling_stores_every_message_once(nats_server: NatsServerProcess) -> None:
     await create_stream(nats_server.url)
-    run = await anyio.to_thread.run_sync(lambda: run_ceiling(nats_server.url, COUNT, PUBLISHERS, window=64))
+    run = await anyio.to_thread.run_sync(
+        lambda: run_ceiling(nats_server.url, COUNT, PUBLISHERS, window=64)
+    )
     assert (run.target, run.sent, run.stored, run.lossless) == ("ceiling", COUNT, COUNT, True)
     assert run.extra["acked_stored"] == COUNT and run.extra["ack_errors"] == 0
     stored = await fetch_all(nats_server.url, "ERRBUS")
@@ -47,7 +56,9 @@ async def test_ceiling_stores_every_message_once(nats_server: NatsServerProcess)
     assert all(isinstance(m.msg, ErrorEvent) for m in stored)
 
 
-async def test_naive_bridge_stores_every_zmq_message_once(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_naive_bridge_stores_every_zmq_message_once(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     await create_stream(nats_server.url)
     naive = NaiveBridgeProcess(tmp_path / "naive", nats_server.url)
     await anyio.to_thread.run_sync(naive.start)
@@ -73,7 +84,9 @@ async def test_naive_bridge_stores_every_zmq_message_once(nats_server: NatsServe
 
 
 async def test_throughput_scenario_runs_all_three_targets_losslessly(tmp_path: Path) -> None:
-    options = ScenarioOptions(workload=Workload(publishers=PUBLISHERS), workdir=tmp_path, params={"messages": COUNT})
+    options = ScenarioOptions(
+        workload=Workload(publishers=PUBLISHERS), workdir=tmp_path, params={"messages": COUNT}
+    )
     seen: list[str] = []
     result = await run_scenario("throughput", options, lambda stage, counters: seen.append(stage))
     assert result.passed, result.checks
@@ -88,7 +101,9 @@ async def test_throughput_scenario_runs_all_three_targets_losslessly(tmp_path: P
 
 async def test_throughput_sustained_mode_keeps_up_at_a_low_rate(tmp_path: Path) -> None:
     workload = Workload(rate_per_sec=1000.0, duration_secs=2.0, publishers=2)
-    options = ScenarioOptions(workload=workload, workdir=tmp_path, params={"mode": "sustained", "backlog_bound_secs": 2.0})
+    options = ScenarioOptions(
+        workload=workload, workdir=tmp_path, params={"mode": "sustained", "backlog_bound_secs": 2.0}
+    )
     result = await run_scenario("throughput", options)
     assert result.passed, result.checks
     assert {c.name for c in result.checks} == {"lossless", "backlog_bounded"}
@@ -96,10 +111,26 @@ async def test_throughput_sustained_mode_keeps_up_at_a_low_rate(tmp_path: Path) 
 
 
 def test_checks_fail_on_loss_and_on_a_growing_backlog() -> None:
-    lossy = ThroughputRun(target="busbridge", sent=10, stored=9, elapsed_secs=1.0, throughput_per_sec=9.0, lossless=False)
+    lossy = ThroughputRun(
+        target="busbridge",
+        sent=10,
+        stored=9,
+        elapsed_secs=1.0,
+        throughput_per_sec=9.0,
+        lossless=False,
+    )
     assert not _lossless_check(lossy, 0).ok
-    growing = [(0.5 * i, 500 * i, 400 * i) for i in range(1, 20)]  # stored falls 100 msgs further behind every sample
-    run = ThroughputRun(target="busbridge", sent=10_000, stored=10_000, elapsed_secs=10.0, throughput_per_sec=1000.0, lossless=True)
+    growing = [
+        (0.5 * i, 500 * i, 400 * i) for i in range(1, 20)
+    ]  # stored falls 100 msgs further behind every sample
+    run = ThroughputRun(
+        target="busbridge",
+        sent=10_000,
+        stored=10_000,
+        elapsed_secs=10.0,
+        throughput_per_sec=1000.0,
+        lossless=True,
+    )
     _, checks = _sustained_report(growing, run, 0.0, bound=1000.0)
     assert {c.name: c.ok for c in checks} == {"lossless": True, "backlog_bounded": False}
     _, checks = _sustained_report(growing[:5], run, 3.0, bound=1000.0)

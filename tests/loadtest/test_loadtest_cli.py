@@ -37,7 +37,12 @@ def session_processes(sid: int, grace_secs: float = 5.0) -> list[str]:
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
                 if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-                    left.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                    left.append(
+                        (stat.parent / "cmdline")
+                        .read_bytes()
+                        .replace(b"\0", b" ")
+                        .decode(errors="replace")
+                    )
             except (OSError, IndexError, ValueError):
                 continue
         if not left or time.monotonic() > deadline:
@@ -49,11 +54,29 @@ class CliRun:
     def __init__(self, tmp: Path) -> None:
         self.json, self.png, self.workdir = tmp / "steady.json", tmp / "steady.png", tmp / "work"
         cmd = [
-            BUSBRIDGE, "loadtest", "steady", "--rate", str(RATE), "--duration", str(DURATION),
-            "--publishers", str(PUBLISHERS), "--dialects", "D1=1,D3=1,D7=1", "--malformed-ratio", "0.05",
-            "--json", str(self.json), "--plot", str(self.png), "--workdir", str(self.workdir),
-        ]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            BUSBRIDGE,
+            "loadtest",
+            "steady",
+            "--rate",
+            str(RATE),
+            "--duration",
+            str(DURATION),
+            "--publishers",
+            str(PUBLISHERS),
+            "--dialects",
+            "D1=1,D3=1,D7=1",
+            "--malformed-ratio",
+            "0.05",
+            "--json",
+            str(self.json),
+            "--plot",
+            str(self.png),
+            "--workdir",
+            str(self.workdir),
+        ]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
             self.stdout, self.stderr = proc.communicate(timeout=150)
         finally:
@@ -75,7 +98,10 @@ def test_run_passes_and_prints_the_table(run: CliRun) -> None:
     assert out.startswith("steady: PASS")
     for row in ("workload", "messages", "dead letters", "latency ms", "checks"):
         assert f"\n  {row} " in out
-    assert f"{RATE} msg/s for {DURATION} s, {PUBLISHERS} publishers, D1=1,D3=1,D7=1, malformed 5%" in out
+    assert (
+        f"{RATE} msg/s for {DURATION} s, {PUBLISHERS} publishers, D1=1,D3=1,D7=1, malformed 5%"
+        in out
+    )
     for check in ("lost", "duplicated", "out_of_order", "unexpected", "dead_letters"):
         assert f"PASS {check}: " in out
     assert "FAIL" not in out
@@ -92,7 +118,13 @@ def test_json_holds_the_full_result(run: CliRun) -> None:
     assert p is not None
     assert p.sent == RATE * DURATION
     assert p.expected + p.dead_letters_expected == p.sent and p.dead_letters_expected > 0
-    assert (p.received_unique, p.lost, p.duplicated, p.out_of_order, p.unexpected) == (p.expected, 0, 0, 0, 0)
+    assert (p.received_unique, p.lost, p.duplicated, p.out_of_order, p.unexpected) == (
+        p.expected,
+        0,
+        0,
+        0,
+        0,
+    )
     assert p.dead_letters_received == p.dead_letters_expected
     assert p.latency is not None and p.latency.count == p.expected
     assert sum(c for _, c in p.latency.histogram_ms) == p.expected
@@ -156,14 +188,21 @@ def test_list_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
         (["ci", "--only", "throughput"], "not in the CI profile: throughput"),
     ],
 )
-def test_bad_usage_exits_2_and_says_why(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_usage_exits_2_and_says_why(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["loadtest", *argv]) == 2
     assert message in capsys.readouterr().err
 
 
-def test_a_scenario_that_cannot_run_is_a_failed_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_scenario_that_cannot_run_is_a_failed_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "crash.json"
-    assert main(["loadtest", "bridge_crash", "--duration", "2", "--no-progress", "--json", str(out)]) == 1
+    assert (
+        main(["loadtest", "bridge_crash", "--duration", "2", "--no-progress", "--json", str(out)])
+        == 1
+    )
     [result] = read_json(out)
     assert [(c.name, c.ok) for c in result.checks] == [("completed", False)]
     assert "needs duration_secs >= kill_after_secs + down_secs + 1" in result.checks[0].detail
@@ -174,11 +213,26 @@ def test_workload_options_override_the_scenario_defaults() -> None:
     from argparse import Namespace
 
     default = DEFAULTS["steady"][0]
-    args = Namespace(rate=1500.0, duration=None, publishers=2, dialects="d2=3,D5", duplicate_ratio=0.25,
-                     malformed_ratio=None, burst="4:0.5:3", flood_share=0.3, pad_bytes=None, seed=7)  # fmt: skip
+    args = Namespace(
+        rate=1500.0,
+        duration=None,
+        publishers=2,
+        dialects="d2=3,D5",
+        duplicate_ratio=0.25,
+        malformed_ratio=None,
+        burst="4:0.5:3",
+        flood_share=0.3,
+        pad_bytes=None,
+        seed=7,
+    )
     w = build_workload(default, args)
     assert isinstance(w, Workload)
-    assert (w.rate_per_sec, w.duration_secs, w.publishers, w.seed) == (1500.0, default.duration_secs, 2, 7)
+    assert (w.rate_per_sec, w.duration_secs, w.publishers, w.seed) == (
+        1500.0,
+        default.duration_secs,
+        2,
+        7,
+    )
     assert w.dialects == {"D2": 3.0, "D5": 1.0} and w.duplicate_ratio == 0.25
     assert w.burst == Burst(every_secs=4.0, length_secs=0.5, factor=3.0)
     assert w.flood == FloodSpec(share=0.3)
@@ -203,18 +257,34 @@ def test_progress_display_terminal_and_plain() -> None:
     on_file("draining", {"received": 1010})  # held back (within the second) ...
     on_file.close()  # ... until the display is closed: the final counts are always shown
     assert plain.getvalue().splitlines()[2:] == [
-        "[steady] draining     2.5 s  received 1,005  10 msg/s", "[steady] draining     2.5 s  received 1,010",
+        "[steady] draining     2.5 s  received 1,005  10 msg/s",
+        "[steady] draining     2.5 s  received 1,010",
     ]
 
 
 def test_sigterm_stops_the_run_and_every_process_it_started(tmp_path: Path) -> None:
     """``timeout``/systemd/``kill`` send SIGTERM: the run is cancelled like Ctrl-C, its teardown
     stops the nats-server, the bridge and the producer, and the exit status says so (143)."""
-    cmd = [BUSBRIDGE, "loadtest", "steady", "--rate", "300", "--duration", "60", "--no-progress", "--workdir", str(tmp_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cmd = [
+        BUSBRIDGE,
+        "loadtest",
+        "steady",
+        "--rate",
+        "300",
+        "--duration",
+        "60",
+        "--no-progress",
+        "--workdir",
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 60
-        while not any("busbridge run" in c or "busbridge\x00run" in c for c in session_processes(proc.pid, 0)):
+        while not any(
+            "busbridge run" in c or "busbridge\x00run" in c for c in session_processes(proc.pid, 0)
+        ):
             assert time.monotonic() < deadline and proc.poll() is None, "the bridge never started"
             time.sleep(0.2)
         time.sleep(1.0)  # traffic flowing

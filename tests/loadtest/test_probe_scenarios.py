@@ -24,7 +24,7 @@ from loadtest.scenarios import DEFAULTS, SCENARIOS, ScenarioOptions, no_progress
 from loadtest.scenarios.env import LoadEnv
 from loadtest.workload import Burst, FloodSpec, Workload
 
-ALL_DIALECTS = {d: 1.0 for d in ("D1", "D2", "D3", "D4", "D5", "D6", "D7")}
+ALL_DIALECTS = dict.fromkeys(("D1", "D2", "D3", "D4", "D5", "D6", "D7"), 1.0)
 
 
 def _failed(result: ScenarioResult) -> list[str]:
@@ -38,18 +38,23 @@ def _failing(checks: list) -> set[str]:
 async def _run(name: str, tmp_path: Path, workload: Workload, **params: object) -> ScenarioResult:
     seen: list[str] = []
     result = await run_scenario(
-        name, ScenarioOptions(workload=workload, workdir=tmp_path, params=dict(params)), lambda s, c: seen.append(s)
+        name,
+        ScenarioOptions(workload=workload, workdir=tmp_path, params=dict(params)),
+        lambda s, c: seen.append(s),
     )
     assert name in seen  # progress was reported while driving
     assert result.scenario == name and result.passed, _failed(result)
-    assert msgspec.json.decode(msgspec.json.encode(result), type=ScenarioResult).checks == result.checks
+    assert (
+        msgspec.json.decode(msgspec.json.encode(result), type=ScenarioResult).checks
+        == result.checks
+    )
     return result
 
 
 def test_registry_names_the_traffic_scenarios() -> None:
     for name in ("steady", "burst", "duplicate_storm", "flood"):
         assert name in SCENARIOS
-        workload, params, help_text = DEFAULTS[name]
+        workload, _params, help_text = DEFAULTS[name]
         assert workload.duration_secs >= 10 and help_text
 
 
@@ -62,15 +67,20 @@ async def test_steady_stores_every_dialect_once_in_order(tmp_path: Path) -> None
     assert (probe.lost, probe.duplicated, probe.out_of_order, probe.unexpected) == (0, 0, 0, 0)
     assert probe.latency is not None and probe.latency.count == 800
     assert sum(c for _, c in probe.latency.histogram_ms) == 800
-    assert sum(s for _, s, _ in probe.timeline) == 800 and sum(r for _, _, r in probe.timeline) == 800
+    assert (
+        sum(s for _, s, _ in probe.timeline) == 800 and sum(r for _, _, r in probe.timeline) == 800
+    )
     assert result.extra["frames_read_by_bridge"] == 800
 
 
 async def test_burst_loses_nothing(tmp_path: Path) -> None:
     w = Workload(
-        rate_per_sec=300, duration_secs=3, publishers=2, dialects={"D1": 1, "D4": 1, "D7": 1},
+        rate_per_sec=300,
+        duration_secs=3,
+        publishers=2,
+        dialects={"D1": 1, "D4": 1, "D7": 1},
         burst=Burst(every_secs=1.0, length_secs=0.25, factor=6.0),
-    )  # fmt: skip
+    )
     result = await _run("burst", tmp_path, w)
     assert result.probe is not None
     assert result.probe.expected == result.probe.received_unique == w.expected_slots()
@@ -78,23 +88,32 @@ async def test_burst_loses_nothing(tmp_path: Path) -> None:
 
 async def test_duplicate_storm_stores_each_event_once(tmp_path: Path) -> None:
     w = Workload(
-        rate_per_sec=400, duration_secs=2, publishers=3, dialects={"D1": 1, "D2": 1}, duplicate_ratio=0.5,
+        rate_per_sec=400,
+        duration_secs=2,
+        publishers=3,
+        dialects={"D1": 1, "D2": 1},
+        duplicate_ratio=0.5,
         malformed_ratio=0.05,
-    )  # fmt: skip
+    )
     result = await _run("duplicate_storm", tmp_path, w)
     probe = result.probe
     assert probe is not None
     assert result.extra["duplicates_sent"] > 50 and result.extra["cross_machine_copies_sent"] > 10
-    assert probe.sent == probe.expected + result.extra["duplicates_sent"] + probe.dead_letters_expected
+    assert (
+        probe.sent == probe.expected + result.extra["duplicates_sent"] + probe.dead_letters_expected
+    )
     assert probe.duplicated == 0 and result.extra["error_events_stored"] == probe.expected
     assert probe.dead_letters_received == probe.dead_letters_expected > 0
 
 
 async def test_flood_reconciles_stored_and_suppressed(tmp_path: Path) -> None:
     w = Workload(
-        rate_per_sec=1000, duration_secs=2, publishers=2, dialects={"D1": 1, "D3": 1},
+        rate_per_sec=1000,
+        duration_secs=2,
+        publishers=2,
+        dialects={"D1": 1, "D3": 1},
         flood=FloodSpec(share=0.7),
-    )  # fmt: skip
+    )
     result = await _run("flood", tmp_path, w, flood_threshold=4)
     flood = result.probe.flood if result.probe else None
     assert flood is not None and flood.balanced and flood.sent > 1000
@@ -127,9 +146,15 @@ async def test_probe_numbers_fail_when_the_stream_or_the_log_disagree(tmp_path: 
         try:
             js = nc.jetstream()
             first = await js.get_msg("ERRBUS", seq=1)
-            await js.publish(first.subject, first.data, headers={**first.headers, HEADER_MSG_ID: "injected-copy"})
+            await js.publish(
+                first.subject, first.data, headers={**first.headers, HEADER_MSG_ID: "injected-copy"}
+            )
             headers = {HEADER_CONTRACT: "error_event", HEADER_MSG_ID: "stranger"}
-            await js.publish("errbus.error.LoadPC.error.Stranger", b'{"message": "lt-p999-000000001"}', headers=headers)
+            await js.publish(
+                "errbus.error.LoadPC.error.Stranger",
+                b'{"message": "lt-p999-000000001"}',
+                headers=headers,
+            )
         finally:
             await nc.close()
         await env.probe.wait_quiet(1.0)
@@ -180,11 +205,19 @@ async def test_load_env_stops_every_process_it_started_when_cancelled(tmp_path: 
 def test_reconcile_flood_balance_and_copied_events_out_of_the_order_check() -> None:
     # publisher 0 sent event 0 (copied by publisher 1), event 1, flood 2, flood 3
     sent = SentLog(
-        publishers=2, n=[[0, 1, 2, 3], [0]], kind=[[KIND_EVENT, KIND_EVENT, KIND_FLOOD, KIND_FLOOD], [KIND_DUPLICATE]],
-        sent_ns=[[10, 20, 30, 40], [15]], token_publisher=[[0, 0, 0, 0], [0]], started_ns=10,
-    )  # fmt: skip
+        publishers=2,
+        n=[[0, 1, 2, 3], [0]],
+        kind=[[KIND_EVENT, KIND_EVENT, KIND_FLOOD, KIND_FLOOD], [KIND_DUPLICATE]],
+        sent_ns=[[10, 20, 30, 40], [15]],
+        token_publisher=[[0, 0, 0, 0], [0]],
+        started_ns=10,
+    )
     obs = Observed()
-    for token, at in (((0, 1), 1_000), ((0, 0), 2_000), ((0, 2), 3_000)):  # the copy of (0, 0) came late
+    for token, at in (
+        ((0, 1), 1_000),
+        ((0, 0), 2_000),
+        ((0, 2), 3_000),
+    ):  # the copy of (0, 0) came late
         obs.add_event(token, at)
     obs.flood_summaries.append(("fp", 1, (0, 3)))
     report = reconcile(obs, sent)
@@ -200,7 +233,13 @@ def test_reconcile_flood_balance_and_copied_events_out_of_the_order_check() -> N
 def test_latency_stats_percentiles_and_histogram() -> None:
     stats = latency_stats([i * 1_000_000 for i in range(1, 101)])  # 1..100 ms
     assert stats is not None
-    assert (stats.count, stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.max_ms) == (100, 50.0, 90.0, 99.0, 100.0)
+    assert (stats.count, stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.max_ms) == (
+        100,
+        50.0,
+        90.0,
+        99.0,
+        100.0,
+    )
     assert sum(c for _, c in stats.histogram_ms) == 100 and stats.histogram_ms[-1][0] == 100.0
     assert latency_stats([]) is None
 
@@ -219,4 +258,3 @@ def _swap_first_two(sent: SentLog, publisher: int) -> SentLog:
     log = copy.deepcopy(sent)
     log.n[publisher][0], log.n[publisher][1] = log.n[publisher][1], log.n[publisher][0]
     return log
-

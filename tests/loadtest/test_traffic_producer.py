@@ -28,7 +28,7 @@ from tests.support.bridge import make_config, running_bridge
 from tests.support.stream import fetch_all, wait_for_count
 
 AT = 1795248136.503872  # 2026-11-21T08:02:16.503872 UTC, like the corpus
-ALL_DIALECTS = {d: 1.0 for d in traffic.DIALECTS}
+ALL_DIALECTS = dict.fromkeys(traffic.DIALECTS, 1.0)
 # (dialect, n) -> the corpus variant whose wire shape it must have (legacy-bus.md §1)
 VARIANTS = {
     ("D1", 0): ("errpub_envelope", "ErrorPublisher(name)"),
@@ -49,9 +49,12 @@ VARIANTS = {
 
 def _corpus_frames(dialect: str, variant: str, topic_prefix: bytes = b"") -> list[bytes]:
     return next(
-        r.frames for r in load_corpus()
-        if (r.dialect, r.variant) == (dialect, variant) and r.is_legacy and r.frames[0].startswith(topic_prefix)
-    )  # fmt: skip
+        r.frames
+        for r in load_corpus()
+        if (r.dialect, r.variant) == (dialect, variant)
+        and r.is_legacy
+        and r.frames[0].startswith(topic_prefix)
+    )
 
 
 def _split(frames: list[bytes]) -> tuple[bytes, bytes]:
@@ -93,15 +96,24 @@ def test_frames_have_the_legacy_wire_shape(dialect: str, n: int) -> None:
     else:
         assert our_topic == their_topic
     assert _keys(json.loads(our_json)) == _keys(json.loads(their_json))
-    assert json.dumps(json.loads(our_json)).encode() == our_json  # json.dumps separators ", " / ": ", ASCII
+    assert (
+        json.dumps(json.loads(our_json)).encode() == our_json
+    )  # json.dumps separators ", " / ": ", ASCII
     assert b'":"' not in our_json and b'", "' in our_json and our_json.isascii()
     assert 200 < sum(map(len, ours)) < 600  # ~300 B (D2: ~550 B, its envelope is larger)
 
 
 def test_d2_cross_machine_copy_is_the_same_envelope_with_the_same_id() -> None:
-    kw = {"source": "advanced_router", "error_type": "connection_error", "severity": "high", "at": AT}
+    kw = {
+        "source": "advanced_router",
+        "error_type": "connection_error",
+        "severity": "high",
+        "at": AT,
+    }
     original, copy = traffic.frames("D2", 1, 9, **kw)[0], traffic.cross_machine_copy(1, 9, **kw)[0]  # type: ignore[arg-type]
-    theirs = _corpus_frames("pc2_topic", "publish_error(send_to_mainpc=True)", b"CROSS_MACHINE_ERROR:PC2:")[0]
+    theirs = _corpus_frames(
+        "pc2_topic", "publish_error(send_to_mainpc=True)", b"CROSS_MACHINE_ERROR:PC2:"
+    )[0]
     prefix = b"CROSS_MACHINE_ERROR:PC2:"
     assert copy.startswith(prefix)
     ours_obj, theirs_obj = json.loads(copy[len(prefix) :]), json.loads(theirs[len(prefix) :])
@@ -126,13 +138,21 @@ def test_token_round_trip() -> None:
 @pytest.mark.parametrize("dialect", traffic.DIALECTS)
 def test_decoder_keeps_the_token_in_the_event(dialect: str) -> None:
     for n in range(12):
-        decoded = read_frames(traffic.frames(dialect, 2, n, source="LoadAgent002", error_type=EVENT_ERROR_TYPE))
+        decoded = read_frames(
+            traffic.frames(dialect, 2, n, source="LoadAgent002", error_type=EVENT_ERROR_TYPE)
+        )
         assert isinstance(decoded, Decoded), decoded
         kept = decoded.message.encode() + msgspec.json.encode(decoded.details)
         assert traffic.find_token(kept) == (2, n)
         assert decoded.error_id == (traffic.token(2, n) if dialect in ("D1", "D2") else None)
-    copy = read_frames(traffic.cross_machine_copy(2, 5, source="LoadAgent002", error_type=EVENT_ERROR_TYPE))
-    assert isinstance(copy, Decoded) and copy.legacy.cross_machine_copy and copy.error_id == traffic.token(2, 5)
+    copy = read_frames(
+        traffic.cross_machine_copy(2, 5, source="LoadAgent002", error_type=EVENT_ERROR_TYPE)
+    )
+    assert (
+        isinstance(copy, Decoded)
+        and copy.legacy.cross_machine_copy
+        and copy.error_id == traffic.token(2, 5)
+    )
 
 
 def _print(decoded: Decoded | Rejected) -> str:
@@ -143,14 +163,26 @@ def _print(decoded: Decoded | Rejected) -> str:
 def test_events_have_distinct_fingerprints_and_a_flood_has_one() -> None:
     for dialect in traffic.DIALECTS:  # one token is sent in one dialect only
         events = {
-            _print(read_frames(traffic.frames(dialect, p, n, source="LoadAgent", error_type=EVENT_ERROR_TYPE)))
-            for p in range(3) for n in range(20)
-        }  # fmt: skip
+            _print(
+                read_frames(
+                    traffic.frames(dialect, p, n, source="LoadAgent", error_type=EVENT_ERROR_TYPE)
+                )
+            )
+            for p in range(3)
+            for n in range(20)
+        }
         assert len(events) == 3 * 20, dialect
     flood = {
-        _print(read_frames(traffic.flood_frames(p, n, source="FloodAgent", error_type="memory_scheduler_timeout")))
-        for p in range(3) for n in range(20)
-    }  # fmt: skip
+        _print(
+            read_frames(
+                traffic.flood_frames(
+                    p, n, source="FloodAgent", error_type="memory_scheduler_timeout"
+                )
+            )
+        )
+        for p in range(3)
+        for n in range(20)
+    }
     assert len(flood) == 1
 
 
@@ -177,7 +209,9 @@ def test_workload_validates_and_integrates_bursts() -> None:
         Workload(duplicate_ratio=0.1, publishers=1)
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"rate_per_sec": -1}', type=Workload)
-    w = Workload(rate_per_sec=100, duration_secs=10, burst=Burst(every_secs=4, length_secs=1, factor=5))
+    w = Workload(
+        rate_per_sec=100, duration_secs=10, burst=Burst(every_secs=4, length_secs=1, factor=5)
+    )
     assert w.rate_at(0.5) == 500 and w.rate_at(1.5) == 100 and w.rate_at(4.2) == 500
     assert w.expected_slots() == 100 * 10 + 400 * 3  # bursts at 0, 4, 8
     assert msgspec.json.decode(msgspec.json.encode(w), type=Workload) == w
@@ -185,19 +219,31 @@ def test_workload_validates_and_integrates_bursts() -> None:
 
 def test_mix_is_deterministic_and_follows_the_ratios() -> None:
     w = Workload(
-        publishers=4, dialects={"D1": 2.0, "D2": 1.0, "D5": 1.0}, duplicate_ratio=0.25, malformed_ratio=0.1,
-        flood=FloodSpec(share=0.2), seed=7,
-    )  # fmt: skip
+        publishers=4,
+        dialects={"D1": 2.0, "D2": 1.0, "D5": 1.0},
+        duplicate_ratio=0.25,
+        malformed_ratio=0.1,
+        flood=FloodSpec(share=0.2),
+        seed=7,
+    )
     slots = [s for s, _ in zip(message_mix(w), range(20_000), strict=False)]
     again = [s for s, _ in zip(message_mix(w), range(20_000), strict=False)]
-    other = [s for s, _ in zip(message_mix(msgspec.structs.replace(w, seed=8)), range(20_000), strict=False)]
+    other = [
+        s
+        for s, _ in zip(
+            message_mix(msgspec.structs.replace(w, seed=8)), range(20_000), strict=False
+        )
+    ]
     assert slots == again and slots != other
     kinds = collections.Counter(s.kind for s in slots)
     assert abs(kinds[KIND_MALFORMED] / 20_000 - 0.1) < 0.01
     assert abs(kinds[KIND_FLOOD] / 20_000 - 0.9 * 0.2) < 0.01
     events = [s for s in slots if s.kind == KIND_EVENT]
     by_dialect = collections.Counter(s.dialect for s in events)
-    assert abs(by_dialect["D1"] / len(events) - 0.5) < 0.02 and abs(by_dialect["D5"] / len(events) - 0.25) < 0.02
+    assert (
+        abs(by_dialect["D1"] / len(events) - 0.5) < 0.02
+        and abs(by_dialect["D5"] / len(events) - 0.25) < 0.02
+    )
     dups = [s for s in events if s.dup_socket >= 0]
     assert {s.dialect for s in dups} == {"D1", "D2"}
     assert abs(len(dups) / (by_dialect["D1"] + by_dialect["D2"]) - 0.25) < 0.02
@@ -257,9 +303,15 @@ def _run(endpoint: str, workload: Workload) -> SentLog:
 
 def test_producer_sends_the_logged_messages_in_order(sink: _Sink) -> None:
     w = Workload(
-        rate_per_sec=3000, duration_secs=1.0, publishers=3, dialects=ALL_DIALECTS, duplicate_ratio=0.3,
-        malformed_ratio=0.1, flood=FloodSpec(share=0.1), seed=3,
-    )  # fmt: skip
+        rate_per_sec=3000,
+        duration_secs=1.0,
+        publishers=3,
+        dialects=ALL_DIALECTS,
+        duplicate_ratio=0.3,
+        malformed_ratio=0.1,
+        flood=FloodSpec(share=0.1),
+        seed=3,
+    )
     log = _run(sink.endpoint, w)
     sink.wait_for(log.total())
     assert log.publishers == 3 and log.total() - log.duplicates_sent() == w.expected_slots() == 3000
@@ -267,7 +319,9 @@ def test_producer_sends_the_logged_messages_in_order(sink: _Sink) -> None:
     by_kind: collections.Counter[int] = collections.Counter()
     last_n: dict[int, int] = {}
     seen: collections.Counter[tuple[int, int]] = collections.Counter()
-    copied = log.tokens(KIND_DUPLICATE)  # a copy may overtake its original (another socket): not ordered
+    copied = log.tokens(
+        KIND_DUPLICATE
+    )  # a copy may overtake its original (another socket): not ordered
     for frames in sink.received:
         tok = traffic.find_token(b"".join(frames))
         assert tok is not None
@@ -288,14 +342,23 @@ def test_producer_sends_the_logged_messages_in_order(sink: _Sink) -> None:
         own = [n for n, k in zip(log.n[p], log.kind[p], strict=True) if k != KIND_DUPLICATE]
         assert own == list(range(len(own)))
         assert log.sent_ns[p] == sorted(log.sent_ns[p]) and log.sent_ns[p][0] >= log.started_ns
-        dup_pubs = [q for q, k in zip(log.token_publisher[p], log.kind[p], strict=True) if k == KIND_DUPLICATE]
+        dup_pubs = [
+            q
+            for q, k in zip(log.token_publisher[p], log.kind[p], strict=True)
+            if k == KIND_DUPLICATE
+        ]
         assert dup_pubs and p not in dup_pubs
     assert log.tokens(KIND_DUPLICATE) <= log.expected_events()
     assert sum(log.per_second()) == log.total()
 
 
 def test_producer_paces_to_the_rate_with_bursts(sink: _Sink) -> None:
-    w = Workload(rate_per_sec=400, duration_secs=2.0, publishers=2, burst=Burst(every_secs=1.0, length_secs=0.5, factor=4))
+    w = Workload(
+        rate_per_sec=400,
+        duration_secs=2.0,
+        publishers=2,
+        burst=Burst(every_secs=1.0, length_secs=0.5, factor=4),
+    )
     log = _run(sink.endpoint, w)
     assert log.total() == w.expected_slots() == 400 * 2 + 1200 * 2 // 2  # 2 bursts of 0.5 s at 4x
     times = sorted(t - log.started_ns for ts in log.sent_ns for t in ts)
@@ -305,7 +368,9 @@ def test_producer_paces_to_the_rate_with_bursts(sink: _Sink) -> None:
 
 
 def test_producer_stops_early_and_reports_live_count(sink: _Sink) -> None:
-    producer = LoadProducer(sink.endpoint, Workload(rate_per_sec=500, duration_secs=60.0, publishers=2))
+    producer = LoadProducer(
+        sink.endpoint, Workload(rate_per_sec=500, duration_secs=60.0, publishers=2)
+    )
     with producer:
         producer.start()
         deadline = time.monotonic() + 10
@@ -320,7 +385,9 @@ def test_producer_stops_early_and_reports_live_count(sink: _Sink) -> None:
 
 
 def test_producer_start_fails_without_a_subscriber() -> None:
-    producer = LoadProducer("tcp://127.0.0.1:1", Workload(duration_secs=1.0))  # nothing listens on port 1
+    producer = LoadProducer(
+        "tcp://127.0.0.1:1", Workload(duration_secs=1.0)
+    )  # nothing listens on port 1
     with pytest.raises(TimeoutError):
         producer.start(timeout_secs=0.5)
     assert not producer._process.is_alive()
@@ -329,11 +396,19 @@ def test_producer_start_fails_without_a_subscriber() -> None:
 # --------------------------------------------------------------------------- a real bridge and nats-server
 
 
-async def test_real_bridge_stores_every_dialect_with_its_token(nats_server: NatsServerProcess, tmp_path: Path) -> None:
+async def test_real_bridge_stores_every_dialect_with_its_token(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
     w = Workload(
-        rate_per_sec=600, duration_secs=1.0, publishers=3, dialects=ALL_DIALECTS, duplicate_ratio=0.3,
-        malformed_ratio=0.08, flood=FloodSpec(share=0.05), seed=11,
-    )  # fmt: skip
+        rate_per_sec=600,
+        duration_secs=1.0,
+        publishers=3,
+        dialects=ALL_DIALECTS,
+        duplicate_ratio=0.3,
+        malformed_ratio=0.08,
+        flood=FloodSpec(share=0.05),
+        seed=11,
+    )
     cfg = make_config(nats_server.url, tmp_path / "bridge")
     async with running_bridge(cfg) as bridge:
         log = await anyio.to_thread.run_sync(_run, bridge.zmq_endpoints[0], w)
@@ -354,15 +429,30 @@ async def test_real_bridge_stores_every_dialect_with_its_token(nats_server: Nats
     assert dead == log.tokens(KIND_MALFORMED) and log.duplicates_sent() > 0
     stored_events = [v[0] for v in by_token.values()]
     assert {e.legacy.dialect.value for e in stored_events} == {
-        "errpub_envelope", "pc2_topic", "prefix_flat", "multipart_colon", "multipart_bare", "bare_json", "prefix_text",
-    }  # fmt: skip
+        "errpub_envelope",
+        "pc2_topic",
+        "prefix_flat",
+        "multipart_colon",
+        "multipart_bare",
+        "bare_json",
+        "prefix_text",
+    }
     assert {e.legacy.variant for e in stored_events if e.legacy.dialect.value == "prefix_flat"} == {
-        "flat_epoch", "flat_src_iso", "flat_nots", "flat_iso_enum",
-    }  # fmt: skip
+        "flat_epoch",
+        "flat_src_iso",
+        "flat_nots",
+        "flat_iso_enum",
+    }
     for tok, (event,) in by_token.items():
         if event.legacy.dialect.value in ("errpub_envelope", "pc2_topic"):
             assert event.event_id == traffic.token(*tok)  # Nats-Msg-Id == legacy error_id == token
-        if tok in events:  # D4 dicts carry no agent field, flat_src_iso no error_type (legacy-bus.md §1)
-            source = "unknown" if event.legacy.dialect.value == "multipart_colon" else source_name(tok[0])
+        if (
+            tok in events
+        ):  # D4 dicts carry no agent field, flat_src_iso no error_type (legacy-bus.md §1)
+            source = (
+                "unknown"
+                if event.legacy.dialect.value == "multipart_colon"
+                else source_name(tok[0])
+            )
             error_type = "" if event.legacy.variant == "flat_src_iso" else EVENT_ERROR_TYPE
             assert (event.source, event.error_type) == (source, error_type)

@@ -35,61 +35,106 @@ def _agg(severity: str, **extra: str) -> dict[str, str]:
 
 
 FIRING: dict[str, Firing] = {
-    "BusbridgeNatsDown": Firing({"busbridge_nats_connected": "1 1 0x10"}, "4m", _t("critical"), quiet_at="2m"),
+    "BusbridgeNatsDown": Firing(
+        {"busbridge_nats_connected": "1 1 0x10"}, "4m", _t("critical"), quiet_at="2m"
+    ),
     "BusbridgeNotReady": Firing({"busbridge_ready": "0x10"}, "7m", _t("warning"), quiet_at="3m"),
-    "BusbridgeSpoolGrowing": Firing({"busbridge_spool_messages": "20000+1000x40"}, "15m", _t("warning"), quiet_at="5m"),
-    "BusbridgeSpoolOld": Firing({"busbridge_spool_oldest_age_seconds": "1000x10"}, "7m", _t("warning"), quiet_at="3m"),
-    "BusbridgeSpoolNearFull": Firing({"busbridge_spool_bytes": "2000000000x10"}, "3m", _t("critical")),
+    "BusbridgeSpoolGrowing": Firing(
+        {"busbridge_spool_messages": "20000+1000x40"}, "15m", _t("warning"), quiet_at="5m"
+    ),
+    "BusbridgeSpoolOld": Firing(
+        {"busbridge_spool_oldest_age_seconds": "1000x10"}, "7m", _t("warning"), quiet_at="3m"
+    ),
+    "BusbridgeSpoolNearFull": Firing(
+        {"busbridge_spool_bytes": "2000000000x10"}, "3m", _t("critical")
+    ),
     "BusbridgeSpoolEvicting": Firing(
-        {'busbridge_spool_evictions_total{reason="max_bytes", severity="debug"}': "0 0 5x10"}, "3m",
+        {'busbridge_spool_evictions_total{reason="max_bytes", severity="debug"}': "0 0 5x10"},
+        "3m",
         _agg("critical", reason="max_bytes"),
     ),
     "BusbridgeDroppedEvents": Firing(
-        {'busbridge_dropped_total{reason="pending_full"}': "0 0 5x10"}, "3m", _agg("critical", reason="pending_full")
+        {'busbridge_dropped_total{reason="pending_full"}': "0 0 5x10"},
+        "3m",
+        _agg("critical", reason="pending_full"),
     ),
     "BusbridgeDeadLettersRising": Firing(
-        {'busbridge_dead_letters_total{reason="invalid_json"}': "0+60x40"}, "15m",
-        _agg("warning", reason="invalid_json"), quiet_at="5m",
+        {'busbridge_dead_letters_total{reason="invalid_json"}': "0+60x40"},
+        "15m",
+        _agg("warning", reason="invalid_json"),
+        quiet_at="5m",
     ),
     "BusbridgePublishFailures": Firing(
-        {'busbridge_publish_failures_total{reason="timeout"}': "0+120x30"}, "10m", _agg("warning", reason="timeout"),
+        {'busbridge_publish_failures_total{reason="timeout"}': "0+120x30"},
+        "10m",
+        _agg("warning", reason="timeout"),
         quiet_at="3m",
     ),
-    "BusbridgeNoZmqPublishers": Firing({"busbridge_zmq_publishers_connected": "0x40"}, "35m", _t("info"), quiet_at="10m"),
-    "BusbridgeFloodActive": Firing({"busbridge_floods_active": "2x30"}, "20m", _t("warning"), quiet_at="10m"),
-    "BusbridgeDuplicateRisk": Firing({"busbridge_spool_duplicate_risk_total": "0 0 3x10"}, "3m", _t("info")),
+    "BusbridgeNoZmqPublishers": Firing(
+        {"busbridge_zmq_publishers_connected": "0x40"}, "35m", _t("info"), quiet_at="10m"
+    ),
+    "BusbridgeFloodActive": Firing(
+        {"busbridge_floods_active": "2x30"}, "20m", _t("warning"), quiet_at="10m"
+    ),
+    "BusbridgeDuplicateRisk": Firing(
+        {"busbridge_spool_duplicate_risk_total": "0 0 3x10"}, "3m", _t("info")
+    ),
     "BusbridgeConfigReloadFailed": Firing(
-        {'busbridge_config_reloads_total{result="invalid"}': "0 0 1x10"}, "3m", _t("warning", result="invalid")
+        {'busbridge_config_reloads_total{result="invalid"}': "0 0 1x10"},
+        "3m",
+        _t("warning", result="invalid"),
     ),
     "BusbridgeParityLow": Firing(
-        {"busbridge_parity_ratio": "0.5x30", 'busbridge_phase{phase="dual"}': "1x30"}, "15m", _t("warning"),
+        {"busbridge_parity_ratio": "0.5x30", 'busbridge_phase{phase="dual"}': "1x30"},
+        "15m",
+        _t("warning"),
         quiet_at="5m",
     ),
     "BusbridgePhaseRequestRefused": Firing(
         {"busbridge_phase_desired_mismatch": "1x30"}, "20m", _t("info"), quiet_at="10m"
     ),
-    "BusbridgeLegacyLoopDetected": Firing({"busbridge_loop_dropped_total": "0 0 2x10"}, "3m", _t("warning")),
+    "BusbridgeLegacyLoopDetected": Firing(
+        {"busbridge_loop_dropped_total": "0 0 2x10"}, "3m", _t("warning")
+    ),
     "BusbridgeHeartbeatStale": Firing(
-        {'busbridge_health_written_total{contract="bridge_heartbeat", to="kv"}': "0+6x3 18x20"}, "9m",
-        _t("critical", contract="bridge_heartbeat", to="kv"), quiet_at="2m",
+        {'busbridge_health_written_total{contract="bridge_heartbeat", to="kv"}': "0+6x3 18x20"},
+        "9m",
+        _t("critical", contract="bridge_heartbeat", to="kv"),
+        quiet_at="2m",
     ),
     "BusbridgeAgentsUnhealthy": Firing(
-        {'busbridge_health_agents{status="unhealthy"}': "2x30"}, "15m", _t("warning", status="unhealthy"), quiet_at="5m"
+        {'busbridge_health_agents{status="unhealthy"}': "2x30"},
+        "15m",
+        _t("warning", status="unhealthy"),
+        quiet_at="5m",
     ),
     "BusbridgeZmqCurveRefused": Firing(
-        {'busbridge_zmq_connection_events_total{event="handshake_failed_auth"}': "0 0 3x10"}, "3m",
+        {'busbridge_zmq_connection_events_total{event="handshake_failed_auth"}': "0 0 3x10"},
+        "3m",
         _t("warning", event="handshake_failed_auth"),
     ),
-}  # fmt: skip
+}
 
 #: (alert, series, eval time): conditions that must not fire it
 QUIET: list[tuple[str, dict[str, str], str]] = [
     # parity is only judged in dual / nats_primary
-    ("BusbridgeParityLow", {"busbridge_parity_ratio": "0.5x30", 'busbridge_phase{phase="zmq_only"}': "1x30"}, "20m"),
+    (
+        "BusbridgeParityLow",
+        {"busbridge_parity_ratio": "0.5x30", 'busbridge_phase{phase="zmq_only"}': "1x30"},
+        "20m",
+    ),
     # nothing was compared yet (-1)
-    ("BusbridgeParityLow", {"busbridge_parity_ratio": "-1x30", 'busbridge_phase{phase="dual"}': "1x30"}, "20m"),
+    (
+        "BusbridgeParityLow",
+        {"busbridge_parity_ratio": "-1x30", 'busbridge_phase{phase="dual"}': "1x30"},
+        "20m",
+    ),
     # applied reloads are fine
-    ("BusbridgeConfigReloadFailed", {'busbridge_config_reloads_total{result="applied"}': "0+1x30"}, "20m"),
+    (
+        "BusbridgeConfigReloadFailed",
+        {'busbridge_config_reloads_total{result="applied"}': "0+1x30"},
+        "20m",
+    ),
 ]
 
 HEALTHY: dict[str, str] = {
@@ -131,14 +176,41 @@ def promtool_tests(alerts: list[str]) -> tuple[dict[str, Any], list[str]]:
         if alert not in FIRING:
             continue
         case = FIRING[alert]
-        checks = [{"eval_time": case.eval_time, "alertname": alert, "exp_alerts": [{"exp_labels": case.labels}]}]
+        checks = [
+            {
+                "eval_time": case.eval_time,
+                "alertname": alert,
+                "exp_alerts": [{"exp_labels": case.labels}],
+            }
+        ]
         if case.quiet_at:
             checks.insert(0, {"eval_time": case.quiet_at, "alertname": alert, "exp_alerts": []})
-        tests.append({"name": f"{alert} fires", "interval": "1m", "input_series": _series(case.series), "alert_rule_test": checks})
+        tests.append(
+            {
+                "name": f"{alert} fires",
+                "interval": "1m",
+                "input_series": _series(case.series),
+                "alert_rule_test": checks,
+            }
+        )
     for alert, series, at in QUIET:
         check = {"eval_time": at, "alertname": alert, "exp_alerts": []}
-        tests.append({"name": f"{alert} quiet", "interval": "1m", "input_series": _series(series), "alert_rule_test": [check]})
+        tests.append(
+            {
+                "name": f"{alert} quiet",
+                "interval": "1m",
+                "input_series": _series(series),
+                "alert_rule_test": [check],
+            }
+        )
     quiet = [{"eval_time": "60m", "alertname": alert, "exp_alerts": []} for alert in alerts]
-    tests.append({"name": "healthy bridge", "interval": "1m", "input_series": _series(HEALTHY), "alert_rule_test": quiet})
+    tests.append(
+        {
+            "name": "healthy bridge",
+            "interval": "1m",
+            "input_series": _series(HEALTHY),
+            "alert_rule_test": quiet,
+        }
+    )
     doc = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": tests}
     return doc, [a for a in alerts if a not in FIRING]

@@ -13,7 +13,7 @@ from bridge.app import Bridge
 from bridge.config.load import parse_config
 from bridge.config.model import BridgeConfig
 
-__all__ = ["running_bridge", "make_config"]
+__all__ = ["make_config", "running_bridge"]
 
 
 def make_config(nats_url: str | None, data_dir: Path, **sections: dict) -> BridgeConfig:

@@ -27,17 +27,27 @@ import zmq
 import zmq.asyncio
 from aiohttp import web
 
-__all__ = ["AgentSpec", "FakeAgents", "base_agent_reply", "hung", "http", "zmq_agent"]
+__all__ = ["AgentSpec", "FakeAgents", "base_agent_reply", "http", "hung", "zmq_agent"]
 
 Reply = Callable[[bytes], bytes]
 
 
 def base_agent_reply(status: str, health_status: str) -> bytes:
     """BaseAgent's health reply (common/core/base_agent.py)."""
-    return json.dumps({
-        "status": status, "ready": True, "initialized": True, "message": "running", "timestamp": "2025-08-19T10:00:00",
-        "uptime": 12.5, "active_threads": 3, "health_checks": {}, "health_details": {}, "health_status": health_status,
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "status": status,
+            "ready": True,
+            "initialized": True,
+            "message": "running",
+            "timestamp": "2025-08-19T10:00:00",
+            "uptime": 12.5,
+            "active_threads": 3,
+            "health_checks": {},
+            "health_details": {},
+            "health_status": health_status,
+        }
+    ).encode()
 
 
 @dataclass
@@ -120,7 +130,9 @@ class FakeAgents:
         if agent.kind == "http":
             await self._start_http(agent)
         if agent.kind == "hung":
-            listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=agent.port + 1)
+            listener = await anyio.create_tcp_listener(
+                local_host="127.0.0.1", local_port=agent.port + 1
+            )
             tg.start_soon(_serve_hung, listener)
 
     async def _answer(self, rep: zmq.asyncio.Socket, agent: AgentSpec) -> None:
@@ -135,7 +147,9 @@ class FakeAgents:
     async def _start_http(self, agent: AgentSpec) -> None:
         async def health(request: web.Request) -> web.Response:
             agent.requests.append(b"GET " + request.path.encode())
-            return web.Response(status=agent.http_status, body=agent.body, content_type="application/json")
+            return web.Response(
+                status=agent.http_status, body=agent.body, content_type="application/json"
+            )
 
         app = web.Application()
         app.router.add_get("/health", health)
@@ -149,7 +163,11 @@ class FakeAgents:
 
     def mainpc_yaml(self) -> str:
         """MainPC schema: agents nested in their groups, plus the groups that trap naive loaders."""
-        lines = ["global_settings:", "  health_checks: {interval_seconds: 30, timeout_seconds: 10, retries: 3}", "agent_groups:"]
+        lines = [
+            "global_settings:",
+            "  health_checks: {interval_seconds: 30, timeout_seconds: 10, retries: 3}",
+            "agent_groups:",
+        ]
         for group in dict.fromkeys(a.group for a in self.agents):
             lines.append(f"  {group}:")
             for a in (a for a in self.agents if a.group == group):
@@ -172,7 +190,12 @@ class FakeAgents:
 
     def pc2_yaml(self, extra_services: str = "") -> str:
         """PC2 schema: one flat ``pc2_services`` list (``extra_services``: more YAML list items first)."""
-        lines = ["global_settings:", "  health_checks: {start_period_seconds: 300}", "pc2_services:", extra_services.rstrip()]
+        lines = [
+            "global_settings:",
+            "  health_checks: {start_period_seconds: 300}",
+            "pc2_services:",
+            extra_services.rstrip(),
+        ]
         for a in self.agents:
             lines += [
                 f"  - name: {a.name}",
@@ -183,7 +206,11 @@ class FakeAgents:
                 "    required: true",
                 "    dependencies: []",
             ]
-        lines += ["error_bus_port: ${PORT_OFFSET}+7150", "docker_groups:", "  error_bus: [CentralErrorBus]"]
+        lines += [
+            "error_bus_port: ${PORT_OFFSET}+7150",
+            "docker_groups:",
+            "  error_bus: [CentralErrorBus]",
+        ]
         return "\n".join(line for line in lines if line) + "\n"
 
 

@@ -26,9 +26,13 @@ class FakeTransport:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, str, dict[str, str]]] = []
         self.connected = True
-        self.refuse: set[str] = set()  # msg ids the client refuses outright (too large, bad subject)
+        self.refuse: set[str] = (
+            set()
+        )  # msg ids the client refuses outright (too large, bad subject)
 
-    async def publish(self, subject: str, payload: bytes, reply: str, headers: dict[str, str]) -> None:
+    async def publish(
+        self, subject: str, payload: bytes, reply: str, headers: dict[str, str]
+    ) -> None:
         if not self.connected:
             raise NotConnected("fake transport disconnected")
         if headers.get("Nats-Msg-Id") in self.refuse:

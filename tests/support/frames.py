@@ -13,6 +13,11 @@ def d1_frame(error_id: str, source: str, error_type: str = "ops_test") -> bytes:
         "message_type": "error_report",
         "source": source,
         "timestamp": "2026-11-21T08:02:16.503872",
-        "error_data": {"error_id": error_id, "error_type": error_type, "severity": "high", "details": None},
+        "error_data": {
+            "error_id": error_id,
+            "error_type": error_type,
+            "severity": "high",
+            "details": None,
+        },
     }
     return b"ERROR:" + json.dumps(body).encode()

@@ -28,7 +28,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["OperatorSetup", "TlsFiles", "nkey_pair", "operator_setup", "tls_material", "tls_server_config"]
+__all__ = [
+    "OperatorSetup",
+    "TlsFiles",
+    "nkey_pair",
+    "operator_setup",
+    "tls_material",
+    "tls_server_config",
+]
 
 
 def nkey_pair(prefix: int = nkeys.PREFIX_BYTE_USER) -> tuple[str, str, nkeys.KeyPair]:
@@ -43,7 +50,14 @@ def _b64(data: bytes) -> str:
 
 
 def _jwt(issuer: nkeys.KeyPair, subject: str, name: str, nats: dict) -> str:
-    claims = {"jti": "", "iat": int(time.time()), "iss": issuer.public_key.decode(), "name": name, "sub": subject, "nats": nats}
+    claims = {
+        "jti": "",
+        "iat": int(time.time()),
+        "iss": issuer.public_key.decode(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    }
     digest = hashlib.new("sha512_256", json.dumps(claims, separators=(",", ":")).encode()).digest()
     claims["jti"] = base64.b32encode(digest).decode().rstrip("=")
     head = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
@@ -63,12 +77,26 @@ def operator_setup(folder: Path) -> OperatorSetup:
     _, sys_pub, _ = nkey_pair(nkeys.PREFIX_BYTE_ACCOUNT)
     _, acc_pub, acc = nkey_pair(nkeys.PREFIX_BYTE_ACCOUNT)
     user_seed, user_pub, _ = nkey_pair()
-    limits = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True, "conn": -1, "leaf": -1}
+    limits = {
+        "subs": -1,
+        "data": -1,
+        "payload": -1,
+        "imports": -1,
+        "exports": -1,
+        "wildcards": True,
+        "conn": -1,
+        "leaf": -1,
+    }
     js_limits = {**limits, "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
     operator = _jwt(op, op_pub, "OP", {"type": "operator", "version": 2, "system_account": sys_pub})
     system = _jwt(op, sys_pub, "SYS", {"limits": limits, "type": "account", "version": 2})
     account = _jwt(op, acc_pub, "APP", {"limits": js_limits, "type": "account", "version": 2})
-    user = _jwt(acc, user_pub, "bridge", {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2})
+    user = _jwt(
+        acc,
+        user_pub,
+        "bridge",
+        {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2},
+    )
     creds = folder / "user.creds"
     folder.mkdir(parents=True, exist_ok=True)
     creds.write_text(
@@ -98,17 +126,40 @@ def tls_material(folder: Path) -> TlsFiles:
     ca = (
         _builder(ca_name, ca_name, ca_key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
         .sign(ca_key, hashes.SHA256())
     )
-    files = TlsFiles(*(folder / n for n in ("ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem")))
+    files = TlsFiles(
+        *(
+            folder / n
+            for n in ("ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem")
+        )
+    )
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    _leaf(ca, ca_key, "nats-test-server", ExtendedKeyUsageOID.SERVER_AUTH, files.server_cert, files.server_key)
-    _leaf(ca, ca_key, "busbridge-client", ExtendedKeyUsageOID.CLIENT_AUTH, files.client_cert, files.client_key)
+    _leaf(
+        ca,
+        ca_key,
+        "nats-test-server",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        files.server_cert,
+        files.server_key,
+    )
+    _leaf(
+        ca,
+        ca_key,
+        "busbridge-client",
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        files.client_cert,
+        files.client_key,
+    )
     return files
 
 
-def tls_server_config(files: TlsFiles, *, verify_clients: bool = True, handshake_first: bool = False) -> str:
+def tls_server_config(
+    files: TlsFiles, *, verify_clients: bool = True, handshake_first: bool = False
+) -> str:
     """The nats-server ``tls {}`` block for ``files`` (client certificates required by default)."""
     return (
         f'tls {{\n  cert_file: "{files.server_cert}"\n  key_file: "{files.server_key}"\n  ca_file: "{files.ca}"\n'
@@ -116,7 +167,9 @@ def tls_server_config(files: TlsFiles, *, verify_clients: bool = True, handshake
     )
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -129,9 +182,20 @@ def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivate
     )
 
 
-def _leaf(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn: str, usage: x509.ObjectIdentifier, cert: Path, key: Path) -> None:
+def _leaf(
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    cn: str,
+    usage: x509.ObjectIdentifier,
+    cert: Path,
+    key: Path,
+) -> None:
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"), x509.DNSName(cn)]
+    names = [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.DNSName("localhost"),
+        x509.DNSName(cn),
+    ]
     built = (
         _builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]), ca.subject, leaf_key)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -141,5 +205,9 @@ def _leaf(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, cn: str, usa
     )
     cert.write_bytes(built.public_bytes(serialization.Encoding.PEM))
     key.write_bytes(
-        leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )

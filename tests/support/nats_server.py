@@ -18,7 +18,9 @@ __all__ = ["cluster_config", "running_cluster", "running_nats_server"]
 
 
 @contextmanager
-def running_nats_server(store_dir: Path, *, port: int = 0, **kwargs: object) -> Iterator[NatsServerProcess]:
+def running_nats_server(
+    store_dir: Path, *, port: int = 0, **kwargs: object
+) -> Iterator[NatsServerProcess]:
     """Start a JetStream-enabled server in ``store_dir``; stop it (by its PID) on exit."""
     server = NatsServerProcess(store_dir, port=port, **kwargs)  # type: ignore[arg-type]
     server.start()

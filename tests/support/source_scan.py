@@ -23,7 +23,11 @@ def environment_variables_read(*packages: str) -> dict[str, str]:
             for name, line in _reads(tree, consts):
                 found.setdefault(name, f"{where}:{line}")
             for const, value in consts.items():
-                if const.isupper() and (const.startswith("ENV_") or "_ENV" in const) and value.isupper():
+                if (
+                    const.isupper()
+                    and (const.startswith("ENV_") or "_ENV" in const)
+                    and value.isupper()
+                ):
                     found.setdefault(value, where)
     return found
 
@@ -31,7 +35,11 @@ def environment_variables_read(*packages: str) -> dict[str, str]:
 def _string_constants(tree: ast.Module) -> dict[str, str]:
     out = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     out[target.id] = node.value.value
@@ -53,7 +61,9 @@ def _reads(tree: ast.Module, consts: dict[str, str]) -> list[tuple[str, int]]:
 
 
 def _is_environ(node: ast.expr) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (isinstance(node, ast.Name) and node.id == "environ")
+    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
+        isinstance(node, ast.Name) and node.id == "environ"
+    )
 
 
 def _is_env_getter(func: ast.expr) -> bool:

@@ -17,7 +17,9 @@ __all__ = ["StoredMessage", "fetch_all", "wait_for_count"]
 class StoredMessage:
     """One stored message; ``msg`` is the decoded contract (None when fetched raw)."""
 
-    def __init__(self, seq: int, subject: str, headers: dict[str, str], data: bytes, msg: Message | None) -> None:
+    def __init__(
+        self, seq: int, subject: str, headers: dict[str, str], data: bytes, msg: Message | None
+    ) -> None:
         self.seq = seq
         self.subject = subject
         self.headers = headers
@@ -26,7 +28,12 @@ class StoredMessage:
 
 
 async def wait_for_count(
-    url: str, stream: str, count: int, timeout_secs: float = 30.0, settle_secs: float = 0.5, stall_secs: float | None = None,
+    url: str,
+    stream: str,
+    count: int,
+    timeout_secs: float = 30.0,
+    settle_secs: float = 0.5,
+    stall_secs: float | None = None,
     **connect: Any,
 ) -> int:
     """Wait until ``stream`` holds ``count`` messages (then ``settle_secs`` more, to catch extras).
@@ -51,7 +58,9 @@ async def wait_for_count(
         await nc.close()
 
 
-async def fetch_all(url: str, stream: str, subject: str = ">", *, raw: bool = False, **connect: Any) -> list[StoredMessage]:
+async def fetch_all(
+    url: str, stream: str, subject: str = ">", *, raw: bool = False, **connect: Any
+) -> list[StoredMessage]:
     """Every message of ``stream`` (matching ``subject``; ``>`` = the stream's first subject) in
     stream order, through ``loadtest.stream.read_all`` (retries through elections); ``connect`` as
     in ``wait_for_count``."""
@@ -62,6 +71,12 @@ async def fetch_all(url: str, stream: str, subject: str = ">", *, raw: bool = Fa
         finally:
             await nc.close()
     return [
-        StoredMessage(m.metadata.sequence.stream, m.subject, dict(m.headers or {}), m.data, None if raw else decode(m.data))
+        StoredMessage(
+            m.metadata.sequence.stream,
+            m.subject,
+            dict(m.headers or {}),
+            m.data,
+            None if raw else decode(m.data),
+        )
         for m in await read_all(url, stream, subject, **connect)
     ]

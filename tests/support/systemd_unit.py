@@ -24,7 +24,12 @@ class Unit:
 
     def instance(self, name: str) -> Unit:
         """The unit as ``<template>@<name>.service`` sees it (``%i`` replaced)."""
-        return Unit({s: {k: [v.replace("%i", name) for v in vs] for k, vs in keys.items()} for s, keys in self.sections.items()})
+        return Unit(
+            {
+                s: {k: [v.replace("%i", name) for v in vs] for k, vs in keys.items()}
+                for s, keys in self.sections.items()
+            }
+        )
 
 
 def read_unit(path: Path) -> Unit:

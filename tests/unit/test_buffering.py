@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from bridge.metrics import Metrics
@@ -16,12 +17,23 @@ from tests.support.fakes import FakeClock, FakeTransport
 
 
 def _item(n: int, rank: int = 3) -> Outbound:
-    return Outbound("errbus.error.m.error.s", b"x%d" % n, {"Nats-Msg-Id": f"id-{n}"}, "error_event", f"id-{n}", rank=rank)
+    return Outbound(
+        "errbus.error.m.error.s",
+        b"x%d" % n,
+        {"Nats-Msg-Id": f"id-{n}"},
+        "error_event",
+        f"id-{n}",
+        rank=rank,
+    )
 
 
-def _queue(path: Path, max_pending: int = 100, **kw) -> tuple[SpooledQueue, PipelinedPublisher, Metrics]:
+def _queue(
+    path: Path, max_pending: int = 100, **kw
+) -> tuple[SpooledQueue, PipelinedPublisher, Metrics]:
     metrics = Metrics()
-    pub = PipelinedPublisher(FakeTransport(), "_INBOX.t", metrics, max_pending=max_pending, clock=FakeClock())
+    pub = PipelinedPublisher(
+        FakeTransport(), "_INBOX.t", metrics, max_pending=max_pending, clock=FakeClock()
+    )
     queue = SpooledQueue(Spool(path), pub, metrics, **kw)
     pub.on_done = queue.on_done
     return queue, pub, metrics
@@ -86,11 +98,12 @@ async def test_replays_older_than_the_duplicate_window_are_counted_and_logged(
     spool = Spool(tmp_path / "s.db")
     spool.append([_to_row(_item(n), at) for n, at in enumerate([100.0, 100.0, 990.0])])
     spool.close()
-    queue, _, metrics = _queue(tmp_path / "s.db", duplicate_window_secs=60.0, wall_clock=lambda: 1000.0)
+    queue, _, metrics = _queue(
+        tmp_path / "s.db", duplicate_window_secs=60.0, wall_clock=lambda: 1000.0
+    )
     assert await queue._feed(10) == 3
     assert metrics.spool_duplicate_risk._value.get() == 2
     assert "older than the stream's duplicate window" in caplog.text
-
 
 
 async def test_drain_catches_up_while_live_batches_keep_landing(tmp_path: Path) -> None:
@@ -107,7 +120,7 @@ async def test_drain_catches_up_while_live_batches_keep_landing(tmp_path: Path) 
     async def live_batch_before_every_read(fn, *args):  # type: ignore[no-untyped-def]
         if fn == queue.spool.read_after:
             queue.submit(_item(next(live)))
-            await anyio.sleep(0)  # the writer takes the spool first
+            await anyio.lowlevel.checkpoint()  # the writer takes the spool first
         return await io(fn, *args)
 
     queue._io = live_batch_before_every_read  # type: ignore[method-assign]

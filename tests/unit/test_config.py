@@ -32,10 +32,14 @@ def test_example_file_loads_and_matches_defaults() -> None:
     cfg = load_config(EXAMPLE)
     assert cfg.machine == "MainPC" and cfg.stream.name == "ERRBUS"
     defaults = load_config(None)
-    sections = [f for f in defaults.__struct_fields__ if isinstance(getattr(defaults, f), msgspec.Struct)]
+    sections = [
+        f for f in defaults.__struct_fields__ if isinstance(getattr(defaults, f), msgspec.Struct)
+    ]
     assert len(sections) >= 13
     for section in sections:  # every section, including ones added later
-        assert getattr(cfg, section) == getattr(defaults, section), f"example {section} differs from the defaults"
+        assert getattr(cfg, section) == getattr(defaults, section), (
+            f"example {section} differs from the defaults"
+        )
 
 
 def test_every_problem_is_listed_with_its_path() -> None:
@@ -54,10 +58,16 @@ def test_cross_field_rules() -> None:
         "nats: {servers: ['http://x'], user: bob}\n"
     )
     paths = sorted(p.split(":")[0] for p in problems)
-    assert paths == sorted([
-        "zmq.connect_endpoints", "stream.subject_prefix", "identity.occurrence_window_secs",
-        "legacy.local_timezone", "nats.servers[0]", "nats.user",
-    ])
+    assert paths == sorted(
+        [
+            "zmq.connect_endpoints",
+            "stream.subject_prefix",
+            "identity.occurrence_window_secs",
+            "legacy.local_timezone",
+            "nats.servers[0]",
+            "nats.user",
+        ]
+    )
 
 
 def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
@@ -73,12 +83,16 @@ def test_repeated_keys_are_refused_not_silently_overridden() -> None:
     """YAML itself keeps the last of two equal keys; an operator who wrote ``flood:`` twice
     gets told, with both lines, along with every other problem."""
     with pytest.raises(ConfigError) as err:
-        parse_config("flood: {enabled: true}\nzmq: {rcvhwm: 5, rcvhwm: 6}\nflood: {enabled: false}\nadmin: {port: 70000}\n")
+        parse_config(
+            "flood: {enabled: true}\nzmq: {rcvhwm: 5, rcvhwm: 6}\nflood: {enabled: false}\nadmin: {port: 70000}\n"
+        )
     problems = err.value.problems
     assert "<yaml>: line 3: duplicate key 'flood' (first at line 1)" in problems
     assert "<yaml>: line 2: duplicate key 'rcvhwm' (first at line 2)" in problems
     assert any(p.startswith("admin.port") for p in problems) and len(problems) == 3
-    assert parse_config("zmq: {<<: {rcvhwm: 5}, rcvhwm: 6}\n").zmq.rcvhwm == 6  # a merge key overriding is no repeat
+    assert (
+        parse_config("zmq: {<<: {rcvhwm: 5}, rcvhwm: 6}\n").zmq.rcvhwm == 6
+    )  # a merge key overriding is no repeat
 
 
 def test_check_config_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

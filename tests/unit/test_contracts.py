@@ -7,17 +7,32 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from contracts import DeadLetter, DeadLetterReason, ErrorEvent, Severity, Subjects, decode, encode, sanitise_token
+from contracts import (
+    DeadLetter,
+    DeadLetterReason,
+    ErrorEvent,
+    Severity,
+    Subjects,
+    decode,
+    encode,
+    sanitise_token,
+)
 from contracts.schema import SCHEMA_DIR, render_schemas
 
 NOW = datetime(2026, 11, 21, 8, 2, 16, 503872, tzinfo=UTC)
 
 
 def _event(**kw) -> ErrorEvent:
-    base = dict(
-        event_id="e1", occurred_at=NOW, received_at=NOW, machine="MainPC", source="SystemDigitalTwin",
-        severity=Severity.ERROR, error_type="vram_exhausted", message="boom",
-    )
+    base = {
+        "event_id": "e1",
+        "occurred_at": NOW,
+        "received_at": NOW,
+        "machine": "MainPC",
+        "source": "SystemDigitalTwin",
+        "severity": Severity.ERROR,
+        "error_type": "vram_exhausted",
+        "message": "boom",
+    }
     return ErrorEvent(**{**base, **kw})
 
 
@@ -30,8 +45,12 @@ def test_schemas_are_up_to_date() -> None:
 def test_tagged_union_round_trip() -> None:
     ev = _event(details={"k": [1, "x"]})
     dl = DeadLetter(
-        event_id="d1", received_at=NOW, machine="PC2", reason=DeadLetterReason.INVALID_UTF8,
-        frames=[b"ERROR:\xff"], frame_sizes=[7],
+        event_id="d1",
+        received_at=NOW,
+        machine="PC2",
+        reason=DeadLetterReason.INVALID_UTF8,
+        frames=[b"ERROR:\xff"],
+        frame_sizes=[7],
     )
     assert decode(encode(ev)) == ev and decode(encode(dl)) == dl
     assert msgspec.json.decode(encode(ev))["type"] == "error_event"
@@ -57,7 +76,12 @@ def test_severity_rank_orders_levels() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "token"),
-    [("MainPC.service_registry", "MainPC_service_registry"), ("", "_"), ("a*b>c d", "a_b_c_d"), ("x" * 100, "x" * 64)],
+    [
+        ("MainPC.service_registry", "MainPC_service_registry"),
+        ("", "_"),
+        ("a*b>c d", "a_b_c_d"),
+        ("x" * 100, "x" * 64),
+    ],
 )
 def test_tokens_are_sanitised(raw: str, token: str) -> None:
     assert sanitise_token(raw) == token
@@ -65,7 +89,10 @@ def test_tokens_are_sanitised(raw: str, token: str) -> None:
 
 def test_subject_builders() -> None:
     s = Subjects()
-    assert s.error("MainPC", Severity.CRITICAL, "Face Agent") == "errbus.error.MainPC.critical.Face_Agent"
+    assert (
+        s.error("MainPC", Severity.CRITICAL, "Face Agent")
+        == "errbus.error.MainPC.critical.Face_Agent"
+    )
     assert s.dead_letter("PC2") == "errbus.dlq.PC2"
     assert s.errors(severity="error") == "errbus.error.*.error.*"
     assert s.all == "errbus.>"

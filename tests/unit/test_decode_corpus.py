@@ -7,6 +7,7 @@ become ``DeadLetter``s carrying the exact frames; every result must survive
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -15,10 +16,20 @@ import pytest
 from bridge.pipeline.decode import LegacyDecoder
 from contracts.codec import decode as codec_decode
 from contracts.codec import encode
-from contracts.messages import DeadLetter, DeadLetterReason, Dialect, ErrorEvent, Severity, TimestampKind
+from contracts.messages import (
+    DeadLetter,
+    DeadLetterReason,
+    Dialect,
+    ErrorEvent,
+    Severity,
+    TimestampKind,
+)
 from tests.support.corpus import CorpusRow, corpus_path, load_corpus
 
 if not corpus_path().is_file():
+    # .ci/run sets BUSBRIDGE_REQUIRE_CORPUS=1: there a missing corpus fails instead of skipping
+    if os.environ.get("BUSBRIDGE_REQUIRE_CORPUS") == "1":
+        raise RuntimeError(f"BUSBRIDGE_REQUIRE_CORPUS=1 but no legacy corpus at {corpus_path()}")
     pytest.skip(f"legacy corpus not found at {corpus_path()}", allow_module_level=True)
 
 ROWS = load_corpus()
@@ -33,7 +44,9 @@ def ids(row: CorpusRow) -> str:
 
 @pytest.fixture(scope="module")
 def decoder() -> LegacyDecoder:
-    return LegacyDecoder(machine="pc2", identity=lambda frames, error_id: error_id or "frames-hash", local_tz=UTC8)
+    return LegacyDecoder(
+        machine="pc2", identity=lambda frames, error_id: error_id or "frames-hash", local_tz=UTC8
+    )
 
 
 def decode_row(decoder: LegacyDecoder, i: int) -> Any:
@@ -64,7 +77,11 @@ def test_row_decodes_and_round_trips(decoder: LegacyDecoder, row: CorpusRow) -> 
 def test_row_1_errpub_string_details(decoder: LegacyDecoder) -> None:
     ev = decode_row(decoder, 1)
     assert ev.event_id == "fb685d84-d253-40a5-bf94-f8fd71b35dfe"
-    assert (ev.source, ev.error_type, ev.severity) == ("SystemDigitalTwin", "vram_exhausted", Severity.ERROR)
+    assert (ev.source, ev.error_type, ev.severity) == (
+        "SystemDigitalTwin",
+        "vram_exhausted",
+        Severity.ERROR,
+    )
     text = "Failed to connect to MemoryOrchestratorService: Resource temporarily unavailable (#0)"
     assert ev.message == ev.details == text
     assert ev.occurred_at == datetime(2026, 11, 21, 8, 2, 16, 503872, tzinfo=UTC)
@@ -96,7 +113,10 @@ def test_row_18_lone_surrogates(decoder: LegacyDecoder) -> None:
 def test_row_109_whole_second_local_time(decoder: LegacyDecoder) -> None:
     ev = decode_row(decoder, 109)
     assert ev.occurred_at == datetime(2026, 11, 21, 0, 2, 22, tzinfo=UTC)
-    assert (ev.legacy.variant, ev.legacy.timestamp_kind) == ("flat_iso_enum", TimestampKind.NAIVE_LOCAL_ISO)
+    assert (ev.legacy.variant, ev.legacy.timestamp_kind) == (
+        "flat_iso_enum",
+        TimestampKind.NAIVE_LOCAL_ISO,
+    )
 
 
 def test_row_138_enum_severity(decoder: LegacyDecoder) -> None:
@@ -133,10 +153,18 @@ def test_row_260_prefix_text_looks_like_json(decoder: LegacyDecoder) -> None:
 
 @pytest.mark.parametrize(
     ("i", "reason"),
-    [(294, DeadLetterReason.INVALID_UTF8), (295, DeadLetterReason.INVALID_UTF8), (296, DeadLetterReason.EMPTY_FRAME),
-     (297, DeadLetterReason.EMPTY_PAYLOAD), (298, DeadLetterReason.TOO_MANY_FRAMES),
-     (299, DeadLetterReason.EMPTY_PAYLOAD), (300, DeadLetterReason.INVALID_UTF8),
-     (301, DeadLetterReason.INVALID_JSON), (302, DeadLetterReason.INVALID_UTF8), (303, DeadLetterReason.INVALID_JSON)],
-)  # fmt: skip
+    [
+        (294, DeadLetterReason.INVALID_UTF8),
+        (295, DeadLetterReason.INVALID_UTF8),
+        (296, DeadLetterReason.EMPTY_FRAME),
+        (297, DeadLetterReason.EMPTY_PAYLOAD),
+        (298, DeadLetterReason.TOO_MANY_FRAMES),
+        (299, DeadLetterReason.EMPTY_PAYLOAD),
+        (300, DeadLetterReason.INVALID_UTF8),
+        (301, DeadLetterReason.INVALID_JSON),
+        (302, DeadLetterReason.INVALID_UTF8),
+        (303, DeadLetterReason.INVALID_JSON),
+    ],
+)
 def test_synthetic_reasons(decoder: LegacyDecoder, i: int, reason: DeadLetterReason) -> None:
     assert decode_row(decoder, i).reason is reason

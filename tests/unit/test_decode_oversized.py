@@ -25,7 +25,9 @@ def decoder(cap: int | None, keep: int, seen: list[list[bytes]] | None = None) -
             seen.append(list(frames))
         return error_id or "h"
 
-    return LegacyDecoder(machine="m", identity=identity, max_frame_bytes=cap, oversized_keep_bytes=keep)
+    return LegacyDecoder(
+        machine="m", identity=identity, max_frame_bytes=cap, oversized_keep_bytes=keep
+    )
 
 
 def test_a_frame_above_the_cap_is_dead_lettered_with_its_head_and_size() -> None:
@@ -46,7 +48,9 @@ def test_at_the_cap_or_without_a_cap_nothing_changes() -> None:
     assert isinstance(negative, DeadLetter) and negative.reason is not DeadLetterReason.OVERSIZED
 
 
-FRAMES = st.lists(st.binary(max_size=300) | st.sampled_from([EVENT, EVENT + b"x" * 100]), max_size=4)
+FRAMES = st.lists(
+    st.binary(max_size=300) | st.sampled_from([EVENT, EVENT + b"x" * 100]), max_size=4
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -59,7 +63,9 @@ def test_cap_decides_oversized_exactly(frames: list[bytes], cap: int, keep: int)
     assert is_oversized == too_big
     if is_oversized:
         assert isinstance(result, DeadLetter)
-        assert result.frames == [f[:keep] for f in frames] and result.frame_sizes == [len(f) for f in frames]
+        assert result.frames == [f[:keep] for f in frames] and result.frame_sizes == [
+            len(f) for f in frames
+        ]
         assert sum(map(len, result.frames)) <= keep * len(frames)
     else:
         assert result == decoder(None, keep).decode(frames, RECEIVED)

@@ -18,7 +18,14 @@ from bridge.pipeline.decode import LegacyDecoder
 from bridge.pipeline.fingerprint import fingerprint
 from contracts.codec import decode as codec_decode
 from contracts.codec import encode
-from contracts.messages import DeadLetter, DeadLetterReason, Dialect, ErrorEvent, Severity, TimestampKind
+from contracts.messages import (
+    DeadLetter,
+    DeadLetterReason,
+    Dialect,
+    ErrorEvent,
+    Severity,
+    TimestampKind,
+)
 
 R = DeadLetterReason
 UTC8 = timezone(timedelta(hours=8))
@@ -68,12 +75,19 @@ def dead(decoder: LegacyDecoder, *frames: bytes) -> DeadLetter:
 
 
 def envelope(**error_data: Any) -> dict[str, Any]:
-    data = {"error_id": ERROR_ID, "error_type": "memory_scheduler_timeout", "severity": "low", "details": None}
+    data = {
+        "error_id": ERROR_ID,
+        "error_type": "memory_scheduler_timeout",
+        "severity": "low",
+        "details": None,
+    }
     data.update(error_data)
     return {
-        "message_type": "error_report", "source": "MainPC.service_registry",
-        "timestamp": "2025-07-12T08:02:16.506052", "error_data": data,
-    }  # fmt: skip
+        "message_type": "error_report",
+        "source": "MainPC.service_registry",
+        "timestamp": "2025-07-12T08:02:16.506052",
+        "error_data": data,
+    }
 
 
 # --------------------------------------------------------------------------- D1
@@ -117,14 +131,19 @@ def test_d1_null_details(decoder: LegacyDecoder) -> None:
 
 
 def test_d1_whole_second_timestamp_and_critical_alert(decoder: LegacyDecoder) -> None:
-    doc = envelope(severity="high") | {"message_type": "critical_alert", "timestamp": "2025-07-12T10:00:00"}
+    doc = envelope(severity="high") | {
+        "message_type": "critical_alert",
+        "timestamp": "2025-07-12T10:00:00",
+    }
     ev = event(decoder, b"ERROR:" + js(doc))
     assert ev.occurred_at == datetime(2025, 7, 12, 10, 0, 0, tzinfo=UTC)
     assert ev.legacy is not None and ev.legacy.message_type == "critical_alert"
     assert ev.severity is Severity.ERROR  # "high" -> error (contracts.severity)
 
 
-def test_d1_missing_or_empty_error_id_gives_none(decoder: LegacyDecoder, identity: RecordingIdentity) -> None:
+def test_d1_missing_or_empty_error_id_gives_none(
+    decoder: LegacyDecoder, identity: RecordingIdentity
+) -> None:
     event(decoder, b"ERROR:" + js(envelope(error_id="")))
     event(decoder, b"ERROR:" + js(envelope(error_id=5)))
     assert [call[1] for call in identity.calls] == [None, None]
@@ -141,13 +160,19 @@ def test_d1_message_type_without_error_data(decoder: LegacyDecoder) -> None:
 
 def pc2_doc(**extra: Any) -> dict[str, Any]:
     doc = {
-        "message_type": "error_report", "source": "advanced_router", "source_machine": "PC2",
+        "message_type": "error_report",
+        "source": "advanced_router",
+        "source_machine": "PC2",
         "timestamp": "2025-07-31T08:02:19.319939",
         "error_data": {
-            "error_id": ERROR_ID, "error_type": "vram_exhausted", "severity": "critical", "category": "pc2_service",
-            "details": {"attempt": 1}, "machine_context": {"host": "192.168.100.17", "current_machine": "mainpc"},
+            "error_id": ERROR_ID,
+            "error_type": "vram_exhausted",
+            "severity": "critical",
+            "category": "pc2_service",
+            "details": {"attempt": 1},
+            "machine_context": {"host": "192.168.100.17", "current_machine": "mainpc"},
         },
-    }  # fmt: skip
+    }
     return doc | extra
 
 
@@ -158,7 +183,11 @@ def test_d2_pc2_topic(decoder: LegacyDecoder, identity: RecordingIdentity) -> No
     assert ev.legacy.topic == "PC2_ERROR:PC2_SERVICE:"
     assert ev.legacy.source_machine == "PC2"
     assert not ev.legacy.cross_machine_copy
-    assert (ev.source, ev.error_type, ev.severity) == ("advanced_router", "vram_exhausted", Severity.CRITICAL)
+    assert (ev.source, ev.error_type, ev.severity) == (
+        "advanced_router",
+        "vram_exhausted",
+        Severity.CRITICAL,
+    )
     assert ev.details == {"attempt": 1}
     assert ev.occurred_at == datetime(2025, 7, 31, 8, 2, 19, 319939, tzinfo=UTC)
     assert identity.calls[0][1] == ERROR_ID
@@ -196,12 +225,21 @@ def test_d2_bad_topics(decoder: LegacyDecoder) -> None:
 
 
 def test_d3_flat_epoch(decoder: LegacyDecoder) -> None:
-    doc = {"timestamp": 1752307200.25, "agent": "MemoryClient", "error_type": "vram_exhausted",
-           "message": "Failed (#0)", "severity": "ERROR"}  # fmt: skip
+    doc = {
+        "timestamp": 1752307200.25,
+        "agent": "MemoryClient",
+        "error_type": "vram_exhausted",
+        "message": "Failed (#0)",
+        "severity": "ERROR",
+    }
     ev = event(decoder, b"ERROR:" + js(doc))
     assert ev.legacy is not None
     assert (ev.legacy.dialect, ev.legacy.variant) == (Dialect.PREFIX_FLAT, "flat_epoch")
-    assert (ev.source, ev.error_type, ev.message) == ("MemoryClient", "vram_exhausted", "Failed (#0)")
+    assert (ev.source, ev.error_type, ev.message) == (
+        "MemoryClient",
+        "vram_exhausted",
+        "Failed (#0)",
+    )
     assert ev.severity is Severity.ERROR
     assert ev.details is None
     assert ev.occurred_at == datetime(2025, 7, 12, 8, 0, 0, 250000, tzinfo=UTC)
@@ -209,8 +247,13 @@ def test_d3_flat_epoch(decoder: LegacyDecoder) -> None:
 
 
 def test_d3_flat_src_iso(decoder: LegacyDecoder) -> None:
-    doc = {"source": "ChainOfThoughtAgent", "timestamp": "2025-07-12T08:00:00.5", "severity": "WARNING",
-           "message": "slow", "context": {"k": 1}}  # fmt: skip
+    doc = {
+        "source": "ChainOfThoughtAgent",
+        "timestamp": "2025-07-12T08:00:00.5",
+        "severity": "WARNING",
+        "message": "slow",
+        "context": {"k": 1},
+    }
     ev = event(decoder, b"ERROR:" + js(doc))
     assert ev.legacy is not None and ev.legacy.variant == "flat_src_iso"
     assert (ev.source, ev.error_type, ev.severity) == ("ChainOfThoughtAgent", "", Severity.WARNING)
@@ -220,7 +263,13 @@ def test_d3_flat_src_iso(decoder: LegacyDecoder) -> None:
 
 
 def test_d3_flat_nots(decoder: LegacyDecoder) -> None:
-    doc = {"agent": "STTService", "error_type": "x", "severity": "WARNING", "message": "m", "context": "ctx text"}
+    doc = {
+        "agent": "STTService",
+        "error_type": "x",
+        "severity": "WARNING",
+        "message": "m",
+        "context": "ctx text",
+    }
     ev = event(decoder, b"ERROR:" + js(doc))
     assert ev.legacy is not None and ev.legacy.variant == "flat_nots"
     assert ev.occurred_at is None
@@ -229,8 +278,13 @@ def test_d3_flat_nots(decoder: LegacyDecoder) -> None:
 
 
 def test_d3_flat_iso_enum_is_host_local(decoder: LegacyDecoder) -> None:
-    doc = {"timestamp": "2025-07-12T08:02:22", "agent": "ModelEvaluationFramework", "error_type": "metrics_error",
-           "message": "m", "severity": "critical"}  # fmt: skip
+    doc = {
+        "timestamp": "2025-07-12T08:02:22",
+        "agent": "ModelEvaluationFramework",
+        "error_type": "metrics_error",
+        "message": "m",
+        "severity": "critical",
+    }
     ev = event(decoder, b"ERROR:" + js(doc))
     assert ev.legacy is not None and ev.legacy.variant == "flat_iso_enum"
     assert ev.occurred_at == datetime(2025, 7, 12, 0, 2, 22, tzinfo=UTC)  # UTC+8 host
@@ -240,7 +294,9 @@ def test_d3_flat_iso_enum_is_host_local(decoder: LegacyDecoder) -> None:
 
 def test_d3_nan_infinity_are_sanitised(decoder: LegacyDecoder) -> None:
     context = b'{"a": NaN, "b": Infinity, "c": -Infinity}'
-    frame = b'ERROR:{"source": "A", "severity": "ERROR", "message": "m", "context": ' + context + b"}"
+    frame = (
+        b'ERROR:{"source": "A", "severity": "ERROR", "message": "m", "context": ' + context + b"}"
+    )
     ev = event(decoder, frame)
     assert ev.details == {"a": "NaN", "b": "Infinity", "c": "-Infinity"}
     assert ev.legacy is not None and ev.legacy.sanitized
@@ -262,7 +318,14 @@ def test_surrogate_pair_alone_is_not_sanitised(decoder: LegacyDecoder) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(42, "42"), (1.5, "1.5"), ({"a": 1}, '{"a":1}'), ([1, "x"], '[1,"x"]'), (None, ""), (True, "true")],
+    [
+        (42, "42"),
+        (1.5, "1.5"),
+        ({"a": 1}, '{"a":1}'),
+        ([1, "x"], '[1,"x"]'),
+        (None, ""),
+        (True, "true"),
+    ],
 )
 def test_non_string_message_is_json_text(decoder: LegacyDecoder, value: Any, text: str) -> None:
     ev = event(decoder, b"ERROR:" + js({"agent": "A", "message": value}))
@@ -281,10 +344,21 @@ def test_source_aliases_and_non_strings(decoder: LegacyDecoder) -> None:
 
 
 def test_d4_mp_ctx(decoder: LegacyDecoder, identity: RecordingIdentity) -> None:
-    payload = js({"error_type": "vram_exhausted", "message": "m (#3)", "severity": "error", "context": {"a": 1}})
+    payload = js(
+        {
+            "error_type": "vram_exhausted",
+            "message": "m (#3)",
+            "severity": "error",
+            "context": {"a": 1},
+        }
+    )
     ev = event(decoder, b"ERROR:", payload)
     assert ev.legacy is not None
-    assert (ev.legacy.dialect, ev.legacy.variant, ev.legacy.topic) == (Dialect.MULTIPART_COLON, "mp_ctx", "ERROR:")
+    assert (ev.legacy.dialect, ev.legacy.variant, ev.legacy.topic) == (
+        Dialect.MULTIPART_COLON,
+        "mp_ctx",
+        "ERROR:",
+    )
     assert (ev.source, ev.error_type, ev.message) == ("unknown", "vram_exhausted", "m (#3)")
     assert ev.severity is Severity.ERROR
     assert ev.details == {"a": 1}
@@ -293,7 +367,9 @@ def test_d4_mp_ctx(decoder: LegacyDecoder, identity: RecordingIdentity) -> None:
 
 
 def test_d4_error_severity_enum_string(decoder: LegacyDecoder) -> None:
-    payload = js({"error_type": "tts_request_error", "message": "m", "severity": "ErrorSeverity.WARNING"})
+    payload = js(
+        {"error_type": "tts_request_error", "message": "m", "severity": "ErrorSeverity.WARNING"}
+    )
     ev = event(decoder, b"ERROR:", payload)
     assert ev.severity is Severity.WARNING
     assert ev.legacy is not None
@@ -302,7 +378,9 @@ def test_d4_error_severity_enum_string(decoder: LegacyDecoder) -> None:
 
 
 def test_d4_sndmore_test_with_epoch(decoder: LegacyDecoder) -> None:
-    payload = js({"type": "test_error", "message": "t", "severity": "ERROR", "timestamp": 1752307200.0})
+    payload = js(
+        {"type": "test_error", "message": "t", "severity": "ERROR", "timestamp": 1752307200.0}
+    )
     ev = event(decoder, b"ERROR:", payload)
     assert ev.legacy is not None and ev.legacy.variant == "mp_sndmore_test"
     assert ev.error_type == "test_error"
@@ -316,12 +394,23 @@ def test_d4_iso_with_offset(decoder: LegacyDecoder) -> None:
 
 
 def test_d5_multipart_bare(decoder: LegacyDecoder) -> None:
-    payload = js({"timestamp": "2025-07-12T08:02:27.893119", "agent": "AdvancedRouterAgent", "type": "vram_exhausted",
-                  "message": "Failed (#3)", "severity": "CRITICAL"})  # fmt: skip
+    payload = js(
+        {
+            "timestamp": "2025-07-12T08:02:27.893119",
+            "agent": "AdvancedRouterAgent",
+            "type": "vram_exhausted",
+            "message": "Failed (#3)",
+            "severity": "CRITICAL",
+        }
+    )
     ev = event(decoder, b"ERROR", payload)
     assert ev.legacy is not None
     assert (ev.legacy.dialect, ev.legacy.topic) == (Dialect.MULTIPART_BARE, "ERROR")
-    assert (ev.source, ev.error_type, ev.severity) == ("AdvancedRouterAgent", "vram_exhausted", Severity.CRITICAL)
+    assert (ev.source, ev.error_type, ev.severity) == (
+        "AdvancedRouterAgent",
+        "vram_exhausted",
+        Severity.CRITICAL,
+    )
     assert ev.details is None
     assert ev.occurred_at == datetime(2025, 7, 12, 0, 2, 27, 893119, tzinfo=UTC)
     assert ev.legacy.timestamp_kind is TimestampKind.NAIVE_LOCAL_ISO
@@ -331,11 +420,23 @@ def test_d5_multipart_bare(decoder: LegacyDecoder) -> None:
 
 
 def test_d6_mms_topic_field(decoder: LegacyDecoder) -> None:
-    frame = js({"topic": "ERROR", "error_type": "vram_exhausted", "message": "m", "severity": "info",
-                "timestamp": 1752307200.5, "agent": "ModelManagerSuite"})  # fmt: skip
+    frame = js(
+        {
+            "topic": "ERROR",
+            "error_type": "vram_exhausted",
+            "message": "m",
+            "severity": "info",
+            "timestamp": 1752307200.5,
+            "agent": "ModelManagerSuite",
+        }
+    )
     ev = event(decoder, frame)
     assert ev.legacy is not None
-    assert (ev.legacy.dialect, ev.legacy.variant, ev.legacy.topic) == (Dialect.BARE_JSON, "mms_topic_field", "")
+    assert (ev.legacy.dialect, ev.legacy.variant, ev.legacy.topic) == (
+        Dialect.BARE_JSON,
+        "mms_topic_field",
+        "",
+    )
     assert (ev.source, ev.error_type, ev.message) == ("ModelManagerSuite", "vram_exhausted", "m")
     assert ev.severity is Severity.INFO
     assert ev.details is None
@@ -352,14 +453,21 @@ def test_d6_relay_keeps_unmapped_fields(decoder: LegacyDecoder) -> None:
 
 def test_d6_relay_raw(decoder: LegacyDecoder) -> None:
     ev = event(decoder, b'{"raw": "ERROR: broken 27"}')
-    assert (ev.source, ev.error_type, ev.message, ev.details) == ("unknown", "", "ERROR: broken 27", None)
+    assert (ev.source, ev.error_type, ev.message, ev.details) == (
+        "unknown",
+        "",
+        "ERROR: broken 27",
+        None,
+    )
     assert ev.severity is Severity.ERROR
 
 
 # --------------------------------------------------------------------------- D7
 
 
-def test_d7_text_with_braces_and_colons(decoder: LegacyDecoder, identity: RecordingIdentity) -> None:
+def test_d7_text_with_braces_and_colons(
+    decoder: LegacyDecoder, identity: RecordingIdentity
+) -> None:
     text = "{'latency_ms': nan, 'x': 1}: still text\nline2\x00 \u00f1 \U0001f525"
     frame = b"ERROR:LocalFineTunerAgent:model_loading:" + text.encode()
     ev = event(decoder, frame)
@@ -367,7 +475,12 @@ def test_d7_text_with_braces_and_colons(decoder: LegacyDecoder, identity: Record
     assert ev.legacy.dialect is Dialect.PREFIX_TEXT
     assert ev.legacy.topic == "ERROR:LocalFineTunerAgent:model_loading:"
     assert (ev.source, ev.error_type, ev.message) == ("LocalFineTunerAgent", "model_loading", text)
-    assert (ev.severity, ev.legacy.raw_severity, ev.details, ev.occurred_at) == (Severity.ERROR, None, None, None)
+    assert (ev.severity, ev.legacy.raw_severity, ev.details, ev.occurred_at) == (
+        Severity.ERROR,
+        None,
+        None,
+        None,
+    )
     assert ev.legacy.timestamp_kind is TimestampKind.MISSING
     assert identity.calls == [([frame], None)]
 
@@ -420,7 +533,11 @@ def test_d7_invalid_utf8(decoder: LegacyDecoder) -> None:
     ],
 )
 def test_dead_letters(
-    decoder: LegacyDecoder, identity: RecordingIdentity, frames: list[bytes], reason: R, guess: Dialect | None
+    decoder: LegacyDecoder,
+    identity: RecordingIdentity,
+    frames: list[bytes],
+    reason: R,
+    guess: Dialect | None,
 ) -> None:
     letter = dead(decoder, *frames)
     assert (letter.reason, letter.dialect_guess) == (reason, guess)
@@ -456,7 +573,9 @@ def test_identity_failure_falls_back(identity: RecordingIdentity) -> None:
     assert isinstance(letter, DeadLetter) and letter.event_id.startswith("fallback-")
 
 
-def test_identity_called_once_per_decode(decoder: LegacyDecoder, identity: RecordingIdentity) -> None:
+def test_identity_called_once_per_decode(
+    decoder: LegacyDecoder, identity: RecordingIdentity
+) -> None:
     decoder.decode([b"ERROR:" + js(envelope())], RECEIVED)
     decoder.decode([b"PC2_ERROR:X:" + js(pc2_doc())], RECEIVED)
     decoder.decode([b"ERROR:", b'{"type": "t"}'], RECEIVED)
@@ -482,7 +601,10 @@ def test_deep_nesting_is_capped_not_fatal(decoder: LegacyDecoder) -> None:
 
 
 def test_deep_nesting_on_the_lenient_path(decoder: LegacyDecoder) -> None:
-    ev = event(decoder, b'ERROR:{"agent": "A", "v": NaN, "context": ' + nested(MAX_DEPTH + 5, b"NaN") + b"}")
+    ev = event(
+        decoder,
+        b'ERROR:{"agent": "A", "v": NaN, "context": ' + nested(MAX_DEPTH + 5, b"NaN") + b"}",
+    )
     assert ev.legacy is not None and ev.legacy.sanitized
     assert ev.details is not None
 
@@ -500,15 +622,31 @@ def test_too_deep_for_any_parser_is_a_dead_letter(decoder: LegacyDecoder) -> Non
     ("raw", "kind", "expected"),
     [
         ("2025-07-12T10:00:00", TimestampKind.NAIVE_UTC_ISO, datetime(2025, 7, 12, 10, tzinfo=UTC)),
-        ("2025-07-12T10:00:00.000001", TimestampKind.NAIVE_UTC_ISO, datetime(2025, 7, 12, 10, 0, 0, 1, tzinfo=UTC)),
-        ("2025-07-12T10:00:00Z", TimestampKind.NAIVE_UTC_ISO, datetime(2025, 7, 12, 10, tzinfo=UTC)),
-        ("2025-07-12T10:00:00", TimestampKind.NAIVE_LOCAL_ISO, datetime(2025, 7, 12, 2, tzinfo=UTC)),
+        (
+            "2025-07-12T10:00:00.000001",
+            TimestampKind.NAIVE_UTC_ISO,
+            datetime(2025, 7, 12, 10, 0, 0, 1, tzinfo=UTC),
+        ),
+        (
+            "2025-07-12T10:00:00Z",
+            TimestampKind.NAIVE_UTC_ISO,
+            datetime(2025, 7, 12, 10, tzinfo=UTC),
+        ),
+        (
+            "2025-07-12T10:00:00",
+            TimestampKind.NAIVE_LOCAL_ISO,
+            datetime(2025, 7, 12, 2, tzinfo=UTC),
+        ),
         (0, TimestampKind.EPOCH_SECONDS, datetime(1970, 1, 1, tzinfo=UTC)),
         (1752314400, TimestampKind.EPOCH_SECONDS, datetime(2025, 7, 12, 10, tzinfo=UTC)),
     ],
 )
 def test_timestamps_parse(raw: Any, kind: TimestampKind, expected: datetime) -> None:
-    iso_kind = TimestampKind.NAIVE_LOCAL_ISO if kind is TimestampKind.NAIVE_LOCAL_ISO else TimestampKind.NAIVE_UTC_ISO
+    iso_kind = (
+        TimestampKind.NAIVE_LOCAL_ISO
+        if kind is TimestampKind.NAIVE_LOCAL_ISO
+        else TimestampKind.NAIVE_UTC_ISO
+    )
     occurred_at, got_kind = parse_timestamp(raw, iso_kind, UTC8)
     assert (occurred_at, got_kind) == (expected, kind)
     assert occurred_at is not None and occurred_at.tzinfo is UTC
@@ -516,12 +654,32 @@ def test_timestamps_parse(raw: Any, kind: TimestampKind, expected: datetime) -> 
 
 @pytest.mark.parametrize(
     "raw",
-    ["yesterday", "", "NaN", "Infinity", "2025-13-40T00:00:00", "x" * 1000, float("nan"), float("inf"),
-     float("-inf"), -1, -0.5, 253402300800, 10**30, True, [], {}, "0001-01-01T00:00:00"],
-)  # fmt: skip
+    [
+        "yesterday",
+        "",
+        "NaN",
+        "Infinity",
+        "2025-13-40T00:00:00",
+        "x" * 1000,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        -1,
+        -0.5,
+        253402300800,
+        10**30,
+        True,
+        [],
+        {},
+        "0001-01-01T00:00:00",
+    ],
+)
 def test_timestamps_unparseable(raw: Any) -> None:
     # "0001-01-01T00:00:00" in UTC+8 falls before year 1 in UTC
-    assert parse_timestamp(raw, TimestampKind.NAIVE_LOCAL_ISO, UTC8) == (None, TimestampKind.UNPARSEABLE)
+    assert parse_timestamp(raw, TimestampKind.NAIVE_LOCAL_ISO, UTC8) == (
+        None,
+        TimestampKind.UNPARSEABLE,
+    )
 
 
 def test_timestamp_missing() -> None:
@@ -538,4 +696,7 @@ def test_nan_epoch_in_a_frame_is_unparseable(decoder: LegacyDecoder) -> None:
 def test_lenient_json_paths() -> None:
     assert loads_lenient(b'{"a": [1, 2.5, "x"]}') == ({"a": [1, 2.5, "x"]}, False)
     assert loads_lenient(b'{"a": 1e400}') == ({"a": "Infinity"}, True)
-    assert loads_lenient(b'["\\udcff", {"\\udc80k": -Infinity}]') == (["\\udcff", {"\\udc80k": "-Infinity"}], True)
+    assert loads_lenient(b'["\\udcff", {"\\udc80k": -Infinity}]') == (
+        ["\\udcff", {"\\udc80k": "-Infinity"}],
+        True,
+    )

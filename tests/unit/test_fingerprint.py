@@ -17,7 +17,9 @@ _REF_PATH = (
     r"|(?<![A-Za-z0-9])[A-Za-z]:\\[^\s'\"`<>|*?]*"
 )
 _REF_UUID = r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![0-9A-Za-z])"
-_REF_HEX = r"(?<![0-9A-Za-z])(?:0[xX][0-9a-fA-F]+|(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,})(?![0-9A-Za-z])"
+_REF_HEX = (
+    r"(?<![0-9A-Za-z])(?:0[xX][0-9a-fA-F]+|(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,})(?![0-9A-Za-z])"
+)
 _REF_IP = r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?::[0-9]{1,5})?(?!\.?[0-9])"
 _REF_NUMBER = r"(?<![A-Za-z0-9.])[0-9]+(?:\.[0-9]+)?"
 _REFERENCE = re.compile(
@@ -58,12 +60,22 @@ def test_masking(message: str, masked: str) -> None:
 
 def test_only_the_first_chars_are_masked() -> None:
     message = "x" * (MAX_MASK_CHARS - 2) + " 12345 tail 678"
-    assert mask_message(message) == "x" * (MAX_MASK_CHARS - 2) + " <n>2345 tail 678"  # cut after "1"
+    assert (
+        mask_message(message) == "x" * (MAX_MASK_CHARS - 2) + " <n>2345 tail 678"
+    )  # cut after "1"
 
 
 def test_same_error_different_numbers_and_ids_share_a_fingerprint() -> None:
-    a = fingerprint("S", "timeout", "request 17 to 192.168.1.2:80 (id 3f2a0c1e-1111-4222-8333-944445555666) after 5.5s")
-    b = fingerprint("S", "timeout", "request 942 to 10.0.0.9:8080 (id 00000000-aaaa-4bbb-8ccc-dddddddddddd) after 30s")
+    a = fingerprint(
+        "S",
+        "timeout",
+        "request 17 to 192.168.1.2:80 (id 3f2a0c1e-1111-4222-8333-944445555666) after 5.5s",
+    )
+    b = fingerprint(
+        "S",
+        "timeout",
+        "request 942 to 10.0.0.9:8080 (id 00000000-aaaa-4bbb-8ccc-dddddddddddd) after 30s",
+    )
     assert a == b
     assert re.fullmatch("[0-9a-f]{16}", a)
 
@@ -73,13 +85,17 @@ def test_source_error_type_and_text_matter() -> None:
     assert fingerprint("B", "t", "failed (#1)") != base
     assert fingerprint("A", "u", "failed (#1)") != base
     assert fingerprint("A", "t", "crashed (#1)") != base
-    assert fingerprint("At", "", "failed (#1)") != fingerprint("A", "t", "failed (#1)")  # parts stay apart
+    assert fingerprint("At", "", "failed (#1)") != fingerprint(
+        "A", "t", "failed (#1)"
+    )  # parts stay apart
 
 
 def test_long_and_odd_inputs() -> None:
     long_message = "y" * 100_000
     assert fingerprint("A", "t", long_message) == fingerprint("A", "t", long_message)
-    assert fingerprint("A", "t", "bad \udcff") != fingerprint("A", "t", "bad \udcfe")  # lone surrogates hash
+    assert fingerprint("A", "t", "bad \udcff") != fingerprint(
+        "A", "t", "bad \udcfe"
+    )  # lone surrogates hash
 
 
 def test_memo_does_not_change_results() -> None:

@@ -13,19 +13,39 @@ from tests.support.fakes import FakeClock
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 DEFAULT = FloodRule("default", threshold=5, window_secs=60.0)
-CONN = FloodRule("connection_error", threshold=10, window_secs=60.0, pattern=r"(?i)connection[ _]?error")
-MEM = FloodRule("memory_error", threshold=3, window_secs=300.0, pattern=r"(?i)memory", escalate_to=Severity.CRITICAL)
+CONN = FloodRule(
+    "connection_error", threshold=10, window_secs=60.0, pattern=r"(?i)connection[ _]?error"
+)
+MEM = FloodRule(
+    "memory_error",
+    threshold=3,
+    window_secs=300.0,
+    pattern=r"(?i)memory",
+    escalate_to=Severity.CRITICAL,
+)
 
 
-def _ev(source: str = "A", error_type: str = "boom", message: str = "it broke #1", severity=Severity.ERROR) -> ErrorEvent:
+def _ev(
+    source: str = "A",
+    error_type: str = "boom",
+    message: str = "it broke #1",
+    severity=Severity.ERROR,
+) -> ErrorEvent:
     return ErrorEvent(
-        event_id="x", occurred_at=None, received_at=T0, machine="M", source=source, severity=severity,
-        error_type=error_type, message=message, fingerprint=fingerprint(source, error_type, message),
-    )  # fmt: skip
+        event_id="x",
+        occurred_at=None,
+        received_at=T0,
+        machine="M",
+        source=source,
+        severity=severity,
+        error_type=error_type,
+        message=message,
+        fingerprint=fingerprint(source, error_type, message),
+    )
 
 
 def _gate(clock: FakeClock, **kw) -> FloodGate:
-    opts = dict(machine="M", summary_interval_secs=10.0, clock=clock)
+    opts = {"machine": "M", "summary_interval_secs": 10.0, "clock": clock}
     opts.update(kw)
     return FloodGate([CONN, MEM], DEFAULT, **opts)
 
@@ -47,7 +67,11 @@ def test_first_n_pass_then_suppress_with_one_started() -> None:
     assert verdicts == [Verdict.PASS] * 5 + [Verdict.SUPPRESS] * 3
     assert [type(e) for e in emitted] == [FloodStarted]
     started = emitted[0]
-    assert (started.rule, started.threshold, started.sample.message) == ("default", 5, "it broke #1")
+    assert (started.rule, started.threshold, started.sample.message) == (
+        "default",
+        5,
+        "it broke #1",
+    )
 
 
 def test_numbers_in_messages_share_a_fingerprint() -> None:
@@ -92,7 +116,9 @@ def test_rules_match_error_type_or_message_and_can_escalate() -> None:
     gate = _gate(clock)
     verdicts, _ = _run(gate, [_ev(error_type="ConnectionError") for _ in range(12)], clock)
     assert verdicts.count(Verdict.PASS) == 10
-    verdicts, emitted = _run(gate, [_ev(message="CUDA out of memory", error_type="x") for _ in range(4)], clock)
+    verdicts, emitted = _run(
+        gate, [_ev(message="CUDA out of memory", error_type="x") for _ in range(4)], clock
+    )
     assert verdicts.count(Verdict.PASS) == 3
     assert emitted[0].rule == "memory_error" and emitted[0].severity is Severity.CRITICAL
 
@@ -100,7 +126,7 @@ def test_rules_match_error_type_or_message_and_can_escalate() -> None:
 def test_lru_eviction_closes_an_active_flood_without_losing_counts() -> None:
     clock = FakeClock()
     gate = _gate(clock, max_fingerprints=2)
-    _, emitted = _run(gate, [_ev(source="A") for _ in range(8)], clock)
+    _, _emitted = _run(gate, [_ev(source="A") for _ in range(8)], clock)
     _, more = _run(gate, [_ev(source="B"), _ev(source="C")], clock)  # A is forgotten
     summary = next(e for e in more if isinstance(e, FloodSummary))
     assert summary.source == "A" and summary.suppressed == 3
@@ -130,16 +156,20 @@ def test_global_ceiling_sheds_lowest_severities_first_and_never_critical() -> No
     clock = FakeClock()
     gate = _gate(clock, global_max_per_sec=100)
     levels = [Severity.INFO, Severity.WARNING, Severity.ERROR, Severity.CRITICAL]
-    events = [_ev(source=f"S{n}", severity=levels[n % 4]) for n in range(400)]  # 400 fingerprints, one second
+    events = [
+        _ev(source=f"S{n}", severity=levels[n % 4]) for n in range(400)
+    ]  # 400 fingerprints, one second
     verdicts, emitted = _run(gate, events, clock)
-    passed = {lvl: 0 for lvl in levels}
-    for ev, v in zip(events, verdicts):
+    passed = dict.fromkeys(levels, 0)
+    for ev, v in zip(events, verdicts, strict=True):
         passed[ev.severity] += v is Verdict.PASS
     assert passed[Severity.CRITICAL] == 100
     assert passed[Severity.INFO] < passed[Severity.WARNING] < passed[Severity.ERROR] < 100
     clock.advance(11.0)
     emitted += gate.tick()
-    shed = sum(e.suppressed for e in emitted if isinstance(e, FloodSummary) and e.rule == GLOBAL_RULE_NAME)
+    shed = sum(
+        e.suppressed for e in emitted if isinstance(e, FloodSummary) and e.rule == GLOBAL_RULE_NAME
+    )
     assert shed == 400 - sum(passed.values())
 
 
@@ -147,4 +177,6 @@ def test_constructor_and_rules_are_checked() -> None:
     with pytest.raises(ValueError):
         FloodGate([], DEFAULT, machine="M", summary_interval_secs=0, clock=FakeClock())
     with pytest.raises(ValueError):
-        FloodGate([FloodRule("bad", threshold=-1, window_secs=1)], DEFAULT, machine="M", clock=FakeClock())
+        FloodGate(
+            [FloodRule("bad", threshold=-1, window_secs=1)], DEFAULT, machine="M", clock=FakeClock()
+        )

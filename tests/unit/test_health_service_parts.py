@@ -23,12 +23,24 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "ops" / "config" / "busbridge.ex
 
 
 def _report(status: HealthStatus, n: int = 0, service: str = "A") -> HealthReport:
-    return HealthReport(event_id=f"r{n}", machine="m", service=service, status=status, checked_at=T0, interval_secs=30.0)
+    return HealthReport(
+        event_id=f"r{n}",
+        machine="m",
+        service=service,
+        status=status,
+        checked_at=T0,
+        interval_secs=30.0,
+    )
 
 
 def _beat(n: int = 0) -> BridgeHeartbeat:
     return BridgeHeartbeat(
-        event_id=f"h{n}", bridge_id="m", machine="m", sent_at=T0, status=HealthStatus.HEALTHY, interval_secs=10.0
+        event_id=f"h{n}",
+        bridge_id="m",
+        machine="m",
+        sent_at=T0,
+        status=HealthStatus.HEALTHY,
+        interval_secs=10.0,
     )
 
 
@@ -61,8 +73,14 @@ async def _drain(sink: HealthSink) -> None:
 
 
 async def _with_sink(writer: _Writer, clock: list[float], steps) -> None:
-    sink = HealthSink(writer, lambda m: (f"subj.{m.event_id}", {}), refresh_secs=300.0, retry_secs=0.01,
-                      retry_max_secs=0.02, clock=lambda: clock[0])  # fmt: skip
+    sink = HealthSink(
+        writer,
+        lambda m: (f"subj.{m.event_id}", {}),
+        refresh_secs=300.0,
+        retry_secs=0.01,
+        retry_max_secs=0.02,
+        clock=lambda: clock[0],
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(sink.run)
         await steps(sink)
@@ -73,7 +91,14 @@ async def test_sink_streams_reports_on_change_or_refresh_and_every_heartbeat() -
     writer, clock = _Writer(), [0.0]
 
     async def steps(sink: HealthSink) -> None:
-        for n, status in enumerate([HealthStatus.HEALTHY, HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.DEGRADED]):
+        for n, status in enumerate(
+            [
+                HealthStatus.HEALTHY,
+                HealthStatus.HEALTHY,
+                HealthStatus.DEGRADED,
+                HealthStatus.DEGRADED,
+            ]
+        ):
             sink.offer("agent.m.A", _report(status, n))
             await _drain(sink)
         clock[0] = 301.0  # the refresh is due: the unchanged status is stored again
@@ -84,10 +109,15 @@ async def test_sink_streams_reports_on_change_or_refresh_and_every_heartbeat() -
 
     await _with_sink(writer, clock, steps)
     assert [eid for _, eid in writer.stream] == ["r0", "r2", "r4", "h0", "h1", "h2"]
-    assert decode(writer.kv["agent.m.A"]).event_id == "r4" and decode(writer.kv["bridge.m.m"]).event_id == "h2"
+    assert (
+        decode(writer.kv["agent.m.A"]).event_id == "r4"
+        and decode(writer.kv["bridge.m.m"]).event_id == "h2"
+    )
 
 
-async def test_sink_holds_the_latest_value_through_an_outage_and_keeps_a_pending_stream_copy() -> None:
+async def test_sink_holds_the_latest_value_through_an_outage_and_keeps_a_pending_stream_copy() -> (
+    None
+):
     writer, clock = _Writer(), [0.0]
 
     async def steps(sink: HealthSink) -> None:
@@ -96,7 +126,9 @@ async def test_sink_holds_the_latest_value_through_an_outage_and_keeps_a_pending
         writer.down = True
         sink.offer("agent.m.A", _report(HealthStatus.UNHEALTHY, 1))  # a change: wants a stream copy
         await anyio.sleep(0.05)
-        sink.offer("agent.m.A", _report(HealthStatus.UNHEALTHY, 2))  # no change, but inherits the copy
+        sink.offer(
+            "agent.m.A", _report(HealthStatus.UNHEALTHY, 2)
+        )  # no change, but inherits the copy
         for n in range(5):
             sink.offer("bridge.m.m", _beat(n))
         await anyio.sleep(0.05)
@@ -105,7 +137,11 @@ async def test_sink_holds_the_latest_value_through_an_outage_and_keeps_a_pending
         await _drain(sink)
 
     await _with_sink(writer, clock, steps)
-    assert sorted(eid for _, eid in writer.stream) == ["h4", "r0", "r2"]  # latest only, the change kept
+    assert sorted(eid for _, eid in writer.stream) == [
+        "h4",
+        "r0",
+        "r2",
+    ]  # latest only, the change kept
     assert decode(writer.kv["agent.m.A"]).event_id == "r2"
 
 
@@ -122,23 +158,55 @@ async def test_sink_drops_a_value_the_server_refuses_for_good() -> None:
     assert list(writer.kv) == ["agent.m.A"]
 
 
-def test_heartbeat_rates_cover_the_time_since_the_previous_one_and_status_follows_readiness() -> None:
+def test_heartbeat_rates_cover_the_time_since_the_previous_one_and_status_follows_readiness() -> (
+    None
+):
     clock = [100.0]
     builder = HeartbeatBuilder(
-        bridge_id="b", machine="m", interval_secs=10.0, phase=lambda: "nats_primary", version="9.9",
-        clock=lambda: clock[0], now=lambda: T0,
-    )  # fmt: skip
+        bridge_id="b",
+        machine="m",
+        interval_secs=10.0,
+        phase=lambda: "nats_primary",
+        version="9.9",
+        clock=lambda: clock[0],
+        now=lambda: T0,
+    )
     clock[0] = 110.0
-    first = builder.build(BridgeStats(received_total=500, stored_total=400, ready=True), agents_probed=3)
+    first = builder.build(
+        BridgeStats(received_total=500, stored_total=400, ready=True), agents_probed=3
+    )
     clock[0] = 115.0
-    second = builder.build(BridgeStats(received_total=600, stored_total=400, dropped_total=5, degraded=True,
-                                       not_ready_reasons=("nats_disconnected",)))  # fmt: skip
+    second = builder.build(
+        BridgeStats(
+            received_total=600,
+            stored_total=400,
+            dropped_total=5,
+            degraded=True,
+            not_ready_reasons=("nats_disconnected",),
+        )
+    )
     third = builder.build(BridgeStats(received_total=600, stored_total=400))
-    assert (first.received_per_sec, first.stored_per_sec, first.status) == (50.0, 40.0, HealthStatus.HEALTHY)
-    assert (second.received_per_sec, second.stored_per_sec, second.dropped_per_sec) == (20.0, 0.0, 1.0)
-    assert (second.status, second.not_ready_reasons) == (HealthStatus.DEGRADED, ["nats_disconnected"])
+    assert (first.received_per_sec, first.stored_per_sec, first.status) == (
+        50.0,
+        40.0,
+        HealthStatus.HEALTHY,
+    )
+    assert (second.received_per_sec, second.stored_per_sec, second.dropped_per_sec) == (
+        20.0,
+        0.0,
+        1.0,
+    )
+    assert (second.status, second.not_ready_reasons) == (
+        HealthStatus.DEGRADED,
+        ["nats_disconnected"],
+    )
     assert third.status is HealthStatus.UNHEALTHY
-    assert (first.phase, first.version, first.agents_probed, first.interval_secs) == ("nats_primary", "9.9", 3, 10.0)
+    assert (first.phase, first.version, first.agents_probed, first.interval_secs) == (
+        "nats_primary",
+        "9.9",
+        3,
+        10.0,
+    )
     assert len({first.event_id, second.event_id, third.event_id}) == 3
 
 
@@ -151,15 +219,28 @@ def test_collect_stats_sums_every_label_of_the_bridge_counters() -> None:
     m.spool_rows.set(4)
     m.nats_connected.set(1)
     stats = collect_stats(m, lambda: (False, {"reasons": ["spool_backlog"], "degraded": True}))
-    assert (stats.received_total, stats.stored_total, stats.dropped_total, stats.spool_messages) == (7, 5, 1, 4)
+    assert (
+        stats.received_total,
+        stats.stored_total,
+        stats.dropped_total,
+        stats.spool_messages,
+    ) == (7, 5, 1, 4)
     assert stats.nats_connected and stats.degraded and stats.not_ready_reasons == ("spool_backlog",)
 
 
 def test_fleet_rows_mark_entries_stale_past_their_own_intervals() -> None:
     now = T0 + timedelta(seconds=100)
     entries = [
-        ("agent.m.A", encode(_report(HealthStatus.HEALTHY)), now - timedelta(seconds=89)),  # 3 x 30 s not yet past
-        ("agent.m.B", encode(_report(HealthStatus.DEGRADED, service="B")), now - timedelta(seconds=91)),
+        (
+            "agent.m.A",
+            encode(_report(HealthStatus.HEALTHY)),
+            now - timedelta(seconds=89),
+        ),  # 3 x 30 s not yet past
+        (
+            "agent.m.B",
+            encode(_report(HealthStatus.DEGRADED, service="B")),
+            now - timedelta(seconds=91),
+        ),
         ("bridge.m.m", encode(_beat()), now - timedelta(seconds=31)),  # 3 x 10 s past
         ("something.else", b"not json", now),
     ]
@@ -168,13 +249,24 @@ def test_fleet_rows_mark_entries_stale_past_their_own_intervals() -> None:
     assert rows["agent.m.B"].status == "degraded"  # the last reported status is kept
     assert (rows["something.else"].kind, rows["something.else"].status) == ("?", "unknown")
     ordered = [r.key for r in fleet_rows(entries, now, stale_after_intervals=3.0)]
-    assert ordered == ["something.else", "bridge.m.m", "agent.m.A", "agent.m.B"]  # machine "?" first, bridges first
-    assert not any(r.stale for r in fleet_rows(entries, now, stale_after_intervals=3.0, stale_after_secs=1000))
+    assert ordered == [
+        "something.else",
+        "bridge.m.m",
+        "agent.m.A",
+        "agent.m.B",
+    ]  # machine "?" first, bridges first
+    assert not any(
+        r.stale for r in fleet_rows(entries, now, stale_after_intervals=3.0, stale_after_secs=1000)
+    )
 
 
 def test_table_colours_only_when_asked_and_shows_stale_with_the_last_status() -> None:
     now = T0 + timedelta(seconds=100)
-    rows = fleet_rows([("bridge.m.m", encode(_beat()), now - timedelta(seconds=75))], now, stale_after_intervals=3.0)
+    rows = fleet_rows(
+        [("bridge.m.m", encode(_beat()), now - timedelta(seconds=75))],
+        now,
+        stale_after_intervals=3.0,
+    )
     plain, coloured = render_table(rows), render_table(rows, colour=True)
     assert "stale (last healthy)" in plain and "1m15s" in plain and "\x1b[" not in plain
     assert "\x1b[90mstale (last healthy)" in coloured
@@ -185,9 +277,13 @@ def test_example_health_section_equals_the_defaults_and_the_bucket_definition() 
     cfg = load_config(EXAMPLE)
     assert cfg.health == load_config(None).health
     assert bucket_definition(cfg.health) == {
-        "bucket": "busbridge_health", "description": bucket_definition(cfg.health)["description"], "history": 1,
-        "ttl": 300 * 10**9, "storage": "file", "replicas": 1,
-    }  # fmt: skip
+        "bucket": "busbridge_health",
+        "description": bucket_definition(cfg.health)["description"],
+        "history": 1,
+        "ttl": 300 * 10**9,
+        "storage": "file",
+        "replicas": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -210,9 +306,11 @@ def test_bad_health_config_is_refused_with_its_path(text: str, problem: str) -> 
 
 def test_bad_port_offset_env_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT_OFFSET", "ten")
-    with pytest.raises(ConfigError, match="health.port_offset"):
+    with pytest.raises(ConfigError, match=r"health\.port_offset"):
         parse_config("{}")
-    assert parse_config("health: {port_offset: 5}").health.port_offset == 5  # an explicit value wins
+    assert (
+        parse_config("health: {port_offset: 5}").health.port_offset == 5
+    )  # an explicit value wins
 
 
 def test_colour_only_on_a_terminal_without_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,7 +340,7 @@ async def test_read_bucket_gives_each_key_once_at_its_newest_revision() -> None:
     ]
 
     class Watcher:
-        async def updates(self, timeout: float) -> object:
+        async def updates(self, timeout: float) -> object:  # noqa: ASYNC109 (nats-py's KV watcher signature)
             return entries.pop(0)
 
         async def stop(self) -> None:

@@ -51,18 +51,27 @@ def test_mainpc_groups_nested_under_agent_groups_are_not_taken_for_agents() -> N
     trap_paths = {s.split(":")[0] for s in cfg.skipped}
     for group in ("observability", "core_hubs", "vision_gpu"):
         assert {f"agent_groups.{group}.description", f"agent_groups.{group}.agents"} <= trap_paths
-    assert {"agent_groups.docker_groups.infra_core", "agent_groups.docker_groups.coordination"} <= trap_paths
+    assert {
+        "agent_groups.docker_groups.infra_core",
+        "agent_groups.docker_groups.coordination",
+    } <= trap_paths
 
 
 def test_an_agent_whose_port_cannot_be_expanded_is_skipped_with_the_reason() -> None:
     cfg = load_startup_config(MAINPC, 0)
     assert "BrokenPortAgent" not in {a.name for a in cfg.agents}
-    assert any(s.startswith("agent_groups.translation_services.BrokenPortAgent:") and "${PC2_PORT}" in s for s in cfg.skipped)
+    assert any(
+        s.startswith("agent_groups.translation_services.BrokenPortAgent:") and "${PC2_PORT}" in s
+        for s in cfg.skipped
+    )
 
 
 def test_port_offset_shifts_every_expression_but_not_literal_ports() -> None:
     shifted = {a.name: a for a in load_startup_config(MAINPC, 1000).agents}
-    assert (shifted["ServiceRegistry"].port, shifted["ServiceRegistry"].health_check_port) == (8200, 9200)
+    assert (shifted["ServiceRegistry"].port, shifted["ServiceRegistry"].health_check_port) == (
+        8200,
+        9200,
+    )
     assert shifted["Executor"].health_check_port == 6607  # port+1 of the shifted port
     assert shifted["RequestCoordinator"].health_check_port == 27002  # a plain integer in the file
 
@@ -71,10 +80,19 @@ def test_pc2_flat_services_list() -> None:
     cfg = load_startup_config(PC2, 0)
     assert cfg.schema == "pc2"
     agents = {a.name: a for a in cfg.agents}
-    assert list(agents)[0] == "CentralErrorBus"  # first, as in the legacy file
-    assert (agents["CentralErrorBus"].port, agents["CentralErrorBus"].health_check_port) == (7150, 8150)
-    assert (agents["VisionProcessingAgent"].port, agents["VisionProcessingAgent"].health_check_port) == (7160, 8160)
-    assert (agents["UnifiedObservabilityCenter"].port, agents["UnifiedObservabilityCenter"].health_check_port) == (9100, 9110)
+    assert next(iter(agents)) == "CentralErrorBus"  # first, as in the legacy file
+    assert (agents["CentralErrorBus"].port, agents["CentralErrorBus"].health_check_port) == (
+        7150,
+        8150,
+    )
+    assert (
+        agents["VisionProcessingAgent"].port,
+        agents["VisionProcessingAgent"].health_check_port,
+    ) == (7160, 8160)
+    assert (
+        agents["UnifiedObservabilityCenter"].port,
+        agents["UnifiedObservabilityCenter"].health_check_port,
+    ) == (9100, 9110)
     assert agents["TutoringServiceAgent"].health_check_port == 8130  # quoted '8130'
     assert not agents["TutoringServiceAgent"].required and agents["TieredResponder"].required
     assert all(a.group is None and a.host == "0.0.0.0" for a in cfg.agents)
@@ -106,7 +124,10 @@ def test_port_expressions(value: object, offset: int | None, port: int) -> None:
     assert expand_port(value, offset) == port
 
 
-@pytest.mark.parametrize("value", ["${PC2_PORT}+1", "7200-1", "abc", "", 0, 70000, "${PORT_OFFSET}+65535", True, None, [7200]])
+@pytest.mark.parametrize(
+    "value",
+    ["${PC2_PORT}+1", "7200-1", "abc", "", 0, 70000, "${PORT_OFFSET}+65535", True, None, [7200]],
+)
 def test_bad_port_expressions_raise_value_error(value: object) -> None:
     with pytest.raises(ValueError):
         expand_port(value, 1)
@@ -123,7 +144,9 @@ def test_a_file_with_both_schemas_gives_both_and_the_first_of_a_duplicate() -> N
     assert cfg.skipped == ["pc2_services[1]: duplicate of agent 'A' listed earlier"]
 
 
-@pytest.mark.parametrize("text", ["global_settings: {}\n", "- just\n- a list\n", "agent_groups: [unclosed\n", ""])
+@pytest.mark.parametrize(
+    "text", ["global_settings: {}\n", "- just\n- a list\n", "agent_groups: [unclosed\n", ""]
+)
 def test_files_in_neither_schema_raise(text: str) -> None:
     with pytest.raises(StartupConfigError):
         parse_startup_config(text, 0)

@@ -14,8 +14,14 @@ def _identity(clock: FakeClock, window: float = 10.0, max_tracked: int = 100) ->
 
 def test_legacy_error_id_is_the_msg_id() -> None:
     ident = _identity(FakeClock())
-    assert ident([b"a"], "fb685d84-d253-40a5-bf94-f8fd71b35dfe") == "fb685d84-d253-40a5-bf94-f8fd71b35dfe"
-    assert ident([b"b"], "fb685d84-d253-40a5-bf94-f8fd71b35dfe") == "fb685d84-d253-40a5-bf94-f8fd71b35dfe"
+    assert (
+        ident([b"a"], "fb685d84-d253-40a5-bf94-f8fd71b35dfe")
+        == "fb685d84-d253-40a5-bf94-f8fd71b35dfe"
+    )
+    assert (
+        ident([b"b"], "fb685d84-d253-40a5-bf94-f8fd71b35dfe")
+        == "fb685d84-d253-40a5-bf94-f8fd71b35dfe"
+    )
 
 
 def test_legacy_id_is_made_header_safe() -> None:

@@ -22,12 +22,15 @@ _DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
 #: .ci/run fetches promtool and sets this, so CI fails instead of skipping when it is missing
 _REQUIRED = os.environ.get("BUSBRIDGE_REQUIRE_PROMTOOL") == "1"
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None and not _REQUIRED, reason="promtool not installed (Debian: apt-get install prometheus)"
+    PROMTOOL is None and not _REQUIRED,
+    reason="promtool not installed (Debian: apt-get install prometheus)",
 )
 
 
 def test_promtool_is_there_when_ci_requires_it() -> None:
-    assert PROMTOOL or not _REQUIRED, ".ci/run sets BUSBRIDGE_REQUIRE_PROMTOOL=1 but promtool is not on PATH"
+    assert PROMTOOL or not _REQUIRED, (
+        ".ci/run sets BUSBRIDGE_REQUIRE_PROMTOOL=1 but promtool is not on PATH"
+    )
 
 
 def _exported_names() -> set[str]:
@@ -45,7 +48,9 @@ def test_rules_are_well_formed_and_unique() -> None:
     assert len({r["alert"] for r in rules}) == len(rules) >= 10
     for rule in rules:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
-        assert _DURATION.fullmatch(str(rule["for"])), f"{rule['alert']}: for: {rule['for']!r} is not a Prometheus duration"
+        assert _DURATION.fullmatch(str(rule["for"])), (
+            f"{rule['alert']}: for: {rule['for']!r} is not a Prometheus duration"
+        )
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
@@ -61,7 +66,9 @@ def test_every_metric_in_an_expression_is_exported() -> None:
 
 @needs_promtool
 def test_promtool_check_rules() -> None:
-    result = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -75,9 +82,17 @@ def test_every_alert_fires_on_its_condition_and_stays_quiet_when_healthy(tmp_pat
             rule.pop("annotations", None)
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(doc), encoding="utf-8")
     tests, untested = promtool_tests([r["alert"] for r in _rules()])
-    assert not untested, f"alerts with no firing scenario in tests/support/alert_scenarios.py: {untested}"
+    assert not untested, (
+        f"alerts with no firing scenario in tests/support/alert_scenarios.py: {untested}"
+    )
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests), encoding="utf-8")
-    result = subprocess.run([PROMTOOL, "test", "rules", "tests.yml"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", "tests.yml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -99,5 +114,7 @@ def test_prometheus_config_scrapes_each_machine_and_loads_the_rules() -> None:
 
 @needs_promtool
 def test_promtool_check_config() -> None:
-    result = subprocess.run([PROMTOOL, "check", "config", str(PROMETHEUS)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [PROMTOOL, "check", "config", str(PROMETHEUS)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr

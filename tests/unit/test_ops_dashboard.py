@@ -28,7 +28,9 @@ def _expressions() -> list[tuple[str, str]]:
 
 def test_every_metric_family_has_a_panel() -> None:
     series = exported_series()
-    covered = {series[name] for _, expr in _expressions() for name in series_in(expr) if name in series}
+    covered = {
+        series[name] for _, expr in _expressions() for name in series_in(expr) if name in series
+    }
     missing = sorted(set(metric_families()) - covered)
     assert not missing, (
         f"metric families of bridge/metrics.py with no panel in {DASHBOARD.name}: {', '.join(missing)} "
@@ -47,16 +49,23 @@ def test_every_selector_follows_the_machine_and_instance_template() -> None:
     for title, expr in _expressions():
         for selector in selectors_in(expr):
             matchers = {m.name: m.value for m in selector.matchers.matchers}
-            assert {k: matchers.get(k) for k in TEMPLATE} == TEMPLATE, f"panel {title!r}: {selector}"
+            assert {k: matchers.get(k) for k in TEMPLATE} == TEMPLATE, (
+                f"panel {title!r}: {selector}"
+            )
 
 
 def test_template_variables_and_datasource() -> None:
     dash = _dashboard()
     variables = {v["name"]: v for v in dash["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert (
+        variables["datasource"]["type"] == "datasource"
+        and variables["datasource"]["query"] == "prometheus"
+    )
     for name in TEMPLATE:
         assert variables[name]["type"] == "query" and variables[name]["includeAll"]
-        [selected] = series_in(variables[name]["query"]["query"].removeprefix("label_values(").rsplit(",", 1)[0])
+        [selected] = series_in(
+            variables[name]["query"]["query"].removeprefix("label_values(").rsplit(",", 1)[0]
+        )
         assert selected in exported_series()
     for panel in _panels():
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
@@ -70,7 +79,12 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
     assert len(set(ids)) == len(ids)
     boxes = [(p["title"], p["gridPos"]) for p in panels]
     for _, g in boxes:
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24 and g["h"] > 0
     for (ta, a), (tb, b) in combinations(boxes, 2):
-        apart = a["x"] + a["w"] <= b["x"] or b["x"] + b["w"] <= a["x"] or a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"]
+        apart = (
+            a["x"] + a["w"] <= b["x"]
+            or b["x"] + b["w"] <= a["x"]
+            or a["y"] + a["h"] <= b["y"]
+            or b["y"] + b["h"] <= a["y"]
+        )
         assert apart, f"panels {ta!r} and {tb!r} overlap"

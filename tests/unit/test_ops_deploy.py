@@ -75,7 +75,11 @@ def test_bridge_unit_runs_a_real_command_on_the_shipped_files(machine: str) -> N
     assert args.config == f"/etc/busbridge/{machine}.yaml"
     cfg = load_config(OPS / "config" / f"{machine}.yaml")  # what gets installed there
     assert cfg.machine == MACHINES[machine]
-    assert f"/var/lib/{unit.one('Service', 'StateDirectory')}" == cfg.data_dir == unit.one("Service", "WorkingDirectory")
+    assert (
+        f"/var/lib/{unit.one('Service', 'StateDirectory')}"
+        == cfg.data_dir
+        == unit.one("Service", "WorkingDirectory")
+    )
     assert unit.one("Service", "EnvironmentFile") == f"/etc/busbridge/{machine}.env"
     assert (OPS / "env" / f"{machine}.env").is_file()
     assert f"nats-server@{machine}.service" in unit.one("Unit", "After").split()
@@ -83,11 +87,15 @@ def test_bridge_unit_runs_a_real_command_on_the_shipped_files(machine: str) -> N
 
 def test_bridge_unit_stop_reload_and_restart_policy() -> None:
     service = read_unit(BRIDGE_UNIT)["Service"]
-    assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # the CLI reloads its config on SIGHUP
+    assert service["ExecReload"] == [
+        "/bin/kill -HUP $MAINPID"
+    ]  # the CLI reloads its config on SIGHUP
     assert service["KillSignal"] == ["SIGTERM"]  # graceful drain
     assert float(service["TimeoutStopSec"][-1]) > PublishConfig().drain_timeout_secs
     assert service["Restart"][-1] in {"on-failure", "always"}
-    assert service["RestartPreventExitStatus"] == [str(ConfigError.exit_status)]  # a bad config: no loop
+    assert service["RestartPreventExitStatus"] == [
+        str(ConfigError.exit_status)
+    ]  # a bad config: no loop
 
 
 @pytest.mark.parametrize("path", [BRIDGE_UNIT, NATS_UNIT], ids=lambda p: p.name)
@@ -105,7 +113,11 @@ def test_nats_unit_instances_match_the_shipped_configs(instance: str) -> None:
     unit = read_unit(NATS_UNIT).instance(instance)
     argv = shlex.split(unit.one("Service", "ExecStart"))
     assert Path(argv[0]).name == "nats-server" and argv[1:] == ["-c", f"/etc/nats/{instance}.conf"]
-    assert shlex.split(unit.one("Service", "ExecStartPre"))[1:] == ["-t", "-c", f"/etc/nats/{instance}.conf"]
+    assert shlex.split(unit.one("Service", "ExecStartPre"))[1:] == [
+        "-t",
+        "-c",
+        f"/etc/nats/{instance}.conf",
+    ]
     assert unit.one("Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
     conf = OPS / "nats" / NATS_INSTANCES[instance]
     assert _store_dir(conf) == f"/var/lib/{unit.one('Service', 'StateDirectory')}"
@@ -115,7 +127,10 @@ def test_nats_unit_instances_match_the_shipped_configs(instance: str) -> None:
 def test_shipped_nats_configs_pass_nats_server_t(relative: str) -> None:
     """The real binary's config check (``-t``, the units' ExecStartPre): unknown keys fail it."""
     result = subprocess.run(
-        [find_nats_server(), "-t", "-c", str(OPS / "nats" / relative)], capture_output=True, text=True, timeout=30
+        [find_nats_server(), "-t", "-c", str(OPS / "nats" / relative)],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
 
@@ -132,8 +147,11 @@ def test_systemd_analyze_verify_finds_no_unknown_keys(tmp_path: Path) -> None:
         name = template.name.replace("@.", f"@{instance}.")
         result = subprocess.run(
             ["systemd-analyze", "verify", "--man=no", "--generators=no", str(tmp_path / name)],
-            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
         problems = [line for line in result.stderr.splitlines() if "is not executable" not in line]
         assert not problems, "\n".join(problems)  # the binaries exist only on the target machines
 
@@ -157,28 +175,43 @@ def test_env_file_documents_every_variable_the_code_reads(machine: str) -> None:
         if not line.strip() or (line.startswith("#") and not _ENV_LINE.match(line)):
             continue
         match = _ENV_LINE.match(line)
-        assert match, f"{path.name}:{i + 1}: not KEY=value (systemd EnvironmentFile / compose env_file): {line!r}"
-        assert lines[i - 1].startswith("#"), f"{path.name}:{i + 1}: {match.group(1)} has no comment above it"
+        assert match, (
+            f"{path.name}:{i + 1}: not KEY=value (systemd EnvironmentFile / compose env_file): {line!r}"
+        )
+        assert lines[i - 1].startswith("#"), (
+            f"{path.name}:{i + 1}: {match.group(1)} has no comment above it"
+        )
         documented[match.group(1)] = line
     read = environment_variables_read("bridge", "consumers")
     cfg = load_config(OPS / "config" / f"{machine}.yaml")
     named = [v for v in (cfg.nats.password_env, cfg.nats.token_env, cfg.nats.nkey_seed_env) if v]
     missing = sorted({*read, *named} - set(documented))
-    assert not missing, f"{path.name} lacks {missing} (read at {[read.get(m, 'config') for m in missing]})"
-    active_secrets = [k for k, line in documented.items() if not line.startswith("#") and re.search("PASSWORD|TOKEN|SEED", k)]
+    assert not missing, (
+        f"{path.name} lacks {missing} (read at {[read.get(m, 'config') for m in missing]})"
+    )
+    active_secrets = [
+        k
+        for k, line in documented.items()
+        if not line.startswith("#") and re.search("PASSWORD|TOKEN|SEED", k)
+    ]
     assert not active_secrets, f"{path.name} ships secret values: {active_secrets}"
     assert documented["BUSBRIDGE_CONFIG"] == f"BUSBRIDGE_CONFIG=/etc/busbridge/{machine}.yaml"
 
 
 def _expand(text: str, env: dict[str, str]) -> str:
     """Compose interpolation: ``${VAR:-default}`` and ``${VAR}``."""
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1), m.group(2) or ""), text)
+    return re.sub(
+        r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1), m.group(2) or ""), text
+    )
 
 
 @pytest.mark.parametrize("machine", MACHINES)
 def test_compose_file_references_files_that_exist(machine: str) -> None:
     compose_dir = OPS / "compose"
-    text = _expand((compose_dir / "docker-compose.yml").read_text(encoding="utf-8"), {"BUSBRIDGE_INSTANCE": machine})
+    text = _expand(
+        (compose_dir / "docker-compose.yml").read_text(encoding="utf-8"),
+        {"BUSBRIDGE_INSTANCE": machine},
+    )
     services = yaml.safe_load(text)["services"]
     bridge = services["busbridge"]
     context = (compose_dir / bridge["build"]["context"]).resolve()
@@ -197,7 +230,10 @@ def test_compose_file_references_files_that_exist(machine: str) -> None:
                 assert (compose_dir / host).is_file(), f"volume source {host}: missing"
             mounts[target] = host
     args = _parse_cli(bridge["command"])
-    assert args.func is cli._cmd_run and (compose_dir / mounts[args.config]).resolve() == OPS / "config" / f"{machine}.yaml"
+    assert (
+        args.func is cli._cmd_run
+        and (compose_dir / mounts[args.config]).resolve() == OPS / "config" / f"{machine}.yaml"
+    )
     cfg = load_config(OPS / "config" / f"{machine}.yaml")
     assert mounts[cfg.data_dir] == "busbridge-data"
     nats_conf = Path(mounts["/etc/nats/single.conf"])

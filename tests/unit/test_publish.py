@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from bridge.metrics import Metrics
@@ -17,20 +18,38 @@ NO_RESPONDERS = AckResult(AckOutcome.NO_RESPONDERS, error_code=503)
 
 
 def _item(n: int) -> Outbound:
-    return Outbound(f"errbus.error.m.error.s{n}", b"x%d" % n, {"Nats-Msg-Id": f"id-{n}"}, "error_event", f"id-{n}")
+    return Outbound(
+        f"errbus.error.m.error.s{n}",
+        b"x%d" % n,
+        {"Nats-Msg-Id": f"id-{n}"},
+        "error_event",
+        f"id-{n}",
+    )
 
 
 def _publisher(transport: FakeTransport, clock: FakeClock, done: list, **kw) -> PipelinedPublisher:
-    opts = dict(max_in_flight=4, ack_timeout_secs=1.0, max_pending=10, retry_initial_secs=0.01, retry_max_secs=0.02)
+    opts = {
+        "max_in_flight": 4,
+        "ack_timeout_secs": 1.0,
+        "max_pending": 10,
+        "retry_initial_secs": 0.01,
+        "retry_max_secs": 0.02,
+    }
     opts.update(kw)
     return PipelinedPublisher(
-        transport, "_INBOX.t", Metrics(), clock=clock, rng=random.Random(1), on_done=lambda i, o, a: done.append((i.msg_id, o)), **opts
+        transport,
+        "_INBOX.t",
+        Metrics(),
+        clock=clock,
+        rng=random.Random(1),
+        on_done=lambda i, o, a: done.append((i.msg_id, o)),
+        **opts,
     )
 
 
 async def _settle() -> None:
     for _ in range(20):
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
 
 async def _run(pub: PipelinedPublisher, body) -> None:
@@ -142,7 +161,9 @@ async def test_unknown_jetstream_errors_are_transient() -> None:
     t, clock, done = FakeTransport(), FakeClock(), []
     pub = _publisher(t, clock, done, max_rejections=1)
     pub.submit(_item(1))
-    full = AckResult(AckOutcome.ERROR, error_code=10047, description="insufficient storage resources")
+    full = AckResult(
+        AckOutcome.ERROR, error_code=10047, description="insufficient storage resources"
+    )
 
     async def body() -> None:
         for attempt in range(3):
@@ -159,7 +180,9 @@ async def test_permanent_rejection_gives_up_after_max_rejections() -> None:
     t, clock, done = FakeTransport(), FakeClock(), []
     pub = _publisher(t, clock, done, max_rejections=2)
     pub.submit(_item(1))
-    bad = AckResult(AckOutcome.ERROR, error_code=10054, description="message size exceeds maximum allowed")
+    bad = AckResult(
+        AckOutcome.ERROR, error_code=10054, description="message size exceeds maximum allowed"
+    )
 
     async def body() -> None:
         pub.on_ack(t.token(0), bad)

@@ -19,7 +19,7 @@ def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger = logging.Logger("redaction-test")  # not registered globally: nothing else sees it
+    logger = logging.Logger("redaction-test")  # noqa: LOG001 (not registered globally: nothing else sees it)
     logger.addHandler(handler)
     install_log_redaction(logger)
     install_log_redaction(logger)  # idempotent
@@ -30,7 +30,9 @@ def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
 
 def test_arguments_and_urls_are_scrubbed(logged: tuple[logging.Logger, io.StringIO]) -> None:
     logger, out = logged
-    logger.warning("connecting with token %s to %s", SECRET, "nats://bridge:pw-in-url@10.0.0.5:4222")
+    logger.warning(
+        "connecting with token %s to %s", SECRET, "nats://bridge:pw-in-url@10.0.0.5:4222"
+    )
     assert out.getvalue() == "WARNING connecting with token *** to nats://***@10.0.0.5:4222\n"
 
 

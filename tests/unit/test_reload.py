@@ -17,19 +17,27 @@ def test_plan_splits_live_and_refused_paths() -> None:
     assert sorted(plan.live) == ["flood.default_threshold", "log_level"]
     assert plan.refused == ["zmq.rcvhwm"]
     merged = merge_live(old, new, plan.live)
-    assert (merged.flood.default_threshold, merged.log_level, merged.zmq.rcvhwm) == (99, "DEBUG", 1000)
+    assert (merged.flood.default_threshold, merged.log_level, merged.zmq.rcvhwm) == (
+        99,
+        "DEBUG",
+        1000,
+    )
 
 
 def test_flood_rules_list_changes_are_live() -> None:
     old = parse_config(BASE)
-    new = parse_config("machine: M\nzmq: {rcvhwm: 1000}\nflood: {default_threshold: 20, rules: []}\n")
+    new = parse_config(
+        "machine: M\nzmq: {rcvhwm: 1000}\nflood: {default_threshold: 20, rules: []}\n"
+    )
     assert plan_reload(old, new).live == ["flood.rules"]
 
 
 def _reloader(tmp_path: Path, applied: list, results: list) -> tuple[ConfigReloader, Path]:
     path = tmp_path / "c.yaml"
     path.write_text(BASE)
-    return ConfigReloader(path, load_config(path), lambda cfg, live: applied.append(live), results.append), path
+    return ConfigReloader(
+        path, load_config(path), lambda cfg, live: applied.append(live), results.append
+    ), path
 
 
 def test_reloader_results(tmp_path: Path) -> None:

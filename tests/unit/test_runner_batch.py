@@ -29,12 +29,21 @@ def _runner() -> tuple[IngestRunner, _Sink, Metrics]:
     metrics, sink = Metrics(), _Sink()
     decoder = LegacyDecoder(machine="M", identity=EventIdentity(600, 1000, time.monotonic))
     builder = OutboundBuilder(Subjects("errbus"), "M", 1 << 20, metrics)
-    return IngestRunner(decoder, builder, sink, metrics, dedup=DedupWindow(600, 1000, time.monotonic)), sink, metrics
+    return (
+        IngestRunner(decoder, builder, sink, metrics, dedup=DedupWindow(600, 1000, time.monotonic)),
+        sink,
+        metrics,
+    )
 
 
 def _messages() -> list[list[bytes]]:
     d1 = [frames("D1", n % 2, n, source=f"Agent{n % 2}", error_type="timeout") for n in range(6)]
-    return [*d1[:3], [b"ERROR:{not json"], *d1[3:], d1[0]]  # a dead letter, and d1[0] again (same error_id)
+    return [
+        *d1[:3],
+        [b"ERROR:{not json"],
+        *d1[3:],
+        d1[0],
+    ]  # a dead letter, and d1[0] again (same error_id)
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -48,7 +57,9 @@ def test_a_batch_counts_and_submits_like_one_message_at_a_time() -> None:
     batch, batch_sink, batch_m = _runner()
     batch.handle_batch(_messages())
     assert [i.msg_id for i in batch_sink.items] == [i.msg_id for i in one_sink.items]
-    assert [i.msg_id for i in batch_sink.items if i.kind == "error_event"] == [token(n % 2, n) for n in range(6)]
+    assert [i.msg_id for i in batch_sink.items if i.kind == "error_event"] == [
+        token(n % 2, n) for n in range(6)
+    ]
     for name, labels in [
         ("busbridge_frames_received_total", {}),
         ("busbridge_frames_received_bytes_total", {}),
@@ -60,4 +71,6 @@ def test_a_batch_counts_and_submits_like_one_message_at_a_time() -> None:
         assert _value(batch_m, name, **labels) == _value(one_m, name, **labels) > 0, name
     assert _value(batch_m, "busbridge_frames_received_total") == batch.received == 8
     assert _value(batch_m, "busbridge_decoded_total", dialect="errpub_envelope") == 7
-    assert _value(batch_m, "busbridge_frames_received_bytes_total") == sum(len(f) for m in _messages() for f in m)
+    assert _value(batch_m, "busbridge_frames_received_bytes_total") == sum(
+        len(f) for m in _messages() for f in m
+    )

@@ -39,7 +39,8 @@ def test_known_spellings(raw: str, expected: Severity) -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [None, 5, 3.5, True, {}, [], "", "bogus", "ErrorSeverity.", "severe", "errorseverity.nope"]
+    "raw",
+    [None, 5, 3.5, True, {}, [], "", "bogus", "ErrorSeverity.", "severe", "errorseverity.nope"],
 )
 def test_unknown_values_default_to_error(raw: Any) -> None:
     assert UNKNOWN_SEVERITY_DEFAULT is Severity.ERROR
@@ -47,9 +48,16 @@ def test_unknown_values_default_to_error(raw: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [("ErrorSeverity.CRITICAL", Severity.CRITICAL), ("High", Severity.ERROR), (5, Severity.ERROR),
-                          (None, Severity.ERROR), ("nonsense", Severity.ERROR), ("info", Severity.INFO)]
-)  # fmt: skip
+    ("raw", "expected"),
+    [
+        ("ErrorSeverity.CRITICAL", Severity.CRITICAL),
+        ("High", Severity.ERROR),
+        (5, Severity.ERROR),
+        (None, Severity.ERROR),
+        ("nonsense", Severity.ERROR),
+        ("info", Severity.INFO),
+    ],
+)
 def test_decoder_normalises_and_keeps_raw(raw: Any, expected: Severity) -> None:
     decoder = LegacyDecoder(machine="m", identity=lambda frames, error_id: "id")
     payload = json.dumps({"type": "t", "message": "m", "severity": raw}).encode()
@@ -61,8 +69,12 @@ def test_decoder_normalises_and_keeps_raw(raw: Any, expected: Severity) -> None:
 
 def test_d1_severity_comes_from_error_data() -> None:
     decoder = LegacyDecoder(machine="m", identity=lambda frames, error_id: "id")
-    doc = {"message_type": "error_report", "source": "S", "severity": "info",
-           "error_data": {"error_id": "x", "error_type": "t", "severity": "critical"}}  # fmt: skip
+    doc = {
+        "message_type": "error_report",
+        "source": "S",
+        "severity": "info",
+        "error_data": {"error_id": "x", "error_type": "t", "severity": "critical"},
+    }
     ev = decoder.decode([b"ERROR:" + json.dumps(doc).encode()], datetime(2026, 1, 1, tzinfo=UTC))
     assert isinstance(ev, ErrorEvent) and ev.legacy is not None
     assert (ev.severity, ev.legacy.raw_severity) == (Severity.CRITICAL, "critical")

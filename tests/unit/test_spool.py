@@ -10,7 +10,9 @@ from bridge.pipeline.spool import Spool, SpoolRow
 
 
 def _row(n: int, rank: int = 3, at: float = 1000.0, size: int = 100) -> SpoolRow:
-    return SpoolRow(rank, at, "error_event", f"id-{n}", f"errbus.error.m.error.s{n}", b"{}", b"x%d" % n, size)
+    return SpoolRow(
+        rank, at, "error_event", f"id-{n}", f"errbus.error.m.error.s{n}", b"{}", b"x%d" % n, size
+    )
 
 
 def test_append_read_delete_in_order(tmp_path: Path) -> None:
@@ -26,7 +28,9 @@ def test_append_read_delete_in_order(tmp_path: Path) -> None:
 def test_large_append_in_multi_row_chunks_keeps_order_seqs_and_content(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db")
     spool.append([_row(0)])
-    rows = [_row(n, rank=n % 5, at=1000.0 + n, size=n) for n in range(1, 1100)]  # 512+512+64+8+3 rows
+    rows = [
+        _row(n, rank=n % 5, at=1000.0 + n, size=n) for n in range(1, 1100)
+    ]  # 512+512+64+8+3 rows
     seqs = spool.append(rows)
     assert seqs == list(range(2, 1101))
     assert [SpoolRow(*r[1:]) for r in spool.read_after(1, 2000)] == rows
@@ -54,12 +58,19 @@ def test_rows_survive_reopen(tmp_path: Path) -> None:
     again.close()
 
 
-def test_evict_lowest_severity_first_then_oldest_and_never_at_or_below_cursor(tmp_path: Path) -> None:
+def test_evict_lowest_severity_first_then_oldest_and_never_at_or_below_cursor(
+    tmp_path: Path,
+) -> None:
     spool = Spool(tmp_path / "s.db")
     ranks = [1, 4, 1, 0, 3, 0, 2]  # seq 1..7
     spool.append([_row(n, rank=r) for n, r in enumerate(ranks)])
     victims = spool.evict_lowest(after_seq=1, bytes_needed=350)
-    assert [(v.seq, v.rank) for v in victims] == [(4, 0), (6, 0), (3, 1), (7, 2)]  # seq 1 is at the cursor: kept
+    assert [(v.seq, v.rank) for v in victims] == [
+        (4, 0),
+        (6, 0),
+        (3, 1),
+        (7, 2),
+    ]  # seq 1 is at the cursor: kept
     assert [r[0] for r in spool.read_after(0, 10)] == [1, 2, 5]
     spool.close()
 
@@ -72,11 +83,15 @@ def test_evict_older_than_stops_at_the_first_young_row(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_corrupt_file_is_moved_aside_and_a_fresh_spool_started(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_file_is_moved_aside_and_a_fresh_spool_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not a sqlite database" * 100)
     spool = Spool(path)
-    assert spool.recovered_from is not None and spool.recovered_from.read_bytes().startswith(b"this is not")
+    assert spool.recovered_from is not None and spool.recovered_from.read_bytes().startswith(
+        b"this is not"
+    )
     assert spool.append([_row(1)]) == [1]
     assert "moved aside" in caplog.text
     spool.close()

@@ -12,8 +12,12 @@ from consumers.status import Reading, admin_url, parse_metrics, render
 READY = {"status": "ready", "reasons": []}
 
 
-def _reading(m: Metrics, at: float, ready: dict | None = None, phase: dict | None = None) -> Reading:
-    return Reading(at, parse_metrics(generate_latest(m.registry).decode()), ready or READY, phase or {})
+def _reading(
+    m: Metrics, at: float, ready: dict | None = None, phase: dict | None = None
+) -> Reading:
+    return Reading(
+        at, parse_metrics(generate_latest(m.registry).decode()), ready or READY, phase or {}
+    )
 
 
 def _line(screen: str, label: str) -> str:
@@ -44,8 +48,13 @@ def test_totals_and_rates_between_two_reads() -> None:
     screen = render(first, _reading(m, at=12.0), url="http://127.0.0.1:9150", machine="MainPC")
 
     assert screen.splitlines()[0] == "busbridge MainPC  http://127.0.0.1:9150  (rates over 2.0 s)"
-    assert _line(screen, "ingest") == "110 frames (5.0/s, 1.0 KiB/s)  105 decoded  5 dead letters (2.5/s)  0 unknown severity"
-    assert _line(screen, "publish").startswith("100 acked (5.0/s)  0 in flight  0 pending  0 failures  p99 -")
+    assert (
+        _line(screen, "ingest")
+        == "110 frames (5.0/s, 1.0 KiB/s)  105 decoded  5 dead letters (2.5/s)  0 unknown severity"
+    )
+    assert _line(screen, "publish").startswith(
+        "100 acked (5.0/s)  0 in flight  0 pending  0 failures  p99 -"
+    )
     assert _line(screen, "spool") == "12 messages  3.0 MiB  oldest 0 s  2 evicted  0 dropped"
     assert _line(screen, "nats") == "connected  0 reconnects"
     assert _line(screen, "publishers").startswith("3 ZMQ connections")
@@ -76,11 +85,13 @@ def test_p99_is_the_bucket_bound_of_the_interval() -> None:
 
 def test_phase_from_the_phase_endpoint_else_the_metric_else_dash() -> None:
     m = Metrics()
-    assert _line(render(_reading(m, 0, phase={"phase": "nats_primary", "parity": {"ratio": 0.995}})), "phase") == (
-        "nats_primary  parity 99.5 %"
-    )
+    assert _line(
+        render(_reading(m, 0, phase={"phase": "nats_primary", "parity": {"ratio": 0.995}})), "phase"
+    ) == ("nats_primary  parity 99.5 %")
     paused = {"phase": "dual", "parity": {"ratio": None, "running": False}}
-    assert _line(render(_reading(m, 0, phase=paused)), "phase") == "dual  parity paused (catching up)"
+    assert (
+        _line(render(_reading(m, 0, phase=paused)), "phase") == "dual  parity paused (catching up)"
+    )
     m.phase.labels("dual").set(1)
     assert _line(render(_reading(m, 0)), "phase") == "dual"  # parity -1: nothing compared yet
     bare = Reading(0.0, parse_metrics("busbridge_ready 1\n"), READY, {})
@@ -108,12 +119,22 @@ def test_phase_show_says_when_parity_is_paused() -> None:
     from consumers.phase_cli import _show
 
     local = {
-        "machine": "MainPC", "phase": "dual", "source": "file", "last_request": None,
-        "parity": {"ratio": None, "window_secs": 300, "running": False}, "guard_inputs": {"backlog": 1234},
-    }  # fmt: skip
+        "machine": "MainPC",
+        "phase": "dual",
+        "source": "file",
+        "last_request": None,
+        "parity": {"ratio": None, "window_secs": 300, "running": False},
+        "guard_inputs": {"backlog": 1234},
+    }
     out = io.StringIO()
     _show(out, argparse.Namespace(json=False), local, None, "no NATS")
     assert "  parity - over 300 s (paused while catching up); backlog 1234\n" in out.getvalue()
     out = io.StringIO()
-    _show(out, argparse.Namespace(json=False), local | {"parity": {"ratio": 1.0, "window_secs": 300, "running": True}}, None, "")
+    _show(
+        out,
+        argparse.Namespace(json=False),
+        local | {"parity": {"ratio": 1.0, "window_secs": 300, "running": True}},
+        None,
+        "",
+    )
     assert "  parity 1.0000 over 300 s; backlog 1234\n" in out.getvalue()

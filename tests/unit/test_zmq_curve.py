@@ -75,12 +75,33 @@ def test_unusable_key_files_are_named(tmp_path: Path) -> None:
     ctx = zmq.Context()
     try:
         with pytest.raises(ConfigError, match=r"server_secret_key_file: .* has no secret-key"):
-            CurveServer(ctx, ZmqCurveConfig(enabled=True, server_secret_key_file=str(public), allowed_clients_dir=str(tmp_path)))
+            CurveServer(
+                ctx,
+                ZmqCurveConfig(
+                    enabled=True,
+                    server_secret_key_file=str(public),
+                    allowed_clients_dir=str(tmp_path),
+                ),
+            )
         secret = tmp_path / "srv.key_secret"
         with pytest.raises(ConfigError, match=r"allowed_clients_dir: cannot read"):
-            CurveServer(ctx, ZmqCurveConfig(enabled=True, server_secret_key_file=str(secret), allowed_clients_dir=str(tmp_path / "no")))
-        server = CurveServer(ctx, ZmqCurveConfig(enabled=True, server_secret_key_file=str(secret), allowed_clients_dir=str(tmp_path)))
-        assert server.allowed == {zmq.auth.load_certificate(public)[0]}  # every *.key of the directory
+            CurveServer(
+                ctx,
+                ZmqCurveConfig(
+                    enabled=True,
+                    server_secret_key_file=str(secret),
+                    allowed_clients_dir=str(tmp_path / "no"),
+                ),
+            )
+        server = CurveServer(
+            ctx,
+            ZmqCurveConfig(
+                enabled=True, server_secret_key_file=str(secret), allowed_clients_dir=str(tmp_path)
+            ),
+        )
+        assert server.allowed == {
+            zmq.auth.load_certificate(public)[0]
+        }  # every *.key of the directory
     finally:
         ctx.term()
 
@@ -99,9 +120,16 @@ def test_curve_and_frame_cap_rules() -> None:
             " curve: {enabled: true}}\n"
             "nats: {tls: {key_file: k.pem, handshake_first: true}, token_env: T, token_file: t}\n"
         )
-    assert sorted(p.split(":")[0] for p in info.value.problems) == sorted([
-        "zmq.hard_max_frame_bytes", "zmq.curve.enabled", "zmq.curve.server_secret_key_file",
-        "zmq.curve.allowed_clients_dir", "nats.tls.key_file", "nats.tls.handshake_first", "nats.token_file",
-    ])  # fmt: skip
+    assert sorted(p.split(":")[0] for p in info.value.problems) == sorted(
+        [
+            "zmq.hard_max_frame_bytes",
+            "zmq.curve.enabled",
+            "zmq.curve.server_secret_key_file",
+            "zmq.curve.allowed_clients_dir",
+            "nats.tls.key_file",
+            "nats.tls.handshake_first",
+            "nats.token_file",
+        ]
+    )
     ok = parse_config("zmq: {max_frame_bytes: -1, hard_max_frame_bytes: -1}\n")
     assert ok.zmq.max_frame_bytes == ok.zmq.hard_max_frame_bytes == -1
