@@ -10,6 +10,12 @@ never overlaps the legacy ``errors.>`` streams (``ERRORS``, ``ERROR_STREAM``,
 * ``<prefix>.health.<machine>.<service>`` - health reports
 * ``<prefix>.bridge.<machine>.<event>`` - bridge heartbeats and phase changes
 
+Native publishers (agents using the ``busclient`` package) do not publish into the stream
+directly: they publish ``ErrorEvent`` contracts to an **intake** subject outside the stream's
+filter, ``<prefix>_intake.<machine>.<source>`` (stream ``<stream name>_INTAKE``, provisioned by
+the sidecar), which the machine's sidecar consumes and runs through the same identity, dedup
+and flood control as the ZMQ traffic before publishing to ``<prefix>.error...``.
+
 Tokens are sanitised: anything outside ``[A-Za-z0-9_-]`` becomes ``_``, an
 empty token becomes ``_``, and tokens are cut to ``MAX_TOKEN_CHARS``.
 """
@@ -22,10 +28,12 @@ from contracts.messages import Severity
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "HEADER_CLIENT_API",
     "HEADER_CONTRACT",
     "HEADER_CONTRACT_VERSION",
     "HEADER_MSG_ID",
     "HEADER_ORIGIN",
+    "INTAKE_SUFFIX",
     "LEGACY_PREFIXES",
     "MAX_TOKEN_CHARS",
     "Subjects",
@@ -40,6 +48,11 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_CONTRACT = "Busbridge-Contract"
 HEADER_CONTRACT_VERSION = "Busbridge-Contract-Version"
 HEADER_ORIGIN = "Busbridge-Origin"
+#: on intake messages: which publisher API produced the event (``native``, or the legacy API a
+#: drop-in shim stands in for: ``errpub``, ``pc2_errpub``, ``library_a``, ``library_b``,
+#: ``base_agent``), for the migration view
+HEADER_CLIENT_API = "Busbridge-Client-Api"
+INTAKE_SUFFIX = "_intake"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -85,6 +98,19 @@ class Subjects:
 
     def bridge(self, machine: str, event: str) -> str:
         return f"{self.prefix}.bridge.{sanitise_token(machine)}.{sanitise_token(event)}"
+
+    @property
+    def intake_prefix(self) -> str:
+        """Root of the intake subjects (outside ``all``): ``<prefix>_intake``."""
+        return f"{self.prefix}{INTAKE_SUFFIX}"
+
+    def intake(self, machine: str, source: str) -> str:
+        """Where a native publisher on ``machine`` sends its ``ErrorEvent``s."""
+        return f"{self.intake_prefix}.{sanitise_token(machine)}.{sanitise_token(source)}"
+
+    def intakes(self, machine: str = "*") -> str:
+        """Filter subject for one machine's intake (``*``: every machine)."""
+        return f"{self.intake_prefix}.{_filter_token(machine)}.>"
 
 
 def _filter_token(value: str) -> str:
