@@ -48,9 +48,9 @@ from bridge.fleet_phase import (
 )
 from bridge.metrics import Metrics
 from bridge.native_reemit import NativeReemitter
+from bridge.parity import ParityLedger, ParityTap
 from bridge.phase import GuardInputs, Phase
 from bridge.pipeline.runner import IngestRunner
-from consumers.parity import ParityLedger, ParityTap
 from contracts.messages import PhaseChanged
 
 __all__ = ["PhaseRuntime", "who"]

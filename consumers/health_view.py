@@ -49,8 +49,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from bridge.config.secrets import nats_auth_options
-from consumers.tail import nats_servers
+from bridge.adapters.nats_connect import NatsUnreachable, connect_tool
 from contracts.codec import decode
 from contracts.health_keys import key_kind
 from contracts.messages import BridgeHeartbeat, HealthReport
@@ -290,35 +289,11 @@ async def read_bucket(
 
 
 async def _connect(cfg: BridgeConfig) -> Client:
-    servers, secs = nats_servers(cfg), cfg.nats.connect_timeout_secs
-    nc = Client()
-    options = {
-        "name": "busbridge-health",
-        "connect_timeout": secs,
-        "max_reconnect_attempts": 1,
-        "reconnect_time_wait": 0.2,
-    }
-    errors: list[Exception] = []
-
-    async def remember(exc: Exception) -> None:
-        errors.append(exc)
-
+    """Connect within ``nats.connect_timeout_secs``; ``--watch`` waits out a later drop."""
     try:
-        with anyio.fail_after(secs):
-            await nc.connect(
-                servers=servers, error_cb=remember, **options, **nats_auth_options(cfg.nats)
-            )
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
-        with anyio.CancelScope(shield=True):
-            await nc.close()
-        cause = errors[-1] if errors else exc
-        raise _ViewError(
-            f"cannot connect to NATS {', '.join(servers)}: {cause or type(cause).__name__}"
-        ) from exc
-    nc.options.update(
-        max_reconnect_attempts=-1, reconnect_time_wait=1.0
-    )  # --watch waits out a drop
-    return nc
+        return await connect_tool(cfg, name="busbridge-health")
+    except NatsUnreachable as exc:
+        raise _ViewError(str(exc)) from exc
 
 
 async def _bucket(nc: Client, name: str) -> KeyValue:

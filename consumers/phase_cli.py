@@ -30,9 +30,9 @@ import anyio
 import msgspec
 import nats
 
+from bridge.adapters.nats_connect import NatsUnreachable, connect_tool
 from bridge.config.model import BridgeConfig, PhaseSource
-from bridge.config.secrets import nats_auth_options
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import ConfigError
 from bridge.fleet_phase import (
     FLEET_KEY,
     PhaseRequest,
@@ -46,7 +46,6 @@ from bridge.fleet_phase import (
 from bridge.phase import Phase
 from bridge.phase_runtime import who
 from consumers.status import parity_paused
-from consumers.tail import nats_servers
 
 __all__ = ["add_arguments", "run_phase"]
 
@@ -89,17 +88,11 @@ async def run_phase(cfg: BridgeConfig, args: argparse.Namespace, out: TextIO | N
             ],
         )
     try:
-        nc = await nats.connect(
-            servers=nats_servers(cfg),
-            connect_timeout=cfg.nats.connect_timeout_secs,
-            max_reconnect_attempts=0,
-            allow_reconnect=False,
-            **nats_auth_options(cfg.nats),
-        )
-    except Exception as exc:
+        nc = await connect_tool(cfg, name="busbridge-phase", keep_reconnecting=False)
+    except NatsUnreachable as exc:
         if args.phase_command == "show":
-            return _show(out, args, _local(cfg), None, f"NATS unreachable: {exc!r}")
-        raise BridgeError(f"cannot connect to NATS {nats_servers(cfg)}: {exc!r}") from exc
+            return _show(out, args, _local(cfg), None, f"NATS unreachable: {exc}")
+        raise
     try:
         kv = await open_bucket(nc.jetstream(), cfg.phase.kv_bucket, cfg.stream.replicas)
         if args.phase_command == "show":

@@ -64,20 +64,19 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 
-from bridge.config.secrets import nats_auth_options
+from bridge.adapters.nats_connect import NatsUnreachable, connect_tool
 from contracts import DeadLetter, ErrorEvent, Message, Severity, Subjects, decode
 from contracts.severity import LEGACY_SEVERITY
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
 
-    from bridge.config.model import BridgeConfig, NatsConfig
+    from bridge.config.model import BridgeConfig
 
 __all__ = [
     "MESSAGE_MAX_CHARS",
     "add_arguments",
     "format_message",
-    "nats_servers",
     "run_tail",
     "selected_severities",
     "subject_filters",
@@ -322,66 +321,21 @@ def _json_line(data: bytes, seq: int) -> str:
 # --- NATS -------------------------------------------------------------------
 
 
-def nats_servers(cfg: BridgeConfig) -> list[str]:
-    """``nats.servers``, else the URL of the embedded server ``busbridge run`` starts."""
-    if cfg.nats.servers:
-        return list(cfg.nats.servers)
-    host, port = cfg.nats.embedded.host, cfg.nats.embedded.port
-    if port == 0:
-        raise _TailError(
-            "nats.servers is empty and nats.embedded.port is 0 (picked at start): pass --nats-url"
-        )
-    host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-    return [f"nats://[{host}]:{port}" if ":" in host else f"nats://{host}:{port}"]
-
-
 async def _connect(cfg: BridgeConfig) -> Client:
-    """Connect within ``nats.connect_timeout_secs`` (two tries per server); later drops reconnect forever."""
-    servers, nc, last_error = nats_servers(cfg), Client(), [None]
-    secs = cfg.nats.connect_timeout_secs
-    try:
-        with anyio.fail_after(secs):
-            await nc.connect(servers=servers, **_connect_options(cfg.nats, nc, last_error))
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
-        with anyio.CancelScope(shield=True):
-            await nc.close()
-        cause = last_error[0] or exc
-        why = (
-            f"no answer within {secs:g} s"
-            if isinstance(cause, TimeoutError)
-            else str(cause) or repr(cause)
-        )
-        raise _TailError(f"cannot connect to NATS {', '.join(servers)}: {why}") from exc
-    # nats-py reads these on every reconnect: a drop after a good start is waited out.
-    nc.options.update(max_reconnect_attempts=-1, reconnect_time_wait=1.0)
-    return nc
-
-
-def _connect_options(
-    c: NatsConfig, nc: Client, last_error: list[Exception | None]
-) -> dict[str, Any]:
-    async def remember(exc: Exception) -> None:
-        last_error[0] = exc
+    """Connect within ``nats.connect_timeout_secs``; later drops reconnect forever (announced)."""
 
     async def disconnected() -> None:
-        if not nc.is_closed:
-            print("busbridge tail: NATS disconnected; reconnecting", file=sys.stderr)
+        print("busbridge tail: NATS disconnected; reconnecting", file=sys.stderr)
 
     async def reconnected() -> None:
         print("busbridge tail: NATS reconnected", file=sys.stderr)
 
-    options = {
-        "name": c.name or "busbridge-tail",
-        "connect_timeout": c.connect_timeout_secs,
-        "max_reconnect_attempts": 1,
-    }
-    options.update(
-        reconnect_time_wait=0.2,
-        error_cb=remember,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-    )
-    return options | nats_auth_options(c)
+    try:
+        return await connect_tool(
+            cfg, name="busbridge-tail", on_disconnect=disconnected, on_reconnect=reconnected
+        )
+    except NatsUnreachable as exc:
+        raise _TailError(str(exc)) from exc
 
 
 async def _stream_state(js: JetStreamContext, name: str) -> StreamState:

@@ -1,4 +1,8 @@
-"""NATS and JetStream I/O: the only module that imports ``nats``.
+"""The data path's NATS and JetStream I/O (the pipeline stages never import ``nats``).
+
+Other NATS users, each in its own module: ``bridge.adapters.nats_connect`` (how every client
+connects), ``health_kv`` / ``kv_json`` (KV buckets), ``bridge.fleet_phase`` (fleet phase
+bucket), ``bridge.native_reemit`` and ``bridge.parity`` (their own consumers).
 
 ``JetStreamLink`` owns one client connection (reconnecting forever), provisions
 the stream, publishes with a reply inbox, and turns replies on the ack inbox
@@ -29,9 +33,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 
+from bridge.adapters.nats_connect import connect_options
 from bridge.config.model import NatsConfig, StorageKind
 from bridge.config.model import StreamConfig as StreamSettings
-from bridge.config.secrets import nats_auth_options
 from bridge.errors import BridgeError, ProvisioningError
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 
@@ -198,23 +202,16 @@ class JetStreamLink:
         self._on_state(True)
 
     def _connect_options(self) -> dict[str, Any]:
-        c = self.cfg
-        opts: dict[str, Any] = {
-            "name": self.name,
-            "connect_timeout": c.connect_timeout_secs,
-            "reconnect_time_wait": c.reconnect_wait_secs,
-            "ping_interval": c.ping_interval_secs,
-            "max_outstanding_pings": c.max_outstanding_pings,
-            "max_reconnect_attempts": -1,
-            "allow_reconnect": True,
-            "pending_size": c.reconnect_buffer_bytes,
-            "disconnected_cb": self._disconnected,
-            "reconnected_cb": self._reconnected,
-            "error_cb": self._error,
-            "closed_cb": self._closed,
-        }
-        opts.update(nats_auth_options(c))
-        return opts
+        return connect_options(
+            self.cfg,
+            name=self.name,
+            max_reconnect_attempts=-1,
+            allow_reconnect=True,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=self._reconnected,
+            error_cb=self._error,
+            closed_cb=self._closed,
+        )
 
     async def _disconnected(self) -> None:
         if self.nc is not None:  # None: we are closing on purpose

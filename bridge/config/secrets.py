@@ -8,8 +8,8 @@ used only when the config opted in with ``allow_plaintext_secrets`` (the
 loader refuses them otherwise). Every value resolved here is registered with
 ``bridge.redaction`` so it is scrubbed from logs.
 
-Every NATS client of the project (the bridge's ``JetStreamLink``, ``busbridge
-tail``) connects with ``nats_auth_options``, so they all authenticate alike.
+Every NATS client of the project connects through ``bridge.adapters.nats_connect``, which
+uses ``nats_auth_options``, so they all authenticate alike.
 Raises ``ConfigError`` naming the key when a file cannot be read, a variable
 is unset or TLS material is unusable; files are read when this is called (at
 connect), not when the config is loaded.

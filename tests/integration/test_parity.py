@@ -67,7 +67,7 @@ async def test_parity_clean_then_loss_on_each_side(
             0,
             1.0,
         )
-        await anyio.sleep(1.5)  # past the ZMQ tap's warm-up (consumers.parity._WARMUP_SECS)
+        await anyio.sleep(1.5)  # past the ZMQ tap's warm-up (bridge.parity._WARMUP_SECS)
 
         # loss between ZMQ and JetStream: the sink drops every 5th event of the next 100
         sink, submit = bridge.runner._sink, bridge.runner._sink.submit

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.metrics import Metrics
-from consumers.parity import ParityLedger
+from bridge.parity import ParityLedger
 from tests.support.fakes import FakeClock
 
 
