@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats
@@ -19,6 +20,7 @@ from nats.js.api import StorageType, StreamConfig
 from bridge.adapters.nats_server import NatsServerProcess
 from busclient.compat import close_shared_clients
 from contracts.messages import ErrorEvent
+from contracts.subjects import sanitise_token
 from tests.support.nats_server import running_nats_server
 from tests.support.stream import StoredMessage, fetch_all
 
@@ -69,11 +71,6 @@ class Intake:
     async def aevents(self) -> list[ErrorEvent]:
         return _events(await self.aread())
 
-    def restart(self) -> None:
-        """Stop the server and start it again on the same port and store dir."""
-        self.server.stop()
-        self.server.start()
-
 
 def _events(stored: list[StoredMessage]) -> list[ErrorEvent]:
     out = []
@@ -117,8 +114,31 @@ def delivered(intake: Intake) -> list[StoredMessage]:
     return intake.read()
 
 
+async def adelivered(intake: Intake) -> list[StoredMessage]:
+    """``delivered`` for async tests (the flush runs off the test's loop)."""
+    assert await asyncio.to_thread(close_shared_clients, 15.0), "shared clients abandoned events"
+    return await intake.aread()
+
+
 @pytest.fixture(autouse=True)
 def _no_client_threads_left() -> Iterator[None]:
     yield
     left = [t.name for t in threading.enumerate() if t.name.startswith("busclient-")]
     assert not left, f"busclient threads still running: {left}"
+
+
+def assert_native(stored: StoredMessage, *, api: str, source: str) -> ErrorEvent:
+    """The envelope every shim must produce: intake subject, headers, UTC times, no legacy."""
+    event = stored.msg
+    assert isinstance(event, ErrorEvent)
+    assert stored.subject == f"errbus_intake.{MACHINE}.{sanitise_token(source)}"
+    assert stored.headers["Nats-Msg-Id"] == event.event_id
+    assert stored.headers["Busbridge-Contract"] == "error_event"
+    assert stored.headers["Busbridge-Contract-Version"] == "1"
+    assert stored.headers["Busbridge-Client-Api"] == api
+    assert (event.machine, event.source) == (MACHINE, source)
+    for when in (event.occurred_at, event.received_at):
+        assert when is not None and when.utcoffset() == timedelta(0)
+        assert abs(datetime.now(UTC) - when) < timedelta(minutes=5)
+    assert event.legacy is None and event.fingerprint == ""
+    return event
