@@ -161,6 +161,13 @@ class _MaxDeliveries(msgspec.Struct):
 
 
 _advisory_decoder = msgspec.json.Decoder(_MaxDeliveries)
+
+
+class _HandlerThread(threading.local):
+    consumer: ErrorBusConsumer | None = None
+
+
+_handler_thread = _HandlerThread()
 _ErrorText = tuple[str, str, str]  # (error_type, error_message, error_traceback)
 
 
@@ -226,15 +233,13 @@ class ErrorBusConsumer:
         *,
         metrics: ConsumerMetrics | None = None,
     ) -> ErrorBusConsumer:
-        """A consumer of the stream ``cfg`` provisions, connecting like ``busbridge tail``
-        (``nats.servers`` or the embedded server's URL, credentials and TLS from the config)."""
-        from bridge.config.secrets import nats_auth_options
-        from consumers.tail import nats_servers
+        """A consumer of the stream ``cfg`` provisions, connecting like the project's other
+        NATS tools (``bridge.adapters.nats_connect``: ``nats.servers`` or the embedded server's
+        URL, keepalive, credentials and TLS from the config). Raises ``NatsUnreachable`` when
+        no server is known, ``ConfigError`` when a credential cannot be read."""
+        from bridge.adapters.nats_connect import connect_options, nats_servers
 
-        options = {
-            "name": cfg.nats.name or f"busbridge-consumer-{subscription.durable}",
-            "connect_timeout": cfg.nats.connect_timeout_secs,
-        } | nats_auth_options(cfg.nats)
+        options = connect_options(cfg.nats, name=f"busbridge-consumer-{subscription.durable}")
         return cls(
             subscription,
             servers=nats_servers(cfg),
@@ -293,7 +298,8 @@ class ErrorBusConsumer:
     def stop(self, timeout_secs: float | None = 30.0) -> None:
         """Ask the consumer to stop (see the design note); safe from any thread, idempotent.
 
-        After ``start_in_thread``, called from another thread, it also waits up to
+        After ``start_in_thread``, called from another thread (not from the consumer's own
+        handler, which returns at once and lets the consumer stop after it), it waits up to
         ``timeout_secs`` for the thread to end, then raises ``ConsumerError`` if it did not
         or if the consumer failed while running.
         """
@@ -306,7 +312,8 @@ class ErrorBusConsumer:
                 with contextlib.suppress(RuntimeError):  # loop already closed: stopped
                     loop.call_soon_threadsafe(event.set)
         thread = self._thread
-        if thread is None or thread is threading.current_thread():
+        inside = thread is threading.current_thread() or _handler_thread.consumer is self
+        if thread is None or inside:  # asked by its own handler: it stops after it returns
             return
         thread.join(timeout_secs)
         if thread.is_alive():
@@ -343,7 +350,7 @@ class ErrorBusConsumer:
         """
         while (delivery := await self._next()) is not None:
             try:
-                await _call(handler, delivery)
+                await _call(self, handler, delivery)
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
                 await self._settle_failed(exc)
             else:
@@ -771,16 +778,26 @@ class ErrorBusConsumer:
         self.stop()
 
 
-async def _call(handler: Handler, delivery: Delivery) -> None:
+async def _call(consumer: ErrorBusConsumer, handler: Handler, delivery: Delivery) -> None:
     """Await a coroutine handler; run a plain one in a worker thread (then await what it
     returns, if awaitable)."""
     # a coroutine function, a partial of one, or an object with ``async def __call__``
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(type(handler).__call__):
         await handler(delivery.item, delivery.info)  # type: ignore[misc]
         return
-    result = await asyncio.to_thread(handler, delivery.item, delivery.info)
+    result = await asyncio.to_thread(_in_handler_thread, consumer, handler, delivery)
     if inspect.isawaitable(result):
         await result
+
+
+def _in_handler_thread(consumer: ErrorBusConsumer, handler: Handler, delivery: Delivery) -> Any:
+    """Run a plain handler in a worker thread, marked so its ``consumer.stop()`` does not
+    wait for the consumer thread (which waits for this handler)."""
+    _handler_thread.consumer = consumer
+    try:
+        return handler(delivery.item, delivery.info)
+    finally:
+        _handler_thread.consumer = None
 
 
 def _where(filters: list[str]) -> dict[str, Any]:

@@ -4,7 +4,9 @@ to store contracts the way the bridge does and to wait for consumers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import nats
@@ -16,6 +18,7 @@ from bridge.adapters.jetstream import stream_config_for
 from bridge.adapters.nats_server import NatsServerProcess
 from bridge.config.model import StreamConfig as StreamSettings
 from bridge.pipeline.outbound import OutboundBuilder
+from consumers.bus import ConsumerDeadLetter, decode_dead_letter
 from contracts import ErrorEvent, Message, Severity, Subjects
 from loadtest.stream import read_all
 
@@ -100,3 +103,63 @@ async def bus(nats_server: NatsServerProcess) -> AsyncIterator[Bus]:
         yield Bus(nats_server.url, nc)
     finally:
         await nc.close()
+
+
+# --- for tests in plain sync code ---------------------------------------------------------
+
+
+def provision(
+    url: str, messages: Iterable[Message] = (), *, create: bool = True, intake: bool = False
+) -> None:
+    """From sync code: create ERRBUS (``create``) and the intake stream ``ERRBUS_INTAKE`` on
+    ``errbus_intake.>`` (``intake``), and store ``messages`` like the bridge."""
+
+    async def go() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            if create:
+                await js.add_stream(config=stream_config_for(StreamSettings()))
+            if intake:
+                await js.add_stream(name="ERRBUS_INTAKE", subjects=["errbus_intake.>"])
+            bus = Bus(url, nc)
+            for msg in messages:
+                await bus.publish(msg)
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+
+
+def dead_letters(url: str, durable: str) -> list[ConsumerDeadLetter]:
+    """From sync code: the consumer dead letters ``durable`` stored."""
+
+    async def go() -> list[ConsumerDeadLetter]:
+        nc = await nats.connect(url)
+        try:
+            stored = await Bus(url, nc).stored(f"errbus.consumer_dlq.{durable}")
+            return [decode_dead_letter(m.data) for m in stored]
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def intake(url: str) -> list[Msg]:
+    """From sync code: what native publishers stored on the intake stream."""
+    return asyncio.run(read_all(url, "ERRBUS_INTAKE", "errbus_intake.>"))
+
+
+def wait_for(check: Callable[[], object], timeout_secs: float = PATIENCE_SECS) -> bool:
+    """From sync code: poll ``check`` until true (True) or ``timeout_secs`` pass (False)."""
+    deadline = time.monotonic() + timeout_secs
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def consumer_threads() -> list[threading.Thread]:
+    """Threads of ``start_in_thread`` consumers still alive (named ``errbus-<durable>``)."""
+    return [t for t in threading.enumerate() if t.name.startswith("errbus-")]

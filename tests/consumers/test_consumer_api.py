@@ -18,6 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.adapters.nats_server import NatsServerProcess
+from bridge.config.load import parse_config
 from consumers.bus import (
     ConsumerDeadLetter,
     ConsumerError,
@@ -40,7 +41,16 @@ from contracts import (
     encode,
 )
 from contracts.subjects import HEADER_CONTRACT, HEADER_MSG_ID
-from tests.consumers.conftest import PATIENCE_SECS, T0, Bus, event, until
+from tests.consumers.conftest import (
+    PATIENCE_SECS,
+    T0,
+    Bus,
+    consumer_threads,
+    event,
+    provision,
+    until,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -452,31 +462,10 @@ async def test_async_iteration_acks_on_next_and_fails_on_exception(bus: Bus) -> 
 # --- from sync code ---------------------------------------------------------------------
 
 
-def _provision(url: str, events: list[ErrorEvent]) -> None:
-    async def go() -> None:
-        nc = await nats.connect(url)
-        try:
-            from bridge.adapters.jetstream import stream_config_for
-            from bridge.config.model import StreamConfig as StreamSettings
-
-            await nc.jetstream().add_stream(config=stream_config_for(StreamSettings()))
-            bus = Bus(url, nc)
-            for ev in events:
-                await bus.publish(ev)
-        finally:
-            await nc.close()
-
-    asyncio.run(go())
-
-
-def _consumer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("errbus-")]
-
-
 def test_sync_facade_runs_a_plain_handler_from_a_plain_thread(
     nats_server: NatsServerProcess,
 ) -> None:
-    _provision(nats_server.url, [event(n) for n in range(5)])
+    provision(nats_server.url, [event(n) for n in range(5)])
     handled: list[tuple[str, str]] = []
     done = threading.Event()
 
@@ -500,7 +489,25 @@ def test_sync_facade_runs_a_plain_handler_from_a_plain_thread(
     assert [eid for eid, _ in handled] == [f"ev-{n}" for n in range(5)]
     assert all(name not in ("plain", "MainThread") for _, name in handled)
     assert outcome["stats"]["processed"] == 5  # type: ignore[index]
-    assert _consumer_threads() == []
+    assert consumer_threads() == []
+
+
+def test_a_sync_handler_may_stop_its_own_consumer(nats_server: NatsServerProcess) -> None:
+    provision(nats_server.url, [event(n) for n in range(5)])
+    consumer = ErrorBusConsumer(
+        Subscription(durable="self-stop", **FAST), servers=[nats_server.url]
+    )
+    handled: list[str] = []
+
+    def handler(item: ErrorEvent, info: DeliveryInfo) -> None:
+        handled.append(item.event_id)
+        if len(handled) == 3:
+            consumer.stop()  # from the handler's thread: must not wait for itself
+
+    consumer.start_in_thread(handler)
+    assert wait_for(lambda: not consumer_threads())
+    consumer.stop()
+    assert 3 <= len(handled) <= 5 and consumer.stats.processed == len(handled)
 
 
 def test_sync_facade_raises_when_it_cannot_start(nats_server: NatsServerProcess) -> None:
@@ -515,12 +522,22 @@ def test_sync_facade_raises_when_it_cannot_start(nats_server: NatsServerProcess)
     )
     with pytest.raises(ConsumerError, match="cannot connect"):
         nowhere.start_in_thread(lambda item, info: None)
-    assert _consumer_threads() == []
+    assert consumer_threads() == []
 
 
 async def test_a_sync_facade_needs_its_own_connection(bus: Bus) -> None:
     with pytest.raises(ValueError, match="servers="):
         ErrorBusConsumer(Subscription(durable="x"), nc=bus.nc).start_in_thread(lambda i, m: None)
+
+
+async def test_from_bridge_config_reads_the_stream_the_bridge_provisions(bus: Bus) -> None:
+    cfg = parse_config(f"machine: X\nnats: {{servers: ['{bus.url}']}}\n", "<test>")
+    await bus.publish(event(1))
+    got: list = []
+    consumer = ErrorBusConsumer.from_bridge_config(cfg, Subscription(durable="cfg", **FAST))
+    async with running(consumer, collector(got)):
+        await until(lambda: bus.drained("cfg"), "drained")
+    assert _ids(got) == ["ev-1"] and consumer.stream == cfg.stream.name
 
 
 def test_subscription_refuses_bad_values() -> None:
