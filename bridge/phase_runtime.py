@@ -4,8 +4,9 @@ Owned here, per phase (``bridge.phase.PhaseBehaviour``):
 
 * the ZMQ ingest socket: bound and read in every phase but ``nats_only``,
   where it is closed and :7150 released (a rollback binds it again);
-* the runner's switches: ``to_jetstream`` (off in ``zmq_only``) and the
-  byte-for-byte legacy republish of ingested frames;
+* the runner's ``Routing`` (``to_jetstream``, off in ``zmq_only``; the byte-for-byte legacy
+  republish of ingested frames; the parity tap's in-process feed), one immutable value
+  replaced whenever any of them changes;
 * the legacy republish socket (``republish.enabled``), open while a phase
   republishes anything;
 * the NATS-native re-emitter (``nats_primary``) and the parity tap (``dual``
@@ -50,7 +51,7 @@ from bridge.metrics import Metrics
 from bridge.native_reemit import NativeReemitter
 from bridge.parity import ParityLedger, ParityTap
 from bridge.phase import GuardInputs, Phase
-from bridge.pipeline.runner import IngestRunner
+from bridge.pipeline.runner import IngestRunner, Routing
 from contracts.messages import PhaseChanged
 
 __all__ = ["PhaseRuntime", "who"]
@@ -110,6 +111,7 @@ class PhaseRuntime:
             cfg.parity.match_window_secs, cfg.parity.window_secs, metrics=metrics
         )
         self.parity_tap: ParityTap | None = None
+        self._parity_feed: ParityTap | None = None  # a started tap the runner feeds in-process
         self._parity_paused_logged_at = -math.inf
         self.native: NativeReemitter | None = None
         self._started_at = time.monotonic()
@@ -254,9 +256,17 @@ class PhaseRuntime:
             self.republisher = pub
         elif not wants_pub and self.republisher is not None:
             self._close_republisher()
-        self.runner.to_jetstream = b.to_jetstream
-        self.runner.republish = (
-            self.republisher.send if self.republisher is not None and b.republish_frames else None
+        self._reroute()
+
+    def _reroute(self) -> None:
+        """Give the runner the ``Routing`` of the phase, sockets and parity tap in force."""
+        b, pub, feed = self.phase.behaviour, self.republisher, self._parity_feed
+        self.runner.route(
+            Routing(
+                to_jetstream=b.to_jetstream,
+                republish=pub.send if pub is not None and b.republish_frames else None,
+                observe=feed.observe if feed is not None else None,
+            )
         )
 
     def close_ingest(self) -> None:
@@ -268,7 +278,7 @@ class PhaseRuntime:
 
     def _close_republisher(self) -> None:
         pub, self.republisher = self.republisher, None
-        self.runner.republish = None
+        self._reroute()
         if pub is not None:
             pub.close()
         self.republish_endpoint = ""
@@ -361,12 +371,14 @@ class PhaseRuntime:
                 async with anyio.create_task_group() as tg:
                     await tg.start(tap.run)
                     if not tap.zmq_endpoints:
-                        self.runner.observe = tap.observe
+                        self._parity_feed = tap
+                        self._reroute()
                     await _until(self._catching_up, hold_secs=_PARITY_HYSTERESIS_SECS)
                     tg.cancel_scope.cancel()
             finally:
-                if self.runner.observe == tap.observe:
-                    self.runner.observe = None
+                if self._parity_feed is tap:
+                    self._parity_feed = None
+                    self._reroute()
                 self.parity_tap = None
             self.parity.reset()
             if (

@@ -206,7 +206,7 @@ async def _walk(
         await anyio.to_thread.run_sync(producer2.stop)
         windows.close()
         with anyio.fail_after(60):
-            while bridge._backlog():
+            while bridge.pipeline.backlog:
                 await anyio.sleep(0.1)
         elapsed = time.monotonic() - started
         bridge.request_stop()

@@ -156,6 +156,23 @@ class SpooledQueue:
         if self.spool.recovered_from is not None:
             self._m.spool_recovered.inc()
 
+    def reconfigure(
+        self,
+        *,
+        max_bytes: int,
+        max_age_secs: float,
+        max_replay_rate: float,
+        summary_interval_secs: float,
+    ) -> None:
+        """Hot reload: new caps and rates apply from the next eviction check, read and summary."""
+        self.max_bytes, self.max_age_secs = max_bytes, max_age_secs
+        self.max_replay_rate, self.summary_interval_secs = max_replay_rate, summary_interval_secs
+
+    def set_duplicate_window(self, secs: float | None) -> None:
+        """The stream's duplicate window in seconds, as the server reported it (None: unknown):
+        replayed rows older than it are counted as a duplicate risk."""
+        self.duplicate_window_secs = secs
+
     # -- ingest side ---------------------------------------------------------------------
 
     def submit(self, item: Outbound) -> bool:

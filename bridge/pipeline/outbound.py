@@ -77,6 +77,10 @@ class OutboundBuilder:
             tuple[str, Severity, str], str
         ] = {}  # memo: sanitising costs 2 regex subs
 
+    def set_max_payload(self, max_payload_bytes: int) -> None:
+        """The connected server's ``max_payload`` in bytes (replaces the configured guess)."""
+        self.max_payload_bytes = max_payload_bytes
+
     def build(self, msg: Message) -> Outbound:
         name = contract_name(msg)
         version = str(CONTRACT_VERSION)

@@ -171,6 +171,21 @@ class PipelinedPublisher:
         ] = {}  # kind -> counter child (``labels`` costs 3x an ``inc``)
         self._acked: dict[str, Any] = {}
 
+    def reconfigure(
+        self,
+        *,
+        max_in_flight: int,
+        max_pending: int,
+        ack_timeout_secs: float,
+        retry_initial_secs: float,
+        retry_max_secs: float,
+    ) -> None:
+        """Hot reload. A smaller window or pending limit applies to the next send or submit:
+        what is already in flight or pending stays."""
+        self.max_in_flight, self.max_pending = max_in_flight, max_pending
+        self.ack_timeout_secs = ack_timeout_secs
+        self.retry_initial_secs, self.retry_max_secs = retry_initial_secs, retry_max_secs
+
     # -- called by the ingest side (sync, never blocks) ---------------------------------
 
     def submit(self, item: Outbound) -> bool:

@@ -1,6 +1,5 @@
-"""The per-message path, called synchronously by the ingest loop for each message:
-frames -> loop check -> legacy republish -> decode -> inventory -> dedup ->
-flood gate -> outbound -> sink (spool or publisher).
+"""The ingest runner: the stages from a ZMQ message to the sink, called synchronously by the
+ingest loop with each batch read (the stage order is in ``bridge.pipeline.assemble``).
 The stages decide; this module acts on their decisions and counts every
 outcome (DESIGN §1): dropped as a loop (a frame a bridge re-emitted from NATS,
 ``busbridge_loop_dropped_total``), decoded by dialect or dead-lettered by reason,
@@ -14,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -27,7 +27,26 @@ from contracts.codec import contract_name
 from contracts.messages import DeadLetter, ErrorEvent, FloodEvent, Message
 from contracts.severity import normalise_severity
 
-__all__ = ["IngestRunner", "Sink"]
+__all__ = ["IngestRunner", "Routing", "Sink"]
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """What the cutover phase in force does with each ingested message (set by
+    ``bridge.phase_runtime`` as one value, swapped atomically between two batches).
+
+    ``to_jetstream``: decoded messages go on to dedup, flood control and the sink (off in
+    ``zmq_only``: shadow decode and inventory only). ``republish``: called with every
+    ingested message's frames, byte for byte (legacy republish), or None. ``observe``: the
+    parity tap's ZMQ side, called with every decoded message before dedup and flood control,
+    or None. ``observe_flood``: the parity tap's flood side, called with every flood event
+    the bridge emits, or None.
+    """
+
+    to_jetstream: bool = True
+    republish: Callable[[list[bytes]], None] | None = None
+    observe: Callable[[ErrorEvent | DeadLetter], None] | None = None
+    observe_flood: Callable[[FloodEvent], None] | None = None
 
 
 class _Decoder(Protocol):  # bridge.pipeline.decode.LegacyDecoder
@@ -46,10 +65,8 @@ class IngestRunner:
     once per batch, before it returns). Never raises, never blocks.
 
     ``emit(msg)`` sends a bridge-made message (flood events) down the same path.
-    The cutover controller sets ``to_jetstream`` (off: shadow decode and
-    inventory only), ``republish`` (frames re-sent byte for byte, or None) and
-    ``observe`` (the parity tap's ZMQ side: every decoded message, before dedup
-    and flood control, or None).
+    ``route(routing)`` switches what the phase does with messages (``Routing``);
+    ``set_flood(gate)`` swaps the flood gate (hot reload; None: flood control off).
     ``last_frame_at``: monotonic time of the last frame read (quiet-period guard).
     """
 
@@ -64,6 +81,7 @@ class IngestRunner:
         flood: FloodGate | None = None,
         drop_reason: str = "pending_full",
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        routing: Routing = Routing(),
     ) -> None:
         self._decoder = decoder
         self._builder = builder
@@ -78,11 +96,17 @@ class IngestRunner:
         self._inventory: dict[tuple[str, str], Any] = {}
         self._sources: set[str] = set()
         self.received = 0
-        self.to_jetstream = True
-        self.republish: Callable[[list[bytes]], None] | None = None
-        self.observe: Callable[[ErrorEvent | DeadLetter], None] | None = None
+        self.routing = routing
         self.last_frame_at: float | None = None
         self._tally: dict[Any, int] = {}  # counter child -> count, added to Prometheus per batch
+
+    def route(self, routing: Routing) -> None:
+        """Switch what the phase does with messages from the next message on."""
+        self.routing = routing
+
+    def set_flood(self, gate: FloodGate | None) -> None:
+        """Use ``gate`` for flood control from the next message on (None: off)."""
+        self.flood = gate
 
     def __call__(self, frames: list[bytes]) -> None:
         self.handle_batch([frames])
@@ -107,13 +131,14 @@ class IngestRunner:
         if is_reemitted(frames):
             self._m.loops_dropped.inc()
             return
-        if self.republish is not None:
-            self.republish(frames)
+        routing = self.routing
+        if routing.republish is not None:
+            routing.republish(frames)
         msg = self._decoder.decode(frames, self._now())
         self._count(msg)
-        if self.observe is not None:
-            self.observe(msg)
-        if not self.to_jetstream:
+        if routing.observe is not None:
+            routing.observe(msg)
+        if not routing.to_jetstream:
             return
         if isinstance(msg, ErrorEvent) and not self._admit(msg):
             return
@@ -136,6 +161,9 @@ class IngestRunner:
     def emit(self, msg: FloodEvent) -> None:
         """Send a flood event (from ``check``, ``tick`` or ``flush``) to the sink."""
         self._child("flood_event", contract_name(msg)).inc()
+        observe_flood = self.routing.observe_flood
+        if observe_flood is not None:
+            observe_flood(msg)
         self._submit(msg)
 
     def publish(self, msg: Message) -> None:

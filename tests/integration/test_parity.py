@@ -55,7 +55,7 @@ async def test_parity_clean_then_loss_on_each_side(
                 await anyio.sleep(0.3)
         tap = bridge.phases.parity_tap
         assert tap is not None and (tap.zmq_endpoints == parity.get("zmq_endpoints", []))
-        assert (bridge.runner.observe is not None) == (zmq_side == "in_process")
+        assert (bridge.runner.routing.observe is not None) == (zmq_side == "in_process")
         await anyio.sleep(2)
         bridge.phases.parity.reset()
 
@@ -133,7 +133,7 @@ async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_p
                 with anyio.fail_after(5):  # paused: no tap, no feed, ledger reset
                     while bridge.phases.parity_tap is not None:
                         await anyio.sleep(0.05)
-                assert bridge.runner.observe is None and bridge.phases.parity.stats().compared == 0
+                assert bridge.runner.routing.observe is None and bridge.phases.parity.stats().compared == 0
                 assert bridge.phases.describe()["parity"]["running"] is False  # /phase says so
                 await anyio.sleep(
                     3.0
@@ -144,7 +144,7 @@ async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_p
                 with anyio.fail_after(30):  # drained, then the tap is back and matching live events
                     while bridge.phases.parity.stats().matched < 200:
                         await anyio.sleep(0.1)
-                assert not bridge.queue.draining and bridge.runner.observe is not None
+                assert not bridge.queue.draining and bridge.runner.routing.observe is not None
                 view = bridge.phases.describe()["parity"]
                 assert view["running"] is True and view["zmq_side"] == "in_process"
             finally:

@@ -104,7 +104,7 @@ async def test_walk_by_config_file_under_load(
         finally:
             await anyio.to_thread.run_sync(producer.stop)
             walk.close()
-        await _until(lambda: bridge._backlog() == 0, what="drain")
+        await _until(lambda: bridge.pipeline.backlog == 0, what="drain")
     msgs = await fetch_all(nats_server.url, "ERRBUS")
     counts = _check(walk, [m.msg.event_id for m in msgs if isinstance(m.msg, ErrorEvent)])
     assert counts["must"] > 500 and counts["must_not"] > 200
@@ -173,7 +173,7 @@ async def test_walk_by_fleet_kv_with_the_cli_under_load(
         finally:
             await anyio.to_thread.run_sync(producer.stop)
             walk.close()
-        await _until(lambda: bridge._backlog() == 0, what="drain")
+        await _until(lambda: bridge.pipeline.backlog == 0, what="drain")
     msgs = await fetch_all(nats_server.url, "ERRBUS")
     counts = _check(walk, [m.msg.event_id for m in msgs if isinstance(m.msg, ErrorEvent)])
     assert counts["must"] > 400 and counts["must_not"] > 200

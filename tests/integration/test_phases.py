@@ -283,4 +283,4 @@ async def test_last_phase_holds_across_a_restart_while_nats_is_unreachable(
     dead = make_config("nats://127.0.0.1:1", tmp_path, phase={"current": "dual", "source": "kv"})
     async with running_bridge(dead, wait_nats=False) as bridge:
         assert bridge.phases.phase is Phase.ZMQ_ONLY
-        assert not bridge.runner.to_jetstream
+        assert not bridge.runner.routing.to_jetstream

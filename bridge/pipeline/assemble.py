@@ -1,0 +1,341 @@
+"""The data path of one bridge, assembled in one place: ``build_pipeline(cfg, metrics, transport)``.
+
+Stage order (the one description of it; the README and the package docstrings point here)::
+
+    ZMQ SUB :7150                      bridge.adapters.zmq.IngestSocket: batches of messages
+      -> IngestRunner.handle_batch      bridge.pipeline.runner, for each message in read order:
+           loop check                   bridge.legacy.reemit (frames a bridge re-emitted)
+           legacy republish             Routing.republish (phase), frames byte for byte
+           decode + identity            bridge.pipeline.decode (dialects: bridge.legacy.dialects;
+                                        event id: bridge.pipeline.identity) -> ErrorEvent | DeadLetter
+           counters, inventory, parity  Routing.observe (phase): the parity tap's ZMQ side
+           [zmq_only stops here]        Routing.to_jetstream
+           dedup                        bridge.pipeline.dedup (event id within window_secs)
+           flood gate                   bridge.pipeline.flood (per fingerprint: pass / suppress;
+                                        FloodStarted/Summary/Ended emitted down the same path)
+           outbound                     bridge.pipeline.outbound (subject, headers, max_payload)
+      -> sink                           spool on: bridge.pipeline.buffering.SpooledQueue (SQLite,
+                                        bridge.pipeline.spool: committed before publishing);
+                                        spool off: the publisher itself
+      -> publisher                      bridge.pipeline.publish.PipelinedPublisher (window,
+                                        PubAck per message, retry in order, Nats-Msg-Id)
+      -> transport                      bridge.adapters.jetstream.JetStreamLink -> PubAck
+      -> on_done                        spool row deleted (SpooledQueue.on_done)
+
+Bridge-made messages (flood events, phase changes, spool eviction summaries) join at the
+outbound stage. Every callback is passed to a constructor here; the cutover phase switches
+the runner with one immutable ``Routing`` value (``bridge.phase_runtime``); hot reload goes
+through ``Pipeline.reconfigure``. The stages import no adapter: the transport comes in as a
+``Transport`` (``bridge.pipeline.publish``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import anyio
+
+from bridge.config.flood import flood_rules
+from bridge.config.model import BridgeConfig
+from bridge.metrics import Metrics
+from bridge.pipeline.acks import AckResult
+from bridge.pipeline.buffering import SpooledQueue
+from bridge.pipeline.decode import LegacyDecoder
+from bridge.pipeline.dedup import DedupWindow
+from bridge.pipeline.flood import FloodGate
+from bridge.pipeline.identity import EventIdentity
+from bridge.pipeline.outbound import OutboundBuilder
+from bridge.pipeline.publish import Outbound, PipelinedPublisher, Transport
+from bridge.pipeline.runner import IngestRunner, Sink
+from bridge.pipeline.spool import Spool
+from bridge.pipeline.summaries import eviction_summary
+from contracts.subjects import Subjects
+
+__all__ = ["Pipeline", "build_pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+class Link(Transport, Protocol):
+    """What the pipeline needs of the NATS link besides ``publish`` (``JetStreamLink``)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def max_payload(self) -> int: ...
+
+    async def subscribe_acks(
+        self, prefix: str, on_ack: Callable[[int, AckResult], None]
+    ) -> None: ...
+
+
+class Pipeline:
+    """The assembled data path (see the module note). Built by ``build_pipeline``.
+
+    ``runner``: where the ingest socket delivers batches. ``sink``: the spooled queue, or the
+    publisher without a spool. ``backlog``: messages accepted and not yet acknowledged.
+    """
+
+    def __init__(
+        self,
+        cfg: BridgeConfig,
+        metrics: Metrics,
+        *,
+        link: Link,
+        ack_prefix: str,
+        identity: EventIdentity,
+        builder: OutboundBuilder,
+        publisher: PipelinedPublisher,
+        queue: SpooledQueue | None,
+        runner: IngestRunner,
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.link = link
+        self.ack_prefix = ack_prefix
+        self.identity = identity
+        self.builder = builder
+        self.publisher = publisher
+        self.queue = queue
+        self.runner = runner
+        self.sink: Sink = queue if queue is not None else publisher
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        return self.queue.backlog if self.queue is not None else self.publisher.backlog
+
+    @property
+    def catching_up(self) -> bool:
+        """NATS is unreachable, or the spool drains a backlog."""
+        return not self.link.connected or (self.queue is not None and self.queue.draining)
+
+    @property
+    def held_back(self) -> int:
+        """Messages held back rather than flowing (the spool-empty guard): all of the backlog
+        while catching up, else those waiting for a retry (live in-flight ones do not count)."""
+        return self.backlog if self.catching_up else self.publisher.retrying
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def attach(self, stream_config: dict[str, Any]) -> None:
+        """NATS is reached and the stream provisioned (``stream_config`` as the server reports
+        it): subscribe to PubAcks, learn the server's ``max_payload`` and duplicate window,
+        then let the publisher send."""
+        await self.link.subscribe_acks(self.ack_prefix, self.publisher.on_ack)
+        self.builder.set_max_payload(self.link.max_payload)
+        if self.queue is not None:
+            window_ns = stream_config.get("duplicate_window", 0)
+            self.queue.set_duplicate_window(window_ns / 1e9 or None)
+        self.publisher.resume()
+
+    def connection_changed(self, connected: bool) -> None:
+        """NATS (re)connected: retries go out at once, in order; disconnected: whatever is in
+        flight is retried after the reconnect (``PipelinedPublisher``)."""
+        if connected:
+            self.publisher.resume()
+        else:
+            self.publisher.connection_lost()
+
+    async def run(self) -> None:
+        """Publisher, spool tasks and the flood ticker, until cancelled."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.publisher.run)
+            if self.queue is not None:
+                tg.start_soon(self.queue.run)
+            tg.start_soon(self._flood_loop)
+
+    async def drain(self, timeout_secs: float) -> tuple[int, int]:
+        """Stop: close open floods (their last summaries), write what is staged to the spool,
+        wait up to ``timeout_secs`` for the backlog to be acknowledged while NATS is connected,
+        then abandon the rest (with the spool it stays on disk for the next start; without
+        it, it is counted as dropped, reason ``shutdown``). Returns ``(backlog, left)``."""
+        flood = self.runner.flood
+        if flood is not None:
+            for event in flood.flush():
+                self.runner.emit(event)
+        if self.queue is not None:
+            await self.queue.flush_staging()
+        backlog = self.backlog
+        with anyio.move_on_after(timeout_secs):
+            while self.backlog and self.link.connected:
+                await anyio.sleep(0.01)  # NATS down: nothing can drain, the spool keeps it all
+        left = self.backlog
+        self.publisher.abandon_all()
+        if left and self.queue is None:
+            self.metrics.dropped.labels("shutdown").inc(left)
+        return backlog, left
+
+    async def close(self) -> None:
+        """Delete the rows acknowledged last (after ``drain`` and the task group ended)."""
+        if self.queue is not None:
+            await self.queue.flush_acks()
+
+    def reconfigure(self, cfg: BridgeConfig, live: list[str]) -> None:
+        """Apply a reloaded config's live settings (``bridge.config.reload.LIVE_PATHS``): flood
+        rules (on, off or new rules; turning it off publishes the open floods' last summaries),
+        spool caps and rates, publish window, pending limit, timeouts and backoff."""
+        self.cfg = cfg
+        if any(p.startswith("flood.") for p in live):
+            self._reconfigure_flood()
+        if self.queue is not None:
+            s = cfg.spool
+            self.queue.reconfigure(
+                max_bytes=s.max_bytes,
+                max_age_secs=s.max_age_secs,
+                max_replay_rate=s.max_replay_rate_per_sec,
+                summary_interval_secs=s.eviction_summary_interval_secs,
+            )
+        p = cfg.publish
+        self.publisher.reconfigure(
+            max_in_flight=p.max_in_flight,
+            max_pending=p.max_pending,
+            ack_timeout_secs=p.ack_timeout_secs,
+            retry_initial_secs=p.retry_initial_secs,
+            retry_max_secs=p.retry_max_secs,
+        )
+
+    def _reconfigure_flood(self) -> None:
+        gate, f = self.runner.flood, self.cfg.flood
+        if not f.enabled:
+            if gate is not None:
+                for event in gate.flush():
+                    self.runner.emit(event)
+            self.runner.set_flood(None)
+        elif gate is None:
+            self.runner.set_flood(flood_gate(self.cfg))
+        else:
+            gate.update_rules(*flood_rules(f))
+            gate.reconfigure(
+                summary_interval_secs=f.summary_interval_secs,
+                max_fingerprints=f.max_fingerprints,
+                suppress_critical=f.suppress_critical,
+                global_max_per_sec=f.global_max_per_sec,
+            )
+
+    async def _flood_loop(self) -> None:
+        """Publish due flood summaries and ends, once a second."""
+        while True:
+            await anyio.sleep(1.0)
+            flood = self.runner.flood
+            if flood is not None:
+                for event in flood.tick():
+                    self.runner.emit(event)
+            self.metrics.floods_active.set(flood.active_floods if flood is not None else 0)
+            self.metrics.identity_evicted_in_window.set(self.identity.evicted_in_window)
+
+
+def flood_gate(cfg: BridgeConfig) -> FloodGate | None:
+    """The flood gate ``cfg.flood`` asks for (None: flood control off)."""
+    f = cfg.flood
+    if not f.enabled:
+        return None
+    rules, default = flood_rules(f)
+    return FloodGate(
+        rules,
+        default,
+        machine=cfg.machine or "",
+        summary_interval_secs=f.summary_interval_secs,
+        max_fingerprints=f.max_fingerprints,
+        suppress_critical=f.suppress_critical,
+        global_max_per_sec=f.global_max_per_sec,
+        clock=time.monotonic,
+    )
+
+
+def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefix: str) -> Pipeline:
+    """Build every stage for ``cfg`` and wire them through their constructors.
+
+    Blocking (opens the SQLite spool and reads its totals): run it in a worker thread.
+    ``ack_prefix``: the reply-subject prefix of this bridge's PubAcks. Until NATS is reached,
+    ``max_payload`` is the embedded server's configured one (else NATS' default 1 MiB);
+    ``Pipeline.attach`` replaces it with the server's. Raises ``sqlite3.Error`` when the
+    spool cannot be opened."""
+    identity = EventIdentity(
+        cfg.identity.occurrence_window_secs, cfg.identity.max_tracked, time.monotonic
+    )
+    builder = OutboundBuilder(
+        Subjects(cfg.stream.subject_prefix),
+        cfg.bridge_id or "",
+        cfg.nats.embedded.max_payload_bytes,
+        metrics,
+    )
+    done: list[Callable[[Outbound, str, AckResult | None], None]] = []
+
+    def on_done(item: Outbound, outcome: str, ack: AckResult | None) -> None:
+        for handler in done:
+            handler(item, outcome, ack)
+
+    p = cfg.publish
+    publisher = PipelinedPublisher(
+        link,
+        ack_prefix,
+        metrics,
+        max_in_flight=p.max_in_flight,
+        ack_timeout_secs=p.ack_timeout_secs,
+        max_pending=p.max_pending,
+        retry_initial_secs=p.retry_initial_secs,
+        retry_max_secs=p.retry_max_secs,
+        on_done=on_done,
+    )
+    queue = _spooled_queue(cfg, metrics, publisher, builder)
+    if queue is not None:
+        done.append(queue.on_done)
+    decoder = LegacyDecoder(
+        machine=cfg.machine or "",
+        identity=identity,
+        local_tz=ZoneInfo(cfg.legacy.local_timezone),
+        max_frame_bytes=cfg.zmq.max_frame_bytes,
+        oversized_keep_bytes=cfg.zmq.oversized_keep_bytes,
+    )
+    d = cfg.dedup
+    runner = IngestRunner(
+        decoder,
+        builder,
+        queue if queue is not None else publisher,
+        metrics,
+        dedup=DedupWindow(d.window_secs, d.max_ids, time.monotonic) if d.enabled else None,
+        flood=flood_gate(cfg),
+        drop_reason="spool_staging_full" if queue is not None else "pending_full",
+    )
+    return Pipeline(
+        cfg,
+        metrics,
+        link=link,
+        ack_prefix=ack_prefix,
+        identity=identity,
+        builder=builder,
+        publisher=publisher,
+        queue=queue,
+        runner=runner,
+    )
+
+
+def _spooled_queue(
+    cfg: BridgeConfig, metrics: Metrics, publisher: PipelinedPublisher, builder: OutboundBuilder
+) -> SpooledQueue | None:
+    sc = cfg.spool
+    if not sc.enabled:
+        return None
+    path = Path(sc.path) if sc.path else Path(cfg.data_dir) / "spool.db"
+    queue = SpooledQueue(
+        Spool(path, sc.synchronous.value),
+        publisher,
+        metrics,
+        staging_max=sc.staging_max,
+        batch_max=sc.batch_max,
+        max_bytes=sc.max_bytes,
+        max_age_secs=sc.max_age_secs,
+        max_replay_rate=sc.max_replay_rate_per_sec,
+        summary_factory=lambda tally: builder.build(eviction_summary(tally, cfg)),
+        summary_interval_secs=sc.eviction_summary_interval_secs,
+    )
+    log.info("spool %s: %d messages waiting (%d B)", path, queue.rows, queue.bytes)
+    return queue
