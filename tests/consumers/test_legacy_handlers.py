@@ -228,8 +228,7 @@ def test_library_b_in_a_thread_with_a_failing_decorated_handler(busclient_env: A
     """``error_bus_handler`` (busclient's) on a consumer handler: each failure is reported to
     the bus through the agent's client, re-raised, retried, then dead-lettered."""
     url = busclient_env.url
-    provision(url)  # ERRBUS, and the intake stream the sidecar would provision
-    provision(url, create=False, intake=True)
+    provision(url, intake=True)  # ERRBUS, and the intake stream the sidecar would provision
     handled: list[str] = []
     done = threading.Event()
 
