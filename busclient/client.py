@@ -15,7 +15,8 @@ Every event goes to ``Subjects(prefix).intake(machine, source)``
 ``Busbridge-Contract``, ``Busbridge-Contract-Version`` and ``Busbridge-Client-Api``.
 
 ``close`` flushes within its timeout, stops the thread and counts what is left as
-``abandoned``; an open client is closed (``exit_flush_secs``) when the interpreter exits.
+``abandoned``; an open client is closed (``exit_flush_secs``) when the interpreter exits. A
+client belongs to the process that made it (its thread does not survive ``fork``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import atexit
 import dataclasses
 import logging
+import os
 import threading
 import time
 import weakref
@@ -270,6 +272,15 @@ async def _wait_async(buffer: EventBuffer, fut: Future[Any], timeout_secs: float
     except TimeoutError:
         buffer.cancel_future(fut)
         return None
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of the parent's publisher threads: it must not wait for them at
+    exit (a client is per process: make it after forking)."""
+    _live_clients.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @atexit.register

@@ -16,8 +16,8 @@ On that loop:
 * The publish loop takes the buffer's head and publishes it with JetStream semantics: one
   ``js.publish`` at a time, awaiting its PubAck (``ack_timeout_secs``). Window 1 is what keeps
   order simple and exact across failures: nothing newer is sent before the head is stored.
-  Agents report errors at a few per second; one publish at a time still moves a few thousand
-  per second, enough to drain a full buffer quickly after an outage.
+  Agents report a few errors per second; a pipelined window (as the bridge has) is not worth
+  its reordering hazards here (throughput: ``busclient/README.md``).
 * Transient failures (ack timeout, no responders: the intake stream does not exist yet,
   503 and other JetStream API errors, a dropped connection) are retried forever with the same
   payload and ``Nats-Msg-Id``, after a backoff doubling from ``retry_initial_secs`` to
@@ -72,6 +72,7 @@ _TRANSIENT = (
 )
 _PERMANENT = (nats.errors.MaxPayloadError, nats.errors.BadSubjectError, nats.errors.BadHeaderError)
 _ERROR_LOG_EVERY_SECS = 30.0
+_RETRY_SECS = 5.0  # after a connect attempt failed for a reason reconnecting does not cover
 
 
 def redact_url(url: str) -> str:
@@ -191,7 +192,12 @@ class PublisherThread:
             closed = asyncio.Event()
             nc = NATS()
             self._nc = nc
-            await nc.connect(**self._connect_options(closed))
+            try:
+                await nc.connect(**self._connect_options(closed))
+            except Exception:  # bad options or TLS setup: say so, keep buffering, try again
+                log.exception("busclient: cannot connect to NATS; retrying in %s s", _RETRY_SECS)
+                await asyncio.sleep(_RETRY_SECS)
+                continue
             self._js = nc.jetstream()
             self.connected = True
             self._up.set()

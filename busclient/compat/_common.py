@@ -6,8 +6,9 @@ Design note
   call site). The shims do not open a NATS connection each: ``shared_client(servers)`` keeps
   one ``BusClient`` per distinct server list per process (``None``: the environment's, see
   ``busclient.config``), created on first use and closed at interpreter exit (its
-  ``exit_flush_secs``) or by ``close_shared_clients``. Each call names its own ``source`` and
-  ``Busbridge-Client-Api``, so one client serves every shim and agent of a process.
+  ``exit_flush_secs``) or by ``close_shared_clients``; a forked child starts with none. Each
+  call names its own ``source`` and ``Busbridge-Client-Api``, so one client serves every shim
+  and agent of a process.
 * **Async legacy APIs return ``Completed``.** Libraries A and B were ``async``; their callers
   ``await`` them, wrap them in ``loop.create_task``/``asyncio.create_task``, and some never
   await them at all (the hubs' ``report_error(error=e, ...)``). The shims do the work at call
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import enum
+import os
 import threading
 import traceback
 import uuid
@@ -60,6 +62,15 @@ def shared_client(servers: str | Sequence[str] | None = None) -> BusClient:
             client = BusClient(servers=key)
             _clients[key] = client
         return client
+
+
+def _forget_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _clients.clear()  # the parent's publisher threads do not exist here: make fresh clients
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def close_shared_clients(timeout_secs: float = 2.0) -> bool:

@@ -249,3 +249,14 @@ def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_connect_that_cannot_work_is_logged_not_raised(
+    intake: Intake, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = _client(intake.url, connect_options={"no_such_option": 1})
+    ticket = client.report("kept", "buffered while the connect fails")
+    assert ticket.accepted
+    assert client.flush(0.5) is False
+    assert client.close(1.0) is False and ticket.outcome is Outcome.ABANDONED
+    assert "cannot connect to NATS" in caplog.text
