@@ -5,6 +5,8 @@ bounded flush/close while NATS is down, and events over max_payload."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import threading
 from datetime import UTC, datetime, timedelta, timezone
@@ -260,3 +262,25 @@ def test_a_connect_that_cannot_work_is_logged_not_raised(
     assert client.flush(0.5) is False
     assert client.close(1.0) is False and ticket.outcome is Outcome.ABANDONED
     assert "cannot connect to NATS" in caplog.text
+
+
+def test_a_retry_after_a_lost_ack_is_stored_once(intake: Intake) -> None:
+    """The server is frozen (SIGSTOP): every attempt times out and is sent again with the same
+    Nats-Msg-Id; thawed, it stores the first copy and calls the others duplicates."""
+    pid = intake.server.pid
+    assert pid is not None
+    client = _client(intake.url, ack_timeout_secs=0.3, retry_max_secs=0.3, ping_interval_secs=60)
+    try:
+        assert client.report("warmup", "connected").wait(10)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            ticket = client.report("frozen", "sent while the server is frozen")
+            _wait_until(lambda: client.stats().retries >= 2)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert ticket.wait(15)
+        stats = client.stats()
+    finally:
+        client.close(5)
+    assert [e.error_type for e in intake.events()] == ["warmup", "frozen"]
+    assert stats.duplicates == 1 and stats.acked == 2
