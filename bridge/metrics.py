@@ -254,6 +254,13 @@ class Metrics:
             ["side"],
             registry=r,
         )
+        self.parity_readback = Counter(
+            "busbridge_parity_readback_total",
+            "Stored messages read back by the sequence their PubAck gave (parity.nats_side pubacks),"
+            " by result: ok, mismatch (another message there) or missing",
+            ["result"],
+            registry=r,
+        )
         self.parity_ratio = Gauge(
             "busbridge_parity_ratio",
             "matched / compared over parity.window_secs (-1 while nothing was compared)",
@@ -338,6 +345,8 @@ class Metrics:
             self.republished.labels(kind)
         for side in ("nats", "zmq"):
             self.parity_missing.labels(side)
+        for result in ("ok", "mismatch", "missing"):
+            self.parity_readback.labels(result)
         self.parity_ratio.set(-1)
         for reason in ("max_bytes", "max_age"):
             for severity in Severity:

@@ -14,10 +14,22 @@ Two taps feed one ``ParityLedger``:
   decoder and identity rules instead: an observation of the bus that does not
   go through this bridge's ingest. Frames a bridge re-emitted from NATS are
   skipped either way, as the bridge skips them.
-* **JetStream**: an ordered consumer (deliver new) on the bridge machine's
-  error and dead-letter subjects; only messages whose ``Busbridge-Origin``
-  header is the bridge's id count (native NATS events never crossed ZMQ).
-  Flood events on ``<prefix>.flood.<machine>.>`` mark fingerprints in flood.
+* **JetStream**, by default from this bridge's own **PubAcks** (``parity.nats_side:
+  pubacks``): the pipeline hands every error event and dead letter JetStream acknowledged
+  as stored (or as a duplicate of a stored one) to ``confirmed``, and every flood event it
+  emits to ``observe_flood``. No consumer, no second copy of the traffic through the NATS
+  client: the hot process only does one dict operation per message. It catches what is lost
+  between ingest and the stream inside the bridge (a sink that drops, a dedup or identity
+  mistake, spool eviction, a rejection). It cannot see what the stream loses after the PubAck,
+  so every ``readback_every``-th stored message is read back by the sequence its PubAck gave
+  (``busbridge_parity_readback_total{result}``: ok, mismatch, missing), off the read loop.
+  With ``parity.nats_side: consumer``: an ordered consumer (deliver new) on the bridge
+  machine's error and dead-letter subjects; only messages whose ``Busbridge-Origin`` header is
+  the bridge's id count (native NATS events never crossed ZMQ); flood events on
+  ``<prefix>.flood.<machine>.>`` mark fingerprints in flood. It also sees what was stored
+  under this bridge's id without this bridge publishing it (``missing_zmq``: a second bridge
+  with the same id, a replay tool), and what the stream lost, at the cost of reading every
+  message twice (about a fifth of the bridge's CPU at high rates).
 
 Ids JetStream stored before the ZMQ side was live (the in-process feed starts
 after the consumer exists; a SUB only receives once its subscription reached
@@ -51,17 +63,28 @@ from zoneinfo import ZoneInfo
 
 import anyio
 import msgspec
+import nats.errors
+import nats.js.errors
 import zmq
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bridge.adapters.zmq import read_batches
-from bridge.config.model import BridgeConfig
+from bridge.config.model import BridgeConfig, ParityNatsSide
 from bridge.legacy.reemit import is_reemitted
 from bridge.metrics import Metrics
+from bridge.pipeline.acks import AckOutcome, AckResult
 from bridge.pipeline.decode import LegacyDecoder
 from bridge.pipeline.identity import EventIdentity
+from bridge.pipeline.publish import Outbound
 from contracts.codec import decode
-from contracts.messages import DeadLetter, ErrorEvent, FloodEnded, FloodStarted, FloodSummary
+from contracts.messages import (
+    DeadLetter,
+    ErrorEvent,
+    FloodEnded,
+    FloodEvent,
+    FloodStarted,
+    FloodSummary,
+)
 from contracts.subjects import HEADER_MSG_ID, HEADER_ORIGIN, Subjects, sanitise_token
 
 __all__ = ["ParityLedger", "ParityStats", "ParityTap"]
@@ -71,6 +94,11 @@ log = logging.getLogger(__name__)
 _BUCKET_SECS = 1.0
 #: after the ZMQ tap's first message, ids already on their way to JetStream may still lack a ZMQ copy
 _WARMUP_SECS = 1.0
+#: kinds of outbound message the ZMQ side also sees (``Outbound.kind``)
+_COMPARED_KINDS = frozenset({"error_event", "dead_letter"})
+_STORED = (AckOutcome.STORED, AckOutcome.DUPLICATE)
+#: read-back samples waiting at most (older ones are dropped when the read-back falls behind)
+_READBACK_QUEUE = 64
 
 
 @dataclass(frozen=True)
@@ -107,6 +135,7 @@ class ParityLedger:
         self.window_secs = window_secs
         self._clock = clock
         self._m = metrics
+        self.metrics = metrics
         self._zmq: OrderedDict[str, tuple[float, str]] = (
             OrderedDict()
         )  # id -> (seen at, fingerprint)
@@ -209,7 +238,8 @@ class ParityTap:
     ``zmq_endpoints``: where to connect a SUB for the ZMQ side; ``[]``: the caller feeds
     ``observe`` with what it decoded (the bridge's runner), from when ``run`` reports started.
     ``js``: a nats-py JetStream context. ``run`` raises nats errors when the consumer cannot be
-    created (the caller retries).
+    created (the caller retries). ``pubacks``: the JetStream side is fed through ``confirmed``
+    and ``observe_flood`` (``parity.nats_side: pubacks``) instead of a consumer.
     """
 
     def __init__(
@@ -232,6 +262,31 @@ class ParityTap:
             )
         self.zmq_seen = 0
         self.nats_seen = 0
+        self.pubacks = cfg.parity.nats_side is ParityNatsSide.PUBACKS
+        self._m = ledger.metrics
+        self._readback_every = cfg.parity.readback_every
+        self._until_readback = self._readback_every
+        self._readback: deque[tuple[int, str]] = deque(maxlen=_READBACK_QUEUE)
+        self._readback_wake = anyio.Event()
+
+    def confirmed(self, item: Outbound, outcome: str, ack: AckResult | None) -> None:
+        """JetStream side from PubAcks: the publisher settled ``item`` with ``outcome``
+        (``stored``, ``duplicate``, ``rejected``, ``abandoned``); ``ack`` is the PubAck."""
+        if ack is None or ack.outcome not in _STORED or item.kind not in _COMPARED_KINDS:
+            return
+        self.nats_seen += 1
+        self.ledger.saw_nats(item.msg_id)
+        if self._readback_every and ack.outcome is AckOutcome.STORED and ack.seq:
+            self._until_readback -= 1
+            if self._until_readback <= 0:
+                self._until_readback = self._readback_every
+                self._readback.append((ack.seq, item.msg_id))
+                self._readback_wake.set()
+
+    def observe_flood(self, event: FloodEvent) -> None:
+        """JetStream side from PubAcks: a flood event the bridge emitted (its fingerprint's
+        suppressed ids are not missing)."""
+        self.ledger.flood(event.fingerprint, ended=isinstance(event, FloodEnded))
 
     def observe(self, msg: ErrorEvent | DeadLetter) -> None:
         """ZMQ side, in-process: one message the bridge read and decoded (``IngestRunner.observe``)."""
@@ -244,10 +299,12 @@ class ParityTap:
     ) -> None:
         """Subscribe the JetStream side, then report started (the ZMQ side may begin) and run
         until cancelled."""
-        subs = await self._subscribe()
+        subs = [] if self.pubacks else await self._subscribe()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._expire_loop)
+                if self.pubacks and self._readback_every:
+                    tg.start_soon(self._readback_loop)
                 if self.zmq_endpoints:
                     await tg.start(self._run_sub)
                 task_status.started()
@@ -274,6 +331,29 @@ class ParityTap:
         finally:
             sock.close(linger=0)
             ctx.term()
+
+    async def _readback_loop(self) -> None:
+        """Read sampled stored messages back by sequence; count ok / mismatch / missing."""
+        while True:
+            if not self._readback:
+                self._readback_wake = anyio.Event()
+                await self._readback_wake.wait()
+                continue
+            seq, msg_id = self._readback.popleft()
+            try:
+                stored = await self._js.get_msg(self.cfg.stream.name, seq=seq)
+            except nats.js.errors.NotFoundError:
+                result = "missing"
+            except (nats.errors.Error, OSError) as exc:  # NATS away: this sample is skipped
+                log.debug("parity read-back of seq %d skipped: %r", seq, exc)
+                continue
+            else:
+                found = (stored.headers or {}).get(HEADER_MSG_ID)
+                result = "ok" if found == msg_id else "mismatch"
+            if result != "ok":
+                log.warning("parity read-back: %s at stream seq %d was %s", msg_id, seq, result)
+            if self._m is not None:
+                self._m.parity_readback.labels(result).inc()
 
     async def _expire_loop(self) -> None:
         while True:

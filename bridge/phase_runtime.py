@@ -111,7 +111,7 @@ class PhaseRuntime:
             cfg.parity.match_window_secs, cfg.parity.window_secs, metrics=metrics
         )
         self.parity_tap: ParityTap | None = None
-        self._parity_feed: ParityTap | None = None  # a started tap the runner feeds in-process
+        self._parity_feed: ParityTap | None = None  # a started tap the pipeline feeds
         self._parity_paused_logged_at = -math.inf
         self.native: NativeReemitter | None = None
         self._started_at = time.monotonic()
@@ -260,12 +260,16 @@ class PhaseRuntime:
 
     def _reroute(self) -> None:
         """Give the runner the ``Routing`` of the phase, sockets and parity tap in force."""
-        b, pub, feed = self.phase.behaviour, self.republisher, self._parity_feed
+        b, pub, tap = self.phase.behaviour, self.republisher, self._parity_feed
+        in_process = tap is not None and not tap.zmq_endpoints
+        pubacks = tap is not None and tap.pubacks
         self.runner.route(
             Routing(
                 to_jetstream=b.to_jetstream,
                 republish=pub.send if pub is not None and b.republish_frames else None,
-                observe=feed.observe if feed is not None else None,
+                observe=tap.observe if in_process else None,  # type: ignore[union-attr]
+                observe_flood=tap.observe_flood if pubacks else None,  # type: ignore[union-attr]
+                confirmed=tap.confirmed if pubacks else None,  # type: ignore[union-attr]
             )
         )
 
@@ -370,9 +374,8 @@ class PhaseRuntime:
             try:
                 async with anyio.create_task_group() as tg:
                     await tg.start(tap.run)
-                    if not tap.zmq_endpoints:
-                        self._parity_feed = tap
-                        self._reroute()
+                    self._parity_feed = tap
+                    self._reroute()
                     await _until(self._catching_up, hold_secs=_PARITY_HYSTERESIS_SECS)
                     tg.cancel_scope.cancel()
             finally:

@@ -379,10 +379,25 @@ class RepublishConfig(_Strict):
     native_subject: str = ""
 
 
+class ParityNatsSide(str, enum.Enum):
+    """How the parity checker learns what JetStream stored (``bridge.parity``)."""
+
+    PUBACKS = "pubacks"  # the publisher's PubAcks, plus a sampled read-back by stream sequence
+    CONSUMER = "consumer"  # an ordered JetStream consumer on the machine's subjects
+
+
 class ParityConfig(_Strict):
     """Parity checker: ZMQ frames vs JetStream messages, matched by msg id."""
 
     enabled: bool = True
+    #: ``pubacks``: the JetStream side is this bridge's own PubAcks (no consumer: costs nothing
+    #: on the hot path) plus a read-back of every ``readback_every``-th stored message by its
+    #: stream sequence; ``consumer``: an ordered JetStream consumer on this machine's subjects,
+    #: which also sees messages stored under this bridge's id that it never published
+    nats_side: ParityNatsSide = ParityNatsSide.PUBACKS
+    #: pubacks: read one stored message back of this many (its Nats-Msg-Id must be at the
+    #: sequence the PubAck gave); 0: no read-back
+    readback_every: Annotated[int, Meta(ge=0)] = 1000
     #: ZMQ endpoints to tap and decode (legacy publishers, or the republish socket);
     #: [] = the frames this bridge's ingest decoded, handed over in-process (cheapest)
     zmq_endpoints: list[str] = []

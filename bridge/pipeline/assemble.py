@@ -20,7 +20,8 @@ Stage order (the one description of it; the README and the package docstrings po
       -> publisher                      bridge.pipeline.publish.PipelinedPublisher (window,
                                         PubAck per message, retry in order, Nats-Msg-Id)
       -> transport                      bridge.adapters.jetstream.JetStreamLink -> PubAck
-      -> on_done                        spool row deleted (SpooledQueue.on_done)
+      -> on_done                        spool row deleted (SpooledQueue.on_done); parity's
+                                        JetStream side confirmed (Routing.confirmed)
 
 Bridge-made messages (flood events, phase changes, spool eviction summaries) join at the
 outbound stage. Every callback is passed to a constructor here; the cutover phase switches
@@ -267,11 +268,16 @@ def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefi
         cfg.nats.embedded.max_payload_bytes,
         metrics,
     )
-    done: list[Callable[[Outbound, str, AckResult | None], None]] = []
+    queue: SpooledQueue | None = None
+    runner: IngestRunner | None = None
 
     def on_done(item: Outbound, outcome: str, ack: AckResult | None) -> None:
-        for handler in done:
-            handler(item, outcome, ack)
+        """The publisher settled ``item``: the spool deletes its row, parity confirms it."""
+        if queue is not None:
+            queue.on_done(item, outcome, ack)
+        confirmed = runner.routing.confirmed if runner is not None else None
+        if confirmed is not None:
+            confirmed(item, outcome, ack)
 
     p = cfg.publish
     publisher = PipelinedPublisher(
@@ -286,8 +292,6 @@ def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefi
         on_done=on_done,
     )
     queue = _spooled_queue(cfg, metrics, publisher, builder)
-    if queue is not None:
-        done.append(queue.on_done)
     decoder = LegacyDecoder(
         machine=cfg.machine or "",
         identity=identity,

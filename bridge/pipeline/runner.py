@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from bridge.legacy.reemit import is_reemitted
 from bridge.metrics import INVENTORY_MAX_SOURCES, Metrics
+from bridge.pipeline.acks import AckResult
 from bridge.pipeline.dedup import DedupWindow
 from bridge.pipeline.flood import FloodGate, Verdict
 from bridge.pipeline.outbound import OutboundBuilder
@@ -40,13 +41,16 @@ class Routing:
     ingested message's frames, byte for byte (legacy republish), or None. ``observe``: the
     parity tap's ZMQ side, called with every decoded message before dedup and flood control,
     or None. ``observe_flood``: the parity tap's flood side, called with every flood event
-    the bridge emits, or None.
+    the bridge emits, or None. ``confirmed``: the parity tap's JetStream side from PubAcks,
+    called by the pipeline with every message the publisher settled
+    (``item, outcome, ack``), or None.
     """
 
     to_jetstream: bool = True
     republish: Callable[[list[bytes]], None] | None = None
     observe: Callable[[ErrorEvent | DeadLetter], None] | None = None
     observe_flood: Callable[[FloodEvent], None] | None = None
+    confirmed: Callable[[Outbound, str, AckResult | None], None] | None = None
 
 
 class _Decoder(Protocol):  # bridge.pipeline.decode.LegacyDecoder

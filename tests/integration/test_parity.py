@@ -1,6 +1,8 @@
 """The parity checker inside a bridge in ``dual``: 100% on a clean run, and injected loss on
 either side detected and counted (real nats-server, real ZMQ). Both ZMQ sides: the default
-in-process feed from ingest, and a SUB on configured endpoints (here the republish socket)."""
+in-process feed from ingest, and a SUB on configured endpoints (here the republish socket).
+Both JetStream sides: the default, this bridge's PubAcks (which cannot see messages stored
+under its id that it never published), and an ordered consumer (which does)."""
 
 from __future__ import annotations
 
@@ -29,11 +31,14 @@ async def _settled(bridge, compared: int, timeout_secs: float = 20.0):
     return stats
 
 
-@pytest.mark.parametrize("zmq_side", ["in_process", "sub_on_republish"])
+@pytest.mark.parametrize(
+    ("zmq_side", "nats_side"),
+    [("in_process", "pubacks"), ("in_process", "consumer"), ("sub_on_republish", "consumer")],
+)
 async def test_parity_clean_then_loss_on_each_side(
-    nats_server: NatsServerProcess, tmp_path: Path, zmq_side: str
+    nats_server: NatsServerProcess, tmp_path: Path, zmq_side: str, nats_side: str
 ) -> None:
-    parity: dict = {"match_window_secs": 1.5, "window_secs": 600}
+    parity: dict = {"match_window_secs": 1.5, "window_secs": 600, "nats_side": nats_side}
     extra: dict = {}
     if zmq_side == "sub_on_republish":
         endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -92,10 +97,20 @@ async def test_parity_clean_then_loss_on_each_side(
                 )
         finally:
             await nc.close()
-        stats = await _settled(bridge, 200 + 100 + 15)
+        ghosts = 15 if nats_side == "consumer" else 0  # PubAcks only know what this bridge sent
+        stats = await _settled(bridge, 200 + 100 + ghosts)
         sink.submit = submit
         assert len(dropped) == 20
-        assert (stats.matched, stats.missing_nats, stats.missing_zmq) == (280, 20, 15)
+        assert (stats.matched, stats.missing_nats, stats.missing_zmq) == (280, 20, ghosts)
+        if nats_side == "pubacks":
+            assert stats.ratio == pytest.approx(280 / 300)
+            assert (
+                bridge.metrics.registry.get_sample_value(
+                    "busbridge_parity_readback_total", {"result": "missing"}
+                )
+                == 0
+            )
+            return
         assert stats.ratio == pytest.approx(280 / 315)
         reg = bridge.metrics.registry
         assert reg.get_sample_value("busbridge_parity_missing_total", {"side": "nats"}) == 20
@@ -133,7 +148,10 @@ async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_p
                 with anyio.fail_after(5):  # paused: no tap, no feed, ledger reset
                     while bridge.phases.parity_tap is not None:
                         await anyio.sleep(0.05)
-                assert bridge.runner.routing.observe is None and bridge.phases.parity.stats().compared == 0
+                assert (
+                    bridge.runner.routing.observe is None
+                    and bridge.phases.parity.stats().compared == 0
+                )
                 assert bridge.phases.describe()["parity"]["running"] is False  # /phase says so
                 await anyio.sleep(
                     3.0

@@ -99,3 +99,57 @@ def test_ratio_window_forgets_old_results_and_reset_clears() -> None:
     led.saw_nats("after-reset")  # the tap has to see ZMQ traffic again first
     clock.advance(11)
     assert led.stats().compared == 0
+
+
+async def test_pubacks_side_confirms_stored_ids_and_reads_samples_back() -> None:
+    """``parity.nats_side: pubacks``: stored/duplicate PubAcks of error events and dead letters
+    count as seen in JetStream; every n-th stored one is read back by its sequence, and a
+    sequence that holds another message or nothing is counted as such."""
+    import anyio
+    import nats.js.errors
+
+    from bridge.parity import ParityTap
+    from bridge.pipeline.acks import AckOutcome, AckResult
+    from bridge.pipeline.publish import Outbound
+    from tests.support.bridge import make_config
+
+    stored = {1: "e1", 2: "e2", 3: "other"}  # seq 3 holds another message, seq 4 nothing
+
+    class FakeJs:
+        async def get_msg(self, stream: str, seq: int):
+            if seq not in stored:
+                raise nats.js.errors.NotFoundError
+            return type("Raw", (), {"headers": {"Nats-Msg-Id": stored[seq]}})()
+
+    metrics, clock = Metrics(), FakeClock()
+    cfg = make_config(None, "/tmp", parity={"nats_side": "pubacks", "readback_every": 1})
+    ledger = _ledger(clock, metrics)
+    tap = ParityTap(cfg, ledger, [], FakeJs())
+    assert tap.pubacks
+    for seq in (1, 2, 3, 4):
+        item = Outbound("errbus.error.x", b"{}", {}, "error_event", f"e{seq}")
+        ledger.saw_zmq(f"e{seq}")
+        tap.confirmed(item, "stored", AckResult(AckOutcome.STORED, seq=seq))
+    flood = Outbound("errbus.flood.x", b"{}", {}, "flood_started", "f1")
+    tap.confirmed(flood, "stored", AckResult(AckOutcome.STORED, seq=5))  # not compared
+    rejected = Outbound("errbus.error.x", b"{}", {}, "error_event", "r1")
+    tap.confirmed(rejected, "rejected", AckResult(AckOutcome.ERROR, error_code=10054))
+    async with anyio.create_task_group() as tg:
+        await tg.start(tap.run)
+        with anyio.fail_after(5):
+            while sum(_readbacks(metrics).values()) < 4:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    got = _readbacks(metrics)
+    assert got == {"ok": 2, "mismatch": 1, "missing": 1}
+    clock.advance(11)
+    s = ledger.stats()
+    assert (s.matched, s.missing_nats, s.missing_zmq, tap.nats_seen) == (4, 0, 0, 4)
+
+
+def _readbacks(metrics: Metrics) -> dict[str, float]:
+    reg = metrics.registry
+    return {
+        r: reg.get_sample_value("busbridge_parity_readback_total", {"result": r}) or 0.0
+        for r in ("ok", "mismatch", "missing")
+    }
