@@ -10,8 +10,9 @@ one-line import change (``busclient/README.md`` lists each).
 
 All of them publish through one shared ``BusClient`` per NATS server list
 (``shared_client``); ``close_shared_clients`` closes them (they are also closed at exit).
+``with_extras`` is how legacy fields without a slot in ``ErrorEvent`` land in ``details``.
 """
 
-from busclient.compat._common import Completed, close_shared_clients, shared_client
+from busclient.compat._common import Completed, close_shared_clients, shared_client, with_extras
 
-__all__ = ["Completed", "close_shared_clients", "shared_client"]
+__all__ = ["Completed", "close_shared_clients", "shared_client", "with_extras"]

@@ -26,7 +26,7 @@ no error type), ``details`` as passed, ``stack_trace``/``correlation_id`` as ext
 ``stack_trace``, ``related_task_id`` as extras; ``ErrorBusAdapter.report_error`` -> its
 ``error_type``, severity error. ``source`` is ``agent_name``. Not provided: consuming
 (``register_error_handler`` handlers are never called, ``get_recent_errors`` returns ``[]``):
-read events through the busbridge consumers instead.
+``consumers.legacy_handlers.LibraryAHandlers`` keeps that call shape on a durable consumer.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class NATSErrorBus:
         self.error_handlers.setdefault(category, []).append(handler)
         log.warning(
             "busclient: %s registered an error handler; the library A shim does not consume "
-            "errors (use the busbridge consumers)",
+            "errors (consumers.legacy_handlers.LibraryAHandlers does)",
             self.agent_name,
         )
 

@@ -20,8 +20,8 @@ instead of ``errors.<severity as given>.<agent>`` with no headers. Mapping: ``er
 
 Differences on purpose: no client-side flood throttling (library B silently dropped
 ConnectionError #10+ and TimeoutError #5+; the sidecar's flood control counts and summarises
-instead); no consumer (``add_error_handler`` handlers are never called: library B's consumer
-nak'ed other payloads forever); ``connect()``/``init_error_bus()`` never raise (an unreachable
+instead); no consumer (``add_error_handler`` handlers are never called here:
+``consumers.legacy_handlers.LibraryBHandlers`` keeps that call shape on a durable consumer); ``connect()``/``init_error_bus()`` never raise (an unreachable
 NATS is retried in the background while events are buffered). The ``async`` functions do their
 work when called and return a ``Completed`` (awaitable, ``create_task``-able, harmless when
 never awaited), so the sync decorator path and ``ErrorContext`` deliver outside any event loop.
@@ -120,7 +120,7 @@ class NATSErrorBus:
         self.error_handlers.append(handler)
         log.warning(
             "busclient: %s added an error handler; the library B shim does not consume errors "
-            "(use the busbridge consumers)",
+            "(consumers.legacy_handlers.LibraryBHandlers does)",
             self.agent_name,
         )
 
