@@ -15,7 +15,8 @@ Every event goes to ``Subjects(prefix).intake(machine, source)``
 ``Busbridge-Contract``, ``Busbridge-Contract-Version`` and ``Busbridge-Client-Api``.
 
 ``close`` flushes within its timeout, stops the thread and counts what is left as
-``abandoned``; an open client is closed (``exit_flush_secs``) when the interpreter exits. A
+``abandoned``; an open client is closed (``exit_flush_secs``) when the interpreter exits, and
+one garbage-collected unclosed has its thread stopped (what it held is counted as abandoned). A
 client belongs to the process that made it (its thread does not survive ``fork``).
 """
 
@@ -111,6 +112,9 @@ class BusClient:
         self._drops_unlogged = 0
         self._publisher.start()
         _live_clients.add(self)
+        # dropped without close: stop the thread (not at exit: _close_at_exit flushes then)
+        self._finalizer = weakref.finalize(self, _stop_unclosed, self._publisher, self._buffer)
+        self._finalizer.atexit = False
 
     @property
     def config(self) -> ClientConfig:
@@ -206,6 +210,7 @@ class BusClient:
                 )
             self._close_result = not left
             _live_clients.discard(self)
+            self._finalizer.detach()
         self._log_drops(0, force=True)
         return self._close_result
 
@@ -272,6 +277,15 @@ async def _wait_async(buffer: EventBuffer, fut: Future[Any], timeout_secs: float
     except TimeoutError:
         buffer.cancel_future(fut)
         return None
+
+
+def _stop_unclosed(publisher: PublisherThread, buffer: EventBuffer) -> None:
+    """A client garbage-collected without ``close``: stop its thread, count what it held."""
+    buffer.refuse_new()
+    publisher.stop(0.0)
+    left = buffer.abandon_all()
+    if left:
+        log.error("busclient: a BusClient was dropped unclosed holding %d events", len(left))
 
 
 def _forget_after_fork() -> None:

@@ -127,6 +127,8 @@ class PublisherThread:
         deadline = time.monotonic() + max(0.0, timeout_secs)
         self._close_budget_secs = max(0.05, timeout_secs * 0.5)
         self._call_soon(lambda: self._stop.set() if self._stop else None)
+        if threading.current_thread() is self._thread:
+            return False  # asked from its own loop (a finalizer run there): it ends by itself
         if self._thread.is_alive():
             self._thread.join(max(0.0, deadline - time.monotonic()))
         ended = not self._thread.is_alive()

@@ -5,6 +5,7 @@ bounded flush/close while NATS is down, and events over max_payload."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -284,3 +285,12 @@ def test_a_retry_after_a_lost_ack_is_stored_once(intake: Intake) -> None:
         client.close(5)
     assert [e.error_type for e in intake.events()] == ["warmup", "frozen"]
     assert stats.duplicates == 1 and stats.acked == 2
+
+
+def test_a_client_dropped_without_close_stops_its_thread(intake: Intake) -> None:
+    client = _client(intake.url, source="forgotten")
+    assert client.report("kept", "stored before the client is dropped").wait(10)
+    del client
+    gc.collect()
+    _wait_until(lambda: not any(t.name == "busclient-forgotten" for t in threading.enumerate()))
+    assert [e.error_type for e in intake.events()] == ["kept"]
