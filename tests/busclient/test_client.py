@@ -9,6 +9,8 @@ import gc
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -294,3 +296,33 @@ def test_a_client_dropped_without_close_stops_its_thread(intake: Intake) -> None
     gc.collect()
     _wait_until(lambda: not any(t.name == "busclient-forgotten" for t in threading.enumerate()))
     assert [e.error_type for e in intake.events()] == ["kept"]
+
+
+_EXITING_AGENT = """
+from busclient.compat.library_b import report_error
+report_error("EXIT_PATH", "reported just before the process exits", "CRITICAL")
+"""
+
+
+def test_an_agent_exiting_right_after_reporting_delivers_it(intake: Intake) -> None:
+    env = {**os.environ, "BUSBRIDGE_NATS_URL": intake.url, "AGENT_NAME": "short_lived"}
+    subprocess.run([sys.executable, "-c", _EXITING_AGENT], env=env, check=True, timeout=60)
+    [event] = intake.events()
+    assert (event.source, event.error_type, event.severity) == (
+        "short_lived",
+        "EXIT_PATH",
+        Severity.CRITICAL,
+    )
+
+
+def test_an_agent_exits_even_when_nats_is_down() -> None:
+    env = {**os.environ, "BUSBRIDGE_NATS_URL": f"nats://127.0.0.1:{_unused_port()}"}
+    done = subprocess.run(
+        [sys.executable, "-c", _EXITING_AGENT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a hang fails here; the exit flush itself is bounded by 2 s
+    )
+    assert done.returncode == 0
+    assert "abandoned" in done.stderr  # the lost event is reported, not silent
