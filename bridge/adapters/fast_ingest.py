@@ -105,6 +105,8 @@ log = logging.getLogger(__name__)
 #: the first nats-server release with fast-ingest batches (``allow_batched``)
 FAST_INGEST_MIN_VERSION = (2, 14)
 _SUFFIX = "$FI"
+#: the reply subject's last two tokens per operation (an ``IntEnum`` formats slowly)
+_OP_TOKENS = {op: f"{op.value}.{_SUFFIX}" for op in BatchOp}
 
 
 class FastIngestUnavailable(BridgeError):
@@ -152,7 +154,7 @@ class FastInbox:
 
     def reply(self, batch: str, flow: int, seq: int, op: BatchOp) -> str:
         """The reply subject of message ``seq`` (1-based) of ``batch``."""
-        return f"{self._head}{batch}.{flow}.{self._gap}.{seq}.{op:d}.$FI"
+        return f"{self._head}{batch}.{flow}.{self._gap}.{seq}.{_OP_TOKENS[op]}"
 
     def parse(self, subject: str) -> ReplySubject | None:
         """The state in a reply subject of this inbox, or None when it is not one."""

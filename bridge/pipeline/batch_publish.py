@@ -68,6 +68,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from bridge.metrics import Metrics
@@ -93,6 +94,9 @@ BATCH_DISABLED = 10205
 BATCH_UNKNOWN = 10208
 
 _LOG_INTERVAL_SECS = 30.0
+#: messages sent in a row before the send loop lets other tasks run (the client's flusher
+#: writes what is queued, replies are read, the ZMQ reader keeps up)
+_YIELD_EVERY = 128
 
 
 class BatchOp(enum.IntEnum):
@@ -554,6 +558,8 @@ class BatchPublisher:
             if await self._send(b, item, BatchOp.COMMIT if last else BatchOp.APPEND):
                 sent.append(item)
                 b.closing = last
+                if len(sent) % _YIELD_EVERY == 0:
+                    await anyio.lowlevel.checkpoint()
         self._count_published(sent)
 
     async def _send(self, b: _Batch, item: Outbound, op: BatchOp) -> bool:
