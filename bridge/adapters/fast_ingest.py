@@ -15,10 +15,11 @@ one file-storage stream (R1), by ``tests/integration/test_fast_ingest.py`` and b
   is disabled"},"stream":"S","seq":0}``. nats-py 2.16's ``StreamConfig`` carries
   ``allow_batched`` (``add_stream``/``update_stream`` work); here it is switched on with the raw
   JSON API (``$JS.API.STREAM.INFO`` then ``.UPDATE`` with the server's own config plus
-  ``allow_batched``), so fields this nats-py does not know are kept. A stream created with it
-  differs from one created without it: ``add_stream`` of the config without ``allow_batched``
-  then fails with 10058 (name in use with another configuration), so whoever provisions the
-  stream must ask for it too (or update it back on, ``enable_allow_batched``).
+  ``allow_batched``), so fields this nats-py does not know are kept. A stream with it differs
+  from the config without it: ``add_stream`` of the latter fails with 10058 (name in use with
+  another configuration) and ``JetStreamLink.ensure_stream`` (``update_existing``) updates it
+  back to ``allow_batched`` off. Whoever provisions the stream must ask for it too, or call
+  ``enable_allow_batched`` after every provisioning.
 * A message of a batch is an ordinary ``HPUB`` whose reply subject carries the batch state:
   ``<prefix>.<batch id>.<flow>.<gap ok|fail>.<batch seq>.<op>.$FI``; batch id <= 64
   characters (no dots), batch seq from 1, op 0 start (seq 1), 1 append, 2 commit (store this
@@ -46,8 +47,10 @@ one file-storage stream (R1), by ``tests/integration/test_fast_ingest.py`` and b
 * ``Nats-Msg-Id`` duplicates, inside a batch and across batches within the duplicate window,
   are dropped silently: no reply of their own, they count as persisted in flow acks and in
   ``count``. Only the commit's stream ``seq`` tells: 0 when nothing of the batch was new. A
-  duplicate first message does not end the batch (2.15.1; the newest server source ends a
-  ``fail`` batch whose first message is a duplicate, and answers the rest 10208).
+  duplicate first message does not end the batch on 2.15.1. (nats-server's main branch as
+  read here, v2.14.0-585-g1787eee, ends a ``fail`` batch whose first message is a duplicate
+  with a duplicate PubAck, ``count`` 1, and answers later messages 10208: ``BatchPublisher``
+  waits for the first reply before sending more, so it handles both.)
 * One refused message (too large, uncovered subject) in gap mode ``fail``: it gets its error
   (or the 503), the next message of the batch reveals the gap, the server answers the gap and
   commits with ``count`` = the message before the refused one; every later message of the
@@ -58,7 +61,9 @@ one file-storage stream (R1), by ``tests/integration/test_fast_ingest.py`` and b
   uses ``fail``.
 * Server restart or a batch idle for 10 s: the batch is forgotten; every later message,
   end-of-batch or ping is answered 10208. What was stored before stays (and its
-  ``Nats-Msg-Id`` dedup entries: the retries in a new batch are stored once).
+  ``Nats-Msg-Id`` dedup entries: the retries in a new batch are stored once). A client
+  disconnect alone does not end a batch: it can be continued from a new connection within
+  the 10 s (``BatchPublisher`` starts a new one instead; what was in flight is retried).
 * A ping (op 4, seq = highest sent) is answered with the last flow ack, or gap + commit when
   messages are missing, or 10208.
 * Open batches per stream: 1000 (the 1001st start is answered 10211, code 429); per server

@@ -13,9 +13,11 @@ What the server guarantees, and what we build on it (gap mode ``fail``, always):
 * A flow ack for batch sequence ``n`` means messages ``1..n`` of the batch are persisted
   (stored, or already in the stream under their ``Nats-Msg-Id``). The commit PubAck's
   ``count`` means ``1..count`` are persisted and nothing after them ever will be: a message the
-  stream refused (too large, no stream for its subject, any API error) ends the batch at the
-  message before it, the rest of the batch is dropped by the server. So within one batch the
-  stream never stores a message after one it did not store.
+  stream refused (too large, no stream for its subject, an API error of its checks) ends the
+  batch at the message before it, the rest of the batch is dropped by the server. So within
+  one batch the stream never stores a message after one it did not store. (Not measured: a
+  store failure after the checks, e.g. a ``discard: new`` byte limit; the bridge's stream
+  discards old messages.)
 * Hence **one batch open at a time**: the next batch starts only after the previous one ended
   (commit, error or timeout). Two batches in flight would let the second be stored while the
   first's tail is retried, which breaks the order guarantee below. Inside the open batch up to
@@ -365,7 +367,8 @@ class BatchPublisher:
         """An error or 503 for one message (or for the whole batch)."""
         if reply.error_code == BATCH_DISABLED:
             self._log_disabled(reply)
-        if reply.error_code == BATCH_UNKNOWN or not b.started or reply.seq == b.eob_seq:
+        ended = reply.error_code == BATCH_UNKNOWN or (b.eob_seq and reply.seq == b.eob_seq)
+        if ended or not b.started:
             # gone, never created (we wait for the first reply), or it cannot be ended
             b.errors.setdefault(reply.seq, reply)
             self._end(b, _reason(reply))
