@@ -57,6 +57,7 @@ class FakeFastServer:
         self.refuse: set[str] = set()  # the client refuses them (PublishRefused)
         self.connected = True
         self.disabled = False
+        self.dup_first_ends_batch = False  # nats-server main branch (see fast_ingest's note)
         self.deliver = True  # False: replies wait in the outbox (lost when dropped)
         self.outbox: list[BatchReply] = []
         self.on_reply: Callable[[BatchReply], None] = lambda r: None
@@ -93,6 +94,11 @@ class FakeFastServer:
                 return self._reply(ReplyKind.ERROR, batch, seq, error_code=BATCH_UNKNOWN)
             if msg_id in self.too_large:
                 return self._reply(ReplyKind.ERROR, batch, seq, error_code=10054)
+            if self.dup_first_ends_batch and msg_id in self.stored:
+                stream_seq = self.stored.index(msg_id) + 1
+                return self._reply(
+                    ReplyKind.COMMIT, batch, 1, stream_seq=stream_seq, duplicate=True
+                )
             b = self.batches[batch] = _Batch(msgs)
         if seq != b.lseq + 1:
             self._reply(ReplyKind.GAP, batch, seq)
@@ -295,6 +301,29 @@ async def test_duplicates_inside_and_across_batches_are_settled_once() -> None:
     assert server.stored == ["a", "b", "c", "d"]
     assert [o for _, o in done] == ["stored"] * 6 + ["duplicate"] * 6  # stream seq 0: all copies
     assert metrics.duplicates.labels("jetstream")._value.get() == 6
+
+
+async def test_a_server_that_ends_a_batch_on_a_duplicate_first_message_loses_nothing() -> None:
+    server, clock, done = FakeFastServer(), FakeClock(), []
+    server.dup_first_ends_batch = True
+    pub = _publisher(server, clock, done)
+    for n in range(3):
+        pub.submit(_item(n))
+
+    async def body() -> None:
+        await _until(lambda: len(done) == 3)
+        for n, mid in enumerate(["id-0", "id-1", "x", "y"]):  # a retry after a lost commit
+            pub.submit(_item(n, msg_id=mid))
+        await _until(lambda: len(done) == 7)
+
+    await _running(server, pub, body)
+    assert server.stored == ["id-0", "id-1", "id-2", "x", "y"]
+    assert done[3:] == [
+        ("id-0", "duplicate"),
+        ("id-1", "duplicate"),
+        ("x", "stored"),
+        ("y", "stored"),
+    ]
 
 
 # -- failures --------------------------------------------------------------------------
