@@ -11,8 +11,10 @@ Per ``ScenarioResult`` with a probe report, one row of two charts:
 no display needed) or ``.html`` (one self-contained file: the same figure as inline SVG plus
 the text report; no script, no external resource). The ``throughput`` scenario (no probe
 report) gets a bar chart of its median throughput per target
-(``extra["median_throughput_per_sec"]``). Raises ``ValueError`` for another suffix. Needs
-matplotlib (the ``loadtest`` extra).
+(``extra["median_throughput_per_sec"]``). A result with ``extra["rss_samples"]`` (the ``soak``
+scenario) gets one more row, the bridge's memory over time: VmRSS and RssAnon in MiB, the
+end of the warm-up marked and the least-squares fit after it drawn. Raises ``ValueError`` for
+another suffix. Needs matplotlib (the ``loadtest`` extra).
 """
 
 from __future__ import annotations
@@ -58,12 +60,14 @@ def figure(results: Sequence[ScenarioResult]):  # -> matplotlib.figure.Figure
     from matplotlib.figure import Figure
 
     shown = [r for r in results if r.probe is not None or _medians(r)]
-    fig = Figure(figsize=(12, 3.6 * max(1, len(shown))), layout="constrained")
+    rows = len(shown) + sum(1 for r in shown if _rss_samples(r))
+    fig = Figure(figsize=(12, 3.6 * max(1, rows)), layout="constrained")
     if not shown:
         fig.text(0.5, 0.5, "no probe data (see the report)", ha="center", va="center")
         return fig
-    axes = fig.subplots(len(shown), 2, squeeze=False)
-    for row, result in zip(axes, shown, strict=True):
+    axes = iter(fig.subplots(rows, 2, squeeze=False))
+    for result in shown:
+        row = next(axes)
         title = f"{result.scenario} ({'PASS' if result.passed else 'FAIL'})"
         if result.probe is None:
             _medians_bar(row[0], _medians(result), title)
@@ -71,7 +75,44 @@ def figure(results: Sequence[ScenarioResult]):  # -> matplotlib.figure.Figure
             continue
         _latency(row[0], result.probe, title)
         _throughput(row[1], result.probe, title)
+        if _rss_samples(result):
+            _rss(fig, next(axes), result, title)
     return fig
+
+
+def _rss_samples(result: ScenarioResult) -> list[list[float]]:
+    """``extra["rss_samples"]`` of the ``soak`` scenario: ``[secs, VmRSS MiB, RssAnon MiB, ...]``."""
+    samples = result.extra.get("rss_samples")
+    return samples if isinstance(samples, list) and samples else []
+
+
+def _rss(fig, row, result: ScenarioResult, title: str) -> None:
+    """One chart over the whole row: RSS over time, warm-up end, fitted line after it."""
+    grid = row[0].get_subplotspec().get_gridspec()
+    index = row[0].get_subplotspec().rowspan.start
+    for ax in row:
+        ax.remove()
+    ax = fig.add_subplot(grid[index, :])
+    samples = _rss_samples(result)
+    secs = [s[0] for s in samples]
+    ax.plot(secs, [s[1] for s in samples], marker=".", color="tab:blue", label="VmRSS")
+    ax.plot(secs, [s[2] for s in samples], marker=".", color="tab:gray", label="RssAnon")
+    warmup = result.extra.get("warmup_secs")
+    slope = result.extra.get("rss_slope_mib_per_min")
+    if isinstance(warmup, int | float):
+        ax.axvline(warmup, color="tab:orange", linestyle="--", linewidth=1, label="warm-up end")
+        after = [s for s in samples if s[0] >= warmup]
+        if isinstance(slope, int | float) and len(after) >= 2:
+            t_mean = sum(s[0] for s in after) / len(after)
+            v_mean = sum(s[1] for s in after) / len(after)
+            ends = (after[0][0], after[-1][0])
+            fit = [v_mean + slope / 60.0 * (t - t_mean) for t in ends]
+            ax.plot(ends, fit, color="tab:red", linewidth=1.2, label=f"fit {slope:+.2f} MiB/min")
+    ax.set_title(f"{title}: bridge memory")
+    ax.set_xlabel("seconds since the first sample")
+    ax.set_ylabel("MiB")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right", fontsize="small")
 
 
 def _medians(result: ScenarioResult) -> dict[str, float]:

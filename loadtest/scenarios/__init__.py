@@ -64,6 +64,7 @@ _MODULES = (
     "loadtest.scenarios.traffic_scenarios",
     "loadtest.scenarios.chaos",
     "loadtest.scenarios.throughput",
+    "loadtest.scenarios.soak",
 )
 
 
