@@ -74,7 +74,8 @@ _SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
 
 
 class Dialect(str, enum.Enum):
-    """The seven legacy wire dialects of the :7150 bus (legacy-bus.md §1)."""
+    """The seven legacy wire dialects of the :7150 bus (legacy-bus.md §1), and the payloads of
+    the two legacy NATS error libraries on ``errors.>`` (legacy-bus.md §3)."""
 
     ERRPUB_ENVELOPE = "errpub_envelope"  # D1: b"ERROR:" + envelope JSON, 1 frame
     PC2_TOPIC = "pc2_topic"  # D2: b"PC2_ERROR:<CAT>:" / b"CROSS_MACHINE_ERROR:PC2:" + JSON
@@ -83,6 +84,8 @@ class Dialect(str, enum.Enum):
     MULTIPART_BARE = "multipart_bare"  # D5: [b"ERROR", JSON]
     BARE_JSON = "bare_json"  # D6: JSON object, no topic (MMS, CentralErrorBus relay)
     PREFIX_TEXT = "prefix_text"  # D7: b"ERROR:<Agent>:<context>:" + free text
+    NATS_LIBRARY_A = "nats_library_a"  # nats_error_bus.py ErrorEvent JSON on errors.events, ...
+    NATS_LIBRARY_B = "nats_library_b"  # nats_client.py ErrorMessage JSON on errors.<sev>.<agent>
 
 
 class TimestampKind(str, enum.Enum):
@@ -106,6 +109,8 @@ class DeadLetterReason(str, enum.Enum):
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
     OVERSIZED = "oversized"
+    UNKNOWN_SCHEMA = "unknown_schema"  # a legacy NATS payload of neither library's shape
+    REDELIVERED = "redelivered"  # a legacy NATS message delivered too often without an outcome
 
 
 class LegacyOrigin(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -321,6 +321,40 @@ class LegacyConfig(_Strict):
     local_timezone: str = "UTC"
 
 
+class IntakeConfig(_Strict):
+    """Inputs that come over NATS and join the ZMQ traffic in the pipeline (same identity,
+    dedup and flood control): native agents (``busclient``) and the legacy ``errors.>`` half.
+
+    Both are read through durable pull consumers and acknowledged only after ERRBUS PubAcked
+    the event (or it was a duplicate, or suppressed and counted in a flood summary).
+    """
+
+    #: consume native events from ``<prefix>_intake.<machine>.>`` in stream ``<stream>_INTAKE``
+    #: (provisioned by the bridge; work-queue retention: an acknowledged message is removed)
+    native: bool = True
+    #: consume the legacy libraries' stream covering ``errors.>`` (``ERRORS`` or
+    #: ``ERROR_STREAM``, whichever exists) when one exists; checked every ``legacy_poll_secs``
+    legacy_nats: bool = True
+    #: servers of the legacy NATS; [] = the same servers (and credentials) as ERRBUS
+    legacy_servers: list[str] = []
+    #: durable consumer on the legacy stream, shared by every bridge of the fleet (each legacy
+    #: message is processed by one of them)
+    legacy_durable: Token = "busbridge_legacy"
+    legacy_poll_secs: PositiveSecs = 30.0
+    #: messages fetched per pull
+    batch_max: PositiveInt = 256
+    #: unacknowledged messages a consumer may hold (JetStream ``max_ack_pending``)
+    max_ack_pending: PositiveInt = 4096
+    #: a delivery not acknowledged within this long is redelivered by JetStream
+    ack_wait_secs: PositiveSecs = 60.0
+    #: a message delivered this many times without an outcome becomes a dead letter (reason
+    #: ``redelivered``, its bytes kept) and is acknowledged: no redelivery loop
+    max_deliveries: PositiveInt = 5
+    #: intake stream limits
+    intake_max_age_secs: PositiveSecs = 7 * 86400.0
+    intake_max_bytes: Annotated[int, Meta(ge=-1)] = 1024**3
+
+
 class AdminConfig(_Strict):
     """Admin HTTP: /metrics /healthz /readyz."""
 
@@ -480,6 +514,7 @@ class BridgeConfig(_Strict):
     flood: FloodConfig = msgspec.field(default_factory=FloodConfig)
     identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
     legacy: LegacyConfig = msgspec.field(default_factory=LegacyConfig)
+    intake: IntakeConfig = msgspec.field(default_factory=IntakeConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     phase: PhaseConfig = msgspec.field(default_factory=PhaseConfig)
     republish: RepublishConfig = msgspec.field(default_factory=RepublishConfig)

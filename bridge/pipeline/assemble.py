@@ -272,9 +272,12 @@ def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefi
     runner: IngestRunner | None = None
 
     def on_done(item: Outbound, outcome: str, ack: AckResult | None) -> None:
-        """The publisher settled ``item``: the spool deletes its row, parity confirms it."""
+        """The publisher settled ``item``: the spool deletes its row, parity confirms it, a
+        message that came over NATS is acknowledged to its source."""
         if queue is not None:
             queue.on_done(item, outcome, ack)
+        if item.on_settled is not None:
+            item.on_settled(outcome)
         confirmed = runner.routing.confirmed if runner is not None else None
         if confirmed is not None:
             confirmed(item, outcome, ack)

@@ -23,6 +23,13 @@ Contract of ``LegacyDecoder.decode(frames, received_at)``:
   frame, ``frame_sizes`` the real sizes and ``truncated`` (original and kept
   byte totals, ``fields=["frames"]``); the frames are not parsed. The only
   dead letter whose ``frames`` are not the exact input.
+* The same contract for the inputs that come over NATS:
+  ``decode_legacy_nats(subject, payload, received_at)`` for the legacy libraries' ``errors.>``
+  messages (``bridge.legacy.nats_libraries``; identity over ``[payload]`` with the library's
+  id, so library A's 2-4 copies on different subjects get one event id; a dead letter keeps
+  ``[payload]`` and names the subject) and ``decode_native(payload, msg_id, received_at)`` for
+  ``busclient``'s ``ErrorEvent`` contracts (``received_at`` set to the bridge's, the fingerprint
+  computed here as for every other event, the event id from ``Nats-Msg-Id``).
 * No logging, no counting, no clock: the runner acts on the result.
 * Every result encodes with ``contracts.codec.encode`` (strings are valid
   Unicode, floats finite; see ``bridge.legacy.lenient_json``).
@@ -34,9 +41,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+import msgspec
+
 from bridge.legacy.dialects import Decoded, Rejected, read_frames
+from bridge.legacy.nats_libraries import decode_legacy_nats
 from bridge.pipeline.fingerprint import fingerprint
 from bridge.pipeline.identity import frames_digest
+from contracts.codec import decode as decode_contract
 from contracts.messages import DeadLetter, DeadLetterReason, ErrorEvent, Truncation
 
 __all__ = ["IdentityFn", "LegacyDecoder"]
@@ -44,6 +55,7 @@ __all__ = ["IdentityFn", "LegacyDecoder"]
 IdentityFn = Callable[[Sequence[bytes], str | None], str]
 
 _MAX_DETAIL_CHARS = 500
+_UNKNOWN = DeadLetterReason.UNKNOWN_SCHEMA
 
 
 class LegacyDecoder:
@@ -90,6 +102,49 @@ class LegacyDecoder:
         if outcome.__class__ is Decoded:
             return self._event(raw, received_at, outcome)  # type: ignore[arg-type]
         return self._dead_letter(raw, received_at, outcome)  # type: ignore[arg-type]
+
+    def decode_legacy_nats(
+        self, subject: str, payload: bytes, received_at: datetime
+    ) -> ErrorEvent | DeadLetter:
+        """One message of the legacy ``errors.>`` streams (see the module note). Never raises."""
+        raw = [payload]
+        try:
+            outcome = decode_legacy_nats(subject, payload, self._local_tz)
+        except Exception as exc:
+            outcome = _crash(exc, f"legacy NATS decoder error on {subject}")
+        if outcome.__class__ is Decoded:
+            return self._event(raw, received_at, outcome)  # type: ignore[arg-type]
+        rejected: Rejected = outcome  # type: ignore[assignment]
+        detail = f"on {subject}: {rejected.detail}"[:_MAX_DETAIL_CHARS]
+        return self._dead_letter(
+            raw, received_at, Rejected(rejected.reason, rejected.dialect_guess, detail)
+        )
+
+    def decode_native(
+        self, payload: bytes, msg_id: str | None, received_at: datetime
+    ) -> ErrorEvent | DeadLetter:
+        """A ``busclient`` intake message: an ``ErrorEvent`` contract. Anything else (another
+        contract, bad JSON, a newer schema it cannot read) is a dead letter. Never raises."""
+        raw = [payload]
+        try:
+            msg = decode_contract(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            detail = f"intake payload is not a contract: {exc}"[:_MAX_DETAIL_CHARS]
+            return self._dead_letter(raw, received_at, Rejected(_UNKNOWN, None, detail))
+        if not isinstance(msg, ErrorEvent):
+            kind = type(msg).__name__
+            detail = f"intake takes error events, not {kind}"
+            return self._dead_letter(raw, received_at, Rejected(_UNKNOWN, None, detail))
+        try:
+            return msgspec.structs.replace(
+                msg,
+                event_id=msg_id or msg.event_id,
+                received_at=received_at,
+                fingerprint=fingerprint(msg.source, msg.error_type, msg.message),
+                legacy=None,
+            )
+        except Exception as exc:
+            return self._dead_letter(raw, received_at, _crash(exc, "intake event"))
 
     def _event(
         self, raw: list[bytes], received_at: datetime, decoded: Decoded

@@ -78,6 +78,7 @@ class Outbound:
         "headers",
         "kind",
         "msg_id",
+        "on_settled",
         "payload",
         "rank",
         "rejections",
@@ -108,6 +109,9 @@ class Outbound:
         self.rejections = 0
         self.spool_seq = 0  # row in the durable spool, 0 when not spooled
         self.size = 0  # bytes the spool accounts for
+        #: called with the outcome once the publisher settled this very object (a message that
+        #: came over NATS is acknowledged to its source then); not kept in the spool
+        self.on_settled: Callable[[str], None] | None = None
 
 
 DoneCallback = Callable[[Outbound, str, AckResult | None], None]

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from bridge.legacy.reemit import is_reemitted
 from bridge.metrics import INVENTORY_MAX_SOURCES, Metrics
+from bridge.migration import TRANSPORTS, SourceInventory
 from bridge.pipeline.acks import AckResult
 from bridge.pipeline.dedup import DedupWindow
 from bridge.pipeline.flood import FloodGate, Verdict
@@ -86,6 +87,7 @@ class IngestRunner:
         drop_reason: str = "pending_full",
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         routing: Routing = Routing(),
+        inventory: SourceInventory | None = None,
     ) -> None:
         self._decoder = decoder
         self._builder = builder
@@ -101,6 +103,8 @@ class IngestRunner:
         self._sources: set[str] = set()
         self.received = 0
         self.routing = routing
+        self.inventory = inventory
+        self._sources_seen: dict[tuple[str, str], int] = {}  # added to the inventory per batch
         self.last_frame_at: float | None = None
         self._tally: dict[Any, int] = {}  # counter child -> count, added to Prometheus per batch
 
@@ -130,6 +134,7 @@ class IngestRunner:
             tally, self._tally = self._tally, {}
             for child, n in tally.items():
                 child.inc(n)
+            self._flush_sources()
 
     def _handle(self, frames: list[bytes]) -> None:
         if is_reemitted(frames):
@@ -152,6 +157,9 @@ class IngestRunner:
         if self.dedup is not None and self.dedup.seen(ev.event_id):
             self._dup_bridge.inc()
             return False
+        return self._admit_flood(ev)
+
+    def _admit_flood(self, ev: ErrorEvent) -> bool:
         if self.flood is None:
             return True
         decision = self.flood.check(ev)
@@ -161,6 +169,37 @@ class IngestRunner:
             self._child("suppressed", decision.rule).inc()
             return False
         return True
+
+    def handle_external(
+        self,
+        msg: ErrorEvent | DeadLetter,
+        settle: Callable[[str], None],
+        client_api: str | None = None,
+    ) -> None:
+        """A message that came over NATS (native intake, the legacy ``errors.>`` streams),
+        decoded: counted, deduplicated and flood-controlled together with the ZMQ traffic (one
+        agent flooding over two transports is one flood) and submitted, in every phase.
+
+        ``settle(outcome)`` is called exactly once, when the source message may be
+        acknowledged or must come again: ``duplicate`` (a copy within the dedup window) and
+        ``suppressed`` (counted in a flood summary) at once; ``retry`` at once when the sink is
+        full; else by the publisher, with ``stored``, ``duplicate``, ``rejected`` or
+        ``abandoned`` (``abandoned``: not stored yet, let the source redeliver it).
+        ``client_api``: a native event's ``Busbridge-Client-Api`` header (migration view)."""
+        self._count(msg, client_api)
+        self._flush_sources()
+        if isinstance(msg, ErrorEvent):
+            if self.dedup is not None and self.dedup.seen(msg.event_id):
+                self._dup_bridge.inc()
+                settle("duplicate")
+                return
+            if not self._admit_flood(msg):
+                settle("suppressed")
+                return
+        item = self._builder.build(msg)
+        item.on_settled = settle
+        if not self._sink.submit(item):
+            settle("retry")  # not dropped: the source redelivers it
 
     def emit(self, msg: FloodEvent) -> None:
         """Send a flood event (from ``check``, ``tick`` or ``flush``) to the sink."""
@@ -178,9 +217,18 @@ class IngestRunner:
         if not self._sink.submit(self._builder.build(msg)):
             self._dropped.inc()
 
-    def _count(self, msg: ErrorEvent | DeadLetter) -> None:
+    def _flush_sources(self) -> None:
+        seen, self._sources_seen = self._sources_seen, {}
+        if seen and self.inventory is not None:
+            self.inventory.add(seen)
+
+    def _count(self, msg: ErrorEvent | DeadLetter, client_api: str | None = None) -> None:
         if isinstance(msg, ErrorEvent):
-            dialect = msg.legacy.dialect.value if msg.legacy else "native"
+            legacy = msg.legacy
+            dialect = legacy.dialect.value if legacy else "native"
+            transport = TRANSPORTS[dialect] if legacy else f"native:{client_api or 'native'}"
+            key = (msg.source, transport)
+            self._sources_seen[key] = self._sources_seen.get(key, 0) + 1
             tally = self._tally
             for child in (
                 self._child("decoded", dialect),

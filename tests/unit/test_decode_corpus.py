@@ -55,7 +55,8 @@ def decode_row(decoder: LegacyDecoder, i: int) -> Any:
 
 def test_corpus_has_both_origins() -> None:
     assert {row.origin for row in ROWS} == {"legacy", "synthetic"}
-    assert {row.dialect for row in ROWS if row.is_legacy} == {d.value for d in Dialect}
+    zmq_dialects = {d.value for d in Dialect if not d.value.startswith("nats_")}
+    assert {row.dialect for row in ROWS if row.is_legacy} == zmq_dialects
 
 
 @pytest.mark.parametrize("row", ROWS, ids=ids)
