@@ -32,17 +32,29 @@ import anyio
 import anyio.abc
 
 from bridge.adapters.jetstream import JetStreamLink
+from bridge.adapters.migration_kv import run_reports
+from bridge.adapters.nats_inputs import (
+    JetStreamInput,
+    connect_legacy,
+    ensure_intake_stream,
+    find_legacy_stream,
+    msg_id,
+    native_durable,
+    native_filter,
+)
 from bridge.adapters.nats_server import NatsServerProcess
 from bridge.adapters.zmq import IngestSocket
 from bridge.admin import AdminServer
 from bridge.config.model import BridgeConfig
 from bridge.health.service import HealthService
+from bridge.legacy.nats_libraries import LEGACY_SUBJECTS
 from bridge.metrics import Metrics
 from bridge.phase_runtime import PhaseRuntime
 from bridge.pipeline.assemble import Pipeline, build_pipeline
 from bridge.pipeline.buffering import SpooledQueue
 from bridge.pipeline.publish import PipelinedPublisher
 from bridge.pipeline.runner import IngestRunner
+from contracts.migration import MigrationReport
 
 __all__ = ["Bridge"]
 
@@ -72,6 +84,9 @@ class Bridge:
         self._stop = anyio.Event()
         self._last_probe_ok: float | None = None
         self._ack_prefix = f"_INBOX.busbridge.{uuid.uuid4().hex}"
+        #: every bridge's latest migration report, read from KV (``bridge.migration``)
+        self.fleet_reports: list[MigrationReport] = []
+        self.inputs: list[JetStreamInput] = []
         self._acks_ready = False
         #: set once NATS was reached, the stream provisioned and PubAcks subscribed
         self.nats_ready = anyio.Event()
@@ -115,6 +130,8 @@ class Bridge:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pipeline.run)
                 tg.start_soon(self._connect_then_probe, pipeline)
+                tg.start_soon(self._run_nats_inputs, pipeline)
+                tg.start_soon(self._run_migration_view, pipeline)
                 if self.cfg.health.enabled:
                     tg.start_soon(self._run_health)
                 await self._read_until_stopped(task_status)
@@ -180,6 +197,78 @@ class Bridge:
         if self.pipeline is not None and self._acks_ready:
             self.pipeline.connection_changed(connected)
 
+    async def _run_nats_inputs(self, pipeline: Pipeline) -> None:
+        """Native intake and the legacy ``errors.>`` half (``bridge.adapters.nats_inputs``),
+        once NATS is ready; the legacy one on ``intake.legacy_servers`` when set."""
+        i = self.cfg.intake
+        if not (i.native or i.legacy_nats):
+            return
+        await self.nats_ready.wait()
+        assert self.link is not None and self.link.nc is not None
+        js = self.link.nc.jetstream()
+        decoder, machine = pipeline.decoder, self.cfg.machine or ""
+        common = {
+            "handle": pipeline.runner.handle_external,
+            "paused": lambda: pipeline.catching_up,
+            "cfg": i,
+            "metrics": self.metrics,
+            "machine": machine,
+        }
+        async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+            if i.native:
+                native = JetStreamInput(
+                    "native",
+                    js=js,
+                    stream=lambda: ensure_intake_stream(js, self.cfg),
+                    filter_subject=native_filter(self.cfg),
+                    durable=native_durable(self.cfg),
+                    decode=lambda m, now: decoder.decode_native(m.data, msg_id(m), now),
+                    **common,
+                )
+                self.inputs.append(native)
+                tg.start_soon(native.run)
+            if i.legacy_nats:
+                legacy_js = js
+                if i.legacy_servers:
+                    nc = await connect_legacy(self.cfg)
+                    stack.push_async_callback(nc.close)
+                    legacy_js = nc.jetstream()
+                legacy = JetStreamInput(
+                    "legacy",
+                    js=legacy_js,
+                    stream=lambda: find_legacy_stream(legacy_js),
+                    filter_subject=LEGACY_SUBJECTS,
+                    durable=i.legacy_durable,
+                    decode=lambda m, now: decoder.decode_legacy_nats(m.subject, m.data, now),
+                    poll_secs=i.legacy_poll_secs,
+                    **common,
+                )
+                self.inputs.append(legacy)
+                tg.start_soon(legacy.run)
+
+    async def _run_migration_view(self, pipeline: Pipeline) -> None:
+        """Write this bridge's migration report and read the fleet's, periodically."""
+        await self.nats_ready.wait()
+        machine, bridge_id = self.cfg.machine or "", self.cfg.bridge_id or ""
+
+        def keep(reports: list[MigrationReport]) -> None:
+            self.fleet_reports = reports
+
+        await run_reports(
+            lambda: self.link.nc.jetstream(),  # type: ignore[union-attr]
+            self.cfg,
+            lambda: pipeline.inventory.report(machine, bridge_id),
+            keep,
+        )
+
+    def migration_reports(self) -> list[MigrationReport]:
+        """The fleet's reports with this bridge's own one live (not as last written)."""
+        if self.pipeline is None:
+            return list(self.fleet_reports)
+        machine, bridge_id = self.cfg.machine or "", self.cfg.bridge_id or ""
+        others = [r for r in self.fleet_reports if (r.machine, r.bridge_id) != (machine, bridge_id)]
+        return [*others, self.pipeline.inventory.report(machine, bridge_id)]
+
     def _start_phases(self, stack: AsyncExitStack, pipeline: Pipeline) -> None:
         self.phases = PhaseRuntime(
             self.cfg,
@@ -191,6 +280,7 @@ class Bridge:
             catching_up=lambda: pipeline.catching_up,
             publish=pipeline.runner.publish,
             on_zmq_event=self._zmq_event,
+            migration=self.migration_reports,
         )
         stack.callback(self.phases.close)
         self.phases.open()

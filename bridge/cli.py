@@ -63,10 +63,29 @@ def _unwrap(func: object, args: argparse.Namespace) -> int:
         raise
 
 
+def _add_console(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("console", help="live web console of the fleet (issues, feed, alerts)")
+    _config_args(p)
+    p.add_argument("--console-config", metavar="FILE", help="the console's YAML settings")
+    p.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="HTTP port (default 9160; 0: any free port)")
+    p.add_argument("--webhook", action="append", default=[], metavar="URL", help="POST alerts")
+    p.set_defaults(func=_cmd_console)
+
+
+def _cmd_console(args: argparse.Namespace) -> int:
+    from consumers.console import run_console
+
+    cfg = effective_config(args)
+    _setup_logging("INFO")
+    return run_console(cfg, args)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="busbridge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_console(sub)
     _add_check(sub)
     _add_tail(sub)
     _add_health(sub)
@@ -77,7 +96,28 @@ def _parser() -> argparse.ArgumentParser:
     _add_keys(sub)
     _add_phase(sub)
     _add_status(sub)
+    _add_migration(sub)
     return parser
+
+
+def _add_migration(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "migration", help="who still publishes the old way: sources by transport, fleet-wide"
+    )
+    _config_args(p)
+    p.add_argument("--json", action="store_true", help="print rows and summary as JSON")
+    p.add_argument(
+        "--legacy-only", action="store_true", help="only sources still on ZMQ or errors.>"
+    )
+    p.set_defaults(func=_cmd_migration)
+
+
+def _cmd_migration(args: argparse.Namespace) -> int:
+    from consumers.migration_view import run_migration
+
+    cfg = effective_config(args)
+    _setup_logging("WARNING")
+    return anyio.run(run_migration, cfg, args)
 
 
 def _add_phase(sub: argparse._SubParsersAction) -> None:

@@ -254,6 +254,14 @@ class Metrics:
             ["side"],
             registry=r,
         )
+        self.intake_messages = Counter(
+            "busbridge_intake_messages_total",
+            "Messages of the NATS inputs (native intake, legacy errors.>) by input and outcome:"
+            " stored, duplicate, suppressed, rejected (acked), retry, abandoned (nak'ed),"
+            " redelivered (dead-lettered after intake.max_deliveries)",
+            ["input", "outcome"],
+            registry=r,
+        )
         self.parity_readback = Counter(
             "busbridge_parity_readback_total",
             "Stored messages read back by the sequence their PubAck gave (parity.nats_side pubacks),"

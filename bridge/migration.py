@@ -10,9 +10,9 @@ counted. ``report()`` is the ``contracts.migration.MigrationReport`` the bridge 
 ``busbridge_migration`` KV bucket; ``fleet_rows(reports)`` merges every bridge's report into one
 row per ``(machine, source, transport)`` for ``busbridge migration``.
 
-``legacy_idle_secs(reports, now)`` feeds the ``nats_only`` guard: seconds since any bridge of the
-fleet last saw a legacy publisher (a ZMQ dialect or a legacy NATS library), ``inf`` when none
-was ever seen. Legacy NATS messages are read by one fleet-shared consumer, so the bridge that
+``legacy_nats_idle_secs(reports, now)`` feeds the ``nats_only`` guard: seconds since any bridge
+of the fleet last saw an event of a legacy NATS library, ``inf`` when none was ever seen (ZMQ
+publishers have their own ``quiet_period`` guard on each machine's :7150). Legacy NATS messages are read by one fleet-shared consumer, so the bridge that
 processes them may not be the one asked to go ``nats_only``: the fleet view covers that.
 """
 
@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from contracts.messages import DeadLetter, Dialect, ErrorEvent
 from contracts.migration import MigrationReport, SourceSeen, is_legacy
 
-__all__ = ["TRANSPORTS", "SourceInventory", "fleet_rows", "legacy_idle_secs", "transport_of"]
+__all__ = ["TRANSPORTS", "SourceInventory", "fleet_rows", "legacy_nats_idle_secs", "transport_of"]
 
 _NATS_DIALECTS = {
     Dialect.NATS_LIBRARY_A: "nats:library_a",
@@ -125,11 +125,12 @@ def fleet_rows(reports: Iterable[MigrationReport]) -> list[dict]:
     )
 
 
-def legacy_idle_secs(reports: Iterable[MigrationReport], now: datetime | None = None) -> float:
-    """Seconds since any report last saw a legacy transport; ``inf`` if none ever did."""
+def legacy_nats_idle_secs(reports: Iterable[MigrationReport], now: datetime | None = None) -> float:
+    """Seconds since any report last saw a legacy NATS library (``nats:*``); ``inf`` if none
+    ever did. (ZMQ publishers have their own guard: each bridge sees its own :7150.)"""
     now = now or datetime.now(UTC)
     last = max(
-        (s.last_seen for r in reports for s in r.sources if is_legacy(s.transport)),
+        (s.last_seen for r in reports for s in r.sources if s.transport.startswith("nats:")),
         default=None,
     )
     return math.inf if last is None else max(0.0, (now - last).total_seconds())

@@ -23,7 +23,10 @@ Guards (``check_transition``), each configurable in ``phase.guards``:
   back (NATS connected, the spool not draining, no publish waiting for a
   retry; live messages in flight do not count);
 * ``quiet_period`` (into ``nats_only``): no ZMQ frame received and no ZMQ
-  publisher connected for ``quiet_period_secs``.
+  publisher connected for ``quiet_period_secs``;
+* ``legacy_nats_quiet`` (into ``nats_only``): no event of the legacy NATS libraries
+  (``errors.>``) seen by any bridge of the fleet for ``quiet_period_secs`` (the migration
+  view, ``bridge.migration.legacy_idle_secs``).
 
 This module decides only; ``bridge.cutover`` acts on its decisions.
 """
@@ -115,6 +118,8 @@ class GuardInputs:
     that window; ``parity_window_secs`` for the message. ``backlog``: messages
     held back (see ``spool_empty`` in the module note). ``zmq_idle_secs``: seconds since the last
     ZMQ frame or open publisher connection (``inf`` when none was ever seen).
+    ``legacy_nats_idle_secs``: seconds since any bridge of the fleet saw an event of a legacy
+    NATS library (``inf`` when none was ever seen).
     """
 
     parity_ratio: float | None = None
@@ -122,6 +127,7 @@ class GuardInputs:
     parity_window_secs: float = 0.0
     backlog: int = 0
     zmq_idle_secs: float = float("inf")
+    legacy_nats_idle_secs: float = float("inf")
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,16 @@ def _guards_for(target: Phase, inputs: GuardInputs, s: GuardSettings) -> list[Gu
                 observed=None if idle == float("inf") else round(idle, 3),
                 required=s.quiet_period_secs,
                 detail=f"ZMQ quiet for {idle:.1f} s of the {s.quiet_period_secs:g} s required (frames or publishers seen)",
+            )
+        )
+        idle = inputs.legacy_nats_idle_secs
+        out.append(
+            GuardResult(
+                name="legacy_nats_quiet",
+                passed=idle >= s.quiet_period_secs,
+                observed=None if idle == float("inf") else round(idle, 3),
+                required=s.quiet_period_secs,
+                detail=f"legacy NATS (errors.>) quiet for {idle:.1f} s of the {s.quiet_period_secs:g} s required (fleet-wide)",
             )
         )
     return out

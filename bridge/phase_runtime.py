@@ -48,11 +48,13 @@ from bridge.fleet_phase import (
     watch_requests,
 )
 from bridge.metrics import Metrics
+from bridge.migration import fleet_rows, legacy_nats_idle_secs
 from bridge.native_reemit import NativeReemitter
 from bridge.parity import ParityLedger, ParityTap
 from bridge.phase import GuardInputs, Phase
 from bridge.pipeline.runner import IngestRunner, Routing
 from contracts.messages import PhaseChanged
+from contracts.migration import MigrationReport
 
 __all__ = ["PhaseRuntime", "who"]
 
@@ -61,13 +63,17 @@ log = logging.getLogger(__name__)
 _RETRY_SECS = 2.0
 
 
+def _finite(secs: float) -> float | None:
+    return None if secs == float("inf") else round(secs, 3)
+
+
 def _inputs_dict(inputs: GuardInputs) -> dict[str, Any]:
-    idle = inputs.zmq_idle_secs
     return {
         "parity_ratio": inputs.parity_ratio,
         "parity_events": inputs.parity_events,
         "backlog": inputs.backlog,
-        "zmq_idle_secs": None if idle == float("inf") else round(idle, 3),
+        "zmq_idle_secs": _finite(inputs.zmq_idle_secs),
+        "legacy_nats_idle_secs": _finite(inputs.legacy_nats_idle_secs),
     }
 
 
@@ -95,6 +101,7 @@ class PhaseRuntime:
         catching_up: Callable[[], bool] = lambda: False,
         publish: Callable[[PhaseChanged], None],
         on_zmq_event: Callable[[str, int], None],
+        migration: Callable[[], list[MigrationReport]] = list,
     ) -> None:
         self.cfg = cfg
         self._m = metrics
@@ -104,6 +111,7 @@ class PhaseRuntime:
         self._backlog = backlog
         self._catching_up = catching_up
         self._on_zmq_event = on_zmq_event
+        self._migration = migration
         self.ingest: IngestSocket | None = None
         self.republisher: LegacyRepublisher | None = None
         self.republish_endpoint = ""
@@ -173,6 +181,7 @@ class PhaseRuntime:
             parity_window_secs=stats.window_secs,
             backlog=self._backlog(),
             zmq_idle_secs=self.zmq_idle_secs(),
+            legacy_nats_idle_secs=legacy_nats_idle_secs(self._migration()),
         )
 
     def zmq_idle_secs(self) -> float:
@@ -215,6 +224,17 @@ class PhaseRuntime:
                 "zmq_side": "sub " + ", ".join(self.cfg.parity.zmq_endpoints)
                 if self.cfg.parity.zmq_endpoints
                 else "in_process",
+            },
+            "migration": {
+                "legacy_nats_idle_secs": _finite(legacy_nats_idle_secs(self._migration())),
+                "sources": [
+                    {
+                        **row,
+                        "first_seen": row["first_seen"].isoformat(),
+                        "last_seen": row["last_seen"].isoformat(),
+                    }
+                    for row in fleet_rows(self._migration())
+                ],
             },
             "ingest_endpoints": self.zmq_endpoints,
             "republish_endpoint": self.republish_endpoint or None,

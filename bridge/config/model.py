@@ -355,6 +355,18 @@ class IntakeConfig(_Strict):
     intake_max_bytes: Annotated[int, Meta(ge=-1)] = 1024**3
 
 
+class MigrationConfig(_Strict):
+    """The migration view: every source this bridge saw, by transport (``bridge.migration``)."""
+
+    #: KV bucket of the fleet's reports (key ``<machine>.<bridge_id>``)
+    kv_bucket: Token = "busbridge_migration"
+    #: a report that is not written again is kept this long (the guard's memory of a publisher)
+    kv_ttl_secs: PositiveSecs = 30 * 86400.0
+    report_interval_secs: PositiveSecs = 30.0
+    #: rows kept per bridge (least recently seen dropped first, counted)
+    max_sources: PositiveInt = 2000
+
+
 class AdminConfig(_Strict):
     """Admin HTTP: /metrics /healthz /readyz."""
 
@@ -515,6 +527,7 @@ class BridgeConfig(_Strict):
     identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
     legacy: LegacyConfig = msgspec.field(default_factory=LegacyConfig)
     intake: IntakeConfig = msgspec.field(default_factory=IntakeConfig)
+    migration: MigrationConfig = msgspec.field(default_factory=MigrationConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     phase: PhaseConfig = msgspec.field(default_factory=PhaseConfig)
     republish: RepublishConfig = msgspec.field(default_factory=RepublishConfig)

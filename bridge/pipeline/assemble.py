@@ -44,6 +44,7 @@ import anyio
 from bridge.config.flood import flood_rules
 from bridge.config.model import BridgeConfig
 from bridge.metrics import Metrics
+from bridge.migration import SourceInventory
 from bridge.pipeline.acks import AckResult
 from bridge.pipeline.buffering import SpooledQueue
 from bridge.pipeline.decode import LegacyDecoder
@@ -79,8 +80,10 @@ class Link(Transport, Protocol):
 class Pipeline:
     """The assembled data path (see the module note). Built by ``build_pipeline``.
 
-    ``runner``: where the ingest socket delivers batches. ``sink``: the spooled queue, or the
-    publisher without a spool. ``backlog``: messages accepted and not yet acknowledged.
+    ``runner``: where the ingest socket delivers batches (and the NATS inputs their messages,
+    ``handle_external``). ``decoder``: the legacy/native decoder the NATS inputs use too.
+    ``inventory``: the sources seen, by transport (migration view). ``sink``: the spooled
+    queue, or the publisher without a spool. ``backlog``: messages accepted and not yet acknowledged.
     """
 
     def __init__(
@@ -95,6 +98,8 @@ class Pipeline:
         publisher: PipelinedPublisher,
         queue: SpooledQueue | None,
         runner: IngestRunner,
+        decoder: LegacyDecoder,
+        inventory: SourceInventory,
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
@@ -105,6 +110,8 @@ class Pipeline:
         self.publisher = publisher
         self.queue = queue
         self.runner = runner
+        self.decoder = decoder
+        self.inventory = inventory
         self.sink: Sink = queue if queue is not None else publisher
 
     # -- state ---------------------------------------------------------------------------
@@ -303,6 +310,7 @@ def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefi
         oversized_keep_bytes=cfg.zmq.oversized_keep_bytes,
     )
     d = cfg.dedup
+    inventory = SourceInventory(cfg.migration.max_sources)
     runner = IngestRunner(
         decoder,
         builder,
@@ -311,6 +319,7 @@ def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefi
         dedup=DedupWindow(d.window_secs, d.max_ids, time.monotonic) if d.enabled else None,
         flood=flood_gate(cfg),
         drop_reason="spool_staging_full" if queue is not None else "pending_full",
+        inventory=inventory,
     )
     return Pipeline(
         cfg,
@@ -322,6 +331,8 @@ def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefi
         publisher=publisher,
         queue=queue,
         runner=runner,
+        decoder=decoder,
+        inventory=inventory,
     )
 
 
