@@ -282,6 +282,11 @@ async function loadFeed(beforeSeq) {
   const tbody = $("#feed tbody");
   const html = page.rows.map((r) => feedRow(r)).join("");
   if (beforeSeq) tbody.insertAdjacentHTML("beforeend", html); else tbody.innerHTML = html;
+  if (!beforeSeq && ui.feed.live && ui.recent) { // pushed while the page was on its way
+    const top = page.rows.length ? page.rows[0].seq : 0;
+    const missed = ui.recent.filter((r) => r.seq > top && feedMatches(r, p));
+    if (missed.length) tbody.insertAdjacentHTML("afterbegin", missed.reverse().map((r) => feedRow(r, true)).join(""));
+  }
   if (!tbody.children.length) tbody.innerHTML = `<tr class="none"><td colspan="7"><div class="empty">No events match.</div></td></tr>`;
   bindRows(tbody, (tr) => openEvent(Number(tr.dataset.key)));
   $("#feed-count").textContent = `${num($$("#feed tbody tr[data-key]").length)} shown`;
@@ -293,11 +298,14 @@ function feedRow(r, fresh = false) {
   return `<tr tabindex="0" data-key="${r.seq}"${fresh ? ' class="fresh"' : ""}><td class="mono">${esc(fmtTime(r.at))}</td><td>${esc(r.machine)}</td><td>${sev(r.severity)}</td><td>${esc(r.source)}</td><td>${esc(r.error_type)}</td><td class="clip msg" title="${esc(r.message)}">${esc(r.message)}</td><td class="sub">${esc(transportLabel(r.transport))}</td></tr>`;
 }
 function liveFeed(rows) {
+  ui.recent = (ui.recent || []).concat(rows).slice(-500);
   if (ui.view !== "feed" || !ui.feed.live || !rows.length) return;
   const p = feedFilter();
-  const fresh = rows.filter((r) => feedMatches(r, p)).reverse();
-  if (!fresh.length) return;
   const tbody = $("#feed tbody");
+  const top = tbody.querySelector("tr[data-key]");
+  const topSeq = top ? Number(top.dataset.key) : 0;
+  const fresh = rows.filter((r) => r.seq > topSeq && feedMatches(r, p)).reverse();
+  if (!fresh.length) return;
   const none = tbody.querySelector("tr.none");
   if (none) none.remove();
   tbody.insertAdjacentHTML("afterbegin", fresh.map((r) => feedRow(r, true)).join(""));
