@@ -20,7 +20,9 @@ What it does, on this machine, with real processes:
    clock on the same machine).
 
 Prints medians, p95 and max, and the console's own time to read the stream; ``--json`` writes
-them. Everything started is stopped by its PID at the end.
+them. ``--screenshots DIR`` then adds a flood, dead letters, a resolved issue's regression and a
+fleet phase request, and saves each main view at 1366x768 as ``DIR/console-<view>.png``.
+Everything started is stopped by its PID at the end.
 """
 
 from __future__ import annotations
@@ -266,23 +268,143 @@ def _measure(console_url: str, zmq_endpoint: str, loads: int, probes: int) -> di
     return out
 
 
+BENCH_BRIDGE = """
+health: {enabled: true, heartbeat_interval_secs: 2}
+phase: {source: kv}
+flood:
+  enabled: true
+  summary_interval_secs: 1
+  default_threshold: 100000
+  rules: [{name: memory_error, match: "(?i)out of memory", threshold: 3, window_secs: 300,
+           escalate_to: critical}]
+"""
+
+
+def _d1(source: str, error_type: str, text: str, severity: str = "error") -> bytes:
+    payload = {
+        "message_type": "error_report",
+        "source": source,
+        "timestamp": datetime.now(UTC).replace(tzinfo=None).isoformat(),
+        "error_data": {
+            "error_id": f"shot-{random.getrandbits(64):016x}",
+            "error_type": error_type,
+            "severity": severity,
+            "details": text,
+        },
+    }
+    return b"ERROR:" + json.dumps(payload).encode()
+
+
+def _post(url: str, body: dict[str, Any]) -> Any:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _populate(console_url: str, bridge: BridgeProcess) -> None:
+    """A flood, dead letters, a regression (and its alerts) and a fleet phase request."""
+    import zmq
+
+    from loadtest.replay import connect_publishers
+    from loadtest.traffic import malformed
+
+    with zmq.Context() as ctx:
+        [sock] = connect_publishers(ctx, bridge.endpoint, 1)
+        try:
+            for _ in range(40):
+                sock.send(_d1("ModelManager", "MemoryError", "CUDA out of memory on slot 3"))
+            for n in range(4):
+                sock.send_multipart(malformed(5, n))
+            sock.send(_d1("Vision", "DiskFull", "disk full on /var/lib/models", "critical"))
+            time.sleep(1.5)
+            found = _get(f"{console_url}/api/issues?q=DiskFull")["rows"]
+            if found:
+                fp = found[0]["fingerprint"]
+                _post(
+                    f"{console_url}/api/issues/{fp}/state",
+                    {"state": "resolved", "note": "cleaned /var/lib/models", "by": "ops"},
+                )
+                time.sleep(0.5)
+                sock.send(_d1("Vision", "DiskFull", "disk full on /var/lib/models", "critical"))
+            for n in range(25):
+                sock.send(
+                    _d1(
+                        "Agent07", "ConnectionError", f"connection to tcp://10.0.0.{n}:7140 refused"
+                    )
+                )
+        finally:
+            sock.close(linger=2000)
+    subprocess.run(
+        [BUSBRIDGE, "phase", "set", "dual", "--fleet", "-c", str(bridge.config), "--wait", "10"],
+        capture_output=True,
+        check=False,
+    )
+    time.sleep(3.0)
+
+
+def _screenshots(console_url: str, out_dir: Path) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shots: list[Path] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.goto(f"{console_url}/#/issues")
+            page.wait_for_function("document.querySelector('#conn').dataset.caughtUp === '1'")
+
+            def shot(name: str, hash_: str, ready: str, then: str | None = None) -> None:
+                page.goto(f"{console_url}/{hash_}")
+                page.wait_for_selector(ready)
+                if then:
+                    page.click(then)
+                    page.wait_for_selector("#drawer:not([hidden])")
+                page.wait_for_timeout(600)
+                path = out_dir / f"console-{name}.png"
+                page.screenshot(path=str(path))
+                shots.append(path)
+                page.keyboard.press("Escape")
+
+            shot("issues", "#/issues", "#issues tbody tr[data-key]")
+            shot(
+                "issue",
+                "#/issues",
+                "#issues tbody tr[data-state=regression]",
+                "#issues tbody tr[data-state=regression]",
+            )
+            shot("feed", "#/feed", "#feed tbody tr[data-key]")
+            shot("event", "#/feed", "#feed tbody tr[data-key]", "#feed tbody tr[data-key]")
+            shot("agent", "#/agent/MainPC/Agent07", "svg.chart")
+            shot("floods", "#/floods", "#floods-active tbody tr, #floods-ended tbody tr")
+            shot("dead-letters", "#/dlq", "#dlq tbody tr[data-key]", "#dlq tbody tr[data-key]")
+            shot("bridges", "#/bridges", "section.bridge")
+            shot("alerts", "#/alerts", "#alerts tbody tr[data-rule]")
+        finally:
+            browser.close()
+    return shots
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--loads", type=int, default=5, help="page loads per view")
     ap.add_argument("--probes", type=int, default=20, help="live-feed probes")
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--screenshots", metavar="DIR", help="save the main views as PNGs into DIR")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="console-bench-") as tmp:
         work = Path(tmp)
         server = NatsServerProcess(work / "nats", port=0)
         server.start()
-        bridge = BridgeProcess(
-            work,
-            server.url,
-            extra="health: {enabled: true, heartbeat_interval_secs: 2}\n",
-            log_level="WARNING",
-        )
+        bridge = BridgeProcess(work, server.url, extra=BENCH_BRIDGE, log_level="WARNING")
         console = ConsoleProcess(work, bridge.config)
         try:
             bridge.start()
@@ -304,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
                 "issues": status.get("issues"),
                 **_measure(console.url, bridge.endpoint, args.loads, args.probes),
             }
+            if args.screenshots:
+                _populate(console.url, bridge)
+                result["screenshots"] = [
+                    str(p) for p in _screenshots(console.url, Path(args.screenshots))
+                ]
         finally:
             console.stop()
             bridge.stop()

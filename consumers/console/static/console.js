@@ -60,7 +60,7 @@ function spark(values, w = 120, h = 22, label = "") {
 function chart(values, labels, w = 560, h = 110) {
   const max = Math.max(1, ...values), bw = (w - 30) / Math.max(1, values.length), top = 12, base = h - 16;
   const bars = values.map((v, i) => `<rect x="${(30 + i * bw).toFixed(1)}" y="${(base - (v / max) * (base - top)).toFixed(1)}" width="${Math.max(1, bw - 1).toFixed(1)}" height="${((v / max) * (base - top)).toFixed(1)}"><title>${esc(labels[i])}: ${v}</title></rect>`).join("");
-  const ticks = [0, Math.floor(values.length / 2), values.length - 1].map((i) => `<text x="${(30 + i * bw).toFixed(1)}" y="${h - 3}">${esc(labels[i] || "")}</text>`).join("");
+  const ticks = [[0, "start"], [Math.floor(values.length / 2), "middle"], [values.length - 1, "end"]].map(([i, anchor]) => `<text x="${(30 + i * bw + (anchor === "end" ? bw : 0)).toFixed(1)}" y="${h - 3}" text-anchor="${anchor}">${esc(labels[i] || "")}</text>`).join("");
   return `<svg class="chart" width="${w}" height="${h}" role="img" aria-label="events over time, max ${max}"><text x="0" y="${top + 4}">${max}</text><text x="0" y="${base}">0</text>${bars}${ticks}</svg>`;
 }
 function bucketLabels(n, stepSecs) {
