@@ -31,6 +31,13 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from bridge.adapters.fast_ingest import (
+    FastInbox,
+    FastIngestTransport,
+    enable_batches,
+    server_version,
+    version_supports_fast_ingest,
+)
 from bridge.adapters.jetstream import JetStreamLink
 from bridge.adapters.migration_kv import run_reports
 from bridge.adapters.nats_inputs import (
@@ -45,14 +52,14 @@ from bridge.adapters.nats_inputs import (
 from bridge.adapters.nats_server import NatsServerProcess
 from bridge.adapters.zmq import IngestSocket
 from bridge.admin import AdminServer
-from bridge.config.model import BridgeConfig
+from bridge.config.model import BridgeConfig, PublishMode
+from bridge.errors import ProvisioningError
 from bridge.health.service import HealthService
 from bridge.legacy.nats_libraries import LEGACY_SUBJECTS
 from bridge.metrics import Metrics
 from bridge.phase_runtime import PhaseRuntime
-from bridge.pipeline.assemble import Pipeline, build_pipeline
+from bridge.pipeline.assemble import Pipeline, SelectingPublisher, build_pipeline
 from bridge.pipeline.buffering import SpooledQueue
-from bridge.pipeline.publish import PipelinedPublisher
 from bridge.pipeline.runner import IngestRunner
 from contracts.migration import MigrationReport
 
@@ -88,6 +95,7 @@ class Bridge:
         self.fleet_reports: list[MigrationReport] = []
         self.inputs: list[JetStreamInput] = []
         self._acks_ready = False
+        self._batching_disabled = anyio.Event()
         #: set once NATS was reached, the stream provisioned and PubAcks subscribed
         self.nats_ready = anyio.Event()
 
@@ -96,7 +104,7 @@ class Bridge:
         return self.pipeline.runner if self.pipeline is not None else None
 
     @property
-    def publisher(self) -> PipelinedPublisher | None:
+    def publisher(self) -> SelectingPublisher | None:
         return self.pipeline.publisher if self.pipeline is not None else None
 
     @property
@@ -123,13 +131,20 @@ class Bridge:
         async with AsyncExitStack() as stack:
             link = await self._start_link(stack)
             pipeline = self.pipeline = await anyio.to_thread.run_sync(
-                lambda: build_pipeline(self.cfg, self.metrics, link, ack_prefix=self._ack_prefix)
+                lambda: build_pipeline(
+                    self.cfg,
+                    self.metrics,
+                    link,
+                    ack_prefix=self._ack_prefix,
+                    on_batching_disabled=self._batching_disabled.set,
+                )
             )
             self._start_phases(stack, pipeline)
             await self._start_admin(stack)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pipeline.run)
                 tg.start_soon(self._connect_then_probe, pipeline)
+                tg.start_soon(self._keep_batching_allowed)
                 tg.start_soon(self._run_nats_inputs, pipeline)
                 tg.start_soon(self._run_migration_view, pipeline)
                 if self.cfg.health.enabled:
@@ -162,15 +177,22 @@ class Bridge:
         the stream, attach the pipeline (PubAcks, the publisher let go), keep readiness fresh."""
         assert self.link is not None
         await self.link.connect()
-        self.stream_config = await self.link.ensure_stream(self.cfg.stream, timeout_secs=math.inf)
-        await pipeline.attach(self.stream_config)
+        batched = self._use_batches()
+        self.stream_config = await self.link.ensure_stream(
+            self.cfg.stream, timeout_secs=math.inf, allow_batched=batched
+        )
+        transport = None
+        if batched:
+            transport = FastIngestTransport(self.link, FastInbox(f"{self._ack_prefix}.fi"))
+        await pipeline.attach(self.stream_config, transport)
         self._acks_ready = True
         self.nats_ready.set()
         log.info(
-            "NATS %s, stream %s ready (max_payload %d B)",
+            "NATS %s, stream %s ready (max_payload %d B, publishing %s)",
             self.nats_url,
             self.cfg.stream.name,
             self.link.max_payload,
+            "fast-ingest batches" if batched else "one PubAck per message",
         )
         await self._probe_loop()
 
@@ -196,6 +218,34 @@ class Bridge:
             self.metrics.nats_reconnects.inc()
         if self.pipeline is not None and self._acks_ready:
             self.pipeline.connection_changed(connected)
+
+    async def _keep_batching_allowed(self) -> None:
+        """The stream refused fast-ingest batches (recreated without ``allow_batched``, by an
+        operator or another tool): switch it on again, at most every 2 s."""
+        while True:
+            await self._batching_disabled.wait()
+            self._batching_disabled = anyio.Event()
+            if self.link is not None and self.link.nc is not None:
+                await enable_batches(self.link.nc, self.cfg.stream.name)
+            await anyio.sleep(2.0)
+
+    def _use_batches(self) -> bool:
+        """Fast-ingest batches for ``publish.mode`` and the connected server's version. Raises
+        ``ProvisioningError`` for ``batch`` on a server older than 2.14."""
+        assert self.link is not None and self.link.nc is not None
+        mode = self.cfg.publish.mode
+        if mode is PublishMode.PIPELINED:
+            return False
+        version = server_version(self.link.nc)
+        supported = version_supports_fast_ingest(version)
+        if not supported and mode is PublishMode.BATCH:
+            raise ProvisioningError(
+                f"publish.mode batch needs nats-server >= 2.14 (connected: {version}); "
+                "use publish.mode auto or pipelined"
+            )
+        if not supported:
+            log.info("nats-server %s has no fast-ingest batches: one PubAck per message", version)
+        return supported
 
     async def _run_nats_inputs(self, pipeline: Pipeline) -> None:
         """Native intake and the legacy ``errors.>`` half (``bridge.adapters.nats_inputs``),

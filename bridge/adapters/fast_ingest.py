@@ -100,7 +100,9 @@ __all__ = [
     "ReplySubject",
     "decode_reply",
     "enable_allow_batched",
+    "enable_batches",
     "server_supports_fast_ingest",
+    "server_version",
     "subscribe_replies",
     "version_supports_fast_ingest",
 ]
@@ -341,7 +343,7 @@ def version_supports_fast_ingest(version: str) -> bool:
     return (major, minor) >= FAST_INGEST_MIN_VERSION
 
 
-def _server_version(nc: Client) -> str:
+def server_version(nc: Client) -> str:
     """The connected server's version as its INFO gave it (``0.0.0-unknown`` when unknown)."""
     text = repr(nc.connected_server_version)  # "<nats server v2.15.1>"
     return text.removeprefix("<nats server v").removesuffix(">")
@@ -380,7 +382,7 @@ async def server_supports_fast_ingest(
     connected to; the stream leader answers the batches). With ``stream``, also its
     ``allow_batched`` (one ``$JS.API.STREAM.INFO`` request). Never decides by publishing.
     Raises ``ProvisioningError`` when the stream info cannot be read."""
-    version = _server_version(nc)
+    version = server_version(nc)
     if not version_supports_fast_ingest(version):
         return FastIngestSupport(
             False, version, reason=f"nats-server {version} < 2.14 has no fast-ingest batches"
@@ -402,7 +404,7 @@ async def enable_allow_batched(
     Call after the stream is provisioned. Raises ``FastIngestUnavailable`` when the server is
     older than 2.14 (or did not keep the setting), ``ProvisioningError`` when the stream cannot
     be read or updated (e.g. a mirror: 10209)."""
-    version = _server_version(nc)
+    version = server_version(nc)
     if not version_supports_fast_ingest(version):
         raise FastIngestUnavailable(f"nats-server {version} < 2.14 has no fast-ingest batches")
     info = await _api(nc, f"{api_prefix}.STREAM.INFO.{stream}", None, timeout_secs)
@@ -416,3 +418,15 @@ async def enable_allow_batched(
         raise FastIngestUnavailable(f"stream {stream}: the server did not keep allow_batched")
     log.info("stream %s: allow_batched switched on (fast-ingest batches)", stream)
     return result
+
+
+async def enable_batches(nc: Client, stream: str) -> bool:
+    """``enable_allow_batched`` for a running bridge: True when it is on afterwards; failures
+    (NATS away, no permission) are logged, never raised (the publisher keeps retrying)."""
+    try:
+        config = await enable_allow_batched(nc, stream)
+    except (BridgeError, nats.errors.Error, OSError) as exc:
+        log.warning("cannot switch allow_batched on for stream %s: %r", stream, exc)
+        return False
+    log.warning("stream %s had allow_batched off (recreated?): switched on again", stream)
+    return bool(config.get("allow_batched"))

@@ -86,9 +86,10 @@ def parse_ack(msg: Msg) -> AckResult:
     return AckResult(AckOutcome.DUPLICATE if ack.duplicate else AckOutcome.STORED, seq=ack.seq)
 
 
-def stream_config_for(settings: StreamSettings) -> StreamConfig:
-    """The nats-py ``StreamConfig`` for our settings (subjects ``<prefix>.>``)."""
-    return StreamConfig(
+def stream_config_for(settings: StreamSettings, *, allow_batched: bool = False) -> StreamConfig:
+    """The nats-py ``StreamConfig`` for our settings (subjects ``<prefix>.>``); with
+    ``allow_batched`` also fast-ingest batches (nats-server >= 2.14)."""
+    config = StreamConfig(
         name=settings.name,
         subjects=[f"{settings.subject_prefix}.>"],
         storage=StorageType.FILE if settings.storage is StorageKind.FILE else StorageType.MEMORY,
@@ -98,6 +99,9 @@ def stream_config_for(settings: StreamSettings) -> StreamConfig:
         max_bytes=settings.max_bytes,
         max_msgs=settings.max_msgs,
     )
+    if allow_batched:
+        config.allow_batched = True
+    return config
 
 
 def stream_definition(settings: StreamSettings) -> str:
@@ -248,19 +252,20 @@ class JetStreamLink:
         return self.nc.max_payload if self.nc else 1024 * 1024
 
     async def ensure_stream(
-        self, settings: StreamSettings, timeout_secs: float = 30.0
+        self, settings: StreamSettings, timeout_secs: float = 30.0, *, allow_batched: bool = False
     ) -> dict[str, Any]:
         """Create the stream, or update it when it differs and ``update_existing``.
 
         JetStream that is not ready yet (503, no responders, request timeouts: a
         cluster still electing its leader) is retried for up to ``timeout_secs``.
         Returns the stream config as the server reports it. Raises
-        ``ProvisioningError`` (e.g. subjects overlapping another stream).
+        ``ProvisioningError`` (e.g. subjects overlapping another stream). ``allow_batched``:
+        the stream also takes fast-ingest batches (``bridge.adapters.fast_ingest``).
         """
         deadline = time.monotonic() + timeout_secs
         while True:
             try:
-                return await self._provision(settings)
+                return await self._provision(settings, allow_batched)
             except _NOT_READY as exc:
                 if time.monotonic() > deadline:
                     raise ProvisioningError(
@@ -269,10 +274,10 @@ class JetStreamLink:
                 log.info("JetStream not ready yet (%r); retrying stream provisioning", exc)
                 await anyio.sleep(0.5)
 
-    async def _provision(self, settings: StreamSettings) -> dict[str, Any]:
+    async def _provision(self, settings: StreamSettings, allow_batched: bool) -> dict[str, Any]:
         assert self.nc is not None
         js = self.nc.jetstream()
-        wanted = stream_config_for(settings)
+        wanted = stream_config_for(settings, allow_batched=allow_batched)
         try:
             info = await js.add_stream(wanted)
         except nats.js.errors.BadRequestError as exc:

@@ -205,8 +205,24 @@ class StreamConfig(_Strict):
     update_existing: bool = True
 
 
+class PublishMode(str, enum.Enum):
+    """How messages are published to JetStream (``bridge.pipeline.assemble``)."""
+
+    AUTO = (
+        "auto"  # batch when the connected server supports it (nats-server >= 2.14), else pipelined
+    )
+    BATCH = "batch"  # JetStream fast-ingest batches (ADR-50); refused at connect on older servers
+    PIPELINED = "pipelined"  # one PubAck per message, a window of max_in_flight
+
+
 class PublishConfig(_Strict):
-    """The pipelined JetStream publisher."""
+    """The JetStream publisher."""
+
+    #: ``auto`` picks at connect: fast-ingest batches (the stream gets ``allow_batched``) when
+    #: the server supports them, else the pipelined per-message publisher
+    mode: PublishMode = PublishMode.AUTO
+    #: batch mode: messages per fast-ingest batch at most
+    batch_max_msgs: PositiveInt = 1000
 
     #: published but not yet acknowledged messages, at most.
     max_in_flight: PositiveInt = 1024

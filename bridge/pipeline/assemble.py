@@ -17,9 +17,13 @@ Stage order (the one description of it; the README and the package docstrings po
       -> sink                           spool on: bridge.pipeline.buffering.SpooledQueue (SQLite,
                                         bridge.pipeline.spool: committed before publishing);
                                         spool off: the publisher itself
-      -> publisher                      bridge.pipeline.publish.PipelinedPublisher (window,
-                                        PubAck per message, retry in order, Nats-Msg-Id)
-      -> transport                      bridge.adapters.jetstream.JetStreamLink -> PubAck
+      -> publisher                      chosen at connect (SelectingPublisher, publish.mode):
+                                        fast-ingest batches (bridge.pipeline.batch_publish,
+                                        nats-server >= 2.14) or one PubAck per message
+                                        (bridge.pipeline.publish); both keep order, retry with
+                                        the same Nats-Msg-Id and settle every message once
+      -> transport                      bridge.adapters.jetstream.JetStreamLink (batches:
+                                        bridge.adapters.fast_ingest) -> PubAck
       -> on_done                        spool row deleted (SpooledQueue.on_done); parity's
                                         JetStream side confirmed (Routing.confirmed)
 
@@ -46,6 +50,7 @@ from bridge.config.model import BridgeConfig
 from bridge.metrics import Metrics
 from bridge.migration import SourceInventory
 from bridge.pipeline.acks import AckResult
+from bridge.pipeline.batch_publish import BatchPublisher, BatchReply, BatchTransport
 from bridge.pipeline.buffering import SpooledQueue
 from bridge.pipeline.decode import LegacyDecoder
 from bridge.pipeline.dedup import DedupWindow
@@ -77,6 +82,87 @@ class Link(Transport, Protocol):
     ) -> None: ...
 
 
+class BatchLink(BatchTransport, Protocol):
+    """A fast-ingest transport that can subscribe to its replies (``FastIngestTransport``)."""
+
+    async def subscribe(self, on_reply: Callable[[BatchReply], None]) -> Any: ...
+
+
+class SelectingPublisher:
+    """The publisher the pipeline talks to. Until ``select`` (at connect, before anything is
+    sent) it is a ``PipelinedPublisher`` that only queues; ``select(batch_transport)`` either
+    keeps it or hands its unsent messages, in order, to a ``BatchPublisher`` over
+    ``batch_transport``. Same surface as both (``submit`` never blocks)."""
+
+    def __init__(
+        self,
+        pipelined: PipelinedPublisher,
+        make_batch: Callable[[BatchTransport], BatchPublisher],
+    ) -> None:
+        self.current: PipelinedPublisher | BatchPublisher = pipelined
+        self._make_batch = make_batch
+        self._selected = anyio.Event()
+
+    @property
+    def mode(self) -> str:
+        """``batch`` or ``pipelined`` (``pipelined`` until selected)."""
+        return "batch" if isinstance(self.current, BatchPublisher) else "pipelined"
+
+    def select(self, batch_transport: BatchTransport | None) -> None:
+        """Choose once: batches over ``batch_transport``, or (None) one PubAck per message."""
+        if self._selected.is_set():
+            raise RuntimeError("the publisher was selected already")
+        if batch_transport is not None:
+            assert isinstance(self.current, PipelinedPublisher)
+            batch = self._make_batch(batch_transport)
+            for item in self.current.take_unsent():
+                batch.submit(item)
+            self.current = batch
+        self._selected.set()
+
+    async def run(self) -> None:
+        await self._selected.wait()
+        await self.current.run()
+
+    def submit(self, item: Outbound) -> bool:
+        return self.current.submit(item)
+
+    @property
+    def backlog(self) -> int:
+        return self.current.backlog
+
+    @property
+    def retrying(self) -> int:
+        return self.current.retrying
+
+    @property
+    def room(self) -> int:
+        return self.current.room
+
+    @property
+    def in_flight(self) -> int:
+        return self.current.in_flight
+
+    @property
+    def last_ack_at(self) -> float | None:
+        return self.current.last_ack_at
+
+    def connection_lost(self) -> None:
+        self.current.connection_lost()
+
+    def resume(self) -> None:
+        self.current.resume()
+
+    def expire_overdue(self) -> int:
+        return self.current.expire_overdue()
+
+    def abandon_all(self) -> int:
+        return self.current.abandon_all()
+
+    def reconfigure(self, **settings: Any) -> None:
+        self.current.reconfigure(**settings)
+
+
 class Pipeline:
     """The assembled data path (see the module note). Built by ``build_pipeline``.
 
@@ -95,7 +181,7 @@ class Pipeline:
         ack_prefix: str,
         identity: EventIdentity,
         builder: OutboundBuilder,
-        publisher: PipelinedPublisher,
+        publisher: SelectingPublisher,
         queue: SpooledQueue | None,
         runner: IngestRunner,
         decoder: LegacyDecoder,
@@ -133,11 +219,20 @@ class Pipeline:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def attach(self, stream_config: dict[str, Any]) -> None:
+    async def attach(
+        self, stream_config: dict[str, Any], batch_transport: BatchLink | None = None
+    ) -> None:
         """NATS is reached and the stream provisioned (``stream_config`` as the server reports
-        it): subscribe to PubAcks, learn the server's ``max_payload`` and duplicate window,
-        then let the publisher send."""
-        await self.link.subscribe_acks(self.ack_prefix, self.publisher.on_ack)
+        it): choose the publisher (``batch_transport``: fast-ingest batches, the server and the
+        stream allow them; None: one PubAck per message), subscribe to its replies, learn the
+        server's ``max_payload`` and duplicate window, then let the publisher send."""
+        self.publisher.select(batch_transport)
+        current = self.publisher.current
+        if isinstance(current, BatchPublisher):
+            assert batch_transport is not None
+            await batch_transport.subscribe(current.on_reply)
+        else:
+            await self.link.subscribe_acks(self.ack_prefix, current.on_ack)
         self.builder.set_max_payload(self.link.max_payload)
         if self.queue is not None:
             window_ns = stream_config.get("duplicate_window", 0)
@@ -258,11 +353,20 @@ def flood_gate(cfg: BridgeConfig) -> FloodGate | None:
     )
 
 
-def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefix: str) -> Pipeline:
+def build_pipeline(
+    cfg: BridgeConfig,
+    metrics: Metrics,
+    link: Link,
+    *,
+    ack_prefix: str,
+    on_batching_disabled: Callable[[], None] | None = None,
+) -> Pipeline:
     """Build every stage for ``cfg`` and wire them through their constructors.
 
     Blocking (opens the SQLite spool and reads its totals): run it in a worker thread.
-    ``ack_prefix``: the reply-subject prefix of this bridge's PubAcks. Until NATS is reached,
+    ``ack_prefix``: the reply-subject prefix of this bridge's PubAcks.
+    ``on_batching_disabled()``: the stream refused fast-ingest batches (``allow_batched`` off).
+    Until NATS is reached,
     ``max_payload`` is the embedded server's configured one (else NATS' default 1 MiB);
     ``Pipeline.attach`` replaces it with the server's. Raises ``sqlite3.Error`` when the
     spool cannot be opened."""
@@ -290,16 +394,23 @@ def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefi
             confirmed(item, outcome, ack)
 
     p = cfg.publish
-    publisher = PipelinedPublisher(
-        link,
-        ack_prefix,
-        metrics,
-        max_in_flight=p.max_in_flight,
-        ack_timeout_secs=p.ack_timeout_secs,
-        max_pending=p.max_pending,
-        retry_initial_secs=p.retry_initial_secs,
-        retry_max_secs=p.retry_max_secs,
-        on_done=on_done,
+    settings = {
+        "max_in_flight": p.max_in_flight,
+        "ack_timeout_secs": p.ack_timeout_secs,
+        "max_pending": p.max_pending,
+        "retry_initial_secs": p.retry_initial_secs,
+        "retry_max_secs": p.retry_max_secs,
+        "on_done": on_done,
+    }
+    publisher = SelectingPublisher(
+        PipelinedPublisher(link, ack_prefix, metrics, **settings),
+        lambda transport: BatchPublisher(
+            transport,
+            metrics,
+            batch_max_msgs=p.batch_max_msgs,
+            on_disabled=on_batching_disabled,
+            **settings,
+        ),
     )
     queue = _spooled_queue(cfg, metrics, publisher, builder)
     decoder = LegacyDecoder(
@@ -337,7 +448,7 @@ def build_pipeline(cfg: BridgeConfig, metrics: Metrics, link: Link, *, ack_prefi
 
 
 def _spooled_queue(
-    cfg: BridgeConfig, metrics: Metrics, publisher: PipelinedPublisher, builder: OutboundBuilder
+    cfg: BridgeConfig, metrics: Metrics, publisher: SelectingPublisher, builder: OutboundBuilder
 ) -> SpooledQueue | None:
     sc = cfg.spool
     if not sc.enabled:

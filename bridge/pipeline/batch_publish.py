@@ -225,7 +225,9 @@ class BatchPublisher:
     this ends with its next message (the server abandons a batch idle for 10 s);
     ``max_outstanding_acks``: flow acks that may be outstanding (ADR-50 recommends 2).
     ``batch_id_prefix``: the batch ids' prefix (random by default; ids are ``<prefix><n>``, at
-    most 64 characters, no dots).
+    most 64 characters, no dots). ``on_disabled()``: called whenever the stream refuses a batch
+    because ``allow_batched`` is off (e.g. the stream was recreated without it): the owner
+    switches it on again; the refused messages are retried in order meanwhile.
     """
 
     def __init__(
@@ -246,6 +248,7 @@ class BatchPublisher:
         rng: random.Random | None = None,
         on_done: DoneCallback | None = None,
         batch_id_prefix: str | None = None,
+        on_disabled: Callable[[], None] | None = None,
     ) -> None:
         if max_in_flight < 1 or max_pending < 1 or ack_timeout_secs <= 0:
             raise ValueError("max_in_flight, max_pending and ack_timeout_secs must be positive")
@@ -271,6 +274,7 @@ class BatchPublisher:
         self._rng = rng or random.Random()
         self.on_done: DoneCallback = on_done or (lambda item, outcome, ack: None)
         self._id_prefix = prefix
+        self._on_disabled = on_disabled
         self._batch_numbers = itertools.count(1)
         self._seqs = itertools.count(1)
         self._pending: deque[Outbound] = deque()
@@ -367,6 +371,8 @@ class BatchPublisher:
         """An error or 503 for one message (or for the whole batch)."""
         if reply.error_code == BATCH_DISABLED:
             self._log_disabled(reply)
+            if self._on_disabled is not None:
+                self._on_disabled()
         ended = reply.error_code == BATCH_UNKNOWN or (b.eob_seq and reply.seq == b.eob_seq)
         if ended or not b.started:
             # gone, never created (we wait for the first reply), or it cannot be ended

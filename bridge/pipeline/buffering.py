@@ -43,14 +43,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import msgspec
 
 from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckResult
-from bridge.pipeline.publish import Outbound, PipelinedPublisher
+from bridge.pipeline.publish import Outbound
 from bridge.pipeline.spool import Evicted, Spool, SpoolRow, StoredRow
 from contracts.messages import Severity
 
@@ -88,8 +88,18 @@ class EvictionTally:
 SummaryFactory = Callable[[EvictionTally], Outbound]
 
 
+class Feed(Protocol):
+    """What the queue needs of the publisher it feeds."""
+
+    def submit(self, item: Outbound) -> bool: ...
+
+    @property
+    def room(self) -> int: ...
+
+
 class SpooledQueue:
-    """Disk-backed queue feeding a ``PipelinedPublisher``; see the module note.
+    """Disk-backed queue feeding a publisher (``submit`` and ``room`` of
+    ``bridge.pipeline.publish.PipelinedPublisher``); see the module note.
 
     ``submit(item) -> bool`` is the ingest side (False: staging full, the caller
     counts a drop). Install ``on_done`` as the publisher's completion callback.
@@ -98,7 +108,7 @@ class SpooledQueue:
     def __init__(
         self,
         spool: Spool,
-        publisher: PipelinedPublisher,
+        publisher: Feed,
         metrics: Metrics,
         *,
         staging_max: int = 100_000,

@@ -387,6 +387,17 @@ class PipelinedPublisher:
             self._wake.set()
         return expired
 
+    def take_unsent(self) -> list[Outbound]:
+        """Remove and return every message not sent yet (pending and waiting for a retry), in
+        submit order, for another publisher to take over. Raises ``RuntimeError`` while
+        messages are in flight (their PubAcks would come here)."""
+        if self._in_flight:
+            raise RuntimeError("messages are in flight")
+        unsent = sorted([*self._retry, *((item.seq, item) for item in self._pending)])
+        self._retry.clear()
+        self._pending.clear()
+        return [item for _, item in unsent]
+
     def abandon_all(self) -> int:
         """Report every unsettled message to ``on_done`` as ``abandoned``; return how many.
 
