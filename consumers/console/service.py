@@ -202,7 +202,11 @@ class ConsoleService:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except nats.js.errors.NotFoundError:  # no stream yet: no bridge has provisioned it
+                log.warning("console: stream %s not found; waiting for a bridge", self.stream)
+                await asyncio.sleep(RETRY_SECS * 5)
+                continue
+            except Exception:  # any other failure: log it, start this part again
                 log.exception("console: %s failed; again in %.0f s", job.__name__, RETRY_SECS)
             await asyncio.sleep(RETRY_SECS)
 
