@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import msgspec
 import nats
+import nats.js.errors
 import pytest
 from nats.js.api import StreamConfig
 
@@ -56,10 +57,13 @@ async def _replay(nc: nats.NATS, rows: list[dict]) -> None:
 
 
 async def _consumer_state(url: str, stream: str, durable: str) -> tuple[int, int]:
+    """``(pending, unacknowledged)``; ``(-1, -1)`` before the bridge created the consumer."""
     nc = await nats.connect(url)
     try:
         info = await nc.jetstream().consumer_info(stream, durable)
         return info.num_pending, info.num_ack_pending
+    except nats.js.errors.NotFoundError:
+        return -1, -1
     finally:
         await nc.close()
 
