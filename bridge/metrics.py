@@ -73,6 +73,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.dead_letters_suppressed = Counter(
+            "busbridge_dead_letters_suppressed_total",
+            "Dead letters not stored by dead-letter flood control (counted in DeadLetterSummary"
+            " messages), by reason",
+            ["reason"],
+            registry=r,
+        )
         self.unknown_severity = Counter(
             "busbridge_unknown_severity_total",
             "ErrorEvents whose legacy severity was not in the mapping",
@@ -332,6 +339,7 @@ class Metrics:
             self.decoded.labels(dialect.value)
         for reason in DeadLetterReason:
             self.dead_letters.labels(reason.value)
+            self.dead_letters_suppressed.labels(reason.value)
         for kind in ("error_event", "dead_letter"):
             self.published.labels(kind)
             self.acked.labels(kind)

@@ -73,19 +73,27 @@ from bridge.config.model import BridgeConfig, ParityNatsSide
 from bridge.legacy.reemit import is_reemitted
 from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckOutcome, AckResult
+from bridge.pipeline.dead_letters import dead_letter_key
 from bridge.pipeline.decode import LegacyDecoder
 from bridge.pipeline.identity import EventIdentity
 from bridge.pipeline.publish import Outbound
 from contracts.codec import decode
 from contracts.messages import (
     DeadLetter,
+    DeadLetterSummary,
     ErrorEvent,
     FloodEnded,
     FloodEvent,
     FloodStarted,
     FloodSummary,
 )
-from contracts.subjects import HEADER_MSG_ID, HEADER_ORIGIN, Subjects, sanitise_token
+from contracts.subjects import (
+    HEADER_CONTRACT,
+    HEADER_MSG_ID,
+    HEADER_ORIGIN,
+    Subjects,
+    sanitise_token,
+)
 
 __all__ = ["ParityLedger", "ParityStats", "ParityTap"]
 
@@ -263,6 +271,7 @@ class ParityTap:
         self.zmq_seen = 0
         self.nats_seen = 0
         self.pubacks = cfg.parity.nats_side is ParityNatsSide.PUBACKS
+        self._dl_leading_bytes = cfg.dead_letters.leading_bytes
         self._m = ledger.metrics
         self._readback_every = cfg.parity.readback_every
         self._until_readback = self._readback_every
@@ -283,16 +292,22 @@ class ParityTap:
                 self._readback.append((ack.seq, item.msg_id))
                 self._readback_wake.set()
 
-    def observe_flood(self, event: FloodEvent) -> None:
-        """JetStream side from PubAcks: a flood event the bridge emitted (its fingerprint's
-        suppressed ids are not missing)."""
-        self.ledger.flood(event.fingerprint, ended=isinstance(event, FloodEnded))
+    def observe_flood(self, event: FloodEvent | DeadLetterSummary) -> None:
+        """A flood event or dead-letter summary the bridge emitted: the suppressed ids of its
+        fingerprint (a dead letter's: ``dead_letter_key``) are not missing."""
+        if isinstance(event, DeadLetterSummary):
+            self.ledger.flood(event.key, ended=event.ended)
+        else:
+            self.ledger.flood(event.fingerprint, ended=isinstance(event, FloodEnded))
 
     def observe(self, msg: ErrorEvent | DeadLetter) -> None:
         """ZMQ side, in-process: one message the bridge read and decoded (``IngestRunner.observe``)."""
         self.zmq_seen += 1
         self.ledger.zmq_tap_live(_WARMUP_SECS)  # again after a reset (phase change)
-        self.ledger.saw_zmq(msg.event_id, msg.fingerprint if isinstance(msg, ErrorEvent) else "")
+        if isinstance(msg, ErrorEvent):
+            self.ledger.saw_zmq(msg.event_id, msg.fingerprint)
+        else:
+            self.ledger.saw_zmq(msg.event_id, dead_letter_key(msg, self._dl_leading_bytes))
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -392,13 +407,14 @@ class ParityTap:
         headers = msg.headers or {}
         if headers.get(HEADER_ORIGIN) != (self.cfg.bridge_id or ""):
             return
-        if ".flood." in msg.subject:
+        summary = headers.get(HEADER_CONTRACT) == "dead_letter_summary"
+        if ".flood." in msg.subject or summary:
             try:
                 ev = decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return
-            if isinstance(ev, FloodStarted | FloodSummary | FloodEnded):
-                self.ledger.flood(ev.fingerprint, ended=isinstance(ev, FloodEnded))
+            if isinstance(ev, FloodStarted | FloodSummary | FloodEnded | DeadLetterSummary):
+                self.observe_flood(ev)
             return
         self.nats_seen += 1
         msg_id = headers.get(HEADER_MSG_ID)

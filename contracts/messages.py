@@ -30,6 +30,7 @@ __all__ = [
     "BridgeHeartbeat",
     "DeadLetter",
     "DeadLetterReason",
+    "DeadLetterSummary",
     "Dialect",
     "ErrorEvent",
     "FloodEnded",
@@ -406,6 +407,41 @@ class BridgeHeartbeat(
     stopping: bool = False
 
 
+class DeadLetterSummary(
+    msgspec.Struct, frozen=True, kw_only=True, tag="dead_letter_summary", tag_field="type"
+):
+    """Dead letters of one ``key`` suppressed by dead-letter flood control since the previous
+    summary (a broken agent spraying undecodable bytes must not fill the stream).
+
+    ``key``: what a storm shares, ``<reason>|<dialect guess or ->|<leading bytes as hex>``
+    (``leading_bytes``: the first bytes of the first frame), or ``<reason>|<guess>|*`` for
+    the per-reason cap whatever the leading bytes (``leading_bytes`` empty). Per key and ``window_secs``, the
+    first ``threshold`` dead letters are stored with their bytes; the rest are counted here:
+    ``suppressed`` in this summary, ``suppressed_total`` since the storm began (summing
+    ``suppressed`` over a storm's summaries gives it). ``first_seen``/``last_seen``: UTC
+    receive times of the suppressed ones. ``sample``: the last suppressed dead letter, each
+    frame cut to 256 bytes (``truncated`` says so). ``ended``: the key was quiet for a whole
+    window (or the bridge stopped): the storm's last summary. Published on the dead-letter
+    subject ``<prefix>.dlq.<machine>``.
+    """
+
+    event_id: str
+    machine: str
+    key: str
+    reason: DeadLetterReason
+    dialect_guess: Dialect | None
+    leading_bytes: bytes
+    threshold: int
+    window_secs: float
+    suppressed: int
+    suppressed_total: int
+    first_seen: datetime
+    last_seen: datetime
+    sample: DeadLetter
+    ended: bool = False
+    schema_version: int = CONTRACT_VERSION
+
+
 FloodEvent = FloodStarted | FloodSummary | FloodEnded
 
 Message = (
@@ -418,6 +454,7 @@ Message = (
     | PhaseChanged
     | HealthReport
     | BridgeHeartbeat
+    | DeadLetterSummary
 )
 
 ContractName = Literal[
@@ -430,4 +467,5 @@ ContractName = Literal[
     "phase_changed",
     "health_report",
     "bridge_heartbeat",
+    "dead_letter_summary",
 ]

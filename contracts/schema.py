@@ -23,6 +23,7 @@ import msgspec
 from contracts.messages import (
     BridgeHeartbeat,
     DeadLetter,
+    DeadLetterSummary,
     ErrorEvent,
     FloodEnded,
     FloodStarted,
@@ -44,6 +45,7 @@ CONTRACTS = (
     PhaseChanged,
     HealthReport,
     BridgeHeartbeat,
+    DeadLetterSummary,
 )
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 

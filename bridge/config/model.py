@@ -321,6 +321,24 @@ class FloodConfig(_Strict):
     global_max_per_sec: Annotated[float, Meta(ge=0)] = 0.0
 
 
+class DeadLetterFloodConfig(_Strict):
+    """Dead-letter flood control (``bridge.pipeline.dead_letters``): per key (reason, dialect
+    guess, leading bytes of the first frame) and window, the first ``threshold`` dead letters
+    are stored with their bytes, the rest counted in ``DeadLetterSummary`` messages."""
+
+    enabled: bool = True
+    threshold: Annotated[int, Meta(ge=0)] = 20
+    window_secs: PositiveSecs = 60.0
+    summary_interval_secs: PositiveSecs = 10.0
+    #: keys tracked at most (least recently used dropped first, after a summary of its counts)
+    max_keys: PositiveInt = 1000
+    #: bytes of the first frame that make up the key
+    leading_bytes: PositiveInt = 8
+    #: per reason and dialect guess, whatever the leading bytes: dead letters stored per window
+    #: at most (garbage whose leading bytes vary makes a new key per frame)
+    aggregate_threshold: Annotated[int, Meta(ge=0)] = 100
+
+
 class IdentityConfig(_Strict):
     """Event identity for frames without a legacy ``error_id`` (DESIGN §3)."""
 
@@ -540,6 +558,7 @@ class BridgeConfig(_Strict):
     spool: SpoolConfig = msgspec.field(default_factory=SpoolConfig)
     dedup: DedupConfig = msgspec.field(default_factory=DedupConfig)
     flood: FloodConfig = msgspec.field(default_factory=FloodConfig)
+    dead_letters: DeadLetterFloodConfig = msgspec.field(default_factory=DeadLetterFloodConfig)
     identity: IdentityConfig = msgspec.field(default_factory=IdentityConfig)
     legacy: LegacyConfig = msgspec.field(default_factory=LegacyConfig)
     intake: IntakeConfig = msgspec.field(default_factory=IntakeConfig)

@@ -10,6 +10,8 @@ Stage order (the one description of it; the README and the package docstrings po
                                         event id: bridge.pipeline.identity) -> ErrorEvent | DeadLetter
            counters, inventory, parity  Routing.observe (phase): the parity tap's ZMQ side
            [zmq_only stops here]        Routing.to_jetstream
+           dead letters                 bridge.pipeline.dead_letters (per key: store the first
+                                        N with their bytes, count the rest in summaries)
            dedup                        bridge.pipeline.dedup (event id within window_secs)
            flood gate                   bridge.pipeline.flood (per fingerprint: pass / suppress;
                                         FloodStarted/Summary/Ended emitted down the same path)
@@ -39,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -52,6 +55,7 @@ from bridge.migration import SourceInventory
 from bridge.pipeline.acks import AckResult
 from bridge.pipeline.batch_publish import BatchPublisher, BatchReply, BatchTransport
 from bridge.pipeline.buffering import SpooledQueue
+from bridge.pipeline.dead_letters import DeadLetterGate
 from bridge.pipeline.decode import LegacyDecoder
 from bridge.pipeline.dedup import DedupWindow
 from bridge.pipeline.flood import FloodGate
@@ -264,6 +268,8 @@ class Pipeline:
         if flood is not None:
             for event in flood.flush():
                 self.runner.emit(event)
+        if self.runner.dead_letters is not None:
+            self.runner.emit_dead_letter_summaries(self.runner.dead_letters.flush())
         if self.queue is not None:
             await self.queue.flush_staging()
         backlog = self.backlog
@@ -331,8 +337,28 @@ class Pipeline:
             if flood is not None:
                 for event in flood.tick():
                     self.runner.emit(event)
+            if self.runner.dead_letters is not None:
+                self.runner.emit_dead_letter_summaries(self.runner.dead_letters.tick())
             self.metrics.floods_active.set(flood.active_floods if flood is not None else 0)
             self.metrics.identity_evicted_in_window.set(self.identity.evicted_in_window)
+
+
+def dead_letter_gate(cfg: BridgeConfig) -> DeadLetterGate | None:
+    """The dead-letter flood control ``cfg.dead_letters`` asks for (None: off)."""
+    d = cfg.dead_letters
+    if not d.enabled:
+        return None
+    return DeadLetterGate(
+        machine=cfg.machine or "",
+        threshold=d.threshold,
+        window_secs=d.window_secs,
+        summary_interval_secs=d.summary_interval_secs,
+        max_keys=d.max_keys,
+        leading_bytes=d.leading_bytes,
+        aggregate_threshold=d.aggregate_threshold,
+        clock=time.monotonic,
+        wall_clock=lambda: datetime.now(UTC),
+    )
 
 
 def flood_gate(cfg: BridgeConfig) -> FloodGate | None:
@@ -431,6 +457,7 @@ def build_pipeline(
         flood=flood_gate(cfg),
         drop_reason="spool_staging_full" if queue is not None else "pending_full",
         inventory=inventory,
+        dead_letters=dead_letter_gate(cfg),
     )
     return Pipeline(
         cfg,

@@ -34,9 +34,11 @@ The guarantees of ``bridge.pipeline.publish`` hold unchanged:
 * ``submit`` never blocks; memory is bounded by ``max_pending + max_in_flight`` messages (the
   open batch keeps only its unacknowledged messages).
 * Every message is settled once through ``on_done``: ``stored`` (flow ack or commit),
-  ``duplicate`` (only when the server says so: a one-message batch's PubAck, or a commit whose
-  stream sequence is 0, meaning nothing of the batch was new; a duplicate inside a longer batch
-  is indistinguishable from a stored message and reported ``stored``), ``rejected`` (after
+  ``duplicate`` (a one-message batch's PubAck says so; a commit whose stream sequence is 0
+  means nothing of the batch was new; a message repeating a ``Nats-Msg-Id`` sent earlier in
+  the same batch is dropped by the server without a word, and settled ``duplicate`` here; a
+  copy of a message stored by an earlier batch, inside a batch with new messages, cannot be
+  told from a stored one and is reported ``stored``), ``rejected`` (after
   ``max_rejections`` permanent refusals, ``PERMANENT_ERROR_CODES``, or at once when the client
   refuses it: ``PublishRefused``), ``abandoned`` (``abandon_all``).
 * Transient failures (no responders / 503, ack timeout, disconnect, batch unknown after a
@@ -179,11 +181,13 @@ class _Batch:
         "acked",
         "broken",
         "closing",
+        "copies",
         "created_at",
         "eob_seq",
         "errors",
         "flow",
         "id",
+        "ids",
         "last_sent_at",
         "msgs",
         "need_eob",
@@ -208,6 +212,10 @@ class _Batch:
         self.subject = ""  # of the first message: a subject the stream takes, for op 3
         self.unacked: deque[tuple[int, Outbound, float]] = deque()
         self.errors: dict[int, BatchReply] = {}
+        #: Nats-Msg-Ids sent in this batch, and the batch seqs that repeat an earlier one: the
+        #: server drops those without a word, so they settle as duplicates here
+        self.ids: set[str] = set()
+        self.copies: set[int] = set()
 
 
 class BatchPublisher:
@@ -407,10 +415,17 @@ class BatchPublisher:
         outcome = ack.outcome.value
         sent_at = now
         done = self.on_done
+        copies = 0
         while unacked and unacked[0][0] <= upto:
-            _, item, sent_at = unacked.popleft()
+            seq, item, sent_at = unacked.popleft()
             kinds[item.kind] = kinds.get(item.kind, 0) + 1
-            done(item, outcome, ack)
+            if seq in b.copies and ack.outcome is AckOutcome.STORED:
+                copies += 1
+                done(item, "duplicate", _DUPLICATE)
+            else:
+                done(item, outcome, ack)
+        if copies:
+            self._m.duplicates.labels("jetstream").inc(copies)
         self.last_ack_at = now
         self._failures_in_row = 0
         self._m.publish_latency.observe(max(0.0, now - sent_at))
@@ -575,6 +590,10 @@ class BatchPublisher:
         """Send ``item`` as the next message of ``b``; False when it did not go out."""
         seq = b.sent = b.sent + 1
         now = self._clock()
+        if item.msg_id in b.ids:
+            b.copies.add(seq)
+        else:
+            b.ids.add(item.msg_id)
         b.unacked.append((seq, item, now))
         b.last_sent_at = now
         item.attempts += 1

@@ -24,6 +24,7 @@ from contracts.messages import (
     CONTRACT_VERSION,
     BridgeHeartbeat,
     DeadLetter,
+    DeadLetterSummary,
     ErrorEvent,
     FloodEnded,
     FloodStarted,
@@ -46,6 +47,7 @@ __all__ = ["OutboundBuilder"]
 #: spool eviction rank of contracts without a severity field
 _RANK = {
     "dead_letter": Severity.ERROR.rank,
+    "dead_letter_summary": Severity.ERROR.rank,
     "spool_evicted": Severity.CRITICAL.rank,
     "phase_changed": Severity.CRITICAL.rank,
 }
@@ -112,7 +114,7 @@ class OutboundBuilder:
                     self._error_subjects.clear()
                 subject = self._error_subjects[key] = self.subjects.error(*key)
             return subject
-        if isinstance(msg, DeadLetter):
+        if isinstance(msg, DeadLetter | DeadLetterSummary):
             return self.subjects.dead_letter(msg.machine)
         if isinstance(msg, FloodStarted | FloodSummary | FloodEnded):
             return self.subjects.flood(msg.machine, msg.source)

@@ -21,12 +21,13 @@ from bridge.legacy.reemit import is_reemitted
 from bridge.metrics import INVENTORY_MAX_SOURCES, Metrics
 from bridge.migration import TRANSPORTS, SourceInventory
 from bridge.pipeline.acks import AckResult
+from bridge.pipeline.dead_letters import DeadLetterGate
 from bridge.pipeline.dedup import DedupWindow
 from bridge.pipeline.flood import FloodGate, Verdict
 from bridge.pipeline.outbound import OutboundBuilder
 from bridge.pipeline.publish import Outbound
 from contracts.codec import contract_name
-from contracts.messages import DeadLetter, ErrorEvent, FloodEvent, Message
+from contracts.messages import DeadLetter, DeadLetterSummary, ErrorEvent, FloodEvent, Message
 from contracts.severity import normalise_severity
 
 __all__ = ["IngestRunner", "Routing", "Sink"]
@@ -41,8 +42,8 @@ class Routing:
     ``zmq_only``: shadow decode and inventory only). ``republish``: called with every
     ingested message's frames, byte for byte (legacy republish), or None. ``observe``: the
     parity tap's ZMQ side, called with every decoded message before dedup and flood control,
-    or None. ``observe_flood``: the parity tap's flood side, called with every flood event
-    the bridge emits, or None. ``confirmed``: the parity tap's JetStream side from PubAcks,
+    or None. ``observe_flood``: the parity tap's flood side, called with every flood event and
+    dead-letter summary the bridge emits, or None. ``confirmed``: the parity tap's JetStream side from PubAcks,
     called by the pipeline with every message the publisher settled
     (``item, outcome, ack``), or None.
     """
@@ -50,7 +51,7 @@ class Routing:
     to_jetstream: bool = True
     republish: Callable[[list[bytes]], None] | None = None
     observe: Callable[[ErrorEvent | DeadLetter], None] | None = None
-    observe_flood: Callable[[FloodEvent], None] | None = None
+    observe_flood: Callable[[FloodEvent | DeadLetterSummary], None] | None = None
     confirmed: Callable[[Outbound, str, AckResult | None], None] | None = None
 
 
@@ -88,6 +89,7 @@ class IngestRunner:
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         routing: Routing = Routing(),
         inventory: SourceInventory | None = None,
+        dead_letters: DeadLetterGate | None = None,
     ) -> None:
         self._decoder = decoder
         self._builder = builder
@@ -104,6 +106,7 @@ class IngestRunner:
         self.received = 0
         self.routing = routing
         self.inventory = inventory
+        self.dead_letters = dead_letters
         self._sources_seen: dict[tuple[str, str], int] = {}  # added to the inventory per batch
         self.last_frame_at: float | None = None
         self._tally: dict[Any, int] = {}  # counter child -> count, added to Prometheus per batch
@@ -149,7 +152,10 @@ class IngestRunner:
             routing.observe(msg)
         if not routing.to_jetstream:
             return
-        if isinstance(msg, ErrorEvent) and not self._admit(msg):
+        if isinstance(msg, ErrorEvent):
+            if not self._admit(msg):
+                return
+        elif not self._admit_dead_letter(msg):
             return
         self._submit(msg)
 
@@ -158,6 +164,22 @@ class IngestRunner:
             self._dup_bridge.inc()
             return False
         return self._admit_flood(ev)
+
+    def _admit_dead_letter(self, dl: DeadLetter) -> bool:
+        gate = self.dead_letters
+        if gate is None or gate.check(dl):
+            return True
+        self._child("dl_suppressed", dl.reason.value).inc()
+        return False
+
+    def emit_dead_letter_summaries(self, summaries: list[DeadLetterSummary]) -> None:
+        """Send dead-letter summaries (``DeadLetterGate.tick``/``flush``) to the sink; the parity
+        tap learns which dead letters were suppressed by design."""
+        observe = self.routing.observe_flood
+        for summary in summaries:
+            if observe is not None:
+                observe(summary)
+            self._submit(summary)
 
     def _admit_flood(self, ev: ErrorEvent) -> bool:
         if self.flood is None:
@@ -196,6 +218,9 @@ class IngestRunner:
             if not self._admit_flood(msg):
                 settle("suppressed")
                 return
+        elif not self._admit_dead_letter(msg):
+            settle("suppressed")  # counted in a DeadLetterSummary
+            return
         item = self._builder.build(msg)
         item.on_settled = settle
         if not self._sink.submit(item):
@@ -259,6 +284,7 @@ class IngestRunner:
                 "decoded": self._m.decoded,
                 "dead_letter": self._m.dead_letters,
                 "suppressed": self._m.flood_suppressed,
+                "dl_suppressed": self._m.dead_letters_suppressed,
                 "flood_event": self._m.flood_events,
             }[family]
             child = self._children[(family, label)] = metric.labels(label)
