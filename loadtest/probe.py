@@ -42,7 +42,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from contracts.codec import decode
-from contracts.messages import DeadLetter, FloodSummary
+from contracts.messages import DeadLetter, DeadLetterSummary, FloodSummary
 from contracts.subjects import HEADER_CONTRACT
 from loadtest.load_producer import SentLog
 from loadtest.reconcile import Observed, reconcile
@@ -191,6 +191,10 @@ class StreamProbe:
             assert isinstance(dead, DeadLetter)
             tokens = (find_token(frame) for frame in dead.frames)
             obs.dead_letters.append(next((t for t in tokens if t is not None), None))
+        elif kind == "dead_letter_summary":
+            summary = decode(data)
+            assert isinstance(summary, DeadLetterSummary)
+            obs.dead_letters_summarised += summary.suppressed
         elif kind == "flood_summary":
             summary = decode(data)
             assert isinstance(summary, FloodSummary)

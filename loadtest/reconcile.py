@@ -13,7 +13,8 @@
 * latency: first receipt minus first send (``SentLog.send_times``), stored events only;
 * flood: flood tokens stored as events + ``FloodSummary.suppressed`` of summaries whose sample
   is a flood token == flood messages sent (DESIGN §2); suppressed non-flood events counted apart;
-* dead letters: stored ``DeadLetter`` messages vs malformed frame sets sent.
+* dead letters: stored ``DeadLetter`` messages, plus those counted in ``DeadLetterSummary``
+  messages (dead-letter flood control), vs malformed frame sets sent.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Observed:
         self.no_token = 0
         self.events = 0
         self.dead_letters: list[Token | None] = []
+        self.dead_letters_summarised = 0  # DeadLetterSummary.suppressed, summed
         self.flood_summaries: list[tuple[str, int, Token | None]] = []
         self.flood_started = 0
         self.flood_ended = 0
@@ -92,7 +94,8 @@ def reconcile(obs: Observed, sent: SentLog) -> ProbeReport:
         out_of_order=out_of_order,
         unexpected=unexpected,
         dead_letters_expected=sent.malformed_sent(),
-        dead_letters_received=len(obs.dead_letters),
+        dead_letters_received=len(obs.dead_letters) + obs.dead_letters_summarised,
+        dead_letters_summarised=obs.dead_letters_summarised,
         latency=latency_stats(latencies),
         flood=_flood(obs, sent, flood),
         timeline=_timeline(obs, sent),
