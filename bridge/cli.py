@@ -37,7 +37,8 @@ ENV_NATS_URL = "BUSBRIDGE_NATS_URL"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser(next((a for a in argv if not a.startswith("-")), None)).parse_args(argv)
     try:
         return int(_unwrap(args.func, args) or 0)
     except ConfigError as exc:
@@ -81,20 +82,40 @@ def _cmd_console(args: argparse.Namespace) -> int:
     return run_console(cfg, args)
 
 
-def _parser() -> argparse.ArgumentParser:
+#: subcommands whose options come from ``consumers`` or ``loadtest``: their modules are
+#: imported only when that subcommand runs (or its ``--help`` is asked for)
+_LAZY = {
+    "tail": "print stored events from the stream",
+    "health": "fleet health (every bridge and legacy agent) from the health KV bucket",
+    "replay": "send recorded legacy frames to the bridge over ZMQ PUB",
+    "loadtest": "run a load/chaos scenario or the CI profile; progress, table, JSON, plot",
+    "phase": "show or set the cutover phase (this machine, or the fleet via NATS KV)",
+}
+
+
+def _parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The command line; only ``chosen``'s options (a subcommand name) are built in full for
+    the subcommands in ``_LAZY``, the others are listed with their help."""
     parser = argparse.ArgumentParser(prog="busbridge", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    lazy = {
+        "tail": _add_tail,
+        "health": _add_health,
+        "replay": _add_replay,
+        "loadtest": _add_loadtest,
+        "phase": _add_phase,
+    }
     _add_run(sub)
     _add_console(sub)
     _add_check(sub)
-    _add_tail(sub)
-    _add_health(sub)
-    _add_replay(sub)
-    _add_loadtest(sub)
+    for name, add in lazy.items():
+        if name == chosen:
+            add(sub)
+        else:
+            sub.add_parser(name, help=_LAZY[name])
     _add_stream_json(sub)
     _add_kv_json(sub)
     _add_keys(sub)
-    _add_phase(sub)
     _add_status(sub)
     _add_migration(sub)
     return parser
@@ -123,9 +144,7 @@ def _cmd_migration(args: argparse.Namespace) -> int:
 def _add_phase(sub: argparse._SubParsersAction) -> None:
     from consumers.phase_cli import add_arguments
 
-    p = sub.add_parser(
-        "phase", help="show or set the cutover phase (this machine, or the fleet via NATS KV)"
-    )
+    p = sub.add_parser("phase", help=_LAZY["phase"])
     add_arguments(p, _config_args)
     p.set_defaults(func=_cmd_phase)
 
@@ -232,7 +251,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 def _add_tail(sub: argparse._SubParsersAction) -> None:
     from consumers.tail import add_arguments
 
-    p = sub.add_parser("tail", help="print stored events from the stream")
+    p = sub.add_parser("tail", help=_LAZY["tail"])
     _config_args(p)
     add_arguments(p)
     p.set_defaults(func=_cmd_tail)
@@ -282,7 +301,7 @@ def _cmd_kv_json(args: argparse.Namespace) -> int:
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     from loadtest.replay import add_arguments
 
-    p = sub.add_parser("replay", help="send recorded legacy frames to the bridge over ZMQ PUB")
+    p = sub.add_parser("replay", help=_LAZY["replay"])
     add_arguments(p)
     p.set_defaults(func=_cmd_replay)
 
@@ -290,9 +309,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
 def _add_loadtest(sub: argparse._SubParsersAction) -> None:
     from loadtest.cli import add_arguments
 
-    p = sub.add_parser(
-        "loadtest", help="run a load/chaos scenario or the CI profile; progress, table, JSON, plot"
-    )
+    p = sub.add_parser("loadtest", help=_LAZY["loadtest"])
     add_arguments(p)
     p.set_defaults(func=_cmd_loadtest)
 
@@ -406,9 +423,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 def _add_health(sub: argparse._SubParsersAction) -> None:
     from consumers.health_view import add_arguments
 
-    p = sub.add_parser(
-        "health", help="fleet health (every bridge and legacy agent) from the health KV bucket"
-    )
+    p = sub.add_parser("health", help=_LAZY["health"])
     _config_args(p)
     add_arguments(p)
     p.set_defaults(func=_cmd_health)
