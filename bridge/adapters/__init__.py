@@ -1,5 +1,6 @@
-"""I/O adapters: ZMQ (``zmq``), NATS/JetStream (``jetstream``), the nats-server process (``nats_server``).
-Each third-party I/O library is imported by exactly one module here, except the fleet-health
-clients kept apart from the ingest path: ``agent_probe`` (ZMQ REQ and HTTP probes of legacy agents)
-and ``health_kv`` (the health KV bucket on the ``jetstream`` link's connection), and
-``zmq_curve`` (CURVE keys and the ZAP allowlist of the ingest socket, part of the ZMQ adapter)."""
+"""I/O adapters: the ZMQ sockets (``zmq``, ``zmq_curve``, ``republish``, ``agent_probe``), NATS
+(``nats_connect``: how every client connects; ``jetstream``: the data path's link;
+``fast_ingest``: batch publishing on the wire; ``nats_inputs``: native intake and the legacy
+``errors.>`` half; ``health_kv``, ``kv_json``, ``migration_kv``: KV buckets) and the nats-server
+process (``nats_server``). The pipeline stages import none of them: the assembly passes them in
+as the small protocols the stages declare."""
