@@ -157,12 +157,20 @@ async def test_native_events_join_the_bus_with_the_same_flood_control(
     nats_server: NatsServerProcess, tmp_path: Path
 ) -> None:
     """busclient -> intake -> the bridge: stored once with a fingerprint; one agent flooding
-    over ZMQ and natively is one flood; the intake messages are acknowledged (work queue)."""
+    over ZMQ and natively is one flood; the intake messages are acknowledged (work queue);
+    ``busbridge migration`` then lists the ZMQ, legacy NATS and native sources of the run."""
+    legacy_rows = [r for r in _captured_publishes() if r["lib"] == "B"][:2]
+    legacy_nc = await _legacy_stream(nats_server.url, "ERROR_STREAM")
+    try:
+        await _replay(legacy_nc, legacy_rows)
+    finally:
+        await legacy_nc.close()
     cfg = make_config(
         nats_server.url,
         tmp_path,
         flood={"enabled": True, "rules": [], "default_threshold": 5, "default_window_secs": 60},
         migration={"report_interval_secs": 0.5},
+        intake={"legacy_poll_secs": 0.5},
     )
     async with running_bridge(cfg) as bridge:
         async with BusClient(  # async: the bridge runs on this event loop
@@ -210,8 +218,11 @@ async def test_native_events_join_the_bus_with_the_same_flood_control(
             assert intake.state.messages == 0  # work queue: every intake message acknowledged
         finally:
             await nc.close()
-        with anyio.fail_after(10):
-            while not bridge.fleet_reports:
+        await _settled(nats_server.url, "ERROR_STREAM", "busbridge_legacy")
+        with anyio.fail_after(10):  # a report written after every source was seen
+            while not any(
+                s.transport == "nats:library_b" for r in bridge.fleet_reports for s in r.sources
+            ):
                 await anyio.sleep(0.1)
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(f"machine: TestPC\nnats: {{servers: ['{nats_server.url}']}}\n")
@@ -223,7 +234,9 @@ async def test_native_events_join_the_bus_with_the_same_flood_control(
     rows = {(r["source"], r["transport"]) for r in view["sources"]}
     assert ("NativeAgent", "native:native") in rows
     assert ("Flooder", "native:native") in rows and ("Flooder", "zmq:prefix_flat") in rows
-    assert view["summary"]["legacy_nats_idle_secs"] is None
+    legacy_agent = json.loads(base64.b64decode(legacy_rows[0]["payload_b64"]))["source_agent"]
+    assert (legacy_agent, "nats:library_b") in rows
+    assert view["summary"]["legacy_nats_idle_secs"] is not None
 
 
 async def test_nats_only_waits_for_the_legacy_nats_publishers_to_go_quiet(
