@@ -67,7 +67,15 @@ from bridge.pipeline.spool import Spool
 from bridge.pipeline.summaries import eviction_summary
 from contracts.subjects import Subjects
 
-__all__ = ["Pipeline", "build_pipeline"]
+__all__ = [
+    "BatchLink",
+    "Link",
+    "Pipeline",
+    "SelectingPublisher",
+    "build_pipeline",
+    "dead_letter_gate",
+    "flood_gate",
+]
 
 log = logging.getLogger(__name__)
 
