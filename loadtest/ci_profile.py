@@ -2,7 +2,8 @@
 
 ``busbridge loadtest ci`` and ``tests/loadtest/test_ci_profile.py`` (so ``.ci/run``, through
 the README's test command) run ``PROFILE``: steady, burst, duplicate_storm, flood,
-nats_outage, bridge_crash, cluster_node_loss and reload_under_load with small workloads
+nats_outage, bridge_crash, cluster_node_loss, reload_under_load and legacy_nats with small
+workloads
 (a few minutes in all on a 2-vCPU machine). Speed is never judged (DESIGN §7): each
 scenario keeps its own correctness checks (``loadtest.results.correctness_checks`` plus the
 scenario's), minus the few that measure speed (``NOT_JUDGED``: moved to ``extra``).
@@ -107,6 +108,8 @@ PROFILE: tuple[ProfileEntry, ...] = (
     ProfileEntry(
         scenario="reload_under_load", workload={**_SHORT, "duration_secs": 8.0}
     ),  # 7 reloads, 1 s apart
+    # legacy errors.> half: 400 errors (~800 library A/B messages, copies included) in 4 s
+    ProfileEntry(scenario="legacy_nats", workload={**_SHORT, "rate_per_sec": 100.0}),
 )
 
 # Checks some scenarios make that measure speed; the CI profile reports them in ``extra`` only.

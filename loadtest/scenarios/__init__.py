@@ -65,6 +65,7 @@ _MODULES = (
     "loadtest.scenarios.chaos",
     "loadtest.scenarios.throughput",
     "loadtest.scenarios.soak",
+    "loadtest.scenarios.legacy_nats",
 )
 
 

@@ -111,6 +111,7 @@ def test_profile_covers_the_key_scenarios_and_options_parse() -> None:
         "bridge_crash",
         "cluster_node_loss",
         "reload_under_load",
+        "legacy_nats",
     ]
     injection = parse_injection(["loss=2", "duplicate=3", "loss=1"])
     assert (injection.loss, injection.duplicate) == (3, 3)
