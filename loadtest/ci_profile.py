@@ -3,8 +3,7 @@
 ``busbridge loadtest ci`` and ``tests/loadtest/test_ci_profile.py`` (so ``.ci/run``, through
 the README's test command) run ``PROFILE``: steady, burst, duplicate_storm, flood,
 nats_outage, bridge_crash, cluster_node_loss, reload_under_load and legacy_nats with small
-workloads
-(a few minutes in all on a 2-vCPU machine). Speed is never judged (DESIGN §7): each
+workloads (a few minutes in all on a 2-vCPU machine). Speed is never judged (DESIGN §7): each
 scenario keeps its own correctness checks (``loadtest.results.correctness_checks`` plus the
 scenario's), minus the few that measure speed (``NOT_JUDGED``: moved to ``extra``).
 
