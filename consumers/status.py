@@ -21,12 +21,19 @@ Screen::
     publish     1,234 acked (12.0/s)  0 in flight  0 pending  0 failures  p99 <= 5 ms  5 duplicates
     spool       0 messages  0 B  oldest 0 s  0 evicted  0 dropped
     nats        connected  0 reconnects
+    intake      native 12 acked (1.0/s)  0 nak'ed  0 redelivered | legacy 609 acked (100.0/s)  2 nak'ed (0.5/s)  0 redelivered
     publishers  3 ZMQ connections  idle 0 s
     floods      0 active  0 suppressed  0 flood events
     reloads     0 applied  0 partial  0 refused  0 invalid
 
 Exit status (``run_status``): 0 ready, 3 answering but not ready (degraded or
 not_ready: the screen says why), 1 the admin endpoint cannot be read.
+
+``intake``: the NATS inputs from ``busbridge_intake_messages_total{input,outcome}``, per input
+(``native``, ``legacy``, then any other): ``acked`` = stored + duplicate + suppressed + rejected
+(the outcomes acknowledged on the input's stream), ``nak'ed`` = retry + abandoned (redelivered
+later by JetStream), ``redelivered`` = dead-lettered after ``intake.max_deliveries``; ``-`` when
+the bridge runs no NATS input.
 """
 
 from __future__ import annotations
@@ -150,6 +157,7 @@ def render(
         ("publish", _publish),
         ("spool", _spool),
         ("nats", _nats),
+        ("intake", _intake),
         ("publishers", _publishers),
         ("floods", _floods),
         ("reloads", _reloads),
@@ -169,10 +177,15 @@ class _View:
         return self.now.total(name, **labels)
 
     def rate(self, name: str, **labels: str) -> str:
+        return self.rate_of(name, [labels])
+
+    def rate_of(self, name: str, label_sets: list[dict[str, str]]) -> str:
+        """The rate of the sum of ``name`` over ``label_sets``."""
         if self.before is None or not self.secs:
             return ""
-        delta = max(0.0, self.now.total(name, **labels) - self.before.total(name, **labels))
-        return f"{delta / self.secs:,.1f}/s"
+        now = sum(self.now.total(name, **labels) for labels in label_sets)
+        before = sum(self.before.total(name, **labels) for labels in label_sets)
+        return f"{max(0.0, now - before) / self.secs:,.1f}/s"
 
 
 def _n(value: float) -> str:
@@ -290,6 +303,30 @@ def _spool(v: _View) -> str:
 def _nats(v: _View) -> str:
     state = "connected" if v.total("busbridge_nats_connected") >= 1 else "disconnected"
     return f"{state}  {_n(v.total('busbridge_nats_reconnects_total'))} reconnects"
+
+
+_INTAKE = "busbridge_intake_messages_total"
+_INTAKE_GROUPS = (
+    ("acked", ("stored", "duplicate", "suppressed", "rejected")),
+    ("nak'ed", ("retry", "abandoned")),
+    ("redelivered", ("redelivered",)),
+)
+
+
+def _intake(v: _View) -> str:
+    inputs = set(v.now.labelled(_INTAKE, "input"))
+    ordered = [i for i in ("native", "legacy") if i in inputs] + sorted(
+        inputs - {"native", "legacy"}
+    )
+    parts = []
+    for name in ordered:
+        groups = []
+        for label, outcomes in _INTAKE_GROUPS:
+            sets = [{"input": name, "outcome": o} for o in outcomes]
+            total = sum(v.total(_INTAKE, **labels) for labels in sets)
+            groups.append(_with_rate(f"{_n(total)} {label}", v.rate_of(_INTAKE, sets)))
+        parts.append(f"{name} " + "  ".join(groups))
+    return " | ".join(parts) or "-"
 
 
 def _publishers(v: _View) -> str:

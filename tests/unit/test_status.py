@@ -138,3 +138,31 @@ def test_phase_show_says_when_parity_is_paused() -> None:
         "",
     )
     assert "  parity 1.0000 over 300 s; backlog 1234\n" in out.getvalue()
+
+
+def test_intake_line_per_nats_input_acked_naked_redelivered_with_rates() -> None:
+    m = Metrics()
+    legacy = {o: m.intake_messages.labels("legacy", o) for o in ("stored", "duplicate", "retry")}
+    native = m.intake_messages.labels("native", "stored")
+    legacy["stored"].inc(300)
+    legacy["duplicate"].inc(300)
+    native.inc(10)
+    first = _reading(m, at=10.0)
+    legacy["stored"].inc(100)
+    legacy["duplicate"].inc(100)
+    m.intake_messages.labels("legacy", "suppressed").inc(5)
+    m.intake_messages.labels("legacy", "rejected").inc(3)
+    legacy["retry"].inc(4)
+    m.intake_messages.labels("legacy", "abandoned").inc(2)
+    m.intake_messages.labels("legacy", "redelivered").inc(1)
+    native.inc(2)
+    screen = render(first, _reading(m, at=12.0))
+    assert _line(screen, "intake") == (
+        "native 12 acked (1.0/s)  0 nak'ed (0.0/s)  0 redelivered (0.0/s)"
+        " | legacy 808 acked (104.0/s)  6 nak'ed (3.0/s)  1 redelivered (0.5/s)"
+    )
+    # one read: totals only; no NATS input at all: a dash
+    assert _line(render(first), "intake") == (
+        "native 10 acked  0 nak'ed  0 redelivered | legacy 600 acked  0 nak'ed  0 redelivered"
+    )
+    assert _line(render(_reading(Metrics(), at=1.0)), "intake") == "-"
