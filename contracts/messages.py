@@ -28,6 +28,8 @@ import msgspec
 __all__ = [
     "CONTRACT_VERSION",
     "BridgeHeartbeat",
+    "ConsumerDeadLetter",
+    "ConsumerDeadLetterCause",
     "DeadLetter",
     "DeadLetterReason",
     "DeadLetterSummary",
@@ -442,6 +444,62 @@ class DeadLetterSummary(
     schema_version: int = CONTRACT_VERSION
 
 
+class ConsumerDeadLetterCause(str, enum.Enum):
+    """Why a consumer gave up on a message (a bounded set: a metric label)."""
+
+    #: the handler raised on the last allowed attempt (``max_deliver``)
+    HANDLER_FAILED = "handler_failed"
+    #: delivered more than ``max_deliver`` times without an ack (ack_wait passed while a
+    #: consumer crashed or hung, or storing the dead letter failed before): not handled again
+    NOT_ACKNOWLEDGED = "not_acknowledged"
+    #: the server stopped delivering it (JetStream max-deliveries advisory)
+    MAX_DELIVERIES = "max_deliveries"
+
+
+class ConsumerDeadLetter(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag="consumer_dead_letter",
+    tag_field="type",
+):
+    """A message a durable consumer gave up on, with the reason and the original bytes.
+
+    ``event_id``: ``<durable>:<stream_seq>``, also the record's ``Nats-Msg-Id``, so writing
+    it twice (a lost ack, several instances seeing one advisory) stores it once within the
+    stream's duplicate window. ``stream``/``stream_seq``/``subject``: the original message.
+    ``deliveries``: times the server delivered it (the advisory's count for
+    ``max_deliveries``). ``cause``: ``ConsumerDeadLetterCause``. Written by ``consumers.bus`` on
+    ``<prefix>.consumer_dlq.<durable>``. ``error_type``: the exception's
+    qualified class name (``""`` when no handler failure is known); ``error_message``: its
+    text, cut to ``consumers.bus.consumer.MAX_ERROR_CHARS``; ``error_traceback``: the formatted traceback, cut
+    likewise. ``contract``: the original's ``Busbridge-Contract`` header, else the ``type``
+    read from its body, else ``""``. ``headers``: the original headers. ``payload``: the
+    original bytes (base64 in JSON), cut to fit the server's ``max_payload`` when
+    ``payload_truncated``; ``payload_bytes``: the original size in bytes.
+    ``dead_lettered_at``: UTC. ``instance``: ``<host>:<pid>`` of the consumer that wrote it.
+    """
+
+    event_id: str
+    durable: str
+    stream: str
+    stream_seq: int
+    subject: str
+    deliveries: int
+    cause: ConsumerDeadLetterCause
+    dead_lettered_at: datetime
+    error_type: str = ""
+    error_message: str = ""
+    error_traceback: str = ""
+    contract: str = ""
+    headers: dict[str, str] = {}
+    payload: bytes = b""
+    payload_bytes: int = 0
+    payload_truncated: bool = False
+    instance: str = ""
+    schema_version: int = CONTRACT_VERSION
+
+
 FloodEvent = FloodStarted | FloodSummary | FloodEnded
 
 Message = (
@@ -455,6 +513,7 @@ Message = (
     | HealthReport
     | BridgeHeartbeat
     | DeadLetterSummary
+    | ConsumerDeadLetter
 )
 
 ContractName = Literal[
@@ -468,4 +527,5 @@ ContractName = Literal[
     "health_report",
     "bridge_heartbeat",
     "dead_letter_summary",
+    "consumer_dead_letter",
 ]

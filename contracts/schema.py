@@ -22,6 +22,7 @@ import msgspec
 
 from contracts.messages import (
     BridgeHeartbeat,
+    ConsumerDeadLetter,
     DeadLetter,
     DeadLetterSummary,
     ErrorEvent,
@@ -46,6 +47,7 @@ CONTRACTS = (
     HealthReport,
     BridgeHeartbeat,
     DeadLetterSummary,
+    ConsumerDeadLetter,
 )
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 

@@ -5,25 +5,30 @@
 * ``RawMessage``: a message the consumer could not type (unknown ``type``, newer
   ``schema_version``, undecodable or invalid body), handed over only with
   ``Subscription.unknown == "raw"``.
-* ``ConsumerDeadLetter``: the record a consumer stores on
-  ``<prefix>.consumer_dlq.<durable>`` when it gives up on a message. It is a wire contract
-  (``type: consumer_dead_letter``, version ``CONSUMER_DEAD_LETTER_VERSION``) defined here
-  until it joins the tagged union in ``contracts.messages`` with a generated schema.
+* ``ConsumerDeadLetter`` (``contracts.messages``; ``DeadLetterCause`` here is its
+  ``ConsumerDeadLetterCause``): the record a consumer stores on
+  ``<prefix>.consumer_dlq.<durable>`` when it gives up on a message.
 * ``classify``: the decision taken for every delivered body before the handler sees it
   (deliver a contract, deliver raw, or skip with a reason). Pure; never raises.
 """
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import msgspec
 
 from consumers.bus.subscription import CONSUMER_DEAD_LETTER, Subscription, subject_matches
 from contracts.codec import decode as decode_contract
-from contracts.messages import CONTRACT_VERSION, Message, Severity
+from contracts.messages import (
+    CONTRACT_VERSION,
+    ConsumerDeadLetter,
+    ContractName,
+    Message,
+    Severity,
+)
+from contracts.messages import ConsumerDeadLetterCause as DeadLetterCause
 
 __all__ = [
     "CONSUMER_DEAD_LETTER_VERSION",
@@ -42,24 +47,15 @@ __all__ = [
     "encode_dead_letter",
 ]
 
-CONSUMER_DEAD_LETTER_VERSION = 1
+CONSUMER_DEAD_LETTER_VERSION = CONTRACT_VERSION
 #: why a message did not reach the handler as a contract (a bounded set: a metric label).
 #: ``filtered``: not selected (type, severity or subject); never handed over raw.
 SKIP_REASONS = ("filtered", "undecodable", "unknown_type", "newer_version", "invalid")
 
 #: newest ``schema_version`` this reader understands, per ``type`` tag
-_KNOWN_VERSIONS = {
-    "error_event": CONTRACT_VERSION,
-    "dead_letter": CONTRACT_VERSION,
-    "spool_evicted": CONTRACT_VERSION,
-    "flood_started": CONTRACT_VERSION,
-    "flood_summary": CONTRACT_VERSION,
-    "flood_ended": CONTRACT_VERSION,
-    "phase_changed": CONTRACT_VERSION,
-    "health_report": CONTRACT_VERSION,
-    "bridge_heartbeat": CONTRACT_VERSION,
-    CONSUMER_DEAD_LETTER: CONSUMER_DEAD_LETTER_VERSION,
-}
+_KNOWN_VERSIONS = dict.fromkeys(
+    get_args(ContractName), CONTRACT_VERSION
+)  # every contract of contracts.messages is at CONTRACT_VERSION
 
 
 class DeliveryInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,61 +90,6 @@ class RawMessage(msgspec.Struct, frozen=True, kw_only=True):
     headers: dict[str, str] = {}
     type: str | None = None
     schema_version: int | None = None
-
-
-class DeadLetterCause(str, enum.Enum):
-    """Why a consumer gave up on a message (a bounded set: a metric label)."""
-
-    #: the handler raised on the last allowed attempt (``max_deliver``)
-    HANDLER_FAILED = "handler_failed"
-    #: delivered more than ``max_deliver`` times without an ack (ack_wait passed while a
-    #: consumer crashed or hung, or storing the dead letter failed before): not handled again
-    NOT_ACKNOWLEDGED = "not_acknowledged"
-    #: the server stopped delivering it (JetStream max-deliveries advisory)
-    MAX_DELIVERIES = "max_deliveries"
-
-
-class ConsumerDeadLetter(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    tag=CONSUMER_DEAD_LETTER,
-    tag_field="type",
-):
-    """A message a durable consumer gave up on, with the reason and the original bytes.
-
-    ``event_id``: ``<durable>:<stream_seq>``, also the record's ``Nats-Msg-Id``, so writing
-    it twice (a lost ack, several instances seeing one advisory) stores it once within the
-    stream's duplicate window. ``stream``/``stream_seq``/``subject``: the original message.
-    ``deliveries``: times the server delivered it (the advisory's count for
-    ``max_deliveries``). ``cause``: ``DeadLetterCause``. ``error_type``: the exception's
-    qualified class name (``""`` when no handler failure is known); ``error_message``: its
-    text, cut to ``MAX_ERROR_CHARS``; ``error_traceback``: the formatted traceback, cut
-    likewise. ``contract``: the original's ``Busbridge-Contract`` header, else the ``type``
-    read from its body, else ``""``. ``headers``: the original headers. ``payload``: the
-    original bytes (base64 in JSON), cut to fit the server's ``max_payload`` when
-    ``payload_truncated``; ``payload_bytes``: the original size in bytes.
-    ``dead_lettered_at``: UTC. ``instance``: ``<host>:<pid>`` of the consumer that wrote it.
-    """
-
-    event_id: str
-    durable: str
-    stream: str
-    stream_seq: int
-    subject: str
-    deliveries: int
-    cause: DeadLetterCause
-    dead_lettered_at: datetime
-    error_type: str = ""
-    error_message: str = ""
-    error_traceback: str = ""
-    contract: str = ""
-    headers: dict[str, str] = {}
-    payload: bytes = b""
-    payload_bytes: int = 0
-    payload_truncated: bool = False
-    instance: str = ""
-    schema_version: int = CONSUMER_DEAD_LETTER_VERSION
 
 
 _dead_letter_encoder = msgspec.json.Encoder()

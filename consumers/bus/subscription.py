@@ -54,6 +54,7 @@ ContractType = Literal[
     "phase_changed",
     "health_report",
     "bridge_heartbeat",
+    "dead_letter_summary",
     "consumer_dead_letter",
 ]
 CONSUMER_DEAD_LETTER = "consumer_dead_letter"
@@ -72,6 +73,7 @@ _DURABLE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FAMILY = {
     "error_event": "error",
     "dead_letter": "dlq",
+    "dead_letter_summary": "dlq",
     "flood_started": "flood",
     "flood_summary": "flood",
     "flood_ended": "flood",
