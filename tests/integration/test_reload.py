@@ -115,7 +115,8 @@ async def test_publish_window_and_pending_limit_reload_live(
         doc["publish"].update(max_in_flight=1, max_pending=50)
         path.write_text(yaml.safe_dump(doc))
         assert reloader.reload() == "applied"
-        assert (bridge.publisher.max_in_flight, bridge.publisher.max_pending) == (1, 50)
+        current = bridge.publisher.current  # the publisher chosen at connect (batch or pipelined)
+        assert (current.max_in_flight, current.max_pending) == (1, 50)
         ctx = zmq.Context()
         [sock] = await anyio.to_thread.run_sync(connect_publishers, ctx, bridge.zmq_endpoints[0], 1)
         peak = 0
