@@ -39,7 +39,9 @@ An id seen on one side waits ``match_window_secs`` for the other; then it
 counts as missing on the other side, unless it is a ZMQ event whose
 fingerprint was in a flood (suppressed by design: counted as ``suppressed``,
 outside the ratio). Ids seen again after a match (the PC2 ``CROSS_MACHINE``
-copy, a retry) are ignored. The ratio over ``window_secs`` is
+copy, a retry) are ignored: matched ids are remembered for ``match_window_secs``
+and at most ``max_matched_ids`` of them (oldest forgotten first), so the table
+does not grow with the message rate. The ratio over ``window_secs`` is
 ``matched / (matched + missing_nats + missing_zmq)``; ``None`` until anything
 was compared. Exported as ``busbridge_parity_*`` metrics and read by the
 ``dual -> nats_primary`` guard (``bridge.phase``).
@@ -138,9 +140,13 @@ class ParityLedger:
         window_secs: float,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        max_matched_ids: int = 100_000,
     ) -> None:
+        if max_matched_ids < 1:
+            raise ValueError("max_matched_ids must be positive")
         self.match_window_secs = match_window_secs
         self.window_secs = window_secs
+        self.max_matched_ids = max_matched_ids
         self._clock = clock
         self._m = metrics
         self.metrics = metrics
@@ -219,6 +225,8 @@ class ParityLedger:
     def _resolve(self, msg_id: str, column: int) -> None:
         now = self._clock()
         self._done[msg_id] = now
+        if len(self._done) > self.max_matched_ids:
+            self._done.popitem(last=False)
         start = now - now % _BUCKET_SECS
         if not self._buckets or self._buckets[-1][0] != start:
             self._buckets.append([start, 0, 0, 0, 0])

@@ -483,6 +483,9 @@ class ParityConfig(_Strict):
     zmq_endpoints: list[str] = []
     #: an id seen on one side waits this long for the other before it counts as missing
     match_window_secs: PositiveSecs = 30.0
+    #: matched ids are remembered (a later copy is ignored) for match_window_secs and at most this
+    #: many, oldest forgotten first (without a cap: message rate x match_window_secs ids)
+    max_matched_ids: PositiveInt = 100_000
     #: the ratio is computed over the results of this many seconds
     window_secs: PositiveSecs = 300.0
 
@@ -548,6 +551,9 @@ class BridgeConfig(_Strict):
     log_level: Annotated[str, Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")] = "INFO"
     #: how often the config file is checked for changes (hot reload; SIGHUP reloads at once)
     config_watch_secs: PositiveSecs = 2.0
+    #: `busbridge run` gives freed heap memory back to the OS this often (glibc ``malloc_trim``;
+    #: without it RSS keeps the peak of every backlog, e.g. libzmq's receive queue); 0 = never
+    malloc_trim_interval_secs: Annotated[float, Meta(ge=0)] = 10.0
     #: accept plain secret values (nats.password, nats.token, nats.nkey_seed, credentials in URLs);
     #: off: they are refused naming the *_file / *_env key to use. Values are redacted either way.
     allow_plaintext_secrets: bool = False

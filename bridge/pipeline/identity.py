@@ -9,7 +9,9 @@
 
 The counter of a frame hash resets only after ``window_secs`` with no
 occurrence; with ``window_secs >= duplicate_window`` every id the reset makes
-reusable has already left JetStream's duplicate window. At most ``max_tracked``
+reusable has already left JetStream's duplicate window. A hash not seen for
+``window_secs`` is forgotten (its counter would restart anyway), so the table
+holds the hashes of one window, not of all time. At most ``max_tracked``
 hashes are remembered (least recently seen forgotten first); forgetting one
 seen within the window is a duplicate risk: counted in ``evicted_in_window``
 (exported as ``busbridge_identity_evicted_in_window``).
@@ -55,10 +57,15 @@ class EventIdentity:
         key = frames_digest(frames)
         return f"{key}-{self._occurrence(key)}"
 
+    def __len__(self) -> int:
+        """Frame hashes remembered now."""
+        return len(self._seen)
+
     def _occurrence(self, key: str) -> int:
         now = self._clock()
         entry = self._seen.get(key)
         if entry is None or now - entry[0] >= self.window_secs:
+            self._forget_idle(now)
             entry = [now, 0]
             self._seen[key] = entry
             self._evict(now)
@@ -66,6 +73,12 @@ class EventIdentity:
         entry[1] += 1
         self._seen.move_to_end(key)
         return int(entry[1])
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop hashes not seen for a whole window (least recently seen first: they lead)."""
+        seen = self._seen
+        while seen and now - next(iter(seen.values()))[0] >= self.window_secs:
+            seen.popitem(last=False)
 
     def _evict(self, now: float) -> None:
         while len(self._seen) > self.max_tracked:
