@@ -22,7 +22,12 @@ def test_soak_defaults_are_the_issue_s_run() -> None:
     workload, params, help_text = DEFAULTS["soak"]
     assert (workload.rate_per_sec, workload.duration_secs) == (5_000.0, 900.0)
     assert workload.dialects == ALL_DIALECTS and help_text
-    assert params == {"sample_secs": 10.0, "warmup_secs": 180.0, "max_growth": 0.05}
+    assert params == {
+        "sample_secs": 10.0,
+        "warmup_secs": 180.0,
+        "max_growth": 0.05,
+        "bridge_extra": "",
+    }
 
 
 async def test_soak_samples_rss_and_its_flat_check_can_fail(tmp_path: Path) -> None:
