@@ -141,7 +141,7 @@ async def test_parity_pauses_through_an_outage_and_resumes_on_live_traffic(tmp_p
             producer = SteadyProducer(bridge.zmq_endpoints[0], publishers=2, rate=300)
             await anyio.to_thread.run_sync(producer.start)
             try:
-                with anyio.fail_after(15):
+                with anyio.fail_after(30):  # the tap starts after 2 s of live traffic
                     while bridge.phases.parity.stats().matched < 100:
                         await anyio.sleep(0.1)
                 await anyio.to_thread.run_sync(server.stop)
