@@ -26,7 +26,7 @@ lenient JSON path as ZMQ frames (``NaN``, lone surrogates). Never raises.
 from __future__ import annotations
 
 from datetime import UTC, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge.legacy.dialects import Decoded, Rejected, parse_object
 from bridge.legacy.timestamps import parse_timestamp
@@ -69,14 +69,42 @@ def _guess(payload: bytes) -> Dialect | None:
     return None
 
 
-def _library_a(
-    obj: dict[str, Any], sanitized: bool, subject: str, local_tz: tzinfo
-) -> Decoded | Rejected:
+class _Fields(NamedTuple):
+    """Where a library keeps each field (legacy-bus.md §3)."""
+
+    dialect: Dialect
+    source: str
+    error_type: str
+    details: str
+    error_id: str
+
+
+_LIBRARY_A = _Fields(Dialect.NATS_LIBRARY_A, "agent_name", "category", "details", "id")
+_LIBRARY_B = _Fields(Dialect.NATS_LIBRARY_B, "source_agent", "error_type", "context", "error_id")
+
+
+def _library_a(obj: dict[str, Any], sanitized: bool, subject: str, local_tz: tzinfo) -> Decoded:
+    variant = "first" if subject == "errors.events" else "copy"
+    return _decode(_LIBRARY_A, obj, sanitized, subject, variant, local_tz)
+
+
+def _library_b(obj: dict[str, Any], sanitized: bool, subject: str, local_tz: tzinfo) -> Decoded:
+    return _decode(_LIBRARY_B, obj, sanitized, subject, "", local_tz)
+
+
+def _decode(
+    f: _Fields,
+    obj: dict[str, Any],
+    sanitized: bool,
+    subject: str,
+    variant: str,
+    local_tz: tzinfo,
+) -> Decoded:
     raw_ts = obj.get("timestamp")
     occurred_at, ts_kind = parse_timestamp(raw_ts, _LOCAL_ISO, local_tz)
     origin = LegacyOrigin(
-        dialect=Dialect.NATS_LIBRARY_A,
-        variant="first" if subject == "errors.events" else "copy",
+        dialect=f.dialect,
+        variant=variant,
         topic=subject,
         raw_severity=obj.get("severity"),
         raw_timestamp=raw_ts,
@@ -84,39 +112,14 @@ def _library_a(
         sanitized=sanitized,
     )
     return Decoded(
-        source=_text(obj.get("agent_name")) or "unknown",
-        error_type=_text(obj.get("category")),
+        source=_text(obj.get(f.source)) or "unknown",
+        error_type=_text(obj.get(f.error_type)),
         severity=normalise_severity(origin.raw_severity)[0],
         message=_text(obj.get("message")),
-        details=_with_extras(obj.get("details"), obj),
+        details=_with_extras(obj.get(f.details), obj),
         occurred_at=occurred_at,
         legacy=origin,
-        error_id=_id(obj.get("id")),
-    )
-
-
-def _library_b(
-    obj: dict[str, Any], sanitized: bool, subject: str, local_tz: tzinfo
-) -> Decoded | Rejected:
-    raw_ts = obj.get("timestamp")
-    occurred_at, ts_kind = parse_timestamp(raw_ts, _LOCAL_ISO, local_tz)
-    origin = LegacyOrigin(
-        dialect=Dialect.NATS_LIBRARY_B,
-        topic=subject,
-        raw_severity=obj.get("severity"),
-        raw_timestamp=raw_ts,
-        timestamp_kind=ts_kind,
-        sanitized=sanitized,
-    )
-    return Decoded(
-        source=_text(obj.get("source_agent")) or "unknown",
-        error_type=_text(obj.get("error_type")),
-        severity=normalise_severity(origin.raw_severity)[0],
-        message=_text(obj.get("message")),
-        details=_with_extras(obj.get("context"), obj),
-        occurred_at=occurred_at,
-        legacy=origin,
-        error_id=_id(obj.get("error_id")),
+        error_id=_id(obj.get(f.error_id)),
     )
 
 
