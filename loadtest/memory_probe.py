@@ -19,6 +19,9 @@ line every ``--interval`` seconds with:
   window, parity ledger, flood states, publisher queues, spool staging);
 * ``unread``: messages the producer sent that the bridge has not read yet (in the kernel's
   and libzmq's receive queues: libzmq's take memory in its I/O thread's malloc arena);
+* ``gc``: collections of the cyclic GC since the previous sample per generation, and the
+  longest and total pause of generation 2 in ms (a full collection walks every tracked
+  object: the event loop, and so the ZMQ reader, stands still meanwhile);
 * ``arenas``: per glibc malloc arena, MiB taken from the system and MiB free in it;
 * with ``--trim``: RSS just after ``malloc_trim(0)`` (``trimmed_rss_mib``) on every sample.
 
@@ -208,6 +211,34 @@ async def _sample(bridge: Any, t0: float, trim: bool) -> dict[str, Any]:
     return out
 
 
+class _GcTimes:
+    """Collections and generation-2 pauses of the cyclic GC, through ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.gen2_ms: list[float] = []
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.counts[info["generation"]] += 1
+        if info["generation"] == 2:
+            self.gen2_ms.append((time.perf_counter() - self._started) * 1000)
+
+    def take(self) -> dict[str, Any]:
+        out = {
+            "collections": self.counts,
+            "gen2_max_ms": round(max(self.gen2_ms, default=0.0), 1),
+            "gen2_total_ms": round(sum(self.gen2_ms), 1),
+            "tracked_objects": len(gc.get_objects()),
+        }
+        self.counts, self.gen2_ms = [0, 0, 0], []
+        return out
+
+
 def _type_census() -> Counter[str]:
     return Counter(type(o).__qualname__ for o in gc.get_objects())
 
@@ -240,6 +271,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(bridge.serve)
             await bridge.nats_ready.wait()
+            if args.gc_freeze:
+                gc.freeze()
             producer = LoadProducer(rig.endpoint, workload)
             try:
                 await anyio.to_thread.run_sync(producer.start)
@@ -255,6 +288,7 @@ async def _watch(args: argparse.Namespace, bridge: Any, producer: LoadProducer) 
     t0 = time.monotonic()
     snapshot: tracemalloc.Snapshot | None = None
     census = _type_census() if args.types else None
+    gc_times = _GcTimes()
     n = 0
     while not producer.finished:
         elapsed = time.monotonic() - t0
@@ -263,6 +297,7 @@ async def _watch(args: argparse.Namespace, bridge: Any, producer: LoadProducer) 
             snapshot = tracemalloc.take_snapshot()
         sample = await _sample(bridge, t0, args.trim)
         sample["unread"] = producer.sent_count - getattr(bridge.runner, "received", 0)
+        sample["gc"] = gc_times.take()
         sample["arenas"] = malloc_arenas()
         if census is not None and n:
             now = _type_census()
@@ -295,12 +330,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     p.add_argument("--trim", action="store_true", help="malloc_trim(0) at every sample")
     p.add_argument("--burst", metavar="EVERY:LENGTH:FACTOR", help="bursts, as in loadtest")
+    p.add_argument(
+        "--gc-threshold",
+        metavar="G0,G1,G2",
+        help="gc.set_threshold for the run (default: CPython's)",
+    )
+    p.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() once the bridge is up (before load)"
+    )
     p.add_argument("--types", action="store_true", help="GC-tracked objects by type, growth")
     p.add_argument(
         "--tracemalloc", type=float, metavar="SECS", help="trace allocations from SECS on"
     )
     args = p.parse_args(argv)
     sys.setswitchinterval(0.001)  # as `busbridge run`
+    if args.gc_threshold:
+        gc.set_threshold(*(int(x) for x in args.gc_threshold.split(",")))
     with tempfile.TemporaryDirectory(prefix="busbridge-memprobe-") as tmp:
         anyio.run(_run, args, Path(tmp))
     return 0

@@ -48,7 +48,9 @@ class EventIdentity:
         self.window_secs = window_secs
         self.max_tracked = max_tracked
         self._clock = clock
-        self._seen: OrderedDict[str, list[float | int]] = OrderedDict()
+        #: hash -> (last seen, occurrences); tuples of numbers, so the cyclic GC stops tracking
+        #: them (a list per hash made every full collection walk the whole table)
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self.evicted_in_window = 0
 
     def __call__(self, frames: Sequence[bytes], legacy_id: str | None) -> str:
@@ -66,13 +68,14 @@ class EventIdentity:
         entry = self._seen.get(key)
         if entry is None or now - entry[0] >= self.window_secs:
             self._forget_idle(now)
-            entry = [now, 0]
-            self._seen[key] = entry
+            count = 1
+            self._seen[key] = (now, count)
             self._evict(now)
-        entry[0] = now
-        entry[1] += 1
+        else:
+            count = entry[1] + 1
+            self._seen[key] = (now, count)
         self._seen.move_to_end(key)
-        return int(entry[1])
+        return count
 
     def _forget_idle(self, now: float) -> None:
         """Drop hashes not seen for a whole window (least recently seen first: they lead)."""
