@@ -13,7 +13,8 @@ the text report; no script, no external resource). The ``throughput`` scenario (
 report) gets a bar chart of its median throughput per target
 (``extra["median_throughput_per_sec"]``). A result with ``extra["rss_samples"]`` (the ``soak``
 scenario) gets one more row, the bridge's memory over time: VmRSS and RssAnon in MiB, the
-end of the warm-up marked and the least-squares fit after it drawn. Raises ``ValueError`` for
+end of the warm-up marked and the least-squares fit after it drawn, and on a second axis the
+spool backlog and the messages not read yet. Raises ``ValueError`` for
 another suffix. Needs matplotlib (the ``loadtest`` extra).
 """
 
@@ -81,7 +82,7 @@ def figure(results: Sequence[ScenarioResult]):  # -> matplotlib.figure.Figure
 
 
 def _rss_samples(result: ScenarioResult) -> list[list[float]]:
-    """``extra["rss_samples"]`` of the ``soak`` scenario: ``[secs, VmRSS MiB, RssAnon MiB, ...]``."""
+    """``extra["rss_samples"]`` of ``soak``: ``[secs, VmRSS MiB, RssAnon MiB, spool, unread]``."""
     samples = result.extra.get("rss_samples")
     return samples if isinstance(samples, list) and samples else []
 
@@ -112,7 +113,16 @@ def _rss(fig, row, result: ScenarioResult, title: str) -> None:
     ax.set_xlabel("seconds since the first sample")
     ax.set_ylabel("MiB")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="lower left", fontsize="small")
+    if all(len(s) >= 5 for s in samples):  # backlogs, on their own axis
+        backlog = ax.twinx()
+        backlog.plot(secs, [s[3] for s in samples], color="tab:green", linewidth=0.8, label="spool")
+        backlog.plot(
+            secs, [s[4] for s in samples], color="tab:purple", linewidth=0.8, label="unread (ZMQ)"
+        )
+        backlog.set_ylabel("messages waiting")
+        backlog.set_ylim(bottom=0)
+        backlog.legend(loc="lower right", fontsize="small")
 
 
 def _medians(result: ScenarioResult) -> dict[str, float]:

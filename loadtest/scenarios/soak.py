@@ -3,8 +3,8 @@ memory stays flat under load).
 
 One ``LoadEnv`` (nats-server + ``busbridge run`` process + probe) takes ``workload`` (default
 5k msg/s for 900 s, all seven dialects). From just before the traffic starts until it ends,
-the bridge's ``VmRSS`` and ``RssAnon`` (``/proc/<pid>/status``) and its spool backlog are
-sampled every ``sample_secs``; one more sample is taken when the producer has sent everything.
+the bridge's ``VmRSS`` and ``RssAnon`` (``/proc/<pid>/status``), its spool backlog and the
+messages sent that it has not read yet are sampled every ``sample_secs``; one more sample is taken when the producer has sent everything.
 Then the stream catches up and is reconciled by token, as in ``steady``.
 
 Judged (``rss_summary``): RSS is allowed to grow during ``warmup_secs`` (the bounded id windows
@@ -13,7 +13,9 @@ flat: ``rss_flat`` passes when the last sample is at most ``max_growth`` (a frac
 first sample at or after the warm-up. Reported besides: the least-squares slope of RSS over the
 samples after the warm-up in MiB per minute, RSS at the warm-up vs the end as a ratio, and every
 sample (``rss_samples``: ``[seconds since the first sample, VmRSS MiB, RssAnon MiB, spool
-backlog]``), which ``loadtest.plot`` draws. The other checks are the traffic scenarios' own:
+backlog, unread]``), which ``loadtest.plot`` draws. ``unread`` (sent by the producer minus
+``busbridge_frames_received_total``) is what waits in the kernel's and libzmq's receive
+queues: libzmq's queue is bridge memory (several KiB per message), so RSS follows it. The other checks are the traffic scenarios' own:
 loss, copies, order, unexpected, dead letters, ``frames_read``. A negative ``max_growth``
 makes ``rss_flat`` fail on any run (the proof that the check can fail). ``bridge_extra``: YAML
 sections for the bridge's config (``"malloc_trim_interval_secs: 0"`` measures without the
@@ -31,6 +33,7 @@ import anyio
 import yaml
 
 from loadtest.bridge_watch import status_kib
+from loadtest.load_producer import LoadProducer
 from loadtest.results import Check, ScenarioResult, correctness_checks
 from loadtest.scenarios import Progress, ScenarioOptions, machine_info, scenario, utc_now
 from loadtest.scenarios.env import SPOOL_METRIC, LoadEnv
@@ -40,16 +43,17 @@ __all__ = ["RssSampler", "rss_summary", "slope_per_min", "soak"]
 
 ALL_DIALECTS = dict.fromkeys(("D1", "D2", "D3", "D4", "D5", "D6", "D7"), 1.0)
 
-#: one sample: (seconds since the first sample, VmRSS MiB, RssAnon MiB, spool backlog messages)
-Sample = tuple[float, float, float, int]
+#: one sample: (seconds since the first sample, VmRSS MiB, RssAnon MiB, spool backlog messages,
+#: messages sent and not read by the bridge yet)
+Sample = tuple[float, float, float, int, int]
 
 
 class RssSampler:
-    """Samples the bridge process ``pid`` (and its spool backlog through ``env``) every
-    ``interval_secs`` while ``run`` runs; ``sample`` takes one now."""
+    """Samples the bridge process of ``env`` (memory, spool backlog, what ``producer`` sent that
+    it has not read) every ``interval_secs`` while ``run`` runs; ``sample`` takes one now."""
 
-    def __init__(self, env: LoadEnv, interval_secs: float) -> None:
-        self.env, self.interval_secs = env, interval_secs
+    def __init__(self, env: LoadEnv, producer: LoadProducer, interval_secs: float) -> None:
+        self.env, self.producer, self.interval_secs = env, producer, interval_secs
         self.pid = env.bridge.pid or 0
         self.samples: list[Sample] = []
         self._t0 = time.monotonic()
@@ -59,7 +63,9 @@ class RssSampler:
         rss = status_kib(self.pid, "VmRSS") / 1024
         anon = status_kib(self.pid, "RssAnon") / 1024
         spool = int(await self.env.metric(SPOOL_METRIC))
-        self.samples.append((at, round(rss, 1), round(anon, 1), spool))
+        read = int(await self.env.metric("busbridge_frames_received_total"))
+        unread = max(0, self.producer.sent_count - read)
+        self.samples.append((at, round(rss, 1), round(anon, 1), spool, unread))
         return self.samples[-1]
 
     async def run(self) -> None:
@@ -97,7 +103,7 @@ def rss_summary(
     if len(after) < 2:
         detail = f"{len(after)} RSS samples after the {warmup_secs:g} s warm-up: nothing to judge"
         return numbers, Check(name="rss_flat", ok=False, detail=detail)
-    (t_w, rss_w, anon_w, _), (t_e, rss_e, anon_e, _) = after[0], after[-1]
+    (t_w, rss_w, anon_w, *_), (t_e, rss_e, anon_e, *_) = after[0], after[-1]
     slope = slope_per_min([(s[0], s[1]) for s in after])
     anon_slope = slope_per_min([(s[0], s[2]) for s in after])
     growth = rss_e / rss_w - 1.0
@@ -134,7 +140,8 @@ async def soak(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
     if isinstance(extra_yaml, dict):
         extra_yaml = yaml.safe_dump(extra_yaml)
     async with LoadEnv(workdir, bridge_extra=str(extra_yaml or "")) as env:
-        sampler = RssSampler(env, float(p["sample_secs"]))
+        producer = env.producer(workload)
+        sampler = RssSampler(env, producer, float(p["sample_secs"]))
 
         def show(stage: str, counters: dict[str, float]) -> None:
             rss = sampler.samples[-1][1] if sampler.samples else 0.0
@@ -142,7 +149,7 @@ async def soak(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(sampler.run)
-            sent = await env.drive(env.producer(workload), show, "soak")
+            sent = await env.drive(producer, show, "soak")
             tg.cancel_scope.cancel()
         await sampler.sample()  # the end of the traffic
         await env.catch_up(sent, show, timeout_secs=max(120.0, workload.duration_secs / 2))

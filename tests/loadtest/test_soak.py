@@ -42,7 +42,8 @@ async def test_soak_samples_rss_and_its_flat_check_can_fail(tmp_path: Path) -> N
     failed = {c.name for c in result.checks if not c.ok}
     assert failed == {"rss_flat"}, [c.detail for c in result.checks]  # lossless; RSS cannot halve
     samples = result.extra["rss_samples"]
-    assert len(samples) >= 3 and all(rss > 0 and anon > 0 for _, rss, anon, _ in samples)
+    assert len(samples) >= 3 and all(rss > 0 and anon > 0 for _, rss, anon, *_ in samples)
+    assert all(spool >= 0 and unread >= 0 for *_, spool, unread in samples)
     assert [s[0] for s in samples] == sorted(s[0] for s in samples)
     assert isinstance(result.extra["rss_slope_mib_per_min"], float)
     assert result.extra["rss_end_mib"] == samples[-1][1]
@@ -58,12 +59,12 @@ async def test_soak_samples_rss_and_its_flat_check_can_fail(tmp_path: Path) -> N
 
 
 def test_rss_flat_passes_flat_memory_and_fails_a_fake_growth() -> None:
-    flat = [(float(t), 100.0, 80.0, 0) for t in range(0, 100, 10)]
+    flat = [(float(t), 100.0, 80.0, 0, 0) for t in range(0, 100, 10)]
     numbers, check = rss_summary(flat, warmup_secs=30, max_growth=0.05)
     assert check.ok and numbers["rss_slope_mib_per_min"] == 0.0
     assert numbers["rss_at_warmup_mib"] == numbers["rss_end_mib"] == 100.0
 
-    growing = [(t, rss + t / 10, anon, spool) for t, rss, anon, spool in flat]  # +1 MiB / 10 s
+    growing = [(t, rss + t / 10, anon, 0, 0) for t, rss, anon, *_ in flat]  # +1 MiB / 10 s
     numbers, check = rss_summary(growing, warmup_secs=30, max_growth=0.05)
     assert not check.ok and "slope +6.00 MiB/min" in check.detail
     assert numbers["rss_slope_mib_per_min"] == 6.0 and numbers["rss_end_over_warmup"] == 1.058
