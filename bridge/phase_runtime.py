@@ -116,7 +116,10 @@ class PhaseRuntime:
         self.republisher: LegacyRepublisher | None = None
         self.republish_endpoint = ""
         self.parity = ParityLedger(
-            cfg.parity.match_window_secs, cfg.parity.window_secs, metrics=metrics
+            cfg.parity.match_window_secs,
+            cfg.parity.window_secs,
+            metrics=metrics,
+            max_matched_ids=cfg.parity.max_matched_ids,
         )
         self.parity_tap: ParityTap | None = None
         self._parity_feed: ParityTap | None = None  # a started tap the pipeline feeds
