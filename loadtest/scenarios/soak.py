@@ -11,7 +11,10 @@ Judged (``rss_summary``): RSS is allowed to grow during ``warmup_secs`` (the bou
 fill: ``dedup.max_ids``, ``identity.max_tracked``, parity's match window); after it, it must stay
 flat: ``rss_flat`` passes when the last sample is at most ``max_growth`` (a fraction) above the
 first sample at or after the warm-up. Reported besides: the least-squares slope of RSS over the
-samples after the warm-up in MiB per minute, RSS at the warm-up vs the end as a ratio, and every
+samples after the warm-up in MiB per minute, the same slope net of the ZMQ receive queue
+(RSS fitted on time and ``unread`` together: a bridge that falls behind holds the queue in
+memory, which is not growth) with the KiB one unread message costs, RSS at the warm-up vs
+the end as a ratio, and every
 sample (``rss_samples``: ``[seconds since the first sample, VmRSS MiB, RssAnon MiB, spool
 backlog, unread]``), which ``loadtest.plot`` draws. ``unread`` (sent by the producer minus
 ``busbridge_frames_received_total``) is what waits in the kernel's and libzmq's receive
@@ -39,7 +42,7 @@ from loadtest.scenarios import Progress, ScenarioOptions, machine_info, scenario
 from loadtest.scenarios.env import SPOOL_METRIC, LoadEnv
 from loadtest.workload import Workload
 
-__all__ = ["RssSampler", "rss_summary", "slope_per_min", "soak"]
+__all__ = ["RssSampler", "fit_time_and_unread", "rss_summary", "slope_per_min", "soak"]
 
 ALL_DIALECTS = dict.fromkeys(("D1", "D2", "D3", "D4", "D5", "D6", "D7"), 1.0)
 
@@ -91,6 +94,30 @@ def slope_per_min(points: list[tuple[float, float]]) -> float | None:
     return sxy / sxx * 60.0
 
 
+def fit_time_and_unread(samples: list[Sample]) -> tuple[float, float] | None:
+    """Least squares of RSS over time and unread messages together: ``(MiB per minute, KiB per
+    unread message)``, i.e. the growth that the ZMQ receive queue does not explain, and what
+    one queued message costs. None for fewer than three samples or no time spread; the unread
+    term is 0 when unread never changed."""
+    n = len(samples)
+    if n < 3:
+        return None
+    mt = sum(s[0] for s in samples) / n
+    mu = sum(s[4] for s in samples) / n
+    mr = sum(s[1] for s in samples) / n
+    tt = sum((s[0] - mt) ** 2 for s in samples)
+    uu = sum((s[4] - mu) ** 2 for s in samples)
+    tu = sum((s[0] - mt) * (s[4] - mu) for s in samples)
+    tr = sum((s[0] - mt) * (s[1] - mr) for s in samples)
+    ur = sum((s[4] - mu) * (s[1] - mr) for s in samples)
+    det = tt * uu - tu * tu
+    if tt == 0:
+        return None
+    if uu == 0 or det <= 1e-9 * tt * uu:
+        return tr / tt * 60.0, 0.0
+    return (tr * uu - ur * tu) / det * 60.0, (ur * tt - tr * tu) / det * 1024.0
+
+
 def rss_summary(
     samples: list[Sample], warmup_secs: float, max_growth: float
 ) -> tuple[dict[str, Any], Check]:
@@ -104,22 +131,28 @@ def rss_summary(
         detail = f"{len(after)} RSS samples after the {warmup_secs:g} s warm-up: nothing to judge"
         return numbers, Check(name="rss_flat", ok=False, detail=detail)
     (t_w, rss_w, anon_w, *_), (t_e, rss_e, anon_e, *_) = after[0], after[-1]
-    slope = slope_per_min([(s[0], s[1]) for s in after])
+    slope = slope_per_min([(s[0], s[1]) for s in after]) or 0.0
     anon_slope = slope_per_min([(s[0], s[2]) for s in after])
     growth = rss_e / rss_w - 1.0
     numbers |= {
         "rss_at_warmup_mib": rss_w,
         "rss_end_mib": rss_e,
         "rss_end_over_warmup": round(rss_e / rss_w, 3),
-        "rss_slope_mib_per_min": round(slope or 0.0, 3),
+        "rss_slope_mib_per_min": round(slope, 3),
         "rss_anon_at_warmup_mib": anon_w,
         "rss_anon_end_mib": anon_e,
         "rss_anon_slope_mib_per_min": round(anon_slope or 0.0, 3),
     }
+    fit = fit_time_and_unread(after) if all(len(s) >= 5 for s in after) else None
+    if fit is not None:
+        numbers["rss_slope_net_of_unread_mib_per_min"] = round(fit[0], 3)
+        numbers["rss_kib_per_unread_message"] = round(fit[1], 2)
     detail = (
         f"RSS {rss_w:g} MiB at {t_w:g} s -> {rss_e:g} MiB at {t_e:g} s ({100 * growth:+.1f}%,"
         f" allowed {100 * max_growth:+.1f}%); slope {slope:+.2f} MiB/min after the warm-up"
     )
+    if fit is not None:
+        detail += f" ({fit[0]:+.2f} net of the ZMQ receive queue, {fit[1]:.1f} KiB per message)"
     return numbers, Check(name="rss_flat", ok=growth <= max_growth, detail=detail)
 
 

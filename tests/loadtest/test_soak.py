@@ -12,7 +12,7 @@ import msgspec
 from loadtest.plot import write_plot
 from loadtest.results import ScenarioResult
 from loadtest.scenarios import DEFAULTS, ScenarioOptions, run_scenario
-from loadtest.scenarios.soak import rss_summary, slope_per_min
+from loadtest.scenarios.soak import fit_time_and_unread, rss_summary, slope_per_min
 from loadtest.workload import Workload
 
 ALL_DIALECTS = dict.fromkeys(("D1", "D2", "D3", "D4", "D5", "D6", "D7"), 1.0)
@@ -71,6 +71,19 @@ def test_rss_flat_passes_flat_memory_and_fails_a_fake_growth() -> None:
 
     numbers, check = rss_summary(flat, warmup_secs=1_000, max_growth=0.05)
     assert not check.ok and "nothing to judge" in check.detail
+
+
+def test_growth_net_of_the_zmq_queue_separates_a_backlog_from_a_leak() -> None:
+    queue = [0, 0, 20_000, 40_000, 10_000, 0, 30_000, 0, 0, 5_000]
+    backlog = [(10.0 * k, 200 + 8 * u / 1024, 180.0, 0, u) for k, u in enumerate(queue)]
+    slope, kib = fit_time_and_unread(backlog) or (None, None)
+    assert abs(slope) < 1e-6 and round(kib, 3) == 8.0  # 8 KiB per queued message, no growth
+    leak = [(t, rss + t / 10, anon, spool, u) for t, rss, anon, spool, u in backlog]
+    slope, kib = fit_time_and_unread(leak) or (None, None)
+    assert round(slope, 3) == 6.0 and round(kib, 3) == 8.0
+    numbers, _ = rss_summary(leak, warmup_secs=0, max_growth=0.05)
+    assert numbers["rss_slope_net_of_unread_mib_per_min"] == 6.0
+    assert numbers["rss_kib_per_unread_message"] == 8.0
 
 
 def test_slope_is_least_squares_per_minute() -> None:
