@@ -204,7 +204,7 @@ class JetStreamInput:
                     continue
                 try:
                     msgs = await sub.fetch(self.cfg.batch_max, timeout=_FETCH_WAIT_SECS)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):  # an empty pull: nothing new
                     continue
                 self._take(msgs)
         finally:
