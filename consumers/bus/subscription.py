@@ -28,7 +28,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from contracts.messages import Severity
+from contracts.messages import ContractName, Severity
 from contracts.subjects import Subjects, sanitise_token
 
 __all__ = [
@@ -44,19 +44,8 @@ __all__ = [
     "subject_matches",
 ]
 
-ContractType = Literal[
-    "error_event",
-    "dead_letter",
-    "spool_evicted",
-    "flood_started",
-    "flood_summary",
-    "flood_ended",
-    "phase_changed",
-    "health_report",
-    "bridge_heartbeat",
-    "dead_letter_summary",
-    "consumer_dead_letter",
-]
+#: every contract type tag (``contracts.messages.ContractName``)
+ContractType = ContractName
 CONSUMER_DEAD_LETTER = "consumer_dead_letter"
 #: every contract the bridge stores (all but the consumers' own dead letters): the default
 BRIDGED_TYPES: tuple[str, ...] = tuple(
