@@ -182,6 +182,23 @@ class Metrics:
             "Replayed messages older than the stream duplicate window (may be stored twice)",
             registry=r,
         )
+        self.spool_retained_rows = Gauge(
+            "busbridge_spool_retained_messages",
+            "Acknowledged messages the spool keeps for spool.retain_acked_secs, in case the "
+            "NATS server loses them (power cut before its sync_interval)",
+            registry=r,
+        )
+        self.spool_retained_bytes = Gauge(
+            "busbridge_spool_retained_bytes",
+            "Bytes of the retained acknowledged messages",
+            registry=r,
+        )
+        self.spool_restored = Counter(
+            "busbridge_spool_restored_total",
+            "Acknowledged messages the stream lost (found after a reconnect) and the spool "
+            "published again",
+            registry=r,
+        )
         self.spool_recovered = Counter(
             "busbridge_spool_recovered_total",
             "Unreadable spool files moved aside at start",

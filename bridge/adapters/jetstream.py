@@ -38,6 +38,8 @@ from bridge.config.model import NatsConfig, StorageKind
 from bridge.config.model import StreamConfig as StreamSettings
 from bridge.errors import BridgeError, ProvisioningError
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
+from bridge.pipeline.stream_loss import DELETED
+from contracts.subjects import HEADER_MSG_ID
 
 __all__ = ["JetStreamLink", "parse_ack", "publish_fast", "stream_config_for", "stream_definition"]
 
@@ -171,6 +173,10 @@ async def publish_fast(
     await nc._send_command(cmd)
     if nc._flush_queue is not None and nc._flush_queue.empty():
         await nc._flush_pending()
+
+
+#: JetStream API error code of a message get for a sequence with no message
+_NO_MESSAGE_FOUND = 10037
 
 
 class JetStreamLink:
@@ -339,6 +345,35 @@ class JetStreamLink:
         except (nats.errors.MaxPayloadError, nats.errors.BadSubjectError) as exc:
             raise PublishRefused(f"{type(exc).__name__}: {exc}") from exc
         except nats.errors.Error as exc:  # draining, stale connection, ...: try again later
+            raise NotConnected(f"{type(exc).__name__}: {exc}") from exc
+
+    async def stream_bounds(self, stream: str) -> tuple[int, int]:
+        """``(first_seq, last_seq)`` of ``stream`` (``bridge.pipeline.stream_loss.StreamReader``).
+        Raises ``NotConnected`` when NATS cannot answer."""
+        info = await self._js_call(lambda js: js.stream_info(stream))
+        return info.state.first_seq, info.state.last_seq
+
+    async def msg_id_at(self, stream: str, seq: int) -> str:
+        """``Nats-Msg-Id`` of the message at ``seq`` of ``stream`` (``""`` without one;
+        ``stream_loss.DELETED`` when there is no message there). Raises ``NotConnected``."""
+        msg = await self._js_call(lambda js: js.get_msg(stream, seq=seq), _NO_MESSAGE_FOUND)
+        if msg is None:
+            return DELETED
+        return (msg.headers or {}).get(HEADER_MSG_ID, "")
+
+    async def _js_call(self, call: Callable[[Any], Any], none_on_code: int = 0) -> Any:
+        """``call(jetstream context)``; None for the API error ``none_on_code``; every other
+        failure (not connected, timeout, no stream, JetStream not ready) as ``NotConnected``."""
+        nc = self.nc
+        if nc is None or not nc.is_connected:
+            raise NotConnected("not connected to NATS")
+        try:
+            return await call(nc.jetstream(timeout=5.0))
+        except nats.js.errors.APIError as exc:
+            if none_on_code and exc.err_code == none_on_code:
+                return None
+            raise NotConnected(f"JetStream API error {exc.err_code}: {exc.description}") from exc
+        except (nats.errors.Error, OSError) as exc:
             raise NotConnected(f"{type(exc).__name__}: {exc}") from exc
 
     async def probe(self, timeout_secs: float = 2.0) -> bool:

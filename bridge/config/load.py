@@ -123,6 +123,12 @@ def cross_checks(cfg: BridgeConfig) -> list[str]:
         )
     if cfg.publish.retry_initial_secs > cfg.publish.retry_max_secs:
         problems.append("publish.retry_initial_secs: must be <= publish.retry_max_secs")
+    if cfg.spool.retain_acked_secs > cfg.stream.duplicate_window_secs:
+        problems.append(
+            "spool.retain_acked_secs: must be <= stream.duplicate_window_secs "
+            f"({cfg.spool.retain_acked_secs} > {cfg.stream.duplicate_window_secs}); a message "
+            "restored after a stream loss may be stored twice outside the window"
+        )
     problems += _check_flood(cfg)
     problems += health_problems(cfg.health)
     try:

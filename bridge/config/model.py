@@ -261,6 +261,13 @@ class SpoolConfig(_Strict):
     staging_max: PositiveInt = 200_000
     #: how often a summary of evictions is appended (when there were any).
     eviction_summary_interval_secs: PositiveSecs = 10.0
+    #: keep messages JetStream acknowledged this long, in seconds, and publish them again if
+    #: the stream turns out to have lost them (a power cut of the NATS host before its file
+    #: store synced: nats-server's ``sync_interval``, 2 min by default); 0 = off. Cover the
+    #: server's sync_interval plus a margin, and stay within the stream's duplicate window.
+    retain_acked_secs: Annotated[float, Meta(ge=0)] = 150.0
+    #: cap of the retained messages in bytes (oldest dropped first beyond it).
+    retain_max_bytes: Annotated[int, Meta(ge=0)] = 256 * 1024**2
 
 
 class DedupConfig(_Strict):

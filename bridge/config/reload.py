@@ -42,6 +42,8 @@ LIVE_PATHS = (
     "spool.max_age_secs",
     "spool.max_replay_rate_per_sec",
     "spool.eviction_summary_interval_secs",
+    "spool.retain_acked_secs",
+    "spool.retain_max_bytes",
     "publish.ack_timeout_secs",
     "publish.max_in_flight",
     "publish.max_pending",

@@ -52,7 +52,7 @@ from bridge.config.flood import flood_rules
 from bridge.config.model import BridgeConfig
 from bridge.metrics import Metrics
 from bridge.migration import SourceInventory
-from bridge.pipeline.acks import AckResult
+from bridge.pipeline.acks import AckResult, NotConnected
 from bridge.pipeline.batch_publish import BatchPublisher, BatchReply, BatchTransport
 from bridge.pipeline.buffering import SpooledQueue
 from bridge.pipeline.dead_letters import DeadLetterGate
@@ -92,6 +92,10 @@ class Link(Transport, Protocol):
     async def subscribe_acks(
         self, prefix: str, on_ack: Callable[[int, AckResult], None]
     ) -> None: ...
+
+    async def stream_bounds(self, stream: str) -> tuple[int, int]: ...
+
+    async def msg_id_at(self, stream: str, seq: int) -> str: ...
 
 
 class BatchLink(BatchTransport, Protocol):
@@ -211,6 +215,7 @@ class Pipeline:
         self.decoder = decoder
         self.inventory = inventory
         self.sink: Sink = queue if queue is not None else publisher
+        self._connected = anyio.Event()  # set by attach and every reconnect: check for loss
 
     # -- state ---------------------------------------------------------------------------
 
@@ -250,12 +255,15 @@ class Pipeline:
             window_ns = stream_config.get("duplicate_window", 0)
             self.queue.set_duplicate_window(window_ns / 1e9 or None)
         self.publisher.resume()
+        self._connected.set()
 
     def connection_changed(self, connected: bool) -> None:
-        """NATS (re)connected: retries go out at once, in order; disconnected: whatever is in
-        flight is retried after the reconnect (``PipelinedPublisher``)."""
+        """NATS (re)connected: retries go out at once, in order, and the retained messages are
+        checked against the stream (``restore_lost``); disconnected: whatever is in flight is
+        retried after the reconnect (``PipelinedPublisher``)."""
         if connected:
             self.publisher.resume()
+            self._connected.set()
         else:
             self.publisher.connection_lost()
 
@@ -265,7 +273,22 @@ class Pipeline:
             tg.start_soon(self.publisher.run)
             if self.queue is not None:
                 tg.start_soon(self.queue.run)
+                tg.start_soon(self._stream_loss_loop, self.queue)
             tg.start_soon(self._flood_loop)
+
+    async def _stream_loss_loop(self, queue: SpooledQueue) -> None:
+        """After every connect: did the stream lose acknowledged messages? Publish them again
+        (``SpooledQueue.restore_lost``). A check that fails is tried again 2 s later."""
+        while True:
+            await self._connected.wait()
+            self._connected = anyio.Event()
+            try:
+                await queue.restore_lost(self.link, self.cfg.stream.name)
+            except NotConnected as exc:  # NATS gone again, JetStream not ready yet, ...
+                log.warning("stream loss check failed (%s: %s); retrying", type(exc).__name__, exc)
+                await anyio.sleep(2.0)
+                if self.link.connected:
+                    self._connected.set()
 
     async def drain(self, timeout_secs: float) -> tuple[int, int]:
         """Stop: close open floods (their last summaries), write what is staged to the spool,
@@ -309,6 +332,8 @@ class Pipeline:
                 max_age_secs=s.max_age_secs,
                 max_replay_rate=s.max_replay_rate_per_sec,
                 summary_interval_secs=s.eviction_summary_interval_secs,
+                retain_acked_secs=s.retain_acked_secs,
+                retain_max_bytes=s.retain_max_bytes,
             )
         p = cfg.publish
         self.publisher.reconfigure(
@@ -500,6 +525,8 @@ def _spooled_queue(
         max_replay_rate=sc.max_replay_rate_per_sec,
         summary_factory=lambda tally: builder.build(eviction_summary(tally, cfg)),
         summary_interval_secs=sc.eviction_summary_interval_secs,
+        retain_acked_secs=sc.retain_acked_secs,
+        retain_max_bytes=sc.retain_max_bytes,
     )
     log.info("spool %s: %d messages waiting (%d B)", path, queue.rows, queue.bytes)
     return queue

@@ -17,7 +17,11 @@ thread at a time):
   steady live traffic almost never happens, as a new batch lands between any
   two reads). Backlog drains before live traffic, so per-connection order holds
   across an outage.
-* **deleter**: deletes acknowledged rows in batches.
+* **deleter**: deletes acknowledged rows in batches; with ``retain_acked_secs`` > 0 rows
+  stored by JetStream move to the spool's ``retained`` table instead (``Spool.retire``) and
+  the maintenance loop drops them once older than that (or beyond ``retain_max_bytes``,
+  oldest first). ``restore_lost`` (after every connect) asks the stream whether it still
+  holds them (``bridge.pipeline.stream_loss``) and puts the lost ones back in the spool.
 
 ``cursor`` is the highest ``seq`` handed to the publisher. Rows at or below it
 are in the publisher's memory (bounded by its ``max_pending``) and are never
@@ -52,6 +56,7 @@ from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckResult
 from bridge.pipeline.publish import Outbound
 from bridge.pipeline.spool import Evicted, Spool, SpoolRow, StoredRow
+from bridge.pipeline.stream_loss import StreamReader, holder, last_held
 from contracts.messages import Severity
 
 __all__ = ["EvictionTally", "SpooledQueue"]
@@ -119,6 +124,8 @@ class SpooledQueue:
         duplicate_window_secs: float | None = None,
         summary_factory: SummaryFactory | None = None,
         summary_interval_secs: float = 10.0,
+        retain_acked_secs: float = 0.0,
+        retain_max_bytes: int = 256 * 1024**2,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if staging_max < 1 or batch_max < 1 or max_bytes < 1:
@@ -135,8 +142,14 @@ class SpooledQueue:
         self._summary_factory = summary_factory
         self.summary_interval_secs = summary_interval_secs
         self._wall = wall_clock
+        self.retain_acked_secs = retain_acked_secs
+        self.retain_max_bytes = retain_max_bytes
         self._staging: deque[Outbound] = deque()
         self._acked: list[Outbound] = []
+        self._stored: list[tuple[Outbound, int]] = []  # acked as stored: (item, stream seq or 0)
+        #: retained rows by retire call: [acked_at, last seq, rows, bytes], oldest first
+        self._retained: deque[list[Any]] = deque()
+        self.retained_rows, self.retained_bytes = 0, 0
         self._io_limiter = anyio.CapacityLimiter(1)
         self._cursor_lock = anyio.Lock()
         self._write_wake = _Signal()
@@ -153,6 +166,7 @@ class SpooledQueue:
 
     def _load_state(self) -> None:
         self.rows, self.bytes, oldest, self._inherited_seq = self.spool.stats()
+        self._reload_retained()
         self._last_written = self._inherited_seq
         self.caught_up = self.rows == 0
         if self.rows:
@@ -166,6 +180,14 @@ class SpooledQueue:
         if self.spool.recovered_from is not None:
             self._m.spool_recovered.inc()
 
+    def _reload_retained(self) -> None:
+        """Retained rows on disk as one unit of the retention accounting (start, restore)."""
+        rows, size, last = self.spool.retained_stats()
+        self._retained.clear()
+        if rows:
+            self._retained.append([self._wall(), last, rows, size])
+        self.retained_rows, self.retained_bytes = rows, size
+
     def reconfigure(
         self,
         *,
@@ -173,8 +195,14 @@ class SpooledQueue:
         max_age_secs: float,
         max_replay_rate: float,
         summary_interval_secs: float,
+        retain_acked_secs: float | None = None,
+        retain_max_bytes: int | None = None,
     ) -> None:
         """Hot reload: new caps and rates apply from the next eviction check, read and summary."""
+        if retain_acked_secs is not None:
+            self.retain_acked_secs = retain_acked_secs
+        if retain_max_bytes is not None:
+            self.retain_max_bytes = retain_max_bytes
         self.max_bytes, self.max_age_secs = max_bytes, max_age_secs
         self.max_replay_rate, self.summary_interval_secs = max_replay_rate, summary_interval_secs
 
@@ -206,10 +234,47 @@ class SpooledQueue:
     # -- publisher side --------------------------------------------------------------------
 
     def on_done(self, item: Outbound, outcome: str, ack: AckResult | None) -> None:
-        """Publisher completion: acked and rejected rows are deleted; abandoned ones stay."""
-        if outcome != "abandoned" and item.spool_seq:
+        """Publisher completion: rows stored by JetStream are retained (``retain_acked_secs``
+        > 0) or deleted, duplicate and rejected ones deleted; abandoned ones stay."""
+        if outcome == "abandoned" or not item.spool_seq:
+            return
+        if outcome == "stored" and self.retain_acked_secs > 0:
+            self._stored.append((item, ack.seq if ack is not None else 0))
+        else:
             self._acked.append(item)
-            self._ack_wake.set()
+        self._ack_wake.set()
+
+    async def restore_lost(self, reader: StreamReader, stream: str) -> int:
+        """Compare the retained rows with ``stream`` (see ``bridge.pipeline.stream_loss``) and
+        put those it lost back into the spool, to be published again in their order; return
+        how many. Raises what ``reader`` raises (``NotConnected``; the caller tries again)."""
+        if not self.retained_rows:
+            return 0
+        anchors = await self._io(self.spool.anchors)
+        first_seq, last_seq = await reader.stream_bounds(stream)
+        index = await last_held(anchors, holder(reader, stream, first_seq, last_seq))
+        if index is None:
+            return 0
+        after = anchors[index].seq if index >= 0 else 0
+        async with self._cursor_lock:
+            rows, size, last = await self._io(self.spool.restore_after, after)
+            await self._io(self._reload_retained)
+            self.rows += rows
+            self.bytes += size
+            self._last_written = max(self._last_written, last)
+            if rows:
+                self.caught_up = False
+                self._read_wake.set()
+        self._m.spool_restored.inc(rows)
+        log.error(
+            "stream %s lost %d messages it had acknowledged (its last sequence is %d, the "
+            "newest acknowledged one the bridge retained was %d): publishing them again",
+            stream,
+            rows,
+            last_seq,
+            anchors[-1].stream_seq,
+        )
+        return rows
 
     # -- tasks -----------------------------------------------------------------------------
 
@@ -241,7 +306,7 @@ class SpooledQueue:
         self.rows += n
         self.bytes += sum(r.size for r in rows)
         self._writing = 0
-        self._last_written = seqs[-1]
+        self._last_written = max(self._last_written, seqs[-1])  # restore_lost may have appended
         self._m.spool_appends.inc(n)
         self._hand_off(batch)
         if self.bytes > self.max_bytes:
@@ -311,22 +376,61 @@ class SpooledQueue:
 
     async def _delete_loop(self) -> None:
         while True:
-            await self._ack_wake.wait_for(lambda: bool(self._acked))
+            await self._ack_wake.wait_for(lambda: bool(self._acked or self._stored))
             with anyio.CancelScope(shield=True):  # acked rows taken are always deleted
                 await self._delete_acked()
 
     async def _delete_acked(self) -> None:
         done, self._acked = self._acked, []
-        await self._io(self.spool.delete, [item.spool_seq for item in done])
-        self.rows -= len(done)
-        self.bytes -= sum(item.size for item in done)
-        self._m.spool_acks.inc(len(done))
+        stored, self._stored = self._stored, []
+        if stored:
+            now = self._wall()
+            await self._io(
+                self.spool.retire,
+                [item.spool_seq for item, _ in stored],
+                now,
+                [(item.spool_seq, seq) for item, seq in stored if seq],
+            )
+            size = sum(item.size for item, _ in stored)
+            self._retained.append(
+                [now, max(item.spool_seq for item, _ in stored), len(stored), size]
+            )
+            self.retained_rows += len(stored)
+            self.retained_bytes += size
+            self.rows -= len(stored)
+            self.bytes -= size
+        if done:
+            await self._io(self.spool.delete, [item.spool_seq for item in done])
+            self.rows -= len(done)
+            self.bytes -= sum(item.size for item in done)
+        self._m.spool_acks.inc(len(done) + len(stored))
+
+    async def _prune_retained(self) -> None:
+        """Drop retained rows older than ``retain_acked_secs``, and the oldest beyond
+        ``retain_max_bytes``."""
+        cutoff = self._wall() - self.retain_acked_secs
+        units = self._retained
+        upto, rows, size = 0, 0, 0
+        while units and (
+            units[0][0] < cutoff or self.retained_bytes - size > self.retain_max_bytes
+        ):
+            acked_at, last, n, b = units.popleft()
+            if acked_at >= cutoff:
+                cutoff = acked_at + 1e-6  # over the byte cap: this unit goes too
+            upto, rows, size = max(upto, last), rows + n, size + b
+        if not rows:
+            return
+        await self._io(self.spool.prune_retained, upto, cutoff)
+        self.retained_rows -= rows
+        self.retained_bytes -= size
 
     async def _maintain_loop(self) -> None:
         last_summary = time.monotonic()
         while True:
             await anyio.sleep(1.0)
             await self._evict_expired()
+            if self._retained:
+                await self._prune_retained()
             if self.tally and time.monotonic() - last_summary >= self.summary_interval_secs:
                 self._emit_summary()
                 last_summary = time.monotonic()
@@ -375,6 +479,8 @@ class SpooledQueue:
         oldest = await self._io(self.spool.oldest_enqueued_at)
         self._m.spool_rows.set(self.rows)
         self._m.spool_bytes.set(self.bytes)
+        self._m.spool_retained_rows.set(self.retained_rows)
+        self._m.spool_retained_bytes.set(self.retained_bytes)
         self._m.spool_oldest_age.set(max(0.0, self._wall() - oldest) if oldest else 0.0)
 
     # -- shutdown --------------------------------------------------------------------------
@@ -385,8 +491,8 @@ class SpooledQueue:
             await self._write_batch()
 
     async def flush_acks(self) -> None:
-        """Delete every row acknowledged so far, then close the spool file."""
-        if self._acked:
+        """Delete (or retain) every row acknowledged so far, then close the spool file."""
+        if self._acked or self._stored:
             await self._delete_acked()
         await self._io(self.spool.close)
 

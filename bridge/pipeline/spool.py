@@ -2,11 +2,13 @@
 
 Design note
 -----------
-On-disk format: one SQLite database (stdlib ``sqlite3``) in WAL mode with one
-table::
+On-disk format: one SQLite database (stdlib ``sqlite3``) in WAL mode with two
+tables::
 
     spool(seq INTEGER PRIMARY KEY AUTOINCREMENT, rank INTEGER, enqueued_at REAL,
           kind TEXT, msg_id TEXT, subject TEXT, headers BLOB, payload BLOB, size INTEGER)
+    retained(seq INTEGER PRIMARY KEY, <the spool columns>, acked_at REAL,
+             stream_seq INTEGER NULL)
 
 * ``seq`` is the spool order: AUTOINCREMENT guarantees a deleted ``seq`` is
   never reused, so a reader's cursor stays valid. Rows are appended in ZMQ read
@@ -17,8 +19,19 @@ table::
   replay after a restart publishes the very same message.
 * ``size`` is the bytes a row accounts for (payload + subject + headers).
 
+* ``retained`` holds rows JetStream already acknowledged, for a while
+  (``retire``: moved there in the transaction that deletes them from ``spool``;
+  ``prune_retained``: dropped once older than the retention window). A PubAck
+  means "in the server's memory", not "on its disk": a nats-server syncs its file
+  store every ``sync_interval`` (2 min by default), so a power cut of the NATS
+  host can lose what it acknowledged last. ``stream_seq`` is the stream sequence
+  the PubAck gave (None when the publisher did not learn it: inside a fast-ingest
+  batch only the commit carries one); ``bridge.pipeline.stream_loss`` uses those
+  as anchors and ``restore_after`` moves the rows found lost back into ``spool``
+  (new ``seq`` values, same ``Nats-Msg-Id``), where they are published again.
+
 Invariants: a row is appended (committed) before its message is published and
-deleted only after its PubAck. ``synchronous`` NORMAL survives a process kill
+deleted from ``spool`` only after its PubAck. ``synchronous`` NORMAL survives a process kill
 (``kill -9``); FULL also survives power loss. Every method runs on one thread
 at a time (the caller serialises them; ``check_same_thread`` is off for that
 reason) and never touches the event loop.
@@ -39,7 +52,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["Spool", "SpoolRow", "StoredRow"]
+__all__ = ["Anchor", "Spool", "SpoolRow", "StoredRow"]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +69,29 @@ CREATE TABLE IF NOT EXISTS spool (
     size INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spool_by_rank ON spool(rank, seq);
+CREATE TABLE IF NOT EXISTS retained (
+    seq INTEGER PRIMARY KEY,
+    rank INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    headers BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    acked_at REAL NOT NULL,
+    stream_seq INTEGER
+);
 """
 _COLUMNS = "rank, enqueued_at, kind, msg_id, subject, headers, payload, size"
+
+
+class Anchor(NamedTuple):
+    """A retained row whose stream sequence is known: ``(seq, stream_seq, msg_id)``."""
+
+    seq: int
+    stream_seq: int
+    msg_id: str
 
 
 class SpoolRow(NamedTuple):
@@ -162,6 +196,85 @@ class Spool:
             return
         with self._transaction() as db:
             db.executemany("DELETE FROM spool WHERE seq BETWEEN ? AND ?", ranges)
+
+    def retire(
+        self, seqs: Iterable[int], acked_at: float, stream_seqs: Sequence[tuple[int, int]] = ()
+    ) -> None:
+        """Move acknowledged rows from ``spool`` to ``retained`` (one transaction).
+        ``acked_at``: wall-clock epoch seconds; ``stream_seqs``: ``(seq, stream_seq)`` of the
+        rows whose PubAck gave a stream sequence."""
+        ranges = _ranges(seqs)
+        if not ranges:
+            return
+        with self._transaction() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO retained (seq, {_COLUMNS}, acked_at) "
+                f"SELECT seq, {_COLUMNS}, ? FROM spool WHERE seq BETWEEN ? AND ?",
+                [(acked_at, first, last) for first, last in ranges],
+            )
+            if stream_seqs:
+                db.executemany(
+                    "UPDATE retained SET stream_seq = ? WHERE seq = ?",
+                    [(stream_seq, seq) for seq, stream_seq in stream_seqs],
+                )
+            db.executemany("DELETE FROM spool WHERE seq BETWEEN ? AND ?", ranges)
+
+    def prune_retained(self, upto_seq: int, cutoff_epoch: float) -> int:
+        """Drop retained rows with ``seq <= upto_seq`` acknowledged before ``cutoff_epoch``
+        (``upto_seq`` bounds the scan); return how many went."""
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM retained WHERE seq <= ? AND acked_at < ?", (upto_seq, cutoff_epoch)
+            ).rowcount
+
+    def drop_retained_oldest(self, bytes_needed: int) -> tuple[int, int]:
+        """Drop the oldest retained rows until ``bytes_needed`` bytes are freed (the
+        retention cap); return ``(rows, bytes)`` dropped."""
+        freed, last = 0, None
+        for seq, size in self._db.execute("SELECT seq, size FROM retained ORDER BY seq"):
+            freed += size
+            last = seq
+            if freed >= bytes_needed:
+                break
+        if last is None:
+            return 0, 0
+        with self._transaction() as db:
+            rows = db.execute("DELETE FROM retained WHERE seq <= ?", (last,)).rowcount
+        return rows, freed
+
+    def retained_stats(self) -> tuple[int, int, int]:
+        """``(rows, bytes, last seq)`` of the retained rows."""
+        rows, size, last = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(seq), 0) FROM retained"
+        ).fetchone()
+        return rows, size, last
+
+    def anchors(self) -> list[Anchor]:
+        """Retained rows with a known stream sequence, in ``seq`` order."""
+        return [
+            Anchor(*row)
+            for row in self._db.execute(
+                "SELECT seq, stream_seq, msg_id FROM retained "
+                "WHERE stream_seq IS NOT NULL ORDER BY seq"
+            )
+        ]
+
+    def restore_after(self, seq: int) -> tuple[int, int, int]:
+        """Move the retained rows with a ``seq`` greater than ``seq`` back into ``spool``, in
+        order, under new ``seq`` values (one transaction); return ``(rows, bytes, last seq)``."""
+        with self._transaction() as db:
+            rows, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM retained WHERE seq > ?", (seq,)
+            ).fetchone()
+            if rows:
+                db.execute(
+                    f"INSERT INTO spool ({_COLUMNS}) "
+                    f"SELECT {_COLUMNS} FROM retained WHERE seq > ? ORDER BY seq",
+                    (seq,),
+                )
+                db.execute("DELETE FROM retained WHERE seq > ?", (seq,))
+            last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM spool").fetchone()[0]
+        return rows, size, last
 
     def evict_lowest(self, after_seq: int, bytes_needed: int) -> list[Evicted]:
         """Delete rows after ``after_seq``, lowest rank first then oldest, until
