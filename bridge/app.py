@@ -205,6 +205,7 @@ class Bridge:
             host=emb.host,
             port=emb.port,
             max_payload_bytes=emb.max_payload_bytes,
+            sync_interval=emb.sync_interval,
         )
         url = await anyio.to_thread.run_sync(server.start, emb.startup_timeout_secs)
         stack.push_async_callback(anyio.to_thread.run_sync, server.stop)

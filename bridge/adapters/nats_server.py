@@ -69,8 +69,13 @@ class NatsServerProcess:
         max_payload_bytes: int = 1024 * 1024,
         extra_config: str = "",
         server_name: str | None = None,
+        sync_interval: str | None = None,
     ) -> None:
+        """``sync_interval``: the JetStream file store's fsync interval (nats-server syntax:
+        ``always``, ``10s``, ``2m``; ``busbridge run``'s embedded server: ``1s``); None: the
+        server's default (2 min)."""
         self.binary = find_nats_server(binary)
+        self.sync_interval = sync_interval
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port
@@ -95,13 +100,14 @@ class NatsServerProcess:
         return "\n".join(self._log)
 
     def config_text(self) -> str:
-        """The generated server config (JetStream on, store dir, max_payload)."""
+        """The generated server config (JetStream on, store dir, sync_interval, max_payload)."""
         store = str(self.store_dir / "jetstream").replace("\\", "/")
         name = f'server_name: "{self.server_name}"\n' if self.server_name else ""
+        sync = f"  sync_interval: {self.sync_interval}\n" if self.sync_interval else ""
         return (
             f'{name}host: "{self.host}"\nport: {self.port or -1}\n'
             f"max_payload: {self.max_payload_bytes}\n"
-            f'jetstream {{\n  store_dir: "{store}"\n}}\n{self.extra_config}'
+            f'jetstream {{\n  store_dir: "{store}"\n{sync}}}\n{self.extra_config}'
         )
 
     def start(self, timeout_secs: float = 15.0) -> str:

@@ -122,6 +122,10 @@ class EmbeddedNatsConfig(_Strict):
     startup_timeout_secs: PositiveSecs = 15.0
     #: server max_payload in bytes (NATS default 1 MiB).
     max_payload_bytes: Annotated[int, Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    #: JetStream file store fsync interval: ``always`` (every message) or a duration (``1s``,
+    #: ``2m``; nats-server's own default is 2 minutes): at most what a power cut of this
+    #: machine loses of what the server acknowledged (ops/README.md, "Durability").
+    sync_interval: Annotated[str, Meta(pattern=r"^(always|[0-9]+(ms|s|m|h))$")] = "1s"
 
 
 class NatsTlsConfig(_Strict):
@@ -238,8 +242,8 @@ class PublishConfig(_Strict):
 
 
 class SpoolSync(str, enum.Enum):
-    NORMAL = "NORMAL"  # survives a process kill (kill -9); the default
-    FULL = "FULL"  # also survives power loss; slower (fsync per commit)
+    NORMAL = "NORMAL"  # survives a process kill (kill -9), not a power cut (WAL not fsynced)
+    FULL = "FULL"  # also survives a power cut (fsync per commit); the default (ops/README.md)
 
 
 class SpoolConfig(_Strict):
@@ -248,7 +252,7 @@ class SpoolConfig(_Strict):
     enabled: bool = True
     #: default ``<data_dir>/spool.db``
     path: str | None = None
-    synchronous: SpoolSync = SpoolSync.NORMAL
+    synchronous: SpoolSync = SpoolSync.FULL
     #: on-disk cap; beyond it the lowest severities are evicted first (counted and reported).
     max_bytes: Annotated[int, Meta(ge=1024 * 1024)] = 2 * 1024**3
     #: messages older than this are evicted (counted and reported).

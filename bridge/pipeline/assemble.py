@@ -265,6 +265,8 @@ class Pipeline:
             self.publisher.resume()
             self._connected.set()
         else:
+            if self.queue is not None:
+                self.queue.connection_lost()
             self.publisher.connection_lost()
 
     async def run(self) -> None:

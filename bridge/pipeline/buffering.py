@@ -22,6 +22,9 @@ thread at a time):
   the maintenance loop drops them once older than that (or beyond ``retain_max_bytes``,
   oldest first). ``restore_lost`` (after every connect) asks the stream whether it still
   holds them (``bridge.pipeline.stream_loss``) and puts the lost ones back in the spool.
+  Age alone drops nothing between a disconnect (``connection_lost``) or a start and the
+  next check that succeeded: a NATS host that stays down longer than the window must still
+  find its lost messages retained when it comes back.
 
 ``cursor`` is the highest ``seq`` handed to the publisher. Rows at or below it
 are in the publisher's memory (bounded by its ``max_pending``) and are never
@@ -150,6 +153,7 @@ class SpooledQueue:
         #: retained rows by retire call: [acked_at, last seq, rows, bytes], oldest first
         self._retained: deque[list[Any]] = deque()
         self.retained_rows, self.retained_bytes = 0, 0
+        self.retention_checked = False  # the stream was compared since the last disconnect
         self._io_limiter = anyio.CapacityLimiter(1)
         self._cursor_lock = anyio.Lock()
         self._write_wake = _Signal()
@@ -249,11 +253,13 @@ class SpooledQueue:
         put those it lost back into the spool, to be published again in their order; return
         how many. Raises what ``reader`` raises (``NotConnected``; the caller tries again)."""
         if not self.retained_rows:
+            self.retention_checked = True
             return 0
         anchors = await self._io(self.spool.anchors)
         first_seq, last_seq = await reader.stream_bounds(stream)
         index = await last_held(anchors, holder(reader, stream, first_seq, last_seq))
         if index is None:
+            self.retention_checked = True
             return 0
         after = anchors[index].seq if index >= 0 else 0
         async with self._cursor_lock:
@@ -265,6 +271,7 @@ class SpooledQueue:
             if rows:
                 self.caught_up = False
                 self._read_wake.set()
+        self.retention_checked = True
         self._m.spool_restored.inc(rows)
         log.error(
             "stream %s lost %d messages it had acknowledged (its last sequence is %d, the "
@@ -405,10 +412,14 @@ class SpooledQueue:
             self.bytes -= sum(item.size for item in done)
         self._m.spool_acks.inc(len(done) + len(stored))
 
+    def connection_lost(self) -> None:
+        """NATS went away: keep every retained row until the next ``restore_lost`` succeeds."""
+        self.retention_checked = False
+
     async def _prune_retained(self) -> None:
-        """Drop retained rows older than ``retain_acked_secs``, and the oldest beyond
-        ``retain_max_bytes``."""
-        cutoff = self._wall() - self.retain_acked_secs
+        """Drop retained rows older than ``retain_acked_secs`` (only once the stream was
+        checked since the last disconnect), and the oldest beyond ``retain_max_bytes``."""
+        cutoff = self._wall() - self.retain_acked_secs if self.retention_checked else -math.inf
         units = self._retained
         upto, rows, size = 0, 0, 0
         while units and (

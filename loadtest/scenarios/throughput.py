@@ -28,7 +28,8 @@ backlog's growth (mean of the last third of the samples minus the first third).
 
 Params: ``mode``, ``messages``, ``targets`` (comma list), ``window`` (ceiling in-flight),
 ``backlog_bound_secs``, ``timeout_secs`` (per target), ``bridge_extra`` (YAML appended to the
-bridge config).
+bridge config), ``sync_interval`` (the nats-server's JetStream ``sync_interval`` for every
+target: ``always``, ``1s``, ...; empty: the server's default of 2 min).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ _PARAMS: dict[str, Any] = {
     "backlog_bound_secs": 1.0,
     "timeout_secs": 300.0,
     "bridge_extra": "",
+    "sync_interval": "",
 }
 
 
@@ -127,7 +129,8 @@ async def _burst(
 async def _one_target(
     target: str, workdir: Path, options: ScenarioOptions, progress: Progress, stage: str
 ) -> ThroughputRun:
-    server = NatsServerProcess(workdir / "nats")
+    sync = str(options.params["sync_interval"]) or None
+    server = NatsServerProcess(workdir / "nats", sync_interval=sync)
     await anyio.to_thread.run_sync(server.start)
     try:
         if target == "ceiling":
@@ -300,7 +303,8 @@ async def _sustained(
     count = int(w.rate_per_sec * w.duration_secs)
     bound = w.rate_per_sec * float(p["backlog_bound_secs"])
     workdir = options.workdir / "sustained"
-    server = NatsServerProcess(workdir / "nats")
+    sync = str(options.params["sync_interval"]) or None
+    server = NatsServerProcess(workdir / "nats", sync_interval=sync)
     await anyio.to_thread.run_sync(server.start)
     try:
         bridge = BridgeProcess(

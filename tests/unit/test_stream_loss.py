@@ -124,7 +124,12 @@ async def test_retention_window_and_byte_cap(tmp_path: Path) -> None:
     await queue._prune_retained()  # 30 B > 25 B: the oldest goes
     assert (queue.retained_rows, queue.retained_bytes) == (2, 20)
     now[0] += 60
-    await queue._prune_retained()  # all older than 60 s now
+    await queue._prune_retained()  # older than 60 s, but the stream was not checked yet
+    assert queue.retained_rows == 2
+    queue.connection_lost()
+    assert await queue.restore_lost(Stream({}, first=5000, last=4999), "ERRBUS") == 0
+    assert queue.retention_checked
+    await queue._prune_retained()  # all older than 60 s, and checked
     assert queue.retained_rows == 0 and queue.spool.retained_stats()[0] == 0
     await queue.flush_acks()
 
