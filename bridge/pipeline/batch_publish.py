@@ -33,7 +33,9 @@ The guarantees of ``bridge.pipeline.publish`` hold unchanged:
 
 * ``submit`` never blocks; memory is bounded by ``max_pending + max_in_flight`` messages (the
   open batch keeps only its unacknowledged messages).
-* Every message is settled once through ``on_done``: ``stored`` (flow ack or commit),
+* Every message is settled once through ``on_done``: ``stored`` (flow ack or commit; the
+  batch's last message, when the commit covers it, with the commit's stream sequence: the
+  spool's anchors for ``bridge.pipeline.stream_loss``),
   ``duplicate`` (a one-message batch's PubAck says so; a commit whose stream sequence is 0
   means nothing of the batch was new; a message repeating a ``Nats-Msg-Id`` sent earlier in
   the same batch is dropped by the server without a word, and settled ``duplicate`` here; a
@@ -370,8 +372,13 @@ class BatchPublisher:
         if b.sent == 1 and reply.seq == 1:
             outcome = AckOutcome.DUPLICATE if reply.duplicate else AckOutcome.STORED
             ack = AckResult(outcome, seq=reply.stream_seq)
+        elif reply.stream_seq == 0 and reply.seq > 0:
+            ack = _DUPLICATE
         else:
-            ack = _DUPLICATE if reply.stream_seq == 0 and reply.seq > 0 else _STORED
+            ack = _STORED
+            if reply.seq not in b.copies:  # the last message is the last stored: its sequence
+                self._acknowledge(b, reply.seq - 1, ack)
+                ack = AckResult(AckOutcome.STORED, seq=reply.stream_seq)
         self._acknowledge(b, reply.seq, ack)
         self._end(b, "jetstream_error")
 

@@ -274,12 +274,13 @@ class SpooledQueue:
         self.retention_checked = True
         self._m.spool_restored.inc(rows)
         log.error(
-            "stream %s lost %d messages it had acknowledged (its last sequence is %d, the "
-            "newest acknowledged one the bridge retained was %d): publishing them again",
+            "stream %s lost messages it had acknowledged (its last sequence is %d, the newest "
+            "acknowledged one the bridge retained was %d): publishing again the %d retained "
+            "after the last one it still holds",
             stream,
-            rows,
             last_seq,
             anchors[-1].stream_seq,
+            rows,
         )
         return rows
 
