@@ -53,6 +53,21 @@ def normalise_severity(raw: Any) -> tuple[Severity, bool]:
     """
     if not isinstance(raw, str):
         return UNKNOWN_SEVERITY_DEFAULT, False
+    found = _memo.get(raw)
+    if found is not None:
+        return found
+    if len(_memo) >= _MEMO_MAX:
+        _memo.clear()
+    found = _memo[raw] = _normalise(raw)
+    return found
+
+
+#: raw string -> result: a fleet uses a handful of spellings (bounded: emptied when full)
+_memo: dict[str, tuple[Severity, bool]] = {}
+_MEMO_MAX = 1024
+
+
+def _normalise(raw: str) -> tuple[Severity, bool]:
     key = raw.strip().lower()
     if key.startswith(_ENUM_PREFIX):
         key = key[len(_ENUM_PREFIX) :]

@@ -55,7 +55,10 @@ class EventIdentity:
 
     def __call__(self, frames: Sequence[bytes], legacy_id: str | None) -> str:
         if legacy_id:
-            return _UNSAFE_ID.sub("_", legacy_id[:_MAX_ID_CHARS])
+            legacy_id = legacy_id[:_MAX_ID_CHARS]
+            if legacy_id.isascii() and legacy_id.isprintable() and " " not in legacy_id:
+                return legacy_id  # already \x21-\x7e only (the common uuid4): no regex pass
+            return _UNSAFE_ID.sub("_", legacy_id)
         key = frames_digest(frames)
         return f"{key}-{self._occurrence(key)}"
 

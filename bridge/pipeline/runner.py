@@ -107,9 +107,9 @@ class IngestRunner:
         self.routing = routing
         self.inventory = inventory
         self.dead_letters = dead_letters
-        self._sources_seen: dict[tuple[str, str], int] = {}  # added to the inventory per batch
+        #: (source, dialect, transport, unknown severity) -> events, expanded per batch
+        self._seen: dict[tuple[str, str, str, bool], int] = {}
         self.last_frame_at: float | None = None
-        self._tally: dict[Any, int] = {}  # counter child -> count, added to Prometheus per batch
 
     def route(self, routing: Routing) -> None:
         """Switch what the phase does with messages from the next message on."""
@@ -123,30 +123,29 @@ class IngestRunner:
         self.handle_batch([frames])
 
     def handle_batch(self, batch: list[list[bytes]]) -> None:
-        """Handle ``batch`` (messages in read order), then count them."""
+        """Handle ``batch`` (messages in read order), then count them. One wall-clock reading
+        is every message's ``received_at``: the batch was read in one go just before."""
         nbytes = 0
+        received_at = self._now()
         try:
             for frames in batch:
                 nbytes += sum(map(len, frames))
-                self._handle(frames)
+                self._handle(frames, received_at)
         finally:
             self.received += len(batch)
             self.last_frame_at = time.monotonic()
             self._m.frames_received.inc(len(batch))
             self._m.frames_received_bytes.inc(nbytes)
-            tally, self._tally = self._tally, {}
-            for child, n in tally.items():
-                child.inc(n)
-            self._flush_sources()
+            self._flush_counts()
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], received_at: datetime) -> None:
         if is_reemitted(frames):
             self._m.loops_dropped.inc()
             return
         routing = self.routing
         if routing.republish is not None:
             routing.republish(frames)
-        msg = self._decoder.decode(frames, self._now())
+        msg = self._decoder.decode(frames, received_at)
         self._count(msg)
         if routing.observe is not None:
             routing.observe(msg)
@@ -209,7 +208,7 @@ class IngestRunner:
         ``abandoned`` (``abandoned``: not stored yet, let the source redeliver it).
         ``client_api``: a native event's ``Busbridge-Client-Api`` header (migration view)."""
         self._count(msg, client_api)
-        self._flush_sources()
+        self._flush_counts()
         if isinstance(msg, ErrorEvent):
             if self.dedup is not None and self.dedup.seen(msg.event_id):
                 self._dup_bridge.inc()
@@ -242,26 +241,34 @@ class IngestRunner:
         if not self._sink.submit(self._builder.build(msg)):
             self._dropped.inc()
 
-    def _flush_sources(self) -> None:
-        seen, self._sources_seen = self._sources_seen, {}
-        if seen and self.inventory is not None:
-            self.inventory.add(seen)
+    def _flush_counts(self) -> None:
+        """Add what ``_count`` gathered to Prometheus and the inventory (once per batch)."""
+        seen, self._seen = self._seen, {}
+        tally: dict[Any, int] = {}  # counter child -> count
+        sources: dict[tuple[str, str], int] = {}
+        for (source, dialect, transport, unknown), n in seen.items():
+            for child in (self._child("decoded", dialect), self._inventory_child(source, dialect)):
+                tally[child] = tally.get(child, 0) + n
+            key = (source, transport)
+            sources[key] = sources.get(key, 0) + n
+            if unknown:
+                self._m.unknown_severity.inc(n)
+        for child, n in tally.items():
+            child.inc(n)
+        if sources and self.inventory is not None:
+            self.inventory.add(sources)
 
     def _count(self, msg: ErrorEvent | DeadLetter, client_api: str | None = None) -> None:
-        if isinstance(msg, ErrorEvent):
+        """One dict update per event; ``_flush_counts`` expands them once per batch."""
+        if msg.__class__ is ErrorEvent:
             legacy = msg.legacy
-            dialect = legacy.dialect.value if legacy else "native"
-            transport = TRANSPORTS[dialect] if legacy else f"native:{client_api or 'native'}"
-            key = (msg.source, transport)
-            self._sources_seen[key] = self._sources_seen.get(key, 0) + 1
-            tally = self._tally
-            for child in (
-                self._child("decoded", dialect),
-                self._inventory_child(msg.source, dialect),
-            ):
-                tally[child] = tally.get(child, 0) + 1
-            if msg.legacy is not None and msg.legacy.raw_severity is not None and not _known(msg):
-                self._m.unknown_severity.inc()
+            if legacy is not None:
+                dialect = legacy.dialect.value
+                key = (msg.source, dialect, TRANSPORTS[dialect], _unknown(legacy.raw_severity))
+            else:
+                key = (msg.source, "native", f"native:{client_api or 'native'}", False)
+            seen = self._seen
+            seen[key] = seen.get(key, 0) + 1
         else:
             self._child("dead_letter", msg.reason.value).inc()
 
@@ -291,5 +298,6 @@ class IngestRunner:
         return child
 
 
-def _known(ev: ErrorEvent) -> bool:
-    return normalise_severity(ev.legacy.raw_severity)[1] if ev.legacy else True
+def _unknown(raw_severity: Any) -> bool:
+    """A legacy severity was given but is not one the bridge knows (``unknown_severity``)."""
+    return raw_severity is not None and not normalise_severity(raw_severity)[1]
