@@ -51,6 +51,7 @@ from consumers.console.alerts import AlertFired
 from contracts.messages import (
     BridgeHeartbeat,
     DeadLetter,
+    DeadLetterSummary,
     ErrorEvent,
     FloodEnded,
     FloodStarted,
@@ -117,7 +118,9 @@ class EventRow(msgspec.Struct, frozen=True, gc=False):
 
 
 class DeadLetterRow(msgspec.Struct, frozen=True, gc=False):
-    """One stored ``DeadLetter`` as listed; ``preview``: the first frame's start as text."""
+    """One stored ``DeadLetter`` as listed; ``preview``: the first frame's start as text.
+    A ``DeadLetterSummary`` is listed as a row too: its sample's fields, ``suppressed`` the
+    dead letters it counts (0 for a dead letter stored with its bytes)."""
 
     seq: int
     at: float
@@ -128,6 +131,7 @@ class DeadLetterRow(msgspec.Struct, frozen=True, gc=False):
     detail: str
     preview: str
     truncated: bool
+    suppressed: int = 0
 
 
 class IssueState(msgspec.Struct, frozen=True, kw_only=True):
@@ -337,6 +341,7 @@ class ConsoleModel:
         self.floods: dict[str, Flood] = {}
         self.dead_letters: deque[DeadLetterRow] = deque(maxlen=max_dead_letters)
         self.dead_letter_total = 0
+        self.dead_letter_suppressed_total = 0  # counted in DeadLetterSummary messages
         self.phase_changes: dict[str, PhaseChanged] = {}
         self.heartbeats: dict[str, tuple[int, BridgeHeartbeat]] = {}
         self.evictions: dict[str, SpoolEvicted] = {}
@@ -359,6 +364,8 @@ class ConsoleModel:
             return self._event(seq, msg)
         if isinstance(msg, DeadLetter):
             return self._dead_letter(seq, msg)
+        if isinstance(msg, DeadLetterSummary):
+            return self._dead_letter_summary(seq, msg)
         if isinstance(msg, FloodStarted | FloodSummary | FloodEnded):
             return self._flood(seq, msg)
         if isinstance(msg, PhaseChanged):
@@ -429,6 +436,32 @@ class ConsoleModel:
             )
         )
         self.dead_letter_total += 1
+        return [Change("dead_letter", str(seq), seq)]
+
+    def _dead_letter_summary(self, seq: int, s: DeadLetterSummary) -> list[Change]:
+        if not s.suppressed:  # a storm's closing summary with nothing new: no row
+            return []
+        sample = s.sample
+        first = sample.frames[0] if sample.frames else b""
+        ended = "; the storm ended" if s.ended else ""
+        self.dead_letters.append(
+            DeadLetterRow(
+                seq=seq,
+                at=s.last_seen.timestamp(),
+                machine=s.machine,
+                reason=s.reason.value,
+                dialect_guess=s.dialect_guess.value if s.dialect_guess else None,
+                frame_sizes=list(sample.frame_sizes),
+                detail=(
+                    f"{s.suppressed} more like this suppressed ({s.suppressed_total} since "
+                    f"{s.first_seen:%H:%M:%S}; key {s.key}){ended}"
+                )[:MESSAGE_CHARS],
+                preview=first[:120].decode("utf-8", "replace"),
+                truncated=sample.truncated is not None,
+                suppressed=s.suppressed,
+            )
+        )
+        self.dead_letter_suppressed_total += s.suppressed
         return [Change("dead_letter", str(seq), seq)]
 
     def _flood(self, seq: int, msg: FloodStarted | FloodSummary | FloodEnded) -> list[Change]:

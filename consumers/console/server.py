@@ -274,7 +274,13 @@ async def _dead_letters(request: web.Request) -> web.Response:
     rows = svc.model.dead_letters_page(
         before_seq=_int(request, "before_seq", None), limit=_int(request, "limit", 100) or 100
     )
-    return _json({"rows": rows, "total": svc.model.dead_letter_total})
+    return _json(
+        {
+            "rows": rows,
+            "total": svc.model.dead_letter_total,
+            "suppressed": svc.model.dead_letter_suppressed_total,
+        }
+    )
 
 
 async def _dead_letter(request: web.Request) -> web.Response:

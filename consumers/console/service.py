@@ -67,7 +67,7 @@ from consumers.console.alerts import (
 from consumers.console.model import Change, ConsoleModel, EventFilter, IssueState, StateName
 from consumers.health_view import fleet_rows, read_bucket
 from contracts.codec import decode
-from contracts.messages import DeadLetter, ErrorEvent
+from contracts.messages import DeadLetter, DeadLetterSummary, ErrorEvent
 
 if TYPE_CHECKING:
     from bridge.config.model import BridgeConfig
@@ -581,15 +581,31 @@ class ConsoleService:
 
     async def dead_letter_detail(self, seq: int) -> dict[str, Any]:
         """A dead letter's frames as hex dump and text (UTF-8, undecodable bytes as ``\\xNN``),
-        with reason, detail and dialect guess. Raises ``KeyError`` (also for another contract)."""
+        with reason, detail and dialect guess; for a ``DeadLetterSummary``, its sample's, and
+        ``summary`` (key, counts, times, threshold, window). Raises ``KeyError`` (also for
+        another contract)."""
         raw = await self.raw_message(seq)
         try:
             dl = decode(raw.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise KeyError(seq) from exc
+        summary = None
+        if isinstance(dl, DeadLetterSummary):
+            summary = {
+                "key": dl.key,
+                "suppressed": dl.suppressed,
+                "suppressed_total": dl.suppressed_total,
+                "first_seen": dl.first_seen.timestamp(),
+                "last_seen": dl.last_seen.timestamp(),
+                "threshold": dl.threshold,
+                "window_secs": dl.window_secs,
+                "ended": dl.ended,
+            }
+            dl = dl.sample
         if not isinstance(dl, DeadLetter):
             raise KeyError(seq)
         return {
+            "summary": summary,
             "seq": seq,
             "subject": raw.subject,
             "headers": dict(raw.headers or {}),

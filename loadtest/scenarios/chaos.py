@@ -58,7 +58,7 @@ from loadtest.phase_walk import WalkStopped, walk
 from loadtest.reload_steps import RELOAD_STEPS
 from loadtest.results import Check, ProbeReport, ScenarioResult, correctness_checks
 from loadtest.scenarios import Progress, ScenarioOptions, machine_info, scenario, utc_now
-from loadtest.scenarios.env import LoadEnv
+from loadtest.scenarios.env import LoadEnv, bridge_extra_param
 from loadtest.servers import restarted, running_cluster, stream_leader
 from loadtest.workload import Workload
 
@@ -161,14 +161,21 @@ def _mib(kib: int) -> float:
     defaults=Workload(
         rate_per_sec=10_000.0, duration_secs=600.0, publishers=4, dialects=ALL_DIALECTS
     ),
-    params={"outage_secs": 60.0, "warmup_secs": 5.0, "tail_secs": 3.0, "max_drain_secs": 300.0},
+    params={
+        "outage_secs": 60.0,
+        "warmup_secs": 5.0,
+        "tail_secs": 3.0,
+        "max_drain_secs": 300.0,
+        "bridge_extra": "",
+    },
     help="nats-server stopped outage_secs under load, restarted on its store: 0 lost/dup, drain rate, RSS"
     " (traffic runs until drained + tail_secs; duration_secs caps it)",
 )
 async def nats_outage(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
     p, workload = options.params, options.workload
     started, t0 = utc_now(), time.monotonic()
-    async with LoadEnv(options.workdir / "nats_outage") as env:
+    workdir = options.workdir / "nats_outage"
+    async with LoadEnv(workdir, bridge_extra=bridge_extra_param(p)) as env:
         sampler = BridgeSampler(env.bridge.pid or 0, env.bridge.admin_port)
         sampler.start()
         try:

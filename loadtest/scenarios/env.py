@@ -25,8 +25,10 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio
+import yaml
 
 from bridge.adapters.nats_server import NatsServerProcess
 from loadtest.bridge_watch import metric
@@ -37,7 +39,7 @@ from loadtest.results import ProbeReport
 from loadtest.scenarios import Progress
 from loadtest.workload import Workload
 
-__all__ = ["BEFORE_TEARDOWN", "LoadEnv"]
+__all__ = ["BEFORE_TEARDOWN", "LoadEnv", "bridge_extra_param"]
 
 SPOOL_METRIC = "busbridge_spool_messages"
 
@@ -47,6 +49,15 @@ SPOOL_METRIC = "busbridge_spool_messages"
 BEFORE_TEARDOWN: ContextVar[tuple[Callable[[LoadEnv], Awaitable[None]], ...]] = ContextVar(
     "before_teardown", default=()
 )
+
+
+def bridge_extra_param(params: dict[str, Any]) -> str:
+    """A scenario's ``bridge_extra`` param as YAML text (``--param bridge_extra="k: v"``
+    arrives parsed into a dict; empty: "")."""
+    value = params.get("bridge_extra")
+    if isinstance(value, dict):
+        return yaml.safe_dump(value)
+    return str(value or "")
 
 
 class LoadEnv:

@@ -33,13 +33,12 @@ import time
 from typing import Any
 
 import anyio
-import yaml
 
 from loadtest.bridge_watch import status_kib
 from loadtest.load_producer import LoadProducer
 from loadtest.results import Check, ScenarioResult, correctness_checks
 from loadtest.scenarios import Progress, ScenarioOptions, machine_info, scenario, utc_now
-from loadtest.scenarios.env import SPOOL_METRIC, LoadEnv
+from loadtest.scenarios.env import SPOOL_METRIC, LoadEnv, bridge_extra_param
 from loadtest.workload import Workload
 
 __all__ = ["RssSampler", "fit_time_and_unread", "rss_summary", "slope_per_min", "soak"]
@@ -169,10 +168,7 @@ async def soak(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
     p, workload = options.params, options.workload
     started, t0 = utc_now(), time.monotonic()
     workdir = options.workdir / "soak"
-    extra_yaml = p["bridge_extra"]  # `--param bridge_extra="k: v"` arrives parsed
-    if isinstance(extra_yaml, dict):
-        extra_yaml = yaml.safe_dump(extra_yaml)
-    async with LoadEnv(workdir, bridge_extra=str(extra_yaml or "")) as env:
+    async with LoadEnv(workdir, bridge_extra=bridge_extra_param(p)) as env:
         producer = env.producer(workload)
         sampler = RssSampler(env, producer, float(p["sample_secs"]))
 

@@ -35,7 +35,7 @@ from loadtest.load_producer import SentLog
 from loadtest.message_mix import message_mix
 from loadtest.results import Check, ProbeReport, ScenarioResult, correctness_checks
 from loadtest.scenarios import Progress, ScenarioOptions, machine_info, scenario, utc_now
-from loadtest.scenarios.env import LoadEnv
+from loadtest.scenarios.env import LoadEnv, bridge_extra_param
 from loadtest.workload import Burst, FloodSpec, Workload
 
 __all__ = ["burst", "duplicate_storm", "flood", "run_traffic", "steady"]
@@ -118,10 +118,14 @@ async def _one_run(
     defaults=Workload(
         rate_per_sec=10_000.0, duration_secs=30.0, publishers=4, dialects=ALL_DIALECTS
     ),
+    params={"bridge_extra": ""},
     help="fixed rate, all seven dialects: loss, order, latency p50..p99 (DESIGN §7: p99 at 10k msg/s)",
 )
 async def steady(options: ScenarioOptions, progress: Progress) -> ScenarioResult:
-    return await run_traffic("steady", options, progress)
+    """``bridge_extra``: YAML sections for the bridge config (e.g. to compare spool settings)."""
+    return await run_traffic(
+        "steady", options, progress, bridge_extra=bridge_extra_param(options.params)
+    )
 
 
 @scenario(

@@ -35,6 +35,7 @@ flood:
   summary_interval_secs: 1
   default_threshold: 100000
   rules: [{name: console_test, match: FloodTest, threshold: 3, window_secs: 30}]
+dead_letters: {threshold: 3, summary_interval_secs: 1}
 """
 CONSOLE_SETTINGS = "push_interval_secs: 0.1\nkv_poll_secs: 1\n"
 

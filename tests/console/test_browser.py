@@ -10,9 +10,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
+import anyio
+import nats
 import pytest
 
+from bridge.pipeline.fingerprint import fingerprint
+from contracts.codec import encode
+from contracts.messages import ErrorEvent, Severity
 from loadtest.traffic import flood_frames, frames
 from tests.console.conftest import Stack, open_console, unique
 
@@ -187,6 +194,75 @@ def test_a_dead_letter_shows_its_bytes(stack: Stack, page) -> None:
     expect(page.locator("#frame-0-text")).to_contain_text(token)
     expect(page.locator("#frame-0-text")).to_contain_text("\\xff")
     expect(page.locator("#drawer")).to_contain_text("invalid_utf8")
+
+
+def test_a_dead_letter_storm_shows_as_stored_ones_plus_a_summary(stack: Stack, page) -> None:
+    """Dead-letter flood control (threshold 3 here): 3 stored with their bytes, the other 9
+    as a summary row with the count, whose drawer shows the key and a sample."""
+    expect = _expect()
+    token = unique("storm")
+    stack.send(*[[b"\xfe\xfdSTORM " + f"{token} {n}".encode()] for n in range(12)])
+    page.click("#nav a[data-view=dlq]")
+    rows = page.locator("#dlq tbody tr", has_text=token)
+    summaries = rows.filter(has_text="suppressed")
+    expect(summaries.first).to_be_visible()
+
+    def counts() -> tuple[int, int]:  # (stored rows, suppressed in summary rows)
+        texts = rows.all_inner_texts()
+        found = [
+            int(m.replace(",", "")) for t in texts for m in re.findall(r"\+([\d,]+) suppressed", t)
+        ]
+        return len(texts) - len(found), sum(found)
+
+    deadline = time.monotonic() + 30
+    while counts() != (3, 9) and time.monotonic() < deadline:  # a summary per second
+        page.reload()
+        time.sleep(0.5)
+    assert counts() == (3, 9)
+    summaries.first.click()
+    drawer = page.locator("#drawer")
+    expect(drawer).to_contain_text("Dead-letter summary")
+    expect(drawer).to_contain_text("in this summary")
+    expect(drawer).to_contain_text("fefd53544f524d20")  # the key: the first 8 bytes as hex
+    expect(page.locator("#frame-0-text")).to_contain_text(token)
+
+
+def test_an_agent_on_two_machines_is_named_once_in_its_issue_row(stack: Stack, page) -> None:
+    """The same error from ``TwinAgent`` on this bridge's machine (ZMQ) and on PC2 (the other
+    bridge's event, published to the stream as that bridge would): one issue, two machines,
+    one agent name in the Agents column."""
+    expect = _expect()
+    kind = unique("TwinError")
+    stack.send(_d1("TwinAgent", kind, "disk full"))
+    event = ErrorEvent(
+        event_id=unique("twin-"),
+        occurred_at=None,
+        received_at=datetime.now(UTC),
+        machine="PC2",
+        source="TwinAgent",
+        severity=Severity.ERROR,
+        error_type=kind,
+        message="disk full",
+        fingerprint=fingerprint("TwinAgent", kind, "disk full"),
+    )
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
+        pool.submit(anyio.run, _publish, stack.server.url, event).result(timeout=30)
+    page.goto(f"{stack.url}/#/issues")
+    row = _issue_row(page, kind)
+    expect(row).to_contain_text("PC2")
+    agents = row.locator("td[title*='/TwinAgent']")  # the Agents cell: machine/agent keys
+    expect(agents).to_have_attribute("title", re.compile(r"PC2/TwinAgent"))
+    expect(agents).to_have_text("TwinAgent")  # listed once, not once per machine
+
+
+async def _publish(url: str, event: ErrorEvent) -> None:
+    nc = await nats.connect(url)
+    try:
+        subject = f"errbus.error.{event.machine}.{event.severity.value}.{event.source}"
+        headers = {"Nats-Msg-Id": event.event_id, "Busbridge-Contract": "error_event"}
+        await nc.jetstream().publish(subject, encode(event), headers=headers)
+    finally:
+        await nc.close()
 
 
 def test_a_resolution_in_one_session_shows_in_another_on_another_console(

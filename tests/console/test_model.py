@@ -15,6 +15,7 @@ from consumers.console.settings import load_settings
 from contracts.messages import (
     DeadLetter,
     DeadLetterReason,
+    DeadLetterSummary,
     Dialect,
     ErrorEvent,
     FloodEnded,
@@ -249,3 +250,40 @@ def test_settings_file_is_strict(tmp_path) -> None:
     bad.write_text("alerts: {rules: [{name: x, kind: nope}]}\nextra: 1\n")
     with pytest.raises(ConfigError):
         load_settings(str(bad))
+
+
+def test_a_dead_letter_summary_is_listed_with_its_count() -> None:
+    m = ConsoleModel()
+    sample = DeadLetter(
+        event_id="d9",
+        received_at=T0,
+        machine="PC2",
+        reason=DeadLetterReason.INVALID_JSON,
+        frames=[b"\xff\xfe garbage"],
+        frame_sizes=[11],
+    )
+    m.ingest(1, sample)
+    m.ingest(
+        2,
+        DeadLetterSummary(
+            event_id="s1",
+            machine="PC2",
+            key="invalid_json|-|fffe2067",
+            reason=DeadLetterReason.INVALID_JSON,
+            dialect_guess=None,
+            leading_bytes=b"\xff\xfe g",
+            threshold=20,
+            window_secs=60.0,
+            suppressed=4980,
+            suppressed_total=4980,
+            first_seen=T0,
+            last_seen=T0,
+            sample=sample,
+        ),
+    )
+    summary, stored = m.dead_letters_page()
+    assert (summary.seq, summary.suppressed, stored.suppressed) == (2, 4980, 0)
+    assert "4980 more like this suppressed" in summary.detail and summary.preview.endswith(
+        "garbage"
+    )
+    assert m.dead_letter_total == 1 and m.dead_letter_suppressed_total == 4980

@@ -168,7 +168,8 @@ async function loadIssues() {
 function issueRow(r) {
   const state = r.regression ? pill("regression", "regression") : r.state === "unresolved" ? pill("unresolved") : pill(r.state, r.state);
   const machines = Object.keys(r.machines).join(", ") + (r.machine_count > 8 ? ` +${r.machine_count - 8}` : "");
-  const agents = Object.keys(r.agents).map((a) => a.split("/")[1]).join(", ") + (r.agent_count > 8 ? ` +${r.agent_count - 8}` : "");
+  // one name per agent: the same agent on two machines (machine/source keys) is listed once
+  const agents = [...new Set(Object.keys(r.agents).map((a) => a.split("/")[1]))].join(", ") + (r.agent_count > 8 ? ` +${r.agent_count - 8}` : "");
   return `<tr tabindex="0" data-key="${esc(r.fingerprint)}" data-count="${r.count}" data-state="${esc(r.regression ? "regression" : r.state)}">
     <td><div class="title clip" title="${esc(r.title)}">${esc(r.error_type)}: ${esc(r.title)}</div><div class="sub">${esc(r.source)} · <span class="mono">${esc(r.fingerprint)}</span>${r.note ? ` · “${esc(r.note)}”` : ""}</div></td>
     <td>${state}</td><td class="num count">${num(r.count)}</td><td>${spark(r.trend, 120, 22, `${r.count} events`)}</td>
@@ -405,17 +406,20 @@ function openFlood(f) {
 async function renderDlq() {
   const d = await api("/api/dead-letters?limit=200");
   if (ui.view !== "dlq") return;
-  main.innerHTML = `<h1>Dead letters <span class="muted">${num(d.total)}</span></h1>
+  main.innerHTML = `<h1>Dead letters <span class="muted">${num(d.total)}${d.suppressed ? ` stored · ${num(d.suppressed)} more suppressed in summaries` : ""}</span></h1>
     <table class="grid" id="dlq"><thead><tr><th>Received</th><th>Machine</th><th>Reason</th><th>Dialect guess</th><th>Frames (bytes)</th><th>Detail</th><th>Start of frame 1</th></tr></thead><tbody>${d.rows.map((r) => dlqRow(r)).join("")}</tbody></table>
     ${d.rows.length ? "" : `<div class="empty">No dead letters in the loaded range.</div>`}`;
   bindRows($("#dlq tbody"), (tr) => openDeadLetter(Number(tr.dataset.key)));
 }
 function dlqRow(r, fresh = false) {
-  return `<tr tabindex="0" data-key="${r.seq}"${fresh ? ' class="fresh"' : ""}><td class="mono">${esc(fmtTime(r.at))}</td><td>${esc(r.machine)}</td><td>${pill(r.reason)}</td><td>${esc(r.dialect_guess || "–")}</td><td class="mono">${esc(r.frame_sizes.join(", "))}${r.truncated ? " ✂" : ""}</td><td class="clip" style="max-width:220px" title="${esc(r.detail)}">${esc(r.detail)}</td><td class="mono clip" style="max-width:260px">${esc(r.preview)}</td></tr>`;
+  return `<tr tabindex="0" data-key="${r.seq}"${fresh ? ' class="fresh"' : ""}><td class="mono">${esc(fmtTime(r.at))}</td><td>${esc(r.machine)}</td><td>${pill(r.reason)}${r.suppressed ? ` <span class="pill suppressed">+${num(r.suppressed)} suppressed</span>` : ""}</td><td>${esc(r.dialect_guess || "–")}</td><td class="mono">${esc(r.frame_sizes.join(", "))}${r.truncated ? " ✂" : ""}</td><td class="clip" style="max-width:220px" title="${esc(r.detail)}">${esc(r.detail)}</td><td class="mono clip" style="max-width:260px">${esc(r.preview)}</td></tr>`;
 }
 async function openDeadLetter(seq) {
   const d = await api(`/api/dead-letters/${seq}`);
-  openDrawer("dlq", String(seq), `Dead letter: ${d.reason}`, `
+  const sm = d.summary;
+  openDrawer("dlq", String(seq), sm ? `Dead-letter summary: ${d.reason}` : `Dead letter: ${d.reason}`, `
+    ${sm ? `<dl class="kv summary"><dt>Suppressed</dt><dd>${num(sm.suppressed)} in this summary · ${num(sm.suppressed_total)} since ${esc(fmtTime(sm.first_seen))}${sm.ended ? " · storm ended" : ""}</dd>
+    <dt>Key</dt><dd class="mono">${esc(sm.key)}</dd><dt>Rule</dt><dd>first ${esc(sm.threshold)} per ${esc(sm.window_secs)} s stored with their bytes</dd><dt>Last seen</dt><dd>${esc(fmtTime(sm.last_seen))}</dd></dl><h3>Sample (the last one suppressed)</h3>` : ""}
     <dl class="kv"><dt>Reason</dt><dd>${pill(d.reason)}</dd><dt>Detail</dt><dd>${esc(d.detail)}</dd><dt>Dialect guess</dt><dd>${esc(d.dialect_guess || "none")}</dd>
     <dt>Machine</dt><dd>${esc(d.machine)}</dd><dt>Received</dt><dd>${esc(fmtTime(d.received_at))}</dd><dt>Event id</dt><dd class="mono">${esc(d.event_id)}</dd><dt>Subject</dt><dd class="mono">${esc(d.subject)}</dd>
     ${d.truncated ? `<dt>Truncated</dt><dd>${esc(JSON.stringify(d.truncated))}</dd>` : ""}</dl>
