@@ -79,6 +79,9 @@ FIRING: dict[str, Firing] = {
     "BusbridgeDuplicateRisk": Firing(
         {"busbridge_spool_duplicate_risk_total": "0 0 3x10"}, "3m", _t("info")
     ),
+    "BusbridgeStreamLostAcknowledged": Firing(
+        {"busbridge_spool_restored_total": "0 0 400x10"}, "3m", _t("warning")
+    ),
     "BusbridgeConfigReloadFailed": Firing(
         {'busbridge_config_reloads_total{result="invalid"}': "0 0 1x10"},
         "3m",
@@ -150,6 +153,7 @@ HEALTHY: dict[str, str] = {
     "busbridge_zmq_publishers_connected": "3x60",
     "busbridge_floods_active": "0x60",
     "busbridge_spool_duplicate_risk_total": "0x60",
+    "busbridge_spool_restored_total": "0x60",
     'busbridge_config_reloads_total{result="applied"}': "0+1x60",
     "busbridge_parity_ratio": "1x60",
     'busbridge_phase{phase="dual"}': "1x60",
