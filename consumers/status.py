@@ -19,7 +19,7 @@ Screen::
     phase       dual  parity 100.0 %
     ingest      1,234 frames (12.0/s, 3.4 KiB/s)  1,200 decoded  34 dead letters (0.0/s)  0 unknown severity
     publish     1,234 acked (12.0/s)  0 in flight  0 pending  0 failures  p99 <= 5 ms  5 duplicates
-    spool       0 messages  0 B  oldest 0 s  0 evicted  0 dropped
+    spool       0 messages  0 B  oldest 0 s  0 evicted  0 dropped  1,234 retained  0 restored
     nats        connected  0 reconnects
     intake      native 12 acked (1.0/s)  0 nak'ed  0 redelivered | legacy 609 acked (100.0/s)  2 nak'ed (0.5/s)  0 redelivered
     publishers  3 ZMQ connections  idle 0 s
@@ -296,7 +296,9 @@ def _spool(v: _View) -> str:
     return (
         f"{_n(v.total('busbridge_spool_messages'))} messages  {_bytes(v.total('busbridge_spool_bytes'))}  "
         f"oldest {_n(v.total('busbridge_spool_oldest_age_seconds'))} s  "
-        f"{_n(v.total('busbridge_spool_evictions_total'))} evicted  {_n(v.total('busbridge_dropped_total'))} dropped"
+        f"{_n(v.total('busbridge_spool_evictions_total'))} evicted  {_n(v.total('busbridge_dropped_total'))} dropped  "
+        f"{_n(v.total('busbridge_spool_retained_messages'))} retained  "
+        f"{_n(v.total('busbridge_spool_restored_total'))} restored"
     )
 
 

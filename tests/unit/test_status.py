@@ -40,6 +40,8 @@ def test_totals_and_rates_between_two_reads() -> None:
     m.spool_rows.set(12)
     m.spool_bytes.set(3 * 1024 * 1024)
     m.spool_evictions.labels("max_bytes", "debug").inc(2)
+    m.spool_retained_rows.set(40)
+    m.spool_restored.inc(7)
     m.zmq_publishers.set(3)
     m.nats_connected.set(1)
     m.floods_active.set(1)
@@ -55,7 +57,9 @@ def test_totals_and_rates_between_two_reads() -> None:
     assert _line(screen, "publish").startswith(
         "100 acked (5.0/s)  0 in flight  0 pending  0 failures  p99 -"
     )
-    assert _line(screen, "spool") == "12 messages  3.0 MiB  oldest 0 s  2 evicted  0 dropped"
+    assert _line(screen, "spool") == (
+        "12 messages  3.0 MiB  oldest 0 s  2 evicted  0 dropped  40 retained  7 restored"
+    )
     assert _line(screen, "nats") == "connected  0 reconnects"
     assert _line(screen, "publishers").startswith("3 ZMQ connections")
     assert _line(screen, "floods") == "1 active  40 suppressed (20.0/s)  0 flood events"
