@@ -154,6 +154,11 @@ class SpooledQueue:
         self._retained: deque[list[Any]] = deque()
         self.retained_rows, self.retained_bytes = 0, 0
         self.retention_checked = False  # the stream was compared since the last disconnect
+        #: highest spool seq acknowledged as stored so far, and the highest the next check must
+        #: cover: rows acknowledged before the last disconnect (or start), by the server as it
+        #: was then; rows acknowledged after the reconnect are held by the server as it is now
+        self._max_stored_seq = 0
+        self._check_upto = 0
         self._io_limiter = anyio.CapacityLimiter(1)
         self._cursor_lock = anyio.Lock()
         self._write_wake = _Signal()
@@ -187,6 +192,8 @@ class SpooledQueue:
     def _reload_retained(self) -> None:
         """Retained rows on disk as one unit of the retention accounting (start, restore)."""
         rows, size, last = self.spool.retained_stats()
+        self._max_stored_seq = max(self._max_stored_seq, last)
+        self._check_upto = max(self._check_upto, last)
         self._retained.clear()
         if rows:
             self._retained.append([self._wall(), last, rows, size])
@@ -244,6 +251,7 @@ class SpooledQueue:
             return
         if outcome == "stored" and self.retain_acked_secs > 0:
             self._stored.append((item, ack.seq if ack is not None else 0))
+            self._max_stored_seq = max(self._max_stored_seq, item.spool_seq)
         else:
             self._acked.append(item)
         self._ack_wake.set()
@@ -251,19 +259,24 @@ class SpooledQueue:
     async def restore_lost(self, reader: StreamReader, stream: str) -> int:
         """Compare the retained rows with ``stream`` (see ``bridge.pipeline.stream_loss``) and
         put those it lost back into the spool, to be published again in their order; return
-        how many. Raises what ``reader`` raises (``NotConnected``; the caller tries again)."""
-        if not self.retained_rows:
+        how many. Only rows acknowledged before the last disconnect (or this process's start)
+        are checked: the server that acknowledged later ones is the one answering now.
+        Raises what ``reader`` raises (``NotConnected``; the caller tries again)."""
+        if self._stored:  # acknowledged before the disconnect, not yet moved to ``retained``
+            await self._delete_acked()
+        upto = self._check_upto
+        if not self.retained_rows or not upto:
             self.retention_checked = True
             return 0
-        anchors = await self._io(self.spool.anchors)
+        anchors = [a for a in await self._io(self.spool.anchors) if a.seq <= upto]
         first_seq, last_seq = await reader.stream_bounds(stream)
         index = await last_held(anchors, holder(reader, stream, first_seq, last_seq))
         if index is None:
-            self.retention_checked = True
+            self._checked(upto)
             return 0
         after = anchors[index].seq if index >= 0 else 0
         async with self._cursor_lock:
-            rows, size, last = await self._io(self.spool.restore_after, after)
+            rows, size, last = await self._io(self.spool.restore_after, after, upto)
             await self._io(self._reload_retained)
             self.rows += rows
             self.bytes += size
@@ -271,7 +284,7 @@ class SpooledQueue:
             if rows:
                 self.caught_up = False
                 self._read_wake.set()
-        self.retention_checked = True
+        self._checked(upto)
         self._m.spool_restored.inc(rows)
         log.error(
             "stream %s lost messages it had acknowledged (its last sequence is %d, the newest "
@@ -414,8 +427,15 @@ class SpooledQueue:
         self._m.spool_acks.inc(len(done) + len(stored))
 
     def connection_lost(self) -> None:
-        """NATS went away: keep every retained row until the next ``restore_lost`` succeeds."""
+        """NATS went away: keep every retained row until the next ``restore_lost`` succeeds,
+        which checks every row acknowledged until now."""
         self.retention_checked = False
+        self._check_upto = max(self._check_upto, self._max_stored_seq)
+
+    def _checked(self, upto: int) -> None:
+        self.retention_checked = True
+        if self._check_upto == upto:  # no disconnect since the check began
+            self._check_upto = 0
 
     async def _prune_retained(self) -> None:
         """Drop retained rows older than ``retain_acked_secs`` (only once the stream was

@@ -259,20 +259,20 @@ class Spool:
             )
         ]
 
-    def restore_after(self, seq: int) -> tuple[int, int, int]:
-        """Move the retained rows with a ``seq`` greater than ``seq`` back into ``spool``, in
+    def restore_after(self, seq: int, upto_seq: int) -> tuple[int, int, int]:
+        """Move the retained rows with ``seq < row seq <= upto_seq`` back into ``spool``, in
         order, under new ``seq`` values (one transaction); return ``(rows, bytes, last seq)``."""
+        bounds = (seq, upto_seq)
+        where = "FROM retained WHERE seq > ? AND seq <= ?"
         with self._transaction() as db:
             rows, size = db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM retained WHERE seq > ?", (seq,)
+                f"SELECT COUNT(*), COALESCE(SUM(size), 0) {where}", bounds
             ).fetchone()
             if rows:
                 db.execute(
-                    f"INSERT INTO spool ({_COLUMNS}) "
-                    f"SELECT {_COLUMNS} FROM retained WHERE seq > ? ORDER BY seq",
-                    (seq,),
+                    f"INSERT INTO spool ({_COLUMNS}) SELECT {_COLUMNS} {where} ORDER BY seq", bounds
                 )
-                db.execute("DELETE FROM retained WHERE seq > ?", (seq,))
+                db.execute(f"DELETE {where}", bounds)
             last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM spool").fetchone()[0]
         return rows, size, last
 

@@ -80,7 +80,7 @@ def test_spool_retires_prunes_and_restores_in_order(tmp_path: Path) -> None:
     assert spool.stats()[0] == 4
     assert spool.retained_stats()[0] == 6
     assert spool.anchors() == [Anchor(seqs[2], 502, "id-2"), Anchor(seqs[5], 505, "id-5")]
-    rows, _, last = spool.restore_after(seqs[2])  # id-3..5 lost: back behind id-6..9
+    rows, _, last = spool.restore_after(seqs[2], seqs[5])  # id-3..5 lost: behind id-6..9
     assert rows == 3 and spool.retained_stats()[0] == 3
     order = [row[4] for row in spool.read_after(0, 100)]
     assert order == [f"id-{n}" for n in (6, 7, 8, 9, 3, 4, 5)] and last > seqs[-1]
@@ -100,12 +100,20 @@ async def test_queue_retains_stored_rows_and_restores_the_lost_ones(tmp_path: Pa
     queue.on_done(items[5], "duplicate", AckResult(AckOutcome.DUPLICATE, seq=3))
     await queue._delete_acked()
     assert (queue.rows, queue.retained_rows) == (0, 5)  # the duplicate was not retained
-    stream = Stream({200: "id-0", 201: "id-1", 202: "other"})  # lost from 202 on
-    assert await queue.restore_lost(stream, "ERRBUS") == 3
-    assert queue.rows == 3 and queue.retained_rows == 2 and queue.draining
+    queue.connection_lost()  # the server restarts, having lost 202 and after
+    # acknowledged by the restarted server before the check ran: 202 given again, held
+    (seq,) = queue.spool.append([_to_row(_item(9), 1.0)])
+    late = _item(9)
+    late.spool_seq, late.size = seq, 10
+    queue.rows += 1
+    queue.on_done(late, "stored", AckResult(AckOutcome.STORED, seq=202))
+    stream = Stream({200: "id-0", 201: "id-1", 202: "id-9"})
+    assert await queue.restore_lost(stream, "ERRBUS") == 3  # id-9 is not taken for a held one
+    assert queue.rows == 3 and queue.retained_rows == 3 and queue.draining
     assert metrics.spool_restored._value.get() == 3
     assert [r[4] for r in queue.spool.read_after(queue.cursor, 10)] == ["id-2", "id-3", "id-4"]
-    assert await queue.restore_lost(Stream({200: "id-0", 201: "id-1"}), "ERRBUS") == 0
+    queue.connection_lost()
+    assert await queue.restore_lost(Stream({200: "id-0", 201: "id-1", 202: "id-9"}), "S") == 0
     await queue.flush_acks()
 
 
