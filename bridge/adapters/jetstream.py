@@ -388,11 +388,16 @@ class JetStreamLink:
         return True
 
     async def close(self) -> None:
-        """Flush what is buffered and close. Idempotent."""
+        """Flush what is buffered and close. Idempotent. Never raises for a connection the
+        server already dropped (nats-py's close drains the socket: ``ConnectionResetError``
+        when the server went away meanwhile); what was not acknowledged stays in the spool."""
         nc, self.nc = self.nc, None
         if nc is not None and not nc.is_closed:
             try:
                 await nc.flush(timeout=2)
             except (nats.errors.Error, OSError):
                 pass
-            await nc.close()
+            try:
+                await nc.close()
+            except (nats.errors.Error, OSError) as exc:
+                log.info("NATS connection closed with %s: %s", type(exc).__name__, exc)
