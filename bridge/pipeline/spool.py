@@ -227,21 +227,6 @@ class Spool:
                 "DELETE FROM retained WHERE seq <= ? AND acked_at < ?", (upto_seq, cutoff_epoch)
             ).rowcount
 
-    def drop_retained_oldest(self, bytes_needed: int) -> tuple[int, int]:
-        """Drop the oldest retained rows until ``bytes_needed`` bytes are freed (the
-        retention cap); return ``(rows, bytes)`` dropped."""
-        freed, last = 0, None
-        for seq, size in self._db.execute("SELECT seq, size FROM retained ORDER BY seq"):
-            freed += size
-            last = seq
-            if freed >= bytes_needed:
-                break
-        if last is None:
-            return 0, 0
-        with self._transaction() as db:
-            rows = db.execute("DELETE FROM retained WHERE seq <= ?", (last,)).rowcount
-        return rows, freed
-
     def retained_stats(self) -> tuple[int, int, int]:
         """``(rows, bytes, last seq)`` of the retained rows."""
         rows, size, last = self._db.execute(
