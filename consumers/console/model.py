@@ -42,6 +42,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
@@ -421,45 +422,20 @@ class ConsoleModel:
         return [Change("event", str(seq), seq), Change("issue", fingerprint, seq)]
 
     def _dead_letter(self, seq: int, dl: DeadLetter) -> list[Change]:
-        first = dl.frames[0] if dl.frames else b""
-        self.dead_letters.append(
-            DeadLetterRow(
-                seq=seq,
-                at=dl.received_at.timestamp(),
-                machine=dl.machine,
-                reason=dl.reason.value,
-                dialect_guess=dl.dialect_guess.value if dl.dialect_guess else None,
-                frame_sizes=list(dl.frame_sizes),
-                detail=dl.detail[:MESSAGE_CHARS],
-                preview=first[:120].decode("utf-8", "replace"),
-                truncated=dl.truncated is not None,
-            )
-        )
+        self.dead_letters.append(_dead_letter_row(seq, dl, dl.received_at, dl.detail))
         self.dead_letter_total += 1
         return [Change("dead_letter", str(seq), seq)]
 
     def _dead_letter_summary(self, seq: int, s: DeadLetterSummary) -> list[Change]:
         if not s.suppressed:  # a storm's closing summary with nothing new: no row
             return []
-        sample = s.sample
-        first = sample.frames[0] if sample.frames else b""
         ended = "; the storm ended" if s.ended else ""
+        detail = (
+            f"{s.suppressed} more like this suppressed ({s.suppressed_total} since "
+            f"{s.first_seen:%H:%M:%S}; key {s.key}){ended}"
+        )
         self.dead_letters.append(
-            DeadLetterRow(
-                seq=seq,
-                at=s.last_seen.timestamp(),
-                machine=s.machine,
-                reason=s.reason.value,
-                dialect_guess=s.dialect_guess.value if s.dialect_guess else None,
-                frame_sizes=list(sample.frame_sizes),
-                detail=(
-                    f"{s.suppressed} more like this suppressed ({s.suppressed_total} since "
-                    f"{s.first_seen:%H:%M:%S}; key {s.key}){ended}"
-                )[:MESSAGE_CHARS],
-                preview=first[:120].decode("utf-8", "replace"),
-                truncated=sample.truncated is not None,
-                suppressed=s.suppressed,
-            )
+            _dead_letter_row(seq, s.sample, s.last_seen, detail, suppressed=s.suppressed)
         )
         self.dead_letter_suppressed_total += s.suppressed
         return [Change("dead_letter", str(seq), seq)]
@@ -676,3 +652,22 @@ def _fallback_fingerprint(ev: ErrorEvent) -> str:
 def iter_new(changes: Iterable[Change], kind: str) -> list[str]:
     """Keys of ``changes`` of one kind, each once, in order."""
     return list(dict.fromkeys(c.key for c in changes if c.kind == kind))
+
+
+def _dead_letter_row(
+    seq: int, dl: DeadLetter, at: datetime, detail: str, *, suppressed: int = 0
+) -> DeadLetterRow:
+    """The listed row of a dead letter (or of a summary's sample, ``suppressed`` > 0)."""
+    first = dl.frames[0] if dl.frames else b""
+    return DeadLetterRow(
+        seq=seq,
+        at=at.timestamp(),
+        machine=dl.machine,
+        reason=dl.reason.value,
+        dialect_guess=dl.dialect_guess.value if dl.dialect_guess else None,
+        frame_sizes=list(dl.frame_sizes),
+        detail=detail[:MESSAGE_CHARS],
+        preview=first[:120].decode("utf-8", "replace"),
+        truncated=dl.truncated is not None,
+        suppressed=suppressed,
+    )

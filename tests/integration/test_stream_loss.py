@@ -40,16 +40,32 @@ def _send(endpoint: str, ids: list[str]) -> None:
             time.sleep(0.0005)
 
 
-async def _restart(server: NatsServerProcess, store: Path, restore_from: Path | None = None):
+async def _restart(
+    server: NatsServerProcess, store: Path, restore_from: Path | None = None
+) -> None:
     """Stop ``server``, optionally put ``restore_from`` in place of its store, start it again
-    on the same port."""
+    (the same process object, so the same port, and the test's ``finally`` stops it)."""
     await anyio.to_thread.run_sync(server.stop)
     if restore_from is not None:
         shutil.rmtree(store)
         shutil.copytree(restore_from, store)
-    restarted = NatsServerProcess(store, port=server.port)
-    await anyio.to_thread.run_sync(restarted.start)
-    return restarted
+    await anyio.to_thread.run_sync(server.start)
+
+
+async def _acked_across_a_copy(
+    bridge, server: NatsServerProcess, store: Path, old: Path, before: int, after: int
+) -> None:
+    """Events ``p000-0 .. before-1`` stored; a clean restart with a copy of the store taken
+    to ``old``; events ``before .. after-1`` stored and acknowledged (the spool empty)."""
+    endpoint = bridge.zmq_endpoints[0]
+    await anyio.to_thread.run_sync(_send, endpoint, [f"p000-{n:09d}" for n in range(before)])
+    assert await wait_for_count(server.url, "ERRBUS", before, timeout_secs=30) == before
+    await _restart(server, store)  # a clean restart loses nothing
+    shutil.copytree(store, old, ignore=shutil.ignore_patterns("*.lock"))
+    await _until(lambda: bridge.link.connected)
+    await anyio.to_thread.run_sync(_send, endpoint, [f"p000-{n:09d}" for n in range(before, after)])
+    assert await wait_for_count(server.url, "ERRBUS", after, timeout_secs=30) == after
+    await _until(lambda: bridge.queue.rows == 0)  # every row acknowledged
 
 
 async def _until(check, timeout_secs: float = 30.0) -> None:
@@ -70,21 +86,9 @@ async def test_a_server_that_lost_its_last_writes_gets_them_again_exactly_once(
             server.url, tmp_path, publish={**FAST["publish"], "mode": mode}, nats=FAST["nats"]
         )
         async with running_bridge(cfg) as bridge:
-            first = [f"p000-{n:09d}" for n in range(300)]
-            await anyio.to_thread.run_sync(_send, bridge.zmq_endpoints[0], first)
-            assert await wait_for_count(server.url, "ERRBUS", 300, timeout_secs=30) == 300
-
-            # a clean restart loses nothing: the check finds every retained event held
-            server = await _restart(server, store)
-            shutil.copytree(store, old, ignore=shutil.ignore_patterns("*.lock"))
-            await _until(lambda: bridge.link.connected)
-
-            second = [f"p000-{n:09d}" for n in range(300, 700)]
-            await anyio.to_thread.run_sync(_send, bridge.zmq_endpoints[0], second)
-            assert await wait_for_count(server.url, "ERRBUS", 700, timeout_secs=30) == 700
-            await _until(lambda: bridge.queue.rows == 0)  # every row acknowledged and retained
+            await _acked_across_a_copy(bridge, server, store, old, 300, 700)
             assert bridge.queue.retained_rows == 700
-            assert bridge.metrics.spool_restored._value.get() == 0
+            assert bridge.metrics.spool_restored._value.get() == 0  # the clean restart
 
             # the "power cut": the server comes back with the store of before the second batch,
             # and traffic goes on meanwhile (acknowledged by the restarted server, reusing the
@@ -92,12 +96,13 @@ async def test_a_server_that_lost_its_last_writes_gets_them_again_exactly_once(
             third = [f"p001-{n:09d}" for n in range(200)]
             async with anyio.create_task_group() as tg:
                 tg.start_soon(anyio.to_thread.run_sync, _send, bridge.zmq_endpoints[0], third)
-                server = await _restart(server, store, restore_from=old)
+                await _restart(server, store, restore_from=old)
             await _until(lambda: bridge.metrics.spool_restored._value.get() >= 400)
             assert await wait_for_count(server.url, "ERRBUS", 900, timeout_secs=30) == 900
             await anyio.sleep(1.0)  # nothing more comes
         stored = await fetch_all(server.url, "ERRBUS")
-        assert_exactly_once_in_order(stored, set(first) | set(second) | set(third))
+        expected = {f"p000-{n:09d}" for n in range(700)} | set(third)
+        assert_exactly_once_in_order(stored, expected)
         if mode == "pipelined":  # every row is an anchor: exactly the lost ones came again
             assert bridge.metrics.spool_restored._value.get() == 400
     finally:
@@ -114,20 +119,9 @@ async def test_without_retention_the_loss_is_real(tmp_path: Path) -> None:
     try:
         cfg = make_config(server.url, tmp_path, spool={"retain_acked_secs": 0}, **FAST)
         async with running_bridge(cfg) as bridge:
-            await anyio.to_thread.run_sync(
-                _send, bridge.zmq_endpoints[0], [f"p000-{n:09d}" for n in range(300)]
-            )
-            assert await wait_for_count(server.url, "ERRBUS", 300, timeout_secs=30) == 300
-            server = await _restart(server, store)
-            shutil.copytree(store, old, ignore=shutil.ignore_patterns("*.lock"))
-            await _until(lambda: bridge.link.connected)
-            await anyio.to_thread.run_sync(
-                _send, bridge.zmq_endpoints[0], [f"p000-{n:09d}" for n in range(300, 700)]
-            )
-            assert await wait_for_count(server.url, "ERRBUS", 700, timeout_secs=30) == 700
-            await _until(lambda: bridge.queue.rows == 0)
+            await _acked_across_a_copy(bridge, server, store, old, 300, 700)
             assert bridge.queue.retained_rows == 0
-            server = await _restart(server, store, restore_from=old)
+            await _restart(server, store, restore_from=old)
             await _until(lambda: bridge.link.connected)
             await anyio.sleep(2.0)
             assert len(await fetch_all(server.url, "ERRBUS")) == 300
@@ -146,19 +140,8 @@ async def test_after_both_went_down_the_restarted_bridge_restores_from_its_spool
     try:
         cfg = make_config(server.url, tmp_path, **FAST)
         async with running_bridge(cfg) as bridge:
-            await anyio.to_thread.run_sync(
-                _send, bridge.zmq_endpoints[0], [f"p000-{n:09d}" for n in range(200)]
-            )
-            assert await wait_for_count(server.url, "ERRBUS", 200, timeout_secs=30) == 200
-            server = await _restart(server, store)
-            shutil.copytree(store, old, ignore=shutil.ignore_patterns("*.lock"))
-            await _until(lambda: bridge.link.connected)
-            await anyio.to_thread.run_sync(
-                _send, bridge.zmq_endpoints[0], [f"p000-{n:09d}" for n in range(200, 500)]
-            )
-            assert await wait_for_count(server.url, "ERRBUS", 500, timeout_secs=30) == 500
-            await _until(lambda: bridge.queue.rows == 0)
-        server = await _restart(server, store, restore_from=old)  # bridge down meanwhile
+            await _acked_across_a_copy(bridge, server, store, old, 200, 500)
+        await _restart(server, store, restore_from=old)  # bridge down meanwhile
         assert len(await fetch_all(server.url, "ERRBUS")) == 200
         async with running_bridge(cfg) as restarted:
             assert restarted.queue.retained_rows == 500  # from its spool file
