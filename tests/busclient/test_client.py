@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -240,14 +241,32 @@ def test_event_over_max_payload_is_stored_truncated(tmp_path: Path) -> None:
     assert small.msg.error_type == "small"
 
 
-def _wait_until(condition: object, timeout_secs: float = 30.0) -> None:
+def _wait_until(
+    condition: object, timeout_secs: float = 30.0, what: Callable[[], str] | None = None
+) -> None:
     import time
 
     deadline = time.monotonic() + timeout_secs
     while not condition():  # type: ignore[operator]
         if time.monotonic() > deadline:
-            pytest.fail("condition not reached")
+            pytest.fail(f"condition not reached{': ' + what() if what else ''}")
         time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    """The states of every thread of ``pid`` (``/proc/<pid>/task/*/stat``, field 3)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue
+    return "".join(sorted(states))
+
+
+def _stopped(pid: int) -> bool:
+    state = _state(pid)
+    return bool(state) and set(state) <= {"T", "t"}
 
 
 def _unused_port() -> int:
@@ -277,8 +296,10 @@ def test_a_retry_after_a_lost_ack_is_stored_once(intake: Intake) -> None:
         assert client.report("warmup", "connected").wait(10)
         os.kill(pid, signal.SIGSTOP)
         try:
+            # kill() only queues the signal: report once every thread of it is stopped
+            _wait_until(lambda: _stopped(pid), what=lambda: f"server state {_state(pid)}")
             ticket = client.report("frozen", "sent while the server is frozen")
-            _wait_until(lambda: client.stats().retries >= 2)
+            _wait_until(lambda: client.stats().retries >= 2, what=lambda: f"{client.stats()}")
         finally:
             os.kill(pid, signal.SIGCONT)
         assert ticket.wait(15)
