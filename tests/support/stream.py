@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 import nats
+from nats.js.errors import NotFoundError
 
 from contracts.codec import decode
 from contracts.messages import Message
@@ -38,15 +39,25 @@ async def wait_for_count(
 ) -> int:
     """Wait until ``stream`` holds ``count`` messages (then ``settle_secs`` more, to catch extras).
 
-    With ``stall_secs``, give up early once the count has not moved for that long. ``connect``:
-    extra ``nats.connect`` options (credentials, TLS) for servers that require them.
+    A stream that does not exist yet counts as empty: a bridge's /healthz answers before its
+    first attach has created the stream. With ``stall_secs``, give up early once the count has
+    not moved for that long. ``connect``: extra ``nats.connect`` options (credentials, TLS) for
+    servers that require them. Raises ``nats.js.errors.NotFoundError`` when the stream still
+    does not exist after ``timeout_secs``.
     """
     nc = await nats.connect(url, **connect)
     try:
         js = nc.jetstream()
+
+        async def messages() -> int:
+            try:
+                return (await js.stream_info(stream)).state.messages
+            except NotFoundError:
+                return 0
+
         last, moved_at = -1, anyio.current_time()
         with anyio.move_on_after(timeout_secs):
-            while (n := (await js.stream_info(stream)).state.messages) < count:
+            while (n := await messages()) < count:
                 if n != last:
                     last, moved_at = n, anyio.current_time()
                 elif stall_secs is not None and anyio.current_time() - moved_at > stall_secs:
