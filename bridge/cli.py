@@ -355,8 +355,10 @@ def _revalidate(cfg: BridgeConfig, source: str) -> BridgeConfig:
 
 #: CPython hands the GIL to a waiting thread after this long (default 5 ms). The spool's SQLite
 #: thread may wait that long for each result while the event loop is busy: at 1 ms a 20 s NATS
-#: outage under 8k msg/s drained in 19.6-20.3 s (3 runs) instead of 23.5-27.7 s (2 runs).
-GIL_SWITCH_INTERVAL_SECS = 0.001
+#: outage under 8k msg/s drained in 19.6-20.3 s (3 runs) instead of 23.5-27.7 s (2 runs); at
+#: 0.5 ms steady 5k msg/s D1 had p50 latency 11-20 ms instead of 25 ms (2 runs each, spool
+#: inserts still on the worker thread then).
+GIL_SWITCH_INTERVAL_SECS = 0.0005
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

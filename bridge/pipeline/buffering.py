@@ -3,12 +3,17 @@ published, and leaves it only after its PubAck (DESIGN §2).
 
 Design note
 -----------
-Three tasks around one ``Spool`` (all SQLite work off the event loop, on one
-thread at a time):
+Three tasks around one ``Spool``, whose SQLite work runs one call at a time
+(``_io_limiter``) and off the event loop, except the writer's inserts:
 
 * **writer**: drains the in-memory staging deque that ``submit`` fills (the
   ZMQ reader calls it: it never blocks, never awaits), commits each batch, and
   when the publisher is caught up hands the batch straight to it (no read back).
+  It inserts on the loop's thread and commits on a worker thread (``_append``):
+  a worker thread's every SQLite statement waited for the busy loop to hand the
+  GIL back, which made the writer the slowest stage; the commit holds the disk
+  I/O (fsync under ``synchronous=FULL``, WAL checkpoints), which must not stall
+  the loop.
 * **reader**: when the spool holds rows the publisher has not seen (after a
   restart, or while NATS was down and the publisher's window was full), reads
   them in ``seq`` order and feeds the publisher, at most ``max_replay_rate``
@@ -69,6 +74,10 @@ log = logging.getLogger(__name__)
 _headers_encoder = msgspec.json.Encoder()
 _headers_decoder = msgspec.json.Decoder(dict[str, str])
 _SEVERITY_BY_RANK = {s.rank: s.value for s in Severity}
+#: acknowledgements gathered this long before one delete (or retire) transaction: fewer,
+#: larger transactions, so appends (which hold back the messages not yet published) wait
+#: less often behind one on the spool's single SQLite thread
+_DELETE_GATHER_SECS = 0.1
 
 
 class EvictionTally:
@@ -309,6 +318,17 @@ class SpooledQueue:
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._io_limiter)
 
+    async def _append(self, rows: list[SpoolRow]) -> list[int]:
+        """``Spool.append`` in two halves: the inserts on the event loop's thread (on a worker
+        thread every SQLite statement waited for the busy loop to hand the GIL back: steady 5k
+        msg/s had p50 latency 25 ms, 4.6 ms this way), the commit (WAL write, fsync under
+        ``synchronous=FULL``, checkpoints) on the worker thread, so a slow disk does not stall
+        the loop."""
+        async with self._io_limiter:
+            seqs = self.spool.insert(rows)
+            await anyio.to_thread.run_sync(self.spool.commit)  # rolls back itself on an error
+            return seqs
+
     async def _write_loop(self) -> None:
         while True:
             await self._write_wake.wait_for(lambda: bool(self._staging))
@@ -321,7 +341,7 @@ class SpooledQueue:
         with anyio.CancelScope(shield=True):  # a batch taken from staging is always written
             now = self._wall()
             rows = [_to_row(item, now) for item in batch]
-            seqs = await self._io(self.spool.append, rows)
+            seqs = await self._append(rows)
         for item, row, seq in zip(batch, rows, seqs, strict=True):
             item.spool_seq, item.size = seq, row.size
         self.rows += n
@@ -398,6 +418,7 @@ class SpooledQueue:
     async def _delete_loop(self) -> None:
         while True:
             await self._ack_wake.wait_for(lambda: bool(self._acked or self._stored))
+            await anyio.sleep(_DELETE_GATHER_SECS)
             with anyio.CancelScope(shield=True):  # acked rows taken are always deleted
                 await self._delete_acked()
 

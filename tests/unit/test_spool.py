@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from bridge.pipeline.spool import Spool, SpoolRow
+from bridge.pipeline.spool import _CHUNK_ROWS, Spool, SpoolRow, _chunks
 
 
 def _row(n: int, rank: int = 3, at: float = 1000.0, size: int = 100) -> SpoolRow:
@@ -30,12 +31,39 @@ def test_large_append_in_multi_row_chunks_keeps_order_seqs_and_content(tmp_path:
     spool.append([_row(0)])
     rows = [
         _row(n, rank=n % 5, at=1000.0 + n, size=n) for n in range(1, 1100)
-    ]  # 512+512+64+8+3 rows
+    ]  # 512+512+64+8+3 rows: several statements, one transaction
     seqs = spool.append(rows)
     assert seqs == list(range(2, 1101))
     assert [SpoolRow(*r[1:]) for r in spool.read_after(1, 2000)] == rows
     assert spool.stats()[:2] == (1100, 100 + sum(range(1, 1100)))
     spool.close()
+
+
+def test_every_size_up_to_512_rows_takes_at_most_four_statements_from_a_bounded_set() -> None:
+    sizes = {n: _chunks(n) for n in range(1, 2001)}
+    assert all(sum(chunks) == n for n, chunks in sizes.items())
+    assert max(len(sizes[n]) for n in range(1, 513)) == 4
+    assert all(len(sizes[n]) == 1 for n in (*range(1, 17), 24, 32, 48, 64, 96, 128, 256, 512))
+    assert len({size for chunks in sizes.values() for size in chunks}) == len(_CHUNK_ROWS) <= 26
+
+
+def test_insert_then_commit_or_rollback(tmp_path: Path) -> None:
+    """The writer's two halves: nothing is visible to another connection before ``commit``;
+    ``rollback`` leaves no row and no used ``seq``; a failing insert rolls itself back."""
+    spool = Spool(tmp_path / "s.db")
+    other = Spool(tmp_path / "s.db")
+    assert spool.insert([_row(n) for n in range(3)]) == [1, 2, 3]
+    assert other.read_after(0, 10) == []
+    spool.commit()
+    assert [r[0] for r in other.read_after(0, 10)] == [1, 2, 3]
+    assert spool.insert([_row(3)]) == [4]
+    spool.rollback()
+    with pytest.raises(sqlite3.IntegrityError):
+        spool.insert([_row(5), _row(6)._replace(kind=None)])  # type: ignore[arg-type]  # NOT NULL
+    assert spool.append([_row(7)]) == [4]
+    assert [r[4] for r in other.read_after(0, 10)] == ["id-0", "id-1", "id-2", "id-7"]
+    spool.close()
+    other.close()
 
 
 def test_seq_is_never_reused_even_when_empty(tmp_path: Path) -> None:
