@@ -76,7 +76,7 @@ _headers_decoder = msgspec.json.Decoder(dict[str, str])
 _SEVERITY_BY_RANK = {s.rank: s.value for s in Severity}
 #: acknowledgements gathered this long before one delete (or retire) transaction: fewer,
 #: larger transactions, so appends (which hold back the messages not yet published) wait
-#: less often behind one on the spool's single SQLite thread
+#: less often behind one for the spool's connection
 _DELETE_GATHER_SECS = 0.1
 
 
@@ -321,7 +321,7 @@ class SpooledQueue:
     async def _append(self, rows: list[SpoolRow]) -> list[int]:
         """``Spool.append`` in two halves: the inserts on the event loop's thread (on a worker
         thread every SQLite statement waited for the busy loop to hand the GIL back: steady 5k
-        msg/s had p50 latency 25 ms, 4.6 ms this way), the commit (WAL write, fsync under
+        msg/s had p50 latency 25 ms, 8 ms this way), the commit (WAL write, fsync under
         ``synchronous=FULL``, checkpoints) on the worker thread, so a slow disk does not stall
         the loop."""
         async with self._io_limiter:

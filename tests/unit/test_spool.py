@@ -61,6 +61,9 @@ def test_insert_then_commit_or_rollback(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         spool.insert([_row(5), _row(6)._replace(kind=None)])  # type: ignore[arg-type]  # NOT NULL
     assert spool.append([_row(7)]) == [4]
+    assert spool.append([]) == []
+    with pytest.raises(ValueError):
+        spool.insert([])
     assert [r[4] for r in other.read_after(0, 10)] == ["id-0", "id-1", "id-2", "id-7"]
     spool.close()
     other.close()
