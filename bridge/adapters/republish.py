@@ -47,8 +47,13 @@ class LegacyRepublisher:
 
     def send(self, frames: list[bytes]) -> None:
         """Send one message (1+ frames) to every subscriber; never blocks."""
-        if self._sock is not None:
-            self._sock.send_multipart(frames, zmq.NOBLOCK)
+        sock = self._sock
+        if sock is None:
+            return
+        if len(frames) == 1:  # most legacy messages: half of send_multipart's cost (0.5 us)
+            sock.send(frames[0], zmq.NOBLOCK)
+        else:
+            sock.send_multipart(frames, zmq.NOBLOCK)
 
     def close(self) -> None:
         """Close the socket (linger 0) and release the port. Idempotent."""

@@ -55,12 +55,17 @@ class LegacySubscriber:
         self.ctx.term()
 
 
-async def _send(endpoint: str, frames: list[bytes]) -> None:
+async def _send(endpoint: str, frames: list[bytes] | list[bytes | list[bytes]]) -> None:
+    """Send each item as one ZMQ message: a frame, or (a list) the frames of a multi-part one."""
+
     def run() -> None:
         with zmq.Context() as ctx:
             [sock] = connect_publishers(ctx, endpoint, 1)
             for f in frames:
-                sock.send(f)
+                if isinstance(f, list):
+                    sock.send_multipart(f)
+                else:
+                    sock.send(f)
             sock.close(linger=5000)
 
     await anyio.to_thread.run_sync(run)
@@ -92,10 +97,12 @@ async def test_zmq_only_shadows_republishes_byte_for_byte_and_stores_nothing(
         sub = LegacySubscriber(bridge.phases.republish_endpoint)
         try:
             await _subscriber_ready(bridge, sub)
-            frames = [envelope(1, n) for n in range(50)] + [b"\xff\xfe not json at all"]
+            frames: list[bytes | list[bytes]] = [envelope(1, n) for n in range(50)]
+            frames += [b"\xff\xfe not json at all", [b"two", b"\x00frames"]]
             await _send(bridge.zmq_endpoints[0], frames)
             got = await sub.receive(len(frames))
-            assert [f for [f] in got] == frames  # byte for byte, in order, the garbage too
+            # byte for byte, in order, the garbage and the multi-part message too
+            assert got == [f if isinstance(f, list) else [f] for f in frames]
             await anyio.sleep(1.0)
             reg = bridge.metrics.registry
             assert (
