@@ -172,6 +172,9 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
         )  # nats-py sanitises it
         await nc.publish("errbus.error.T.error.s2", b"{}", reply="_INBOX.t.2", headers=odd)
         assert _hpub(nc, "errbus.error.T.error.s2", b"{}", "_INBOX.t.2", odd) is None
+        for bad in ("", "a b", "a\tb", "a\u00a0b", "a\u2028b", "a\x00b"):  # nats-py's way
+            assert _hpub(nc, bad, b"{}", "_INBOX.t.3", {}) is None
+            assert _hpub(nc, "errbus.x", b"{}", bad, {}) is None
         assert (
             len(sent) == 4
             and sent[2] == sent[3]
