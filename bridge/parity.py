@@ -23,6 +23,8 @@ Two taps feed one ``ParityLedger``:
   mistake, spool eviction, a rejection). It cannot see what the stream loses after the PubAck,
   so every ``readback_every``-th stored message is read back by the sequence its PubAck gave
   (``busbridge_parity_readback_total{result}``: ok, mismatch, missing), off the read loop.
+  With fast-ingest batches only a batch's last message learns its sequence: the sample is
+  then the first such message once ``readback_every`` were stored (one per batch at most).
   With ``parity.nats_side: consumer``: an ordered consumer (deliver new) on the bridge
   machine's error and dead-letter subjects; only messages whose ``Busbridge-Origin`` header is
   the bridge's id count (native NATS events never crossed ZMQ); flood events on
@@ -293,9 +295,11 @@ class ParityTap:
             return
         self.nats_seen += 1
         self.ledger.saw_nats(item.msg_id)
-        if self._readback_every and ack.outcome is AckOutcome.STORED and ack.seq:
+        if self._readback_every and ack.outcome is AckOutcome.STORED:
             self._until_readback -= 1
-            if self._until_readback <= 0:
+            # due: the next one whose PubAck gave its stream sequence (with fast-ingest
+            # batches only a batch's last message has one)
+            if self._until_readback <= 0 and ack.seq:
                 self._until_readback = self._readback_every
                 self._readback.append((ack.seq, item.msg_id))
                 self._readback_wake.set()

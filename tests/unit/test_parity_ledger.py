@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import anyio
+import nats.js.errors
+
 from bridge.metrics import Metrics
-from bridge.parity import ParityLedger
+from bridge.parity import ParityLedger, ParityTap
+from bridge.pipeline.acks import AckOutcome, AckResult
+from bridge.pipeline.publish import Outbound
+from tests.support.bridge import make_config
 from tests.support.fakes import FakeClock
 
 
@@ -105,13 +111,6 @@ async def test_pubacks_side_confirms_stored_ids_and_reads_samples_back() -> None
     """``parity.nats_side: pubacks``: stored/duplicate PubAcks of error events and dead letters
     count as seen in JetStream; every n-th stored one is read back by its sequence, and a
     sequence that holds another message or nothing is counted as such."""
-    import anyio
-    import nats.js.errors
-
-    from bridge.parity import ParityTap
-    from bridge.pipeline.acks import AckOutcome, AckResult
-    from bridge.pipeline.publish import Outbound
-    from tests.support.bridge import make_config
 
     stored = {1: "e1", 2: "e2", 3: "other"}  # seq 3 holds another message, seq 4 nothing
 
@@ -145,6 +144,35 @@ async def test_pubacks_side_confirms_stored_ids_and_reads_samples_back() -> None
     clock.advance(11)
     s = ledger.stats()
     assert (s.matched, s.missing_nats, s.missing_zmq, tap.nats_seen) == (4, 0, 0, 4)
+
+
+async def test_readback_with_fast_ingest_batches_samples_the_next_message_with_a_sequence() -> None:
+    """In batch mode only a batch's last message has a stream sequence: every
+    ``readback_every``-th stored message makes the next such one the sample."""
+    read: list[int] = []
+
+    class FakeJs:
+        async def get_msg(self, stream: str, seq: int):
+            read.append(seq)
+            return type("Raw", (), {"headers": {"Nats-Msg-Id": f"e{seq}"}})()
+
+    metrics, clock = Metrics(), FakeClock()
+    cfg = make_config(None, "/tmp", parity={"nats_side": "pubacks", "readback_every": 25})
+    ledger = _ledger(clock, metrics)
+    tap = ParityTap(cfg, ledger, [], FakeJs())
+    for n in range(1, 201):  # batches of 10: the 10th, 20th, ... message has its sequence
+        item = Outbound("errbus.error.x", b"{}", {}, "error_event", f"e{n}")
+        ledger.saw_zmq(f"e{n}")
+        tap.confirmed(item, "stored", AckResult(AckOutcome.STORED, seq=n if n % 10 == 0 else 0))
+    async with anyio.create_task_group() as tg:
+        await tg.start(tap.run)
+        with anyio.fail_after(5):
+            while sum(_readbacks(metrics).values()) < 6:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.1)  # nothing more comes
+        tg.cancel_scope.cancel()
+    assert read == [30, 60, 90, 120, 150, 180]  # due at 25, 50, ...: sampled at the next 10th
+    assert _readbacks(metrics) == {"ok": 6, "mismatch": 0, "missing": 0}
 
 
 def _readbacks(metrics: Metrics) -> dict[str, float]:
