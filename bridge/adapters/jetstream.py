@@ -148,15 +148,15 @@ def _hpub(
         return None
     lines = [b"NATS/1.0\r\n"]
     for key, value in headers.items():
+        if value.__class__ is not str:
+            return None
         line = _header_lines.get((key, value))
         if line is None:
             if key not in _safe_keys:
                 if not (isinstance(key, str) and _HEADER_KEY.fullmatch(key)):
                     return None
                 _safe_keys.add(key)
-            if not (
-                value.__class__ is str and value.isprintable() and value.strip() == value and value
-            ):
+            if not (value.isprintable() and value.strip() == value and value):
                 return None
             line = f"{key}: {value}\r\n".encode()
             if key != HEADER_MSG_ID:

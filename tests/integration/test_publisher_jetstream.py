@@ -175,6 +175,8 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
         for bad in ("", "a b", "a\tb", "a\u00a0b", "a\u2028b", "a\x00b"):  # nats-py's way
             assert _hpub(nc, bad, b"{}", "_INBOX.t.3", {}) is None
             assert _hpub(nc, "errbus.x", b"{}", bad, {}) is None
+        for value in (["list"], 7, None):  # not a str: nats-py's publish decides
+            assert _hpub(nc, "errbus.x", b"{}", "_INBOX.t.4", {"X-Odd": value}) is None  # type: ignore[dict-item]
         assert (
             len(sent) == 4
             and sent[2] == sent[3]

@@ -31,7 +31,7 @@ def test_large_append_in_multi_row_chunks_keeps_order_seqs_and_content(tmp_path:
     spool.append([_row(0)])
     rows = [
         _row(n, rank=n % 5, at=1000.0 + n, size=n) for n in range(1, 1100)
-    ]  # 512+512+64+8+3 rows: several statements, one transaction
+    ]  # 512+512+64+11 rows: several statements, one transaction
     seqs = spool.append(rows)
     assert seqs == list(range(2, 1101))
     assert [SpoolRow(*r[1:]) for r in spool.read_after(1, 2000)] == rows
