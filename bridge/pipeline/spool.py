@@ -30,6 +30,12 @@ tables::
   as anchors and ``restore_after`` moves the rows found lost back into ``spool``
   (new ``seq`` values, same ``Nats-Msg-Id``), where they are published again.
 
+WAL checkpoints (copying the WAL back into the database file, an fsync of it
+under FULL) are the slow part of writing; ``wal_autocheckpoint`` is raised to
+``AUTOCHECKPOINT_PAGES`` so commits rarely run one, and the owner calls
+``checkpoint`` regularly from a thread that may block (``SpooledQueue``: every
+second, on a worker thread).
+
 Invariants: a row is appended (committed) before its message is published and
 deleted from ``spool`` only after its PubAck. ``synchronous`` NORMAL survives a process kill
 (``kill -9``); FULL also survives power loss. Every method runs on one thread
@@ -52,7 +58,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["Anchor", "Spool", "SpoolRow", "StoredRow"]
+__all__ = ["AUTOCHECKPOINT_PAGES", "Anchor", "Spool", "SpoolRow", "StoredRow"]
+
+#: WAL pages (4 KiB each) after which a commit checkpoints by itself: a safety net for an
+#: owner that does not call ``checkpoint`` in time (SQLite's default is 1,000)
+AUTOCHECKPOINT_PAGES = 16_384
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +151,7 @@ class Spool:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
             db.executescript(_SCHEMA)
@@ -180,15 +191,12 @@ class Spool:
         any other call. Raises ``ValueError`` for no rows, ``sqlite3.Error`` when SQLite
         refuses (the transaction is rolled back first).
 
-        Split from ``commit`` so that a caller can run this part, which is CPU work on
-        SQLite's page cache, on its own busy thread, and the commit (the WAL write, its fsync
-        under ``synchronous=FULL``, WAL checkpoints) on a worker thread. The inserts are few
-        statements: multi-row ``INSERT ... VALUES (..),(..)`` of sizes from ``_CHUNK_ROWS``
-        (one to four statements up to 512 rows; a bounded set, so SQLite's statement cache
-        holds them all). Few, because ``sqlite3`` releases the GIL around every prepare and
-        step, and on a worker thread each one then waits for a busy event loop to hand the
-        GIL back (up to the switch interval): measured, 108 1 KB rows appended from a thread
-        while another ran Python took 12 ms in 13 statements, 4.8 ms in 4."""
+        The inserts are few statements: multi-row ``INSERT ... VALUES (..),(..)`` of sizes
+        from ``_CHUNK_ROWS`` (one to four statements up to 512 rows; a bounded set, so
+        SQLite's statement cache holds them all). Few, because ``sqlite3`` releases the GIL
+        around every prepare and step, and on a thread that shares the GIL with a busy one
+        each step waits for it (up to the switch interval): measured, 108 1 KB rows appended
+        from a thread while another ran Python took 12 ms in 13 statements, 4.8 ms in 4."""
         if not rows:
             raise ValueError("no rows to insert")
         self._db.execute("BEGIN IMMEDIATE")
@@ -210,6 +218,13 @@ class Spool:
         except BaseException:
             self.rollback()
             raise
+
+    def checkpoint(self) -> tuple[int, int]:
+        """Copy what the WAL holds into the database file without waiting for readers
+        (``PRAGMA wal_checkpoint(PASSIVE)``); may block on disk I/O. Returns ``(WAL pages,
+        pages copied)``; (-1, -1) when the database is not in WAL mode."""
+        _, pages, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return pages, copied
 
     def rollback(self) -> None:
         """Abandon the transaction ``insert`` began (no-op when none is open)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.pipeline.spool import _CHUNK_ROWS, Spool, SpoolRow, _chunks
+from bridge.pipeline.spool import _CHUNK_ROWS, AUTOCHECKPOINT_PAGES, Spool, SpoolRow, _chunks
 
 
 def _row(n: int, rank: int = 3, at: float = 1000.0, size: int = 100) -> SpoolRow:
@@ -141,4 +141,21 @@ def test_delete_by_ranges_deletes_exactly_the_given_rows(tmp_path: Path) -> None
     spool.append([_row(n) for n in range(10)])
     spool.delete([5, 3, 4, 9, 1, 10])
     assert [r[0] for r in spool.read_after(0, 20)] == [2, 6, 7, 8]
+    spool.close()
+
+
+def test_commits_leave_checkpoints_to_the_owner_up_to_the_safety_net(tmp_path: Path) -> None:
+    """Commits do not checkpoint below ``AUTOCHECKPOINT_PAGES``: the WAL keeps every page until
+    ``checkpoint`` copies them all into the database file (which then holds every row)."""
+    spool = Spool(tmp_path / "s.db", synchronous="FULL")
+    big = [
+        SpoolRow(3, 1000.0, "error_event", f"id-{n}", "s", b"{}", b"x" * 4000, 4000)
+        for n in range(2500)
+    ]
+    for start in range(0, len(big), 500):  # ~2,500 pages: SQLite's default would checkpoint
+        spool.append(big[start : start + 500])
+    pages, copied = spool.checkpoint()
+    assert AUTOCHECKPOINT_PAGES > pages > 2000
+    assert copied == pages
+    assert spool.checkpoint() == (pages, pages)  # nothing new since: nothing left to copy
     spool.close()
