@@ -38,6 +38,12 @@ anything else                   UNKNOWN_TOPIC (INVALID_UTF8 if not UTF-8)
 JSON payloads go through ``bridge.legacy.lenient_json`` and must be an object
 starting at the payload's first byte: no BOM or whitespace stripping (a JSON
 array/scalar is NOT_AN_OBJECT; whitespace before ``{`` is INVALID_JSON).
+D1/D2 envelopes (most of the bus's traffic) are first decoded strictly into
+typed structs (``_Envelope``): one msgspec pass, no intermediate dict. Any
+payload that pass refuses (not strict JSON, ``error_data`` not an object, a D1
+candidate without ``error_data``, nesting that could reach the depth cap) takes
+the lenient path above; both paths end in the same field mapping, so the result
+is the same whichever one decoded it (``tests/unit/test_dialects_typed.py``).
 
 Field mapping (trap 6; raw values kept in ``LegacyOrigin``):
 
@@ -67,7 +73,7 @@ from typing import Any
 
 import msgspec
 
-from bridge.legacy.lenient_json import LenientJSONError, loads_lenient
+from bridge.legacy.lenient_json import MAX_DEPTH, LenientJSONError, loads_lenient
 from bridge.legacy.timestamps import parse_timestamp
 from contracts.messages import DeadLetterReason, Dialect, LegacyOrigin, Severity, TimestampKind
 from contracts.severity import normalise_severity
@@ -101,7 +107,6 @@ _JSONISH_START = frozenset(b' \t\r\n[{"-0123456789')
 _BOM = b"\xef\xbb\xbf"
 _SOURCE_KEYS = ("source", "agent", "agent_name", "source_agent")
 _TYPE_KEYS = ("error_type", "type")
-_EMPTY: dict[str, Any] = {}
 _encode = msgspec.json.Encoder().encode
 
 
@@ -183,6 +188,9 @@ def _error_prefixed(frame: bytes, local_tz: tzinfo) -> Decoded | Rejected:
 
 
 def _error_json(payload: bytes, local_tz: tzinfo) -> Decoded | Rejected:
+    env = _typed_envelope(payload)
+    if env is not None and env.error_data is not None:  # D1 (without error_data: see below)
+        return _map_envelope(env, env.error_data, False, Dialect.ERRPUB_ENVELOPE, "ERROR:")
     parsed = parse_object(payload, None)
     if type(parsed) is Rejected:
         return Rejected(parsed.reason, _envelope_guess(payload), parsed.detail)
@@ -246,6 +254,11 @@ def _cross_prefixed(frame: bytes) -> Decoded | Rejected:
 def _pc2_payload(payload: bytes, topic: str, *, cross: bool) -> Decoded | Rejected:
     if not payload:
         return Rejected(_R.EMPTY_PAYLOAD, Dialect.PC2_TOPIC, f"{topic!r} with nothing after it")
+    if payload[0] == 0x7B:
+        env = _typed_envelope(payload)
+        if env is not None:
+            inner = env.error_data or _NO_DATA
+            return _map_envelope(env, inner, False, Dialect.PC2_TOPIC, topic, cross=cross)
     parsed = parse_object(payload, Dialect.PC2_TOPIC)
     if type(parsed) is Rejected:
         return parsed
@@ -366,69 +379,129 @@ def decode_pc2_topic(
     return _envelope(obj, sanitized, Dialect.PC2_TOPIC, topic, cross=cross_machine_copy)
 
 
+class _ErrorData(msgspec.Struct):
+    """D1/D2 ``error_data``: the keys the mapping reads (values as sent, any JSON type)."""
+
+    error_id: Any = None
+    error_type: Any = None
+    type: Any = None
+    severity: Any = None
+    message: Any = None
+    details: Any = None
+
+
+class _Envelope(msgspec.Struct):
+    """A D1/D2 envelope: the keys the mapping reads. Absent and ``null`` are alike here, as
+    for ``dict.get``; unknown keys are ignored; a repeated key keeps its last value (as in a
+    dict)."""
+
+    error_data: _ErrorData | None = None
+    source: Any = None
+    agent: Any = None
+    agent_name: Any = None
+    source_agent: Any = None
+    error_type: Any = None
+    type: Any = None
+    severity: Any = None
+    message: Any = None
+    timestamp: Any = None
+    message_type: Any = None
+    source_machine: Any = None
+
+
+_NO_DATA = _ErrorData()
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_MIN_DEEP_BYTES = 2 * MAX_DEPTH  # as in lenient_json: shorter payloads cannot be that deep
+
+
+def _typed_envelope(payload: bytes) -> _Envelope | None:
+    """The strict, typed decode of a D1/D2 payload, or None when only the lenient path can
+    take it (not strict JSON or not UTF-8, ``error_data`` neither an object nor null, possibly
+    nested beyond ``MAX_DEPTH``)."""
+    if len(payload) > _MIN_DEEP_BYTES and payload.count(b"{") + payload.count(b"[") > MAX_DEPTH:
+        return None
+    try:
+        return _envelope_decoder.decode(payload)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+
+
 def _envelope(
     obj: dict[str, Any], sanitized: bool, dialect: Dialect, topic: str, *, cross: bool
 ) -> Decoded:
+    """The lenient path's D1/D2 mapping: ``obj`` as ``_Envelope``; an ``error_data`` that
+    is not an object becomes ``details`` (with no inner fields)."""
     data = obj.get("error_data")
-    inner = data if type(data) is dict else _EMPTY
-    details = inner.get("details") if inner is data else data
-    type_key, error_type = _pick_type(inner)
-    if type_key is None:
-        error_type = _pick_type(obj)[1]
-    origin, occurred_at = _envelope_origin(obj, inner, sanitized, dialect, topic, cross)
-    return Decoded(
-        source=_pick_source(obj)[1],
-        error_type=error_type,
-        severity=normalise_severity(origin.raw_severity)[0],
-        message=_envelope_message(obj, inner, details, error_type),
-        details=details,
-        occurred_at=occurred_at,
-        legacy=origin,
-        error_id=_error_id(inner),
-    )
+    if type(data) is dict:
+        env = msgspec.convert(obj, _Envelope)
+        inner = env.error_data or _NO_DATA
+        return _map_envelope(env, inner, sanitized, dialect, topic, cross=cross)
+    env = msgspec.convert({**obj, "error_data": None}, _Envelope)
+    return _map_envelope(env, _NO_DATA, sanitized, dialect, topic, cross=cross, details=data)
 
 
-def _envelope_origin(
-    obj: dict[str, Any],
-    inner: dict[str, Any],
+def _map_envelope(
+    env: _Envelope,
+    inner: _ErrorData,
     sanitized: bool,
     dialect: Dialect,
     topic: str,
-    cross: bool,
-) -> tuple[LegacyOrigin, datetime | None]:
-    raw_ts = obj.get("timestamp")
+    *,
+    cross: bool = False,
+    details: Any = _NO_DATA,
+) -> Decoded:
+    """The D1/D2 field mapping (module docstring); ``details`` defaults to ``inner.details``."""
+    if details is _NO_DATA:
+        details = inner.details
+    error_type = _first_text(inner.error_type, inner.type)
+    if error_type is None:
+        error_type = _first_text(env.error_type, env.type) or ""
+    raw_severity = inner.severity if inner.severity is not None else env.severity
+    raw_ts = env.timestamp
     occurred_at, ts_kind = parse_timestamp(raw_ts, _UTC_ISO)
     origin = LegacyOrigin(
         dialect=dialect,
         topic=topic,
-        raw_severity=_inner_first(inner, obj, "severity"),
+        raw_severity=raw_severity,
         raw_timestamp=raw_ts,
         timestamp_kind=ts_kind,
-        message_type=_opt_str(obj.get("message_type")),
-        source_machine=_opt_str(obj.get("source_machine")),
+        message_type=_opt_str(env.message_type),
+        source_machine=_opt_str(env.source_machine),
         cross_machine_copy=cross,
         sanitized=sanitized,
     )
-    return origin, occurred_at
-
-
-def _envelope_message(
-    obj: dict[str, Any], inner: dict[str, Any], details: Any, error_type: str
-) -> str:
-    message = _inner_first(inner, obj, "message")
+    message = inner.message if inner.message is not None else env.message
     if message is not None:
-        return _as_text(message)
-    return details if type(details) is str else error_type
+        text = _as_text(message)
+    else:
+        text = details if type(details) is str else error_type
+    error_id = inner.error_id
+    return Decoded(
+        source=_envelope_source(env),
+        error_type=error_type,
+        severity=normalise_severity(raw_severity)[0],
+        message=text,
+        details=details,
+        occurred_at=occurred_at,
+        legacy=origin,
+        error_id=error_id if type(error_id) is str and error_id else None,
+    )
 
 
-def _inner_first(inner: dict[str, Any], obj: dict[str, Any], key: str) -> Any:
-    value = inner.get(key)
-    return obj.get(key) if value is None else value
+def _first_text(*values: Any) -> str | None:
+    """The first value that is not None, as text (``str()`` of a non-string), else None."""
+    for value in values:
+        if value is not None:
+            return value if type(value) is str else str(value)
+    return None
 
 
-def _error_id(inner: dict[str, Any]) -> str | None:
-    error_id = inner.get("error_id")
-    return error_id if type(error_id) is str and error_id else None
+def _envelope_source(env: _Envelope) -> str:
+    """``_pick_source`` over the envelope's fields, in ``_SOURCE_KEYS`` order."""
+    for value in (env.source, env.agent, env.agent_name, env.source_agent):
+        if value is not None and value != "":
+            return value if type(value) is str else str(value)
+    return "unknown"
 
 
 # --------------------------------------------------------------------------- D3 / D4 / D5
