@@ -188,9 +188,10 @@ def _error_prefixed(frame: bytes, local_tz: tzinfo) -> Decoded | Rejected:
 
 
 def _error_json(payload: bytes, local_tz: tzinfo) -> Decoded | Rejected:
-    env = _typed_envelope(payload)
-    if env is not None and env.error_data is not None:  # D1 (without error_data: see below)
-        return _map_envelope(env, env.error_data, False, Dialect.ERRPUB_ENVELOPE, "ERROR:")
+    if b'"error_data"' in payload:  # D1 likely; D3 payloads skip the typed pass
+        env = _typed_envelope(payload)
+        if env is not None and env.error_data is not None:  # else D1 or D3: see below
+            return _map_envelope(env, env.error_data, False, Dialect.ERRPUB_ENVELOPE, "ERROR:")
     parsed = parse_object(payload, None)
     if type(parsed) is Rejected:
         return Rejected(parsed.reason, _envelope_guess(payload), parsed.detail)
