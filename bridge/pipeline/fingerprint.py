@@ -23,6 +23,15 @@ compiled into the pattern used when a cheap pre-check finds a run of 8 hex
 digits or a ``:\\``. The result equals that of the plain, slower regex in
 ``tests/unit/test_fingerprint.py`` (checked there by hypothesis).
 
+Which spans get masked depends on where the ASCII digits are, never on which
+digits they are, with one exception: the ``0x`` hex prefix. So an ASCII text
+of at most ``_CACHE_MAX_CHARS`` chars is looked up by its *shape* (every ASCII
+digit turned into ``1``), and the spans found for that
+shape are applied to the text: errors that differ only in their numbers (the
+common case: counts, ids, ports, durations) skip the regex after the first.
+Shapes with a digit before ``x``/``X`` are scanned every time. At most
+``_CACHE_MAX_ENTRIES`` shapes are kept, the memo emptied when full.
+
 Only the first ``MAX_MASK_CHARS`` characters are masked; the rest is kept as
 is (and so still hashed). ``fingerprint`` is 16 hex chars of blake2b-64 over
 ``<len>:<source><len>:<error_type><masked message>`` as UTF-8 (the length
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import re
 from hashlib import blake2b
+from typing import Any
 
 __all__ = ["MAX_MASK_CHARS", "fingerprint", "mask_message"]
 
@@ -76,6 +86,11 @@ _TOKENS = {
 _CACHE_MAX_ENTRIES = 4096
 _CACHE_MAX_CHARS = 512
 _cache: dict[tuple[str, str, str], str] = {}
+#: shape of a text (its ASCII bytes, digits as "1") -> the (start, end, token) spans masked
+#: in it, or None when texts of that shape must be scanned (``_shape_spans``)
+_spans: dict[bytes, tuple[tuple[int, int, str], ...] | None] = {}
+_DIGITS_AS_ONE = bytes.maketrans(b"0123456789", b"1" * 10)
+_UNKNOWN = object()  # not in the memo yet (None and () are values)
 _HEX_RUN = re.compile(f"{_H}{_H}{{7}}")  # leading class: fast scan
 
 
@@ -95,8 +110,40 @@ def _token(match: re.Match[str]) -> str:
 
 
 def _mask(text: str) -> str:
-    pattern = _PATTERNS[_HEX_RUN.search(text) is not None, ":\\" in text]
-    return pattern.sub(_token, text)
+    if len(text) > _CACHE_MAX_CHARS or not text.isascii():
+        return _scan(text)
+    shape = text.encode().translate(_DIGITS_AS_ONE)
+    spans: Any = _spans.get(shape, _UNKNOWN)
+    if spans is _UNKNOWN:
+        if len(_spans) >= _CACHE_MAX_ENTRIES:
+            _spans.clear()
+        spans = _spans[shape] = _shape_spans(shape.decode())
+    if spans is None:
+        return _scan(text)
+    if not spans:
+        return text
+    parts, pos = [], 0
+    for start, end, token in spans:
+        parts += (text[pos:start], token)
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def _shape_spans(shape: str) -> tuple[tuple[int, int, str], ...] | None:
+    """The masked spans of a shape; None when a digit comes before ``x``/``X``: whether
+    that digit is ``0`` (a ``0x`` hex prefix) decides, so texts of it are scanned."""
+    if "1x" in shape or "1X" in shape:
+        return None
+    return tuple((m.start(), m.end(), _token(m)) for m in _pattern(shape).finditer(shape))
+
+
+def _scan(text: str) -> str:
+    return _pattern(text).sub(_token, text)
+
+
+def _pattern(text: str) -> re.Pattern[str]:
+    return _PATTERNS[_HEX_RUN.search(text) is not None, ":\\" in text]
 
 
 def mask_message(message: str) -> str:

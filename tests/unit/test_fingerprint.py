@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -118,3 +119,21 @@ def test_fast_mask_equals_reference(text: str) -> None:
 @given(st.text(max_size=80))
 def test_fast_mask_equals_reference_on_any_text(text: str) -> None:
     assert mask_message(text) == reference_mask(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXT, st.randoms(use_true_random=False))
+def test_texts_of_one_shape_mask_like_the_reference(text: str, rnd: random.Random) -> None:
+    """The memo by shape (ASCII digits as "1"): a text that differs from another only in its
+    digits reuses the other's spans, and still masks as the reference does."""
+    variant = "".join(rnd.choice("0123456789") if c in "0123456789" else c for c in text)
+    assert mask_message(text) == reference_mask(text)
+    assert mask_message(variant) == reference_mask(variant)
+
+
+def test_which_digit_comes_before_x_still_decides() -> None:
+    for first, second in (("0x1f", "5x1f"), ("5x1f", "0x1f"), ("a 0X9 b", "a 7X9 b")):
+        assert mask_message(first) == reference_mask(first)
+        assert mask_message(second) == reference_mask(second)
+    assert mask_message("at 0x7f3a2b1c") == "at <hex>"
+    assert mask_message("at 5x7f3a2b1c") == "at <n>x7f3a2b1c"
