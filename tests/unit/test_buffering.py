@@ -9,6 +9,7 @@ import anyio.lowlevel
 import pytest
 
 from bridge.metrics import Metrics
+from bridge.pipeline import buffering
 from bridge.pipeline.acks import AckOutcome, AckResult
 from bridge.pipeline.buffering import SpooledQueue, _to_row
 from bridge.pipeline.publish import Outbound, PipelinedPublisher
@@ -142,4 +143,62 @@ async def test_drain_catches_up_while_live_batches_keep_landing(tmp_path: Path) 
     assert ids[:500] == list(range(500))  # backlog first
     assert ids[500:] == list(range(1000, 1000 + len(ids) - 500))  # then live, in order, each once
     assert len(ids) == 500 + metrics.spool_appends._value.get()
+    await queue.flush_acks()
+
+
+async def test_what_the_publisher_had_no_room_for_is_fed_from_memory_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Committed rows the publisher refused stay in memory while they follow the cursor: fed
+    from there, not read back; beyond the memory cap they are read from disk, after them."""
+    monkeypatch.setattr(buffering, "_UNFED_MAX_BYTES", 5 * _to_row(_item(0), 1.0).size)
+    queue, pub, metrics = _queue(tmp_path / "s.db", max_pending=2)
+    reads = []
+    read_after = queue.spool.read_after
+    queue.spool.read_after = lambda seq, limit: reads.append(seq) or read_after(seq, limit)  # type: ignore[method-assign]
+    for n in range(4):
+        queue.submit(_item(n))
+    await queue.flush_staging()  # one batch: 2 to the publisher, 2 kept in memory
+    for n in range(4, 10):
+        queue.submit(_item(n))
+    await queue.flush_staging()  # 3 more fit the cap of 5, the other 3 only on disk
+    assert [item.spool_seq for item in queue._unfed] == [3, 4, 5, 6, 7]
+    fed: list[str] = []
+    while queue.draining:
+        fed += [item.msg_id for item in pub._pending]
+        pub._pending.clear()  # the publisher sent them
+        await queue._feed(10)
+    fed += [item.msg_id for item in pub._pending]
+    assert fed == [f"id-{n}" for n in range(10)]
+    assert reads and min(reads) == 7  # only the rows beyond the cap were read back
+    assert metrics.spool_replayed._value.get() == 3
+    await queue.flush_acks()
+
+
+async def test_an_eviction_drops_the_rows_kept_in_memory(tmp_path: Path) -> None:
+    size = _to_row(_item(0), 1.0).size
+    queue, pub, _ = _queue(tmp_path / "s.db", max_pending=1, max_bytes=int(2.5 * size))
+    for n in range(3):
+        queue.submit(_item(n, rank=4 if n == 1 else 0))
+    await queue.flush_staging()  # over max_bytes: the lowest rank above the cursor goes
+    assert queue.rows == 2 and not queue._unfed
+    pub._pending.clear()
+    await queue._feed(10)
+    assert [item.msg_id for item in pub._pending] == ["id-1"]  # read from disk: 2 was evicted
+    await queue.flush_acks()
+
+
+async def test_rows_in_memory_behind_the_cursor_are_not_fed_again(tmp_path: Path) -> None:
+    """The reader may feed rows from disk that the writer also kept in memory (it committed
+    them while the read waited): memory is used only when it holds the very next row."""
+    queue, pub, _ = _queue(tmp_path / "s.db", max_pending=2)
+    for n in range(4):
+        queue.submit(_item(n))
+    await queue.flush_staging()
+    assert [item.spool_seq for item in queue._unfed] == [3, 4]
+    pub._pending.clear()
+    queue.cursor = 3  # row 3 went to the publisher from disk meanwhile
+    await queue._feed(10)
+    assert [item.msg_id for item in pub._pending] == ["id-3"]  # row 4, read from disk
+    assert not queue._unfed and not queue.draining
     await queue.flush_acks()
