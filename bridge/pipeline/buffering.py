@@ -92,7 +92,9 @@ _SEVERITY_BY_RANK = {s.rank: s.value for s in Severity}
 #: larger transactions, so appends (which hold back the messages not yet published) wait
 #: less often behind one for the spool's connection
 _DELETE_GATHER_SECS = 0.1
-#: memory for committed rows the publisher had no room for yet (``_keep_unfed``), in bytes
+#: memory for committed rows the publisher had no room for yet (``_keep_unfed``), in the
+#: spool's accounted bytes (payload + subject + headers); the Python objects take about twice
+#: that, held at most while the publisher is behind (all of it while NATS is down)
 _UNFED_MAX_BYTES = 32 * 1024**2
 
 
