@@ -166,6 +166,53 @@ def test_resolved_issue_comes_back_as_a_regression_and_fires_its_alert(stack: St
     assert len(regressions()) == 1
 
 
+def test_a_row_pressed_while_the_list_updates_still_opens_its_issue(stack: Stack, page) -> None:
+    """A live update that lands between mouse-down and mouse-up must not eat the click: the list
+    holds its re-render while a pointer is pressed on it and applies it after the release."""
+    expect = _expect()
+    kind = unique("PressError")
+    stack.send(_d1("PressAgent", kind, "queue full on /data"))
+    page.fill("#q", kind)
+    row = _issue_row(page, kind)
+    expect(row).to_have_attribute("data-count", "1")
+    box = None
+    while box is None:  # None while a re-render has the row detached
+        box = row.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    stack.send(_d1("PressAgent", kind, "queue full on /data"))  # the same issue
+    page.wait_for_function(
+        """async (kind) => {
+            const r = await fetch(`/api/issues?q=${encodeURIComponent(kind)}`).then((r) => r.json());
+            return r.rows.length === 1 && r.rows[0].count === 2;
+        }""",
+        arg=kind,
+        polling=100,
+    )
+    page.wait_for_timeout(1500)  # a live re-render (pushed every 0.1 s, debounced 0.3 s) lands here
+    page.mouse.up()
+    expect(page.locator("#note")).to_be_visible()
+    expect(row).to_have_attribute("data-count", "2")  # the held update, applied after the release
+
+
+def test_a_note_being_written_survives_a_live_refresh_of_its_issue(stack: Stack, page) -> None:
+    expect = _expect()
+    kind = unique("DraftError")
+    stack.send(_d1("DraftAgent", kind, "cache warmup failed"))
+    page.fill("#q", kind)
+    _issue_row(page, kind).click()
+    events = page.locator("#drawer dl.kv dd").nth(1)
+    expect(events).to_have_text("1")
+    page.locator("#note").type("warmup runs before the ")
+    stack.send(_d1("DraftAgent", kind, "cache warmup failed"))  # the same issue, while typing
+    expect(events).to_have_text("2")  # the drawer was rendered again
+    page.keyboard.type("cache is mounted")  # the focus stayed in the note
+    expect(page.locator("#note")).to_have_value("warmup runs before the cache is mounted")
+    page.click("#btn-resolve")
+    expect(page.locator("#history")).to_contain_text("warmup runs before the cache is mounted")
+    expect(page.locator("#note")).to_have_value("")  # the decision took it
+
+
 def test_a_flood_shows_in_the_flood_view(stack: Stack, page) -> None:
     expect = _expect()
     agent = unique("FloodAgent")
@@ -311,8 +358,14 @@ def test_every_view_renders_and_is_keyboard_navigable(stack: Stack, page) -> Non
     expect(page.locator("section.bridge")).to_have_count(1)
     expect(page.locator("section.bridge .phase")).to_contain_text("dual")
     page.locator("body").press("3")
+    expect(page.locator("#agents tbody tr[data-key]").first).to_be_visible()
     page.locator("body").press("j")
     focused = page.locator("#agents tbody tr:focus")
     expect(focused).to_have_count(1)
+    key = focused.get_attribute("data-key")
+    page.evaluate("document.activeElement.dataset.before = '1'")
+    stack.send(frames("D3", 2, 1, source="KeysAgent", error_type="KeysError"))
+    expect(page.locator("#agents tbody tr[data-before]")).to_have_count(0)  # live re-render
+    expect(focused).to_have_attribute("data-key", key)  # the keyboard user keeps their row
     focused.press("Enter")
     expect(page.locator("h1")).to_contain_text("on LoadPC")

@@ -86,6 +86,28 @@ function debounce(fn, ms) {
   let t = null;
   return (...a) => { clearTimeout(t); t = setTimeout(() => fn(...a), ms); };
 }
+
+// A click is a press and a release on the same element. A live re-render between the two
+// replaces that element and the click is lost (or lands on the row that moved under the
+// pointer), so live re-renders wait while a pointer is pressed and run right after the
+// release, once the click has been handled. One pending render per key: the newest wins.
+const pressed = { down: false, pending: new Map() };
+function whenReleased(key, render) {
+  if (pressed.down) pressed.pending.set(key, render); else render();
+}
+function release() {
+  if (!pressed.down) return;
+  pressed.down = false;
+  setTimeout(() => { // after the click event this release completes
+    const renders = [...pressed.pending.values()];
+    pressed.pending.clear();
+    for (const render of renders) render();
+  }, 0);
+}
+document.addEventListener("pointerdown", () => { pressed.down = true; }, true);
+window.addEventListener("pointerup", release, true);
+window.addEventListener("pointercancel", release, true);
+window.addEventListener("blur", (e) => { if (e.target === window) release(); }); // released elsewhere
 function transportLabel(t) {
   const [kind, rest] = String(t).split(":");
   if (kind === "zmq") return `ZMQ ${rest}`;
@@ -153,7 +175,13 @@ async function renderIssues() {
 }
 async function loadIssues() {
   const f = ui.issues;
+  const ticket = (ui.issuesTicket = (ui.issuesTicket || 0) + 1);
   const page = await api(`/api/issues?${qs({ state: f.state, severity: f.severity, machine: f.machine, q: f.q, trend: f.trend, sort: f.sort, limit: 100 + f.offset })}`);
+  if (ticket !== ui.issuesTicket) return; // a newer request (other filter, newer data) answers
+  whenReleased("issues", () => showIssues(page));
+}
+function showIssues(page) {
+  const f = ui.issues;
   if (ui.view !== "issues") return;
   $("#issues-total").textContent = `${num(page.total)} ${f.state === "all" ? "" : f.state}`;
   const tbody = $("#issues tbody");
@@ -178,6 +206,10 @@ function issueRow(r) {
 }
 async function openIssue(fp) {
   const r = await api(`/api/issues/${encodeURIComponent(fp)}`);
+  // a live refresh of the open issue keeps a note being written (and its focus)
+  const same = ui.drawer && ui.drawer.kind === "issue" && ui.drawer.key === fp;
+  const draft = same ? ($("#note") || {}).value || "" : "";
+  const typing = same && document.activeElement && document.activeElement.id === "note" ? [document.activeElement.selectionStart, document.activeElement.selectionEnd] : null;
   const st = r.stored_state;
   const history = st ? [{ state: st.state, note: st.note, by: st.by, at: st.at, regression: st.regression }, ...(st.history || [])] : [];
   const state = r.regression ? pill("regression", "regression") : pill(r.state, r.state === "unresolved" ? "" : r.state);
@@ -196,7 +228,7 @@ async function openIssue(fp) {
     <h3>Last 24 h</h3>${chart(r.trend, bucketLabels(24, 3600), 520, 90)}
     <h3>Last hour</h3>${chart(r.trend_1h, bucketLabels(60, 60), 520, 90)}
     <div class="actions" role="group" aria-label="Change state">
-      <textarea id="note" placeholder="Note (why, ticket, who)" aria-label="Note"></textarea>
+      <textarea id="note" placeholder="Note (why, ticket, who)" aria-label="Note">${esc(draft)}</textarea>
       <input id="by" class="mono" placeholder="your name" aria-label="Your name" value="${esc(localStorage.getItem("busbridge.by") || "")}">
       <button type="button" class="btn primary" data-state="resolved" id="btn-resolve"${r.state === "resolved" && !r.regression ? " disabled" : ""}>Resolve <kbd>r</kbd></button>
       <button type="button" class="btn" data-state="ignored" id="btn-ignore"${r.state === "ignored" ? " disabled" : ""}>Ignore <kbd>i</kbd></button>
@@ -206,6 +238,7 @@ async function openIssue(fp) {
     ${history.length ? `<table class="grid" id="history"><thead><tr><th>When</th><th>State</th><th>By</th><th>Note</th></tr></thead><tbody>${history.map((h) => `<tr><td>${esc(fmtTime(h.at))}</td><td>${h.regression ? pill("regression", "regression") : pill(h.state, h.state)}</td><td>${esc(h.by || "")}</td><td>${esc(h.note || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="muted">No decision yet.</p>`}
     <h3>Newest events <a href="#/feed" id="issue-feed">(all in the feed)</a></h3>
     <table class="grid"><thead><tr><th>Time</th><th>Machine</th><th>Agent</th><th>Message</th></tr></thead><tbody id="issue-events">${r.events.map((e) => `<tr tabindex="0" data-key="${e.seq}"><td>${esc(fmtTime(e.at))}</td><td>${esc(e.machine)}</td><td>${esc(e.source)}</td><td class="clip" style="max-width:220px">${esc(e.message)}</td></tr>`).join("")}</tbody></table>`);
+  if (typing) { $("#note").focus(); $("#note").setSelectionRange(...typing); }
   for (const b of $$(".actions button[data-state]")) b.onclick = () => setState(fp, b.dataset.state);
   bindRows($("#issue-events"), (tr) => openEvent(Number(tr.dataset.key)));
   $("#issue-feed").onclick = (e) => { e.preventDefault(); Object.assign(ui.feed, { machine: "", severity: "", source: "", error_type: "", range: "all", q: "", fingerprint: fp }); location.hash = "#/feed"; };
@@ -214,6 +247,7 @@ async function setState(fp, state) {
   const by = ($("#by") || {}).value || "";
   localStorage.setItem("busbridge.by", by);
   await api(`/api/issues/${encodeURIComponent(fp)}/state`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ state, note: ($("#note") || {}).value || "", by }) });
+  if ($("#note")) $("#note").value = ""; // written into the history now
   await openIssue(fp);
   if (ui.view === "issues") loadIssues();
 }
@@ -300,6 +334,10 @@ function feedRow(r, fresh = false) {
 }
 function liveFeed(rows) {
   ui.recent = (ui.recent || []).concat(rows).slice(-500);
+  if (rows.length) whenReleased("feed", showRecent);
+}
+function showRecent() { // the pushed rows newer than the feed's top row
+  const rows = ui.recent || [];
   if (ui.view !== "feed" || !ui.feed.live || !rows.length) return;
   const p = feedFilter();
   const tbody = $("#feed tbody");
@@ -410,6 +448,19 @@ async function renderDlq() {
     <table class="grid" id="dlq"><thead><tr><th>Received</th><th>Machine</th><th>Reason</th><th>Dialect guess</th><th>Frames (bytes)</th><th>Detail</th><th>Start of frame 1</th></tr></thead><tbody>${d.rows.map((r) => dlqRow(r)).join("")}</tbody></table>
     ${d.rows.length ? "" : `<div class="empty">No dead letters in the loaded range.</div>`}`;
   bindRows($("#dlq tbody"), (tr) => openDeadLetter(Number(tr.dataset.key)));
+  showRecentDead(); // pushed while the page was on its way
+}
+function showRecentDead() { // the pushed dead letters newer than the list's top row
+  const tbody = ui.view === "dlq" ? $("#dlq tbody") : null;
+  if (!tbody) return;
+  const top = tbody.querySelector("tr[data-key]");
+  const topSeq = top ? Number(top.dataset.key) : 0;
+  const fresh = (ui.recentDead || []).filter((r) => r.seq > topSeq).reverse();
+  if (!fresh.length) return;
+  const none = $("#dlq + .empty");
+  if (none) none.remove();
+  tbody.insertAdjacentHTML("afterbegin", fresh.map((r) => dlqRow(r, true)).join(""));
+  bindRows(tbody, (tr) => openDeadLetter(Number(tr.dataset.key)));
 }
 function dlqRow(r, fresh = false) {
   return `<tr tabindex="0" data-key="${r.seq}"${fresh ? ' class="fresh"' : ""}><td class="mono">${esc(fmtTime(r.at))}</td><td>${esc(r.machine)}</td><td>${pill(r.reason)}${r.suppressed ? ` <span class="pill suppressed">+${num(r.suppressed)} suppressed</span>` : ""}</td><td>${esc(r.dialect_guess || "–")}</td><td class="mono">${esc(r.frame_sizes.join(", "))}${r.truncated ? " ✂" : ""}</td><td class="clip" style="max-width:220px" title="${esc(r.detail)}">${esc(r.detail)}</td><td class="mono clip" style="max-width:260px">${esc(r.preview)}</td></tr>`;
@@ -551,8 +602,13 @@ document.addEventListener("keydown", (e) => {
 // ---------------------------------------------------------------- live updates
 
 const reloadIssues = debounce(() => { if (ui.view === "issues") loadIssues(); }, 300);
-const reloadView = debounce(() => { if (["floods", "bridges", "agents", "agent"].includes(ui.view)) VIEWS[ui.view]().catch(() => {}); }, 500);
-const reloadDrawer = debounce(() => { if (ui.drawer && ui.drawer.kind === "issue") openIssue(ui.drawer.key).catch(() => {}); }, 300);
+const reloadView = debounce(() => whenReleased("view", async () => {
+  if (!["floods", "bridges", "agents", "agent"].includes(ui.view)) return;
+  const focused = document.activeElement && main.contains(document.activeElement) ? document.activeElement.dataset.key : null;
+  await VIEWS[ui.view]().catch(() => {});
+  if (focused) { const tr = main.querySelector(`tbody tr[data-key="${CSS.escape(focused)}"]`); if (tr) tr.focus(); } // a keyboard user keeps their row
+}), 500);
+const reloadDrawer = debounce(() => whenReleased("drawer", () => { if (ui.drawer && ui.drawer.kind === "issue") openIssue(ui.drawer.key).catch(() => {}); }), 300);
 const refreshFacets = debounce(async () => { ui.facets = await api("/api/facets"); }, 1000);
 
 function setStatus(s) {
@@ -576,10 +632,9 @@ function connect() {
     if ((b.issues && b.issues.length) || (b.states && b.states.length)) reloadIssues();
     if (b.states && b.states.length && ui.drawer && ui.drawer.kind === "issue" && b.states.includes(ui.drawer.key)) reloadDrawer();
     if (b.issues && ui.drawer && ui.drawer.kind === "issue" && b.issues.includes(ui.drawer.key)) reloadDrawer();
-    if (b.dead_letters && b.dead_letters.length && ui.view === "dlq") {
-      const tbody = $("#dlq tbody");
-      tbody.insertAdjacentHTML("afterbegin", b.dead_letters.slice().reverse().map((r) => dlqRow(r, true)).join(""));
-      bindRows(tbody, (tr) => openDeadLetter(Number(tr.dataset.key)));
+    if (b.dead_letters && b.dead_letters.length) {
+      ui.recentDead = (ui.recentDead || []).concat(b.dead_letters).slice(-200);
+      whenReleased("dlq", showRecentDead);
     }
     if (b.floods || b.bridges) reloadView();
     if (b.alerts && b.alerts.length) checkAlerts().catch(() => {});
