@@ -41,6 +41,7 @@ at a time in practice, each freed as soon as it is decoded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -150,13 +151,14 @@ class IngestSocket:
         """Track handshakes and disconnects until cancelled."""
         mon = self._monitor
         assert mon is not None, "open() first"
-        while True:
-            while mon.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self._on_monitor(parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK)))
-            warning = self._watch.due() if self._watch is not None else None
-            if warning:
-                log.warning("%s", warning)
-            await _wait_readable(mon)
+        with _Readable(mon) as readable:
+            while True:
+                while mon.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    self._on_monitor(parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK)))
+                warning = self._watch.due() if self._watch is not None else None
+                if warning:
+                    log.warning("%s", warning)
+                await readable.wait()
 
     def _on_monitor(self, event: dict) -> None:
         name = _MONITOR_EVENTS.get(event["event"])
@@ -200,11 +202,12 @@ async def read_batches(
     """Read ``sock`` until cancelled, as ``IngestSocket.run`` does (see the module note): drain it
     in turns of at most ``batch_max`` messages or ``batch_max_secs``, ``handler`` called with up to
     32 messages at a time, yielding to the event loop between turns, waiting on its FD when empty."""
-    while True:
-        if _drain(sock, handler, batch_max, time.monotonic() + batch_max_secs):
-            await anyio.lowlevel.checkpoint()  # more is waiting: let the other tasks run first
-            continue
-        await _wait_readable(sock)
+    with _Readable(sock) as readable:
+        while True:
+            if _drain(sock, handler, batch_max, time.monotonic() + batch_max_secs):
+                await anyio.lowlevel.checkpoint()  # more is waiting: let the other tasks run first
+                continue
+            await readable.wait()
 
 
 def _drain(sock: zmq.Socket[bytes], handler: BatchHandler, batch_max: int, deadline: float) -> bool:
@@ -228,9 +231,37 @@ def _drain(sock: zmq.Socket[bytes], handler: BatchHandler, batch_max: int, deadl
     return True
 
 
-async def _wait_readable(sock: zmq.Socket[bytes]) -> None:
-    """Wait until ``sock`` may have input (edge-triggered FD; 1 s safety timeout)."""
-    if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-        return
-    with anyio.move_on_after(1.0):
-        await anyio.wait_readable(sock.getsockopt(zmq.FD))
+class _Readable:
+    """Waits until a ZMQ socket may have input: one reader callback on its FD for as long as
+    the ``with`` block runs (``loop.add_reader``, as pyzmq's own asyncio sockets do), setting
+    an ``asyncio.Event``. ``anyio.wait_readable`` with ``move_on_after`` per wait added and
+    removed the reader every time: ~25 us of the event loop's time per wake-up at 1k msg/s.
+
+    The FD is edge-triggered: ``wait`` clears the event, then checks ``EVENTS`` (which also
+    resets the FD), then waits; a signal after the check sets the event again, so none is
+    missed. A timer (``safety_secs``) is the safety net. The bridge runs on asyncio (nats-py
+    needs it)."""
+
+    def __init__(self, sock: zmq.Socket[bytes], safety_secs: float = 1.0) -> None:
+        self._sock = sock
+        self._safety_secs = safety_secs
+        self._fd = sock.getsockopt(zmq.FD)
+        self._event = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def __enter__(self) -> _Readable:
+        self._loop.add_reader(self._fd, self._event.set)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.remove_reader(self._fd)
+
+    async def wait(self) -> None:
+        self._event.clear()
+        if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return
+        timer = self._loop.call_later(self._safety_secs, self._event.set)
+        try:
+            await self._event.wait()
+        finally:
+            timer.cancel()

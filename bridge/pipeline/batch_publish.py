@@ -61,6 +61,7 @@ The clock is injected (monotonic seconds) and so is the random source, as in ``p
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import heapq
 import itertools
@@ -290,7 +291,7 @@ class BatchPublisher:
         self._pending: deque[Outbound] = deque()
         self._retry: list[tuple[int, Outbound]] = []
         self._batch: _Batch | None = None
-        self._wake = anyio.Event()
+        self._wake = asyncio.Event()  # set from the event loop's thread; see _sleep_or_wake
         self._hold_until = 0.0
         self._failures_in_row = 0
         self.last_ack_at: float | None = None
@@ -652,14 +653,24 @@ class BatchPublisher:
         return child
 
     async def _sleep_or_wake(self, delay: float) -> None:
+        """Until ``_wake`` is set or ``delay`` seconds passed (inf: no timeout); clears it.
+
+        Plain asyncio (the bridge runs on it: nats-py) on purpose: a fresh ``anyio.Event`` and
+        ``move_on_after`` per wait cost ~7.5 us against ~2.5 us for ``clear`` and a
+        ``call_later`` handle, on every wake-up of the send loop."""
         wake = self._wake
-        if wake.is_set():
-            self._wake = anyio.Event()
-            return
-        with anyio.move_on_after(delay):
-            await wake.wait()
-        if wake.is_set():
-            self._wake = anyio.Event()
+        if not wake.is_set():
+            timer = (
+                None
+                if delay == math.inf
+                else asyncio.get_running_loop().call_later(delay, wake.set)
+            )
+            try:
+                await wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        wake.clear()
 
     async def _expire_loop(self) -> None:
         while True:

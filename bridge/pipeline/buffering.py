@@ -7,7 +7,9 @@ Three tasks around one ``Spool``, whose SQLite work runs one call at a time
 (``_io_limiter``). The short calls (append, read, delete, retire: a few
 statements each, bounded by ``batch_max`` rows) run on the event loop's
 thread; the long ones (evictions, pruning retained rows, restoring lost ones,
-WAL checkpoints, close) on a worker thread. Why: ``sqlite3`` releases the GIL
+WAL checkpoints, close) on a worker thread. A short call made while no call is in
+progress runs at once without taking the limiter (it never awaits, so nothing can
+start meanwhile): the limiter's acquire and release cost ~8 us per call. Why: ``sqlite3`` releases the GIL
 around every statement step, and on a worker thread each step then waits for
 the busy loop to hand the GIL back, and the result for the loop's next turn.
 Measured (steady 5k msg/s D1, 3 rounds alternating): every call on a worker
@@ -63,6 +65,7 @@ before a crash): they are counted as a duplicate risk.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -339,6 +342,8 @@ class SpooledQueue:
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A short spool call, on the event loop's thread, after any call in progress."""
+        if not self._io_limiter.borrowed_tokens:  # nothing in progress, and fn never awaits
+            return fn(*args)
         async with self._io_limiter:
             return fn(*args)
 
@@ -359,10 +364,13 @@ class SpooledQueue:
         n = min(len(self._staging), self.batch_max)
         batch = [self._staging.popleft() for _ in range(n)]
         self._writing = n
-        with anyio.CancelScope(shield=True):  # a batch taken from staging is always written
-            now = self._wall()
-            rows = [_to_row(item, now) for item in batch]
-            seqs = await self._append(rows)
+        now = self._wall()
+        rows = [_to_row(item, now) for item in batch]
+        if not self._io_limiter.borrowed_tokens:  # no await between taking and writing
+            seqs = self.spool.append(rows)
+        else:
+            with anyio.CancelScope(shield=True):  # a batch taken from staging is always written
+                seqs = await self._append(rows)
         for item, row, seq in zip(batch, rows, seqs, strict=True):
             item.spool_seq, item.size = seq, row.size
         self.rows += n
@@ -615,10 +623,13 @@ class SpooledQueue:
 
 
 class _Signal:
-    """A wake-up flag for one waiting task: ``set`` from anywhere, ``wait_for`` a condition."""
+    """A wake-up flag for one waiting task: ``set`` from the event loop's thread, ``wait_for``
+    a condition. An ``asyncio.Event`` that is cleared, not an ``anyio.Event`` made anew after
+    every wake-up: the bridge runs on asyncio (nats-py), and a new ``anyio.Event`` costs
+    ~1.7 us against 0.2 us, paid on every wake-up of the writer, reader and deleter."""
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._event = asyncio.Event()
 
     def set(self) -> None:
         self._event.set()
@@ -626,7 +637,7 @@ class _Signal:
     async def wait_for(self, ready: Callable[[], bool]) -> None:
         while not ready():
             if self._event.is_set():
-                self._event = anyio.Event()
+                self._event.clear()
                 continue
             await self._event.wait()
 
