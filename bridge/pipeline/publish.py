@@ -55,6 +55,7 @@ import anyio
 
 from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
+from bridge.pipeline.wake import WakeUp
 
 __all__ = ["Outbound", "PipelinedPublisher", "Transport"]
 
@@ -164,7 +165,7 @@ class PipelinedPublisher:
         self._in_flight: dict[int, tuple[Outbound, float]] = {}
         self._tokens = itertools.count(1)
         self._seqs = itertools.count(1)
-        self._wake = anyio.Event()
+        self._wake = WakeUp()
         self._hold_until = 0.0
         self._failures_in_row = 0
         self._probing = False
@@ -313,7 +314,7 @@ class PipelinedPublisher:
         while True:
             delay = self._send_delay()
             if delay > 0:
-                await self._sleep_or_wake(delay)
+                await self._wake.sleep(delay)
                 continue
             await self._send(self._next_item())
 
@@ -352,16 +353,6 @@ class PipelinedPublisher:
             item.kind, self._m.published.labels(item.kind)
         )
         child.inc()
-
-    async def _sleep_or_wake(self, delay: float) -> None:
-        wake = self._wake
-        if wake.is_set():
-            self._wake = anyio.Event()
-            return
-        with anyio.move_on_after(delay):
-            await wake.wait()
-        if wake.is_set():
-            self._wake = anyio.Event()
 
     async def _expire_loop(self) -> None:
         while True:
