@@ -7,9 +7,7 @@ Three tasks around one ``Spool``, whose SQLite work runs one call at a time
 (``_io_limiter``). The short calls (append, read, delete, retire: a few
 statements each, bounded by ``batch_max`` rows) run on the event loop's
 thread; the long ones (evictions, pruning retained rows, restoring lost ones,
-WAL checkpoints, close) on a worker thread. A short call made while no call is in
-progress runs at once without taking the limiter (it never awaits, so nothing can
-start meanwhile): the limiter's acquire and release cost ~8 us per call. Why: ``sqlite3`` releases the GIL
+WAL checkpoints, close) on a worker thread. Why: ``sqlite3`` releases the GIL
 around every statement step, and on a worker thread each step then waits for
 the busy loop to hand the GIL back, and the result for the loop's next turn.
 Measured (steady 5k msg/s D1, 3 rounds alternating): every call on a worker
@@ -20,6 +18,9 @@ the slow part of writing, are taken off the commits (``Spool``'s
 maintenance task on the worker thread (``Spool.checkpoint``). The price: a
 disk that stalls a commit stalls the event loop too (ingest, PubAcks, the
 admin endpoints) for that long; publishing waited for the commit before too.
+A short call made while no call is in progress runs at once without taking the
+limiter (it never awaits, so nothing can start meanwhile): the limiter's acquire
+and release cost ~8 us per call.
 
 * **writer**: drains the in-memory staging deque that ``submit`` fills (the
   ZMQ reader calls it: it never blocks, never awaits), commits each batch, and
