@@ -176,8 +176,11 @@ def test_a_row_pressed_while_the_list_updates_still_opens_its_issue(stack: Stack
     row = _issue_row(page, kind)
     expect(row).to_have_attribute("data-count", "1")
     box = None
-    while box is None:  # None while a re-render has the row detached
+    for _ in range(50):  # None while a re-render has the row detached
         box = row.bounding_box()
+        if box is not None:
+            break
+    assert box is not None
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.down()
     stack.send(_d1("PressAgent", kind, "queue full on /data"))  # the same issue
