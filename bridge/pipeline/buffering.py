@@ -4,9 +4,9 @@ published, and leaves it only after its PubAck (DESIGN §2).
 Design note
 -----------
 Three tasks around one ``Spool``, whose SQLite work runs one call at a time
-(``_io_limiter``). The short calls (append, read, delete, retire: a few
-statements each, bounded by ``batch_max`` rows) run on the event loop's
-thread; the long ones (evictions, pruning retained rows, restoring lost ones,
+(``_io_limiter``), except WAL checkpoints (their own connection, see below).
+The short calls (append, read, delete, retire: a few statements each, bounded
+by ``batch_max`` rows) run on the event loop's thread; the long ones (evictions, pruning retained rows, restoring lost ones,
 WAL checkpoints, close) on a worker thread. Why: ``sqlite3`` releases the GIL
 around every statement step, and on a worker thread each step then waits for
 the busy loop to hand the GIL back, and the result for the loop's next turn.
@@ -15,7 +15,8 @@ thread cost 6% more bridge CPU and p50 latency 24 ms against 10 ms. A commit
 (its fsync under ``synchronous=FULL``) takes ~0.35 ms here; WAL checkpoints,
 the slow part of writing, are taken off the commits (``Spool``'s
 ``wal_autocheckpoint`` is a safety net only) and run every second by the
-maintenance task on the worker thread (``Spool.checkpoint``). The price: a
+maintenance task on a worker thread, on a connection of their own
+(``Spool.checkpoint``), so appends do not wait for them. The price: a
 disk that stalls a commit stalls the event loop too (ingest, PubAcks, the
 admin endpoints) for that long; publishing waited for the commit before too.
 A short call made while no call is in progress runs at once without taking the
@@ -555,8 +556,14 @@ class SpooledQueue:
             if self.tally and time.monotonic() - last_summary >= self.summary_interval_secs:
                 self._emit_summary()
                 last_summary = time.monotonic()
-            await self._io_thread(self.spool.checkpoint)
+            await self._checkpoint()
             await self._update_gauges()
+
+    async def _checkpoint(self) -> None:
+        """``Spool.checkpoint`` on a worker thread, outside ``_io_limiter``: it has its own
+        connection, so appends go on meanwhile (holding the limiter, its 20-55 ms every second
+        held the writer up as long: p99.9 of a write batch 31 vs 9.7 ms at 5k msg/s)."""
+        await anyio.to_thread.run_sync(self.spool.checkpoint)
 
     async def _evict_for_bytes(self) -> None:
         excess = self.bytes - int(self.max_bytes * 0.95)  # 5% hysteresis: evict in chunks

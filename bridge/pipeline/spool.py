@@ -138,6 +138,9 @@ class Spool:
         self.path = Path(path)
         self.synchronous = synchronous
         self.recovered_from: Path | None = None
+        #: ``checkpoint``'s own connection (opened on first use): a WAL checkpoint then needs
+        #: no turn on the writer's connection, and appends go on while it copies pages
+        self._checkpoint_db: sqlite3.Connection | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._open()
@@ -220,10 +223,16 @@ class Spool:
             raise
 
     def checkpoint(self) -> tuple[int, int]:
-        """Copy what the WAL holds into the database file without waiting for readers
-        (``PRAGMA wal_checkpoint(PASSIVE)``); may block on disk I/O. Returns ``(WAL pages,
-        pages copied)``; (-1, -1) when the database is not in WAL mode."""
-        _, pages, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        """Copy what the WAL holds into the database file without waiting for readers or the
+        writer (``PRAGMA wal_checkpoint(PASSIVE)``, on a connection of its own: callable from
+        another thread while a call on the spool's connection, even an open ``insert``
+        transaction, is in progress); may block on disk I/O. Returns ``(WAL pages, pages
+        copied)``; (-1, -1) when the database is not in WAL mode."""
+        if self._checkpoint_db is None:
+            self._checkpoint_db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None
+            )
+        _, pages, copied = self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return pages, copied
 
     def rollback(self) -> None:
@@ -377,6 +386,8 @@ class Spool:
         return row[0] if row else None
 
     def close(self) -> None:
+        if self._checkpoint_db is not None:
+            self._checkpoint_db.close()
         self._db.close()
 
     def _transaction(self) -> _Transaction:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import anyio
@@ -202,3 +203,36 @@ async def test_rows_in_memory_behind_the_cursor_are_not_fed_again(tmp_path: Path
     assert [item.msg_id for item in pub._pending] == ["id-3"]  # row 4, read from disk
     assert not queue._unfed and not queue.draining
     await queue.flush_acks()
+
+
+async def test_appends_go_on_while_a_wal_checkpoint_runs(tmp_path: Path) -> None:
+    """The maintenance task's checkpoint runs on its own connection, outside the spool's call
+    limiter: a batch submitted meanwhile is committed and handed on at once, not after it."""
+    queue, pub, _ = _queue(tmp_path / "s.db")
+    started, release = threading.Event(), threading.Event()
+    checkpoint = queue.spool.checkpoint
+
+    def slow_checkpoint() -> tuple[int, int]:
+        started.set()
+        release.wait(10)
+        return checkpoint()
+
+    queue.spool.checkpoint = slow_checkpoint  # type: ignore[method-assign]
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queue._checkpoint)
+            with anyio.fail_after(5):
+                while not started.is_set():
+                    await anyio.sleep(0.01)
+            queue.submit(_item(1))
+            tg.start_soon(queue._write_batch)  # shielded: a timeout cannot cut it short
+            deadline = anyio.current_time() + 5
+            while queue.rows < 1 and anyio.current_time() < deadline:
+                await anyio.sleep(0.01)
+            written_meanwhile = queue.rows == 1 and len(pub._pending) == 1
+            release.set()
+    finally:
+        release.set()
+    assert written_meanwhile, "the append waited for the checkpoint"
+    assert [row[4] for row in queue.spool.read_after(0, 10)] == ["id-1"]
+    queue.spool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -158,4 +159,23 @@ def test_commits_leave_checkpoints_to_the_owner_up_to_the_safety_net(tmp_path: P
     assert AUTOCHECKPOINT_PAGES > pages > 2000
     assert copied == pages
     assert spool.checkpoint() == (pages, pages)  # nothing new since: nothing left to copy
+    spool.close()
+
+
+def test_a_checkpoint_runs_while_the_writer_holds_a_transaction_open(tmp_path: Path) -> None:
+    """``checkpoint`` has its own connection: another thread can run it in the middle of an
+    ``insert`` ... ``commit`` on the spool's connection (on that connection SQLite refused it:
+    "database table is locked"), and it copies what was committed before."""
+    spool = Spool(tmp_path / "s.db", "FULL")
+    spool.append([_row(n) for n in range(50)])
+    spool.insert([_row(n) for n in range(50, 60)])
+    result: list[tuple[int, int]] = []
+    thread = threading.Thread(target=lambda: result.append(spool.checkpoint()))
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive() and result, "the checkpoint failed or hung"
+    pages, copied = result[0]
+    assert pages > 0 and copied == pages
+    spool.commit()
+    assert [row[0] for row in spool.read_after(0, 100)] == list(range(1, 61))
     spool.close()
