@@ -58,6 +58,8 @@ _json = msgspec.json.Encoder()
 _HEADER_KEY_BYTES = sum(
     len(k) + 4 for k in (HEADER_MSG_ID, HEADER_CONTRACT, HEADER_CONTRACT_VERSION, HEADER_ORIGIN)
 )
+_VERSION = str(CONTRACT_VERSION)
+_FIXED_HEADER_BYTES = _HEADER_KEY_BYTES + len(_VERSION)
 _SUBJECT_MEMO_MAX = 4096
 
 
@@ -85,35 +87,40 @@ class OutboundBuilder:
 
     def build(self, msg: Message) -> Outbound:
         name = contract_name(msg)
-        version = str(CONTRACT_VERSION)
+        event_id = msg.event_id
+        bridge_id = self.bridge_id
         headers = {
-            HEADER_MSG_ID: msg.event_id,
+            HEADER_MSG_ID: event_id,
             HEADER_CONTRACT: name,
-            HEADER_CONTRACT_VERSION: version,
-            HEADER_ORIGIN: self.bridge_id,
+            HEADER_CONTRACT_VERSION: _VERSION,
+            HEADER_ORIGIN: bridge_id,
         }
         payload = encode(msg)
-        header_bytes = (
-            _HEADER_KEY_BYTES + len(msg.event_id) + len(name) + len(version) + len(self.bridge_id)
-        )
+        header_bytes = _FIXED_HEADER_BYTES + len(event_id) + len(name) + len(bridge_id)
         budget = self.max_payload_bytes - _SAFETY_BYTES - header_bytes
         if len(payload) > budget:
             msg, payload = _truncate(msg, payload, budget)
             if self._m is not None:
                 self._m.truncated.labels(name).inc()
-        severity = getattr(msg, "severity", None)
-        rank = severity.rank if severity is not None else _RANK.get(name, 3)
-        return Outbound(self._subject(msg), payload, headers, name, msg.event_id, rank=rank)
+        if msg.__class__ is ErrorEvent:
+            rank = msg.severity.rank  # type: ignore[union-attr]
+            key = (msg.machine, msg.severity, msg.source)  # type: ignore[union-attr]
+            subject = self._error_subjects.get(key) or self._error_subject(key)
+        else:
+            severity = getattr(msg, "severity", None)
+            rank = severity.rank if severity is not None else _RANK.get(name, 3)
+            subject = self._subject(msg)
+        return Outbound(subject, payload, headers, name, event_id, rank=rank)
+
+    def _error_subject(self, key: tuple[str, Severity, str]) -> str:
+        """An error event's subject, memoised by (machine, severity, source)."""
+        if len(self._error_subjects) >= _SUBJECT_MEMO_MAX:
+            self._error_subjects.clear()
+        subject = self._error_subjects[key] = self.subjects.error(*key)
+        return subject
 
     def _subject(self, msg: Message) -> str:
-        if isinstance(msg, ErrorEvent):
-            key = (msg.machine, msg.severity, msg.source)
-            subject = self._error_subjects.get(key)
-            if subject is None:
-                if len(self._error_subjects) >= _SUBJECT_MEMO_MAX:
-                    self._error_subjects.clear()
-                subject = self._error_subjects[key] = self.subjects.error(*key)
-            return subject
+        """The subject of any other contract than ``ErrorEvent`` (``build`` does those)."""
         if isinstance(msg, DeadLetter | DeadLetterSummary):
             return self.subjects.dead_letter(msg.machine)
         if isinstance(msg, FloodStarted | FloodSummary | FloodEnded):
