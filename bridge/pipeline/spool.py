@@ -38,7 +38,14 @@ second, on a worker thread).
 
 Invariants: a row is appended (committed) before its message is published and
 deleted from ``spool`` only after its PubAck. ``synchronous`` NORMAL survives a process kill
-(``kill -9``); FULL also survives power loss. Every method runs on one thread
+(``kill -9``); FULL also survives power loss. Under FULL only appends (and restores) pay an
+fsync of their own: ``delete``, ``retire`` and ``prune_retained`` commit at NORMAL. A power cut
+may undo those, and that is harmless: an acknowledged row that comes back into ``spool`` is
+published again under its ``Nats-Msg-Id`` (collapsed by the stream's duplicate window, or
+counted as a duplicate risk beyond it), a retained row that comes back is pruned again. The
+WAL is one file written in order, so the next append's fsync makes them durable too.
+Measured (640 rows of 1 KB, this machine): ``retire`` 4.3-5.0 ms at FULL, 2.5-3.4 ms at
+NORMAL; it runs on the event loop's thread every ~0.1 s at 5k msg/s. Every method runs on one thread
 at a time (the caller serialises them; ``check_same_thread`` is off for that
 reason) and never touches the event loop.
 
@@ -253,12 +260,14 @@ class Spool:
         ).fetchall()
 
     def delete(self, seqs: Iterable[int]) -> None:
-        """Delete acknowledged rows (one transaction; contiguous runs as one range each)."""
+        """Delete acknowledged rows (one transaction, without an fsync of its own: see the
+        module note; contiguous runs as one range each)."""
+        self._delete(seqs, synced=False)
+
+    def _delete(self, seqs: Iterable[int], *, synced: bool) -> None:
         ranges = _ranges(seqs)
-        if len(ranges) == 1:  # the common case: one statement, atomic without BEGIN/COMMIT
-            self._db.execute(_DELETE_RANGE, ranges[0])
-        elif ranges:
-            with self._transaction() as db:
+        if ranges:
+            with self._transaction(synced=synced) as db:
                 db.executemany(_DELETE_RANGE, ranges)
 
     def retire(
@@ -270,7 +279,7 @@ class Spool:
         ranges = _ranges(seqs)
         if not ranges:
             return
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO retained (seq, {_COLUMNS}, acked_at) "
                 f"SELECT seq, {_COLUMNS}, ? FROM spool WHERE seq BETWEEN ? AND ?",
@@ -286,7 +295,7 @@ class Spool:
     def prune_retained(self, upto_seq: int, cutoff_epoch: float) -> int:
         """Drop retained rows with ``seq <= upto_seq`` acknowledged before ``cutoff_epoch``
         (``upto_seq`` bounds the scan); return how many went."""
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             return db.execute(
                 "DELETE FROM retained WHERE seq <= ? AND acked_at < ?", (upto_seq, cutoff_epoch)
             ).rowcount
@@ -342,7 +351,7 @@ class Spool:
                     break
             if freed >= bytes_needed:
                 break
-        self.delete(v.seq for v in victims)
+        self._delete((v.seq for v in victims), synced=True)  # not acknowledged: keep FULL
         return victims
 
     def evict_older_than(
@@ -371,7 +380,7 @@ class Spool:
             if len(expired) < len(rows) or len(rows) < chunk:
                 break
             cursor = rows[-1][0]
-        self.delete(v.seq for v in victims)
+        self._delete((v.seq for v in victims), synced=True)  # not acknowledged: keep FULL
         return victims
 
     def stats(self) -> tuple[int, int, float | None, int]:
@@ -390,8 +399,10 @@ class Spool:
             self._checkpoint_db.close()
         self._db.close()
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self, *, synced: bool = True) -> _Transaction:
+        """A write transaction; ``synced=False``: committed without its own fsync (see the
+        module note: only for changes a power cut may undo harmlessly)."""
+        return _Transaction(self._db, None if synced else self.synchronous)
 
 
 #: rows per multi-row INSERT, largest first: ``n`` rows take one statement for ``n`` <= 16 and
@@ -432,14 +443,29 @@ def _ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error). ``restore``: the connection's
+    ``synchronous`` level, when this transaction runs at ``NORMAL`` and must set it back."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, restore: str | None = None) -> None:
         self.db = db
+        self.restore = restore if restore != "NORMAL" else None
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.restore is not None:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._restore()
+            raise
         return self.db
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._restore()
+
+    def _restore(self) -> None:
+        if self.restore is not None:
+            self.db.execute(f"PRAGMA synchronous={self.restore}")

@@ -179,3 +179,49 @@ def test_a_checkpoint_runs_while_the_writer_holds_a_transaction_open(tmp_path: P
     spool.commit()
     assert [row[0] for row in spool.read_after(0, 100)] == list(range(1, 61))
     spool.close()
+
+
+def _synchronous(spool: Spool) -> int:
+    return spool._db.execute("PRAGMA synchronous").fetchone()[0]  # 1 NORMAL, 2 FULL
+
+
+def test_only_appends_pay_an_fsync_of_their_own_under_full(tmp_path: Path) -> None:
+    """Deleting, retiring and pruning acknowledged rows commit at NORMAL (a power cut may undo
+    them harmlessly); appends, evictions and restores stay FULL, and so does the connection
+    after each of them, failures included."""
+    spool = Spool(tmp_path / "s.db", "FULL")
+    statements: list[str] = []
+    spool._db.set_trace_callback(statements.append)
+
+    def levels(call: object) -> list[str]:
+        statements.clear()
+        call()  # type: ignore[operator]
+        assert _synchronous(spool) == 2
+        return [s for s in statements if s.startswith(("PRAGMA synchronous=", "BEGIN", "COMMIT"))]
+
+    unsynced = ["PRAGMA synchronous=NORMAL", "BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous=FULL"]
+    assert levels(lambda: spool.append([_row(n) for n in range(10)])) == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]
+    assert levels(lambda: spool.delete([1, 2])) == unsynced
+    assert levels(lambda: spool.retire([3, 4, 5], 2000.0, [(5, 77)])) == unsynced
+    assert levels(lambda: spool.prune_retained(5, 3000.0)) == unsynced
+    assert levels(lambda: spool.evict_older_than(0, 5000.0)) == ["BEGIN IMMEDIATE", "COMMIT"]
+    spool.append([_row(n) for n in range(3)])
+    assert levels(lambda: spool.evict_lowest(0, 1)) == ["BEGIN IMMEDIATE", "COMMIT"]
+
+    spool._db.execute("DROP TABLE retained")  # the next retire fails inside its transaction
+    with pytest.raises(sqlite3.OperationalError):
+        spool.retire([12], 2000.0)
+    assert _synchronous(spool) == 2 and not spool._db.in_transaction
+    spool.close()
+
+
+def test_a_normal_spool_stays_normal(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db", "NORMAL")
+    spool.append([_row(n) for n in range(3)])
+    spool.retire([1, 2], 2000.0)
+    spool.delete([3])
+    assert _synchronous(spool) == 1
+    spool.close()
