@@ -366,7 +366,8 @@ GIL_SWITCH_INTERVAL_SECS = 0.0005
 #: everything the data path allocates dies by reference counting; CPython's defaults ran a
 #: collection every ~10 messages and full collections that walked the whole heap (the id
 #: windows, the spool's staging) for 0.3-1.2 s while the loop stood still (loadtest/README,
-#: "Soak"). Steady 10k msg/s D1: bridge CPU 14.3-15.3 s -> 13.3-13.8 s (loadtest/README).
+#: "Soak"). Measured alternating (loadtest/README, 2026-12-04): all seven dialects at 5k msg/s
+#: p99 1-1.5 s in three of four runs before, 0.2-0.33 s in all four after.
 GC_THRESHOLDS = (20_000, 10, 10)
 
 

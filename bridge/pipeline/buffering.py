@@ -6,8 +6,9 @@ Design note
 Three tasks around one ``Spool``, whose SQLite work runs one call at a time
 (``_io_limiter``), except WAL checkpoints (their own connection, see below).
 The short calls (append, read, delete, retire: a few statements each, bounded
-by ``batch_max`` rows) run on the event loop's thread; the long ones (evictions, pruning retained rows, restoring lost ones,
-WAL checkpoints, close) on a worker thread. Why: ``sqlite3`` releases the GIL
+by ``batch_max`` rows) run on the event loop's thread; the long ones
+(evictions, pruning retained rows, restoring lost ones, WAL checkpoints,
+close) on a worker thread. Why: ``sqlite3`` releases the GIL
 around every statement step, and on a worker thread each step then waits for
 the busy loop to hand the GIL back, and the result for the loop's next turn.
 Measured (steady 5k msg/s D1, 3 rounds alternating): every call on a worker

@@ -34,7 +34,7 @@ WAL checkpoints (copying the WAL back into the database file, an fsync of it
 under FULL) are the slow part of writing; ``wal_autocheckpoint`` is raised to
 ``AUTOCHECKPOINT_PAGES`` so commits rarely run one, and the owner calls
 ``checkpoint`` regularly from a thread that may block (``SpooledQueue``: every
-second, on a worker thread).
+second, on a worker thread, while appends go on over the main connection).
 
 Invariants: a row is appended (committed) before its message is published and
 deleted from ``spool`` only after its PubAck. ``synchronous`` NORMAL survives a process kill
@@ -45,9 +45,11 @@ published again under its ``Nats-Msg-Id`` (collapsed by the stream's duplicate w
 counted as a duplicate risk beyond it), a retained row that comes back is pruned again. The
 WAL is one file written in order, so the next append's fsync makes them durable too.
 Measured (640 rows of 1 KB, this machine): ``retire`` 4.3-5.0 ms at FULL, 2.5-3.4 ms at
-NORMAL; it runs on the event loop's thread every ~0.1 s at 5k msg/s. Every method runs on one thread
-at a time (the caller serialises them; ``check_same_thread`` is off for that
-reason) and never touches the event loop.
+NORMAL; ``SpooledQueue`` runs it on the event loop's thread every ~0.1 s at 5k msg/s.
+
+Every method but ``checkpoint`` runs on one thread at a time (the caller serialises them;
+``check_same_thread`` is off for that reason); ``checkpoint`` has its own connection and may
+run alongside any of them. None touches the event loop.
 
 A file that is not a database, is malformed or fails ``PRAGMA quick_check``
 is renamed to ``<name>.corrupt-<epoch>`` and a fresh spool is started
