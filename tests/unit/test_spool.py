@@ -187,7 +187,7 @@ def _synchronous(spool: Spool) -> int:
 
 def test_only_appends_pay_an_fsync_of_their_own_under_full(tmp_path: Path) -> None:
     """Deleting, retiring and pruning acknowledged rows commit at NORMAL (a power cut may undo
-    them harmlessly); appends, evictions and restores stay FULL, and so does the connection
+    them harmlessly); appends and evictions stay FULL, and so does the connection
     after each of them, failures included."""
     spool = Spool(tmp_path / "s.db", "FULL")
     statements: list[str] = []
