@@ -332,6 +332,7 @@ class Bridge:
             publish=pipeline.runner.publish,
             on_zmq_event=self._zmq_event,
             migration=self.migration_reports,
+            zmq_intake=pipeline.zmq_intake,
         )
         stack.callback(self.phases.close)
         self.phases.open()

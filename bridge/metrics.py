@@ -225,6 +225,17 @@ class Metrics:
             "taken for a duplicate): raise identity.max_tracked if this grows",
             registry=r,
         )
+        self.decode_worker_up = Gauge(
+            "busbridge_decode_worker_up",
+            "1 while the decode worker process answers (zmq.decode_worker); 0 while it starts or "
+            "restarts, and for good once the bridge decodes in its own process",
+            registry=r,
+        )
+        self.decode_worker_restarts = Counter(
+            "busbridge_decode_worker_restarts_total",
+            "Decode worker processes started again after the last one died",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "busbridge_config_reloads_total", "Config reloads, by result", ["result"], registry=r
         )

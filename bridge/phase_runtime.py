@@ -35,7 +35,7 @@ import msgspec
 import zmq
 
 from bridge.adapters.republish import LegacyRepublisher
-from bridge.adapters.zmq import IngestSocket
+from bridge.adapters.zmq import Admission, BatchHandler, IngestSocket
 from bridge.config.model import BridgeConfig, PhaseSource, ZmqMode
 from bridge.cutover import CutoverController, Decision, load_persisted_phase
 from bridge.fleet_phase import (
@@ -87,7 +87,9 @@ def who() -> str:
 
 
 class PhaseRuntime:
-    """See the module note. ``js()`` returns a JetStream context once NATS is ready."""
+    """See the module note. ``js()`` returns a JetStream context once NATS is ready.
+    ``zmq_intake``: where the ZMQ reader delivers its batches and the backpressure it respects
+    (``Pipeline.zmq_intake``); default ``runner.handle_batch`` in this process."""
 
     def __init__(
         self,
@@ -102,8 +104,10 @@ class PhaseRuntime:
         publish: Callable[[PhaseChanged], None],
         on_zmq_event: Callable[[str, int], None],
         migration: Callable[[], list[MigrationReport]] = list,
+        zmq_intake: tuple[BatchHandler, Admission | None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._zmq_intake = zmq_intake or (runner.handle_batch, None)
         self._m = metrics
         self.runner = runner
         self._js = js
@@ -345,7 +349,7 @@ class PhaseRuntime:
     def _start_phase_tasks(self, tg: anyio.abc.TaskGroup) -> None:
         b = self.phase.behaviour
         if self.ingest is not None:
-            tg.start_soon(self.ingest.run, self.runner.handle_batch)
+            tg.start_soon(self.ingest.run, *self._zmq_intake)
             tg.start_soon(self.ingest.run_monitor)
         if b.republish_native and self.republisher is not None:
             tg.start_soon(self._retrying, "native re-emit", self._run_native)

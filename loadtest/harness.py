@@ -27,8 +27,9 @@ def free_port() -> int:
 
 
 class BridgeProcess:
-    """``busbridge run -c <yaml>`` with the top-level sections of ``extra`` (YAML) replacing the
-    defaults below; ``start()`` waits for /healthz.
+    """``busbridge run -c <yaml>`` with the top-level sections of ``extra`` (YAML) merged into the
+    defaults below, key by key (``zmq: {decode_worker: false}`` keeps the ZMQ endpoint);
+    ``start()`` waits for /healthz.
 
     Flood control is off unless ``flood``: steady load-test traffic is one big flood.
     Fleet health is off (heartbeats would count as stored messages); ``extra`` may turn it on.
@@ -63,7 +64,11 @@ class BridgeProcess:
             "health": {"enabled": False},
             "republish": {"bind_endpoint": "tcp://127.0.0.1:*"},
         }
-        doc.update(yaml.safe_load(extra) or {})  # a section in ``extra`` replaces the one above
+        for key, value in (yaml.safe_load(extra) or {}).items():  # merged into the one above
+            base = doc.get(key)
+            doc[key] = (
+                {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+            )
         self.config.write_text(yaml.safe_dump(doc, sort_keys=False))
         self.log = workdir / "bridge.log"
         self.proc: subprocess.Popen[bytes] | None = None

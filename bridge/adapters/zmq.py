@@ -45,6 +45,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
@@ -54,7 +55,7 @@ from zmq.utils.monitor import parse_monitor_message
 from bridge.adapters.zmq_curve import CurveServer, HandshakeWatch
 from bridge.config.model import ZmqConfig, ZmqMode
 
-__all__ = ["BatchHandler", "IngestSocket", "read_batches"]
+__all__ = ["Admission", "BatchHandler", "IngestSocket", "Readable", "read_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,16 @@ BatchHandler = Callable[
     [list[list[bytes]]], None
 ]  # messages (each a list of frames), in read order
 EventHandler = Callable[[str, int], None]
+
+
+class Admission(Protocol):
+    """Backpressure from the handler (``bridge.adapters.decode_worker.DecodeWorker``): while
+    ``ready()`` is False nothing more is read (libzmq's RCVHWM queue holds it);
+    ``wait_ready()`` returns once it may be True again."""
+
+    def ready(self) -> bool: ...
+
+    async def wait_ready(self) -> None: ...
 
 
 class IngestSocket:
@@ -141,17 +152,18 @@ class IngestSocket:
         log.info("ZMQ SUB connecting to %s", ", ".join(self.cfg.connect_endpoints))
         return list(self.cfg.connect_endpoints)
 
-    async def run(self, handler: BatchHandler) -> None:
-        """Read until cancelled, calling ``handler(messages)`` with up to 32 messages at a time."""
+    async def run(self, handler: BatchHandler, admission: Admission | None = None) -> None:
+        """Read until cancelled, calling ``handler(messages)`` with up to 32 messages at a time
+        (only while ``admission.ready()``, when given)."""
         sock = self._sock
         assert sock is not None, "open() first"
-        await read_batches(sock, handler, self.cfg.batch_max, self.cfg.batch_max_secs)
+        await read_batches(sock, handler, self.cfg.batch_max, self.cfg.batch_max_secs, admission)
 
     async def run_monitor(self) -> None:
         """Track handshakes and disconnects until cancelled."""
         mon = self._monitor
         assert mon is not None, "open() first"
-        with _Readable(mon) as readable:
+        with Readable(mon) as readable:
             while True:
                 while mon.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     self._on_monitor(parse_monitor_message(mon.recv_multipart(zmq.NOBLOCK)))
@@ -198,24 +210,39 @@ async def read_batches(
     handler: BatchHandler,
     batch_max: int = 2048,
     batch_max_secs: float = 0.01,
+    admission: Admission | None = None,
 ) -> None:
     """Read ``sock`` until cancelled, as ``IngestSocket.run`` does (see the module note): drain it
     in turns of at most ``batch_max`` messages or ``batch_max_secs``, ``handler`` called with up to
-    32 messages at a time, yielding to the event loop between turns, waiting on its FD when empty."""
-    with _Readable(sock) as readable:
+    32 messages at a time, yielding to the event loop between turns, waiting on its FD when empty;
+    with ``admission``, reading only while ``admission.ready()``."""
+    ready = admission.ready if admission is not None else None
+    with Readable(sock) as readable:
         while True:
-            if _drain(sock, handler, batch_max, time.monotonic() + batch_max_secs):
+            if ready is not None and not ready():
+                await admission.wait_ready()  # type: ignore[union-attr]
+                continue
+            if _drain(sock, handler, batch_max, time.monotonic() + batch_max_secs, ready):
                 await anyio.lowlevel.checkpoint()  # more is waiting: let the other tasks run first
                 continue
             await readable.wait()
 
 
-def _drain(sock: zmq.Socket[bytes], handler: BatchHandler, batch_max: int, deadline: float) -> bool:
+def _drain(
+    sock: zmq.Socket[bytes],
+    handler: BatchHandler,
+    batch_max: int,
+    deadline: float,
+    ready: Callable[[], bool] | None = None,
+) -> bool:
     """Handle waiting messages until the socket is empty (False), or until ``batch_max``
-    messages or the ``deadline`` (monotonic seconds, checked every 32) are reached (True)."""
+    messages or the ``deadline`` (monotonic seconds, checked every 32) are reached or
+    ``ready()`` says no (True)."""
     recv = sock.recv_multipart
     left = batch_max
     while left > 0:
+        if ready is not None and not ready():
+            return True
         chunk: list[list[bytes]] = []
         for _ in range(min(_CHUNK, left)):
             try:
@@ -231,7 +258,7 @@ def _drain(sock: zmq.Socket[bytes], handler: BatchHandler, batch_max: int, deadl
     return True
 
 
-class _Readable:
+class Readable:
     """Waits until a ZMQ socket may have input: one reader callback on its FD for as long as
     the ``with`` block runs (``loop.add_reader``, as pyzmq's own asyncio sockets do), setting
     an ``asyncio.Event``. ``anyio.wait_readable`` with ``move_on_after`` per wait added and
@@ -247,17 +274,26 @@ class _Readable:
         self._safety_secs = safety_secs
         self._fd = sock.getsockopt(zmq.FD)
         self._event = asyncio.Event()
+        self._woken = False
         self._loop = asyncio.get_running_loop()
 
-    def __enter__(self) -> _Readable:
+    def __enter__(self) -> Readable:
         self._loop.add_reader(self._fd, self._event.set)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._loop.remove_reader(self._fd)
 
+    def wake(self) -> None:
+        """End the current (or next) ``wait`` now, e.g. when something else needs a look."""
+        self._woken = True
+        self._event.set()
+
     async def wait(self) -> None:
         self._event.clear()
+        if self._woken:
+            self._woken = False
+            return
         if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             return
         timer = self._loop.call_later(self._safety_secs, self._event.set)

@@ -106,6 +106,9 @@ class ZmqConfig(_Strict):
     #: hard backstop (ZMQ_MAXMSGSIZE): libzmq disconnects a peer sending a bigger frame before it is
     #: read, so nothing is dead-lettered; -1 = none. Must be -1 or >= max_frame_bytes.
     hard_max_frame_bytes: Annotated[int, Meta(ge=-1)] = 64 * 1024 * 1024
+    #: decode in a child process beside the event loop (``bridge.adapters.decode_worker``);
+    #: false decodes in the bridge's own process. Takes effect at start.
+    decode_worker: bool = True
     curve: ZmqCurveConfig = msgspec.field(default_factory=ZmqCurveConfig)
 
 

@@ -2,12 +2,15 @@
 
 Stage order (the one description of it; the README and the package docstrings point here)::
 
-    ZMQ SUB :7150                      bridge.adapters.zmq.IngestSocket: batches of messages
-      -> IngestRunner.handle_batch      bridge.pipeline.runner, for each message in read order:
+    ZMQ SUB :7150                      bridge.adapters.zmq.IngestSocket: chunks of <= 32 messages
+      -> IngestRunner.take              bridge.pipeline.runner, for each message in read order:
            loop check                   bridge.legacy.reemit (frames a bridge re-emitted)
            legacy republish             Routing.republish (phase), frames byte for byte
-           decode + identity            bridge.pipeline.decode (dialects: bridge.legacy.dialects;
-                                        event id: bridge.pipeline.identity) -> ErrorEvent | DeadLetter
+      -> decode + identity              bridge.pipeline.decode (dialects: bridge.legacy.dialects;
+                                        event id: bridge.pipeline.identity) -> ErrorEvent | DeadLetter,
+                                        in the decode worker process (zmq.decode_worker:
+                                        bridge.adapters.decode_worker, replies in order) or here
+      -> IngestRunner.settle            for each decoded message in read order:
            counters, inventory, parity  Routing.observe (phase): the parity tap's ZMQ side
            [zmq_only stops here]        Routing.to_jetstream
            dead letters                 bridge.pipeline.dead_letters (per key: store the first
@@ -33,7 +36,8 @@ Bridge-made messages (flood events, phase changes, spool eviction summaries) joi
 outbound stage. Every callback is passed to a constructor here; the cutover phase switches
 the runner with one immutable ``Routing`` value (``bridge.phase_runtime``); hot reload goes
 through ``Pipeline.reconfigure``. The stages import no adapter: the transport comes in as a
-``Transport`` (``bridge.pipeline.publish``).
+``Transport`` (``bridge.pipeline.publish``); this module imports the decode worker's process
+and socket code (``bridge.adapters.decode_worker``) to start it with the runner.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
+from bridge.adapters.decode_worker import DecodeWorker, WorkerSettings
+from bridge.adapters.zmq import Admission, BatchHandler
 from bridge.config.flood import flood_rules
 from bridge.config.model import BridgeConfig
 from bridge.metrics import Metrics
@@ -202,6 +208,7 @@ class Pipeline:
         runner: IngestRunner,
         decoder: LegacyDecoder,
         inventory: SourceInventory,
+        decode_worker: DecodeWorker | None = None,
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
@@ -214,10 +221,19 @@ class Pipeline:
         self.runner = runner
         self.decoder = decoder
         self.inventory = inventory
+        self.decode_worker = decode_worker
         self.sink: Sink = queue if queue is not None else publisher
         self._connected = anyio.Event()  # set by attach and every reconnect: check for loss
 
     # -- state ---------------------------------------------------------------------------
+
+    @property
+    def zmq_intake(self) -> tuple[BatchHandler, Admission | None]:
+        """Where the ZMQ reader delivers its batches, and the backpressure it must respect:
+        the decode worker (``zmq.decode_worker``), else the runner in this process."""
+        if self.decode_worker is not None:
+            return self.decode_worker.handle_batch, self.decode_worker
+        return self.runner.handle_batch, None
 
     @property
     def backlog(self) -> int:
@@ -273,6 +289,8 @@ class Pipeline:
         """Publisher, spool tasks and the flood ticker, until cancelled."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.publisher.run)
+            if self.decode_worker is not None:
+                tg.start_soon(self.decode_worker.run)
             if self.queue is not None:
                 tg.start_soon(self.queue.run)
                 tg.start_soon(self._stream_loss_loop, self.queue)
@@ -296,7 +314,11 @@ class Pipeline:
         """Stop: close open floods (their last summaries), write what is staged to the spool,
         wait up to ``timeout_secs`` for the backlog to be acknowledged while NATS is connected,
         then abandon the rest (with the spool it stays on disk for the next start; without
-        it, it is counted as dropped, reason ``shutdown``). Returns ``(backlog, left)``."""
+        it, it is counted as dropped, reason ``shutdown``). Returns ``(backlog, left)``.
+        First the decode worker settles what it was given (what it has not answered within
+        ``timeout_secs`` is decoded here)."""
+        if self.decode_worker is not None:
+            await self.decode_worker.flush(timeout_secs)
         flood = self.runner.flood
         if flood is not None:
             for event in flood.flush():
@@ -375,7 +397,10 @@ class Pipeline:
             if self.runner.dead_letters is not None:
                 self.runner.emit_dead_letter_summaries(self.runner.dead_letters.tick())
             self.metrics.floods_active.set(flood.active_floods if flood is not None else 0)
-            self.metrics.identity_evicted_in_window.set(self.identity.evicted_in_window)
+            evicted = self.identity.evicted_in_window
+            if self.decode_worker is not None:
+                evicted += self.decode_worker.evicted_in_window
+            self.metrics.identity_evicted_in_window.set(evicted)
 
 
 def dead_letter_gate(cfg: BridgeConfig) -> DeadLetterGate | None:
@@ -494,6 +519,17 @@ def build_pipeline(
         inventory=inventory,
         dead_letters=dead_letter_gate(cfg),
     )
+    worker = None
+    if cfg.zmq.decode_worker:
+        worker_settings = WorkerSettings(
+            machine=cfg.machine or "",
+            local_timezone=cfg.legacy.local_timezone,
+            max_frame_bytes=cfg.zmq.max_frame_bytes,
+            oversized_keep_bytes=cfg.zmq.oversized_keep_bytes,
+            occurrence_window_secs=cfg.identity.occurrence_window_secs,
+            max_tracked=cfg.identity.max_tracked,
+        )
+        worker = DecodeWorker(worker_settings, runner, decoder, metrics)
     return Pipeline(
         cfg,
         metrics,
@@ -506,6 +542,7 @@ def build_pipeline(
         runner=runner,
         decoder=decoder,
         inventory=inventory,
+        decode_worker=worker,
     )
 
 

@@ -103,6 +103,18 @@ class LegacyDecoder:
             return self._event(raw, received_at, outcome)  # type: ignore[arg-type]
         return self._dead_letter(raw, received_at, outcome)  # type: ignore[arg-type]
 
+    def reject(self, frames: Sequence[bytes], received_at: datetime, detail: str) -> DeadLetter:
+        """A dead letter of ``frames`` (bytes) without parsing them: reason ``invalid_json``,
+        ``detail`` in words (cut to 500 characters), the event id from ``identity`` as for any
+        dead letter. The decode worker's answer to a message that crashed its process. Never
+        raises."""
+        raw = _salvage(frames)
+        return self._dead_letter(
+            raw,
+            received_at,
+            Rejected(DeadLetterReason.INVALID_JSON, None, detail[:_MAX_DETAIL_CHARS]),
+        )
+
     def decode_legacy_nats(
         self, subject: str, payload: bytes, received_at: datetime
     ) -> ErrorEvent | DeadLetter:

@@ -85,7 +85,10 @@ class OutboundBuilder:
         """The connected server's ``max_payload`` in bytes (replaces the configured guess)."""
         self.max_payload_bytes = max_payload_bytes
 
-    def build(self, msg: Message) -> Outbound:
+    def build(self, msg: Message, payload: bytes | None = None) -> Outbound:
+        """``msg`` as an ``Outbound`` within ``max_payload_bytes`` (truncated with a marker when
+        too big, see the module note). ``payload``: ``contracts.codec.encode(msg)`` when the
+        caller has it already (the decode worker made it); it is not checked against ``msg``."""
         name = contract_name(msg)
         event_id = msg.event_id
         bridge_id = self.bridge_id
@@ -95,7 +98,8 @@ class OutboundBuilder:
             HEADER_CONTRACT_VERSION: _VERSION,
             HEADER_ORIGIN: bridge_id,
         }
-        payload = encode(msg)
+        if payload is None:
+            payload = encode(msg)
         header_bytes = _FIXED_HEADER_BYTES + len(event_id) + len(name) + len(bridge_id)
         budget = self.max_payload_bytes - _SAFETY_BYTES - header_bytes
         if len(payload) > budget:

@@ -123,40 +123,66 @@ class IngestRunner:
         self.handle_batch([frames])
 
     def handle_batch(self, batch: list[list[bytes]]) -> None:
-        """Handle ``batch`` (messages in read order), then count them. One wall-clock reading
-        is every message's ``received_at``: the batch was read in one go just before."""
-        nbytes = 0
+        """Handle ``batch`` (messages in read order) in this process: ``take``, decode each,
+        ``settle``. One wall-clock reading is every message's ``received_at``: the batch was
+        read in one go just before."""
+        kept, routing, received_at = self.take(batch)
+        decode = self._decoder.decode
+        self.settle([decode(frames, received_at) for frames in kept], routing)
+
+    def take(self, batch: list[list[bytes]]) -> tuple[list[list[bytes]], Routing, datetime]:
+        """The stages before decoding, for ``batch`` (messages in read order): count the frames
+        read, drop loops (frames a bridge re-emitted), republish the rest byte for byte when the
+        phase says so. Returns the messages to decode, the ``Routing`` in force (the same one
+        must ``settle`` them, even if the phase changed meanwhile) and their ``received_at``
+        (tz-aware UTC, one reading for the batch). Never raises."""
         received_at = self._now()
+        routing = self.routing
+        republish = routing.republish
+        kept: list[list[bytes]] = []
+        nbytes = 0
         try:
             for frames in batch:
                 nbytes += sum(map(len, frames))
-                self._handle(frames, received_at)
+                if is_reemitted(frames):
+                    self._m.loops_dropped.inc()
+                    continue
+                if republish is not None:
+                    republish(frames)
+                kept.append(frames)
         finally:
             self.received += len(batch)
             self.last_frame_at = time.monotonic()
             self._m.frames_received.inc(len(batch))
             self._m.frames_received_bytes.inc(nbytes)
-            self._flush_counts()
+        return kept, routing, received_at
 
-    def _handle(self, frames: list[bytes], received_at: datetime) -> None:
-        if is_reemitted(frames):
-            self._m.loops_dropped.inc()
-            return
-        routing = self.routing
-        if routing.republish is not None:
-            routing.republish(frames)
-        msg = self._decoder.decode(frames, received_at)
-        self._count(msg)
-        if routing.observe is not None:
-            routing.observe(msg)
-        if not routing.to_jetstream:
-            return
-        if isinstance(msg, ErrorEvent):
-            if not self._admit(msg):
-                return
-        elif not self._admit_dead_letter(msg):
-            return
-        self._submit(msg)
+    def settle(
+        self,
+        msgs: list[ErrorEvent | DeadLetter],
+        routing: Routing,
+        payloads: list[bytes] | None = None,
+    ) -> None:
+        """The stages after decoding, for ``msgs`` (decoded in read order, under ``routing``
+        as ``take`` returned it): count, observe, dead-letter gate, dedup, flood gate, sink;
+        the per-message counters go to Prometheus once, before it returns. ``payloads``: each
+        message's contract JSON as ``contracts.codec.encode`` makes it, when the decoder made it
+        already (the decode worker), so the outbound stage does not encode it again."""
+        try:
+            for i, msg in enumerate(msgs):
+                self._count(msg)
+                if routing.observe is not None:
+                    routing.observe(msg)
+                if not routing.to_jetstream:
+                    continue
+                if msg.__class__ is ErrorEvent:
+                    if not self._admit(msg):  # type: ignore[arg-type]
+                        continue
+                elif not self._admit_dead_letter(msg):  # type: ignore[arg-type]
+                    continue
+                self._submit(msg, payloads[i] if payloads is not None else None)
+        finally:
+            self._flush_counts()
 
     def _admit(self, ev: ErrorEvent) -> bool:
         if self.dedup is not None and self.dedup.seen(ev.event_id):
@@ -237,8 +263,8 @@ class IngestRunner:
         """Send a bridge event (phase change, ...) to the sink, in every phase."""
         self._submit(msg)
 
-    def _submit(self, msg: Message) -> None:
-        if not self._sink.submit(self._builder.build(msg)):
+    def _submit(self, msg: Message, payload: bytes | None = None) -> None:
+        if not self._sink.submit(self._builder.build(msg, payload)):
             self._dropped.inc()
 
     def _flush_counts(self) -> None:

@@ -5,8 +5,8 @@ Design note
 ``async with LoadEnv(workdir) as env`` starts, in order: a nats-server (``NatsServerProcess``,
 store in ``workdir/nats``, port 0) unless ``servers`` are given (a cluster the caller owns),
 the bridge as its own ``busbridge run`` process (``loadtest.harness.BridgeProcess``: flood
-control off unless ``flood``, fleet health off; ``bridge_extra`` YAML sections replace its
-defaults), and a ``StreamProbe`` reading the stream from its first message. ``producer()``
+control off unless ``flood``, fleet health off; ``bridge_extra`` YAML sections merged
+into its defaults, key by key), and a ``StreamProbe`` reading the stream from its first message. ``producer()``
 makes a ``LoadProducer`` aimed at the bridge's ZMQ endpoint; ``drive`` runs it to the end
 with a progress callback about once a second (``sent``/``received``/``spool``; ``peak_spool``
 kept); ``catch_up`` waits for the stream to hold what was sent, ``close_floods`` makes the

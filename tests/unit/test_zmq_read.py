@@ -8,7 +8,7 @@ import asyncio
 import anyio
 import zmq
 
-from bridge.adapters.zmq import _Readable, read_batches
+from bridge.adapters.zmq import Readable, read_batches
 
 
 def _pair(ctx: zmq.Context) -> tuple[zmq.Socket, zmq.Socket]:
@@ -46,7 +46,7 @@ async def test_a_message_sent_while_waiting_wakes_the_reader_not_its_safety_time
             await anyio.sleep(0.2)  # the probes in flight arrive: read them all
             while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 sub.recv_multipart(zmq.NOBLOCK)
-            with _Readable(sub, safety_secs=3600) as readable:
+            with Readable(sub, safety_secs=3600) as readable:
                 woken = anyio.Event()
 
                 async def waiter() -> None:

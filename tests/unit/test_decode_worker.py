@@ -1,0 +1,229 @@
+"""The decode worker (``bridge.adapters.decode_worker``) with real child processes: what it
+settles equals the bridge's own decoding, in read order, exactly once, through a killed child,
+a message that kills it, a child that never starts and a child that stops answering."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+
+from bridge.adapters.decode_worker import DecodeWorker, WorkerSettings
+from bridge.metrics import Metrics
+from bridge.pipeline.outbound import OutboundBuilder
+from bridge.pipeline.publish import Outbound
+from bridge.pipeline.runner import IngestRunner
+from contracts.codec import decode
+from contracts.messages import DeadLetter, DeadLetterReason, ErrorEvent
+from contracts.subjects import Subjects
+from tests.support.corpus import load_corpus
+from tests.support.frames import d1_frame
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = WorkerSettings(machine="MainPC", local_timezone="Asia/Manila")
+WALL = datetime(2026, 12, 4, 9, 0, 0, 123456, tzinfo=UTC)
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.items: list[Outbound] = []
+
+    def submit(self, item: Outbound) -> bool:
+        self.items.append(item)
+        return True
+
+
+def _runner(metrics: Metrics) -> tuple[IngestRunner, _Sink]:
+    sink = _Sink()
+    runner = IngestRunner(
+        SETTINGS.decoder(SETTINGS.identity()),
+        OutboundBuilder(Subjects("errbus"), "b1", 1024 * 1024),
+        sink,
+        metrics,
+        wall_clock=lambda: WALL,
+    )
+    return runner, sink
+
+
+def _worker(metrics: Metrics, **kwargs: object) -> tuple[DecodeWorker, _Sink]:
+    runner, sink = _runner(metrics)
+    fallback = SETTINGS.decoder(SETTINGS.identity())
+    return DecodeWorker(SETTINGS, runner, fallback, metrics, **kwargs), sink  # type: ignore[arg-type]
+
+
+async def _feed(worker: DecodeWorker, messages: list[list[bytes]], chunk: int = 32) -> None:
+    """What the ZMQ reader does: chunks of at most 32, only while the worker is ready."""
+    for i in range(0, len(messages), chunk):
+        while not worker.ready():
+            await worker.wait_ready()
+        worker.handle_batch(messages[i : i + chunk])
+
+
+def _d1(n: int, tag: str = "ev") -> list[list[bytes]]:
+    return [[d1_frame(f"{tag}-{i:06d}", f"agent{i % 7}")] for i in range(n)]
+
+
+def _ids(sink: _Sink) -> list[str]:
+    return [item.msg_id for item in sink.items]
+
+
+async def test_what_the_worker_settles_equals_the_bridge_decoding_in_its_own_process() -> None:
+    messages = [row.frames for row in load_corpus()] * 3  # identical repeats: D7 occurrence ids
+    metrics = Metrics()
+    worker, sink = _worker(metrics)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await _feed(worker, messages)
+        await worker.flush(30.0)
+        assert metrics.decode_worker_up._value.get() == 1
+        tg.cancel_scope.cancel()
+    here, expected = _runner(Metrics())
+    for i in range(0, len(messages), 32):
+        here.handle_batch(messages[i : i + 32])
+    assert not worker.in_process and worker.restarts == 0
+    assert len(sink.items) == len(expected.items) == len(messages)
+    for got, want in zip(sink.items, expected.items, strict=True):
+        assert (got.subject, got.headers, got.payload) == (want.subject, want.headers, want.payload)
+    assert {type(decode(item.payload)) for item in sink.items} == {ErrorEvent, DeadLetter}
+    assert metrics.decoded.labels("prefix_text")._value.get() > 0  # D7
+
+
+async def test_a_killed_worker_is_restarted_and_every_message_is_settled_once_in_order() -> None:
+    messages = _d1(4000)
+    metrics = Metrics()
+    worker, sink = _worker(metrics, max_in_flight=4)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await _feed(worker, messages[:1000])
+        with anyio.fail_after(30):
+            while worker.pid is None or not sink.items:
+                await anyio.sleep(0.01)
+        os.kill(worker.pid, signal.SIGKILL)
+        await _feed(worker, messages[1000:])
+        await worker.flush(30.0)
+        tg.cancel_scope.cancel()
+    assert worker.restarts == 1 and not worker.in_process
+    assert metrics.decode_worker_restarts._value.get() == 1
+    assert _ids(sink) == [f"ev-{i:06d}" for i in range(4000)]
+
+
+async def test_a_message_that_kills_the_worker_twice_is_dead_lettered_with_its_bytes() -> None:
+    poison = [b"POISON frame \xff", b"second"]
+    messages = _d1(40)
+    messages[5] = poison
+    worker, sink = _worker(
+        Metrics(), command=[sys.executable, "-m", "tests.support.poison_decode_worker"]
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await _feed(worker, messages)
+        await worker.flush(60.0)
+        tg.cancel_scope.cancel()
+    # the chunk of 32 kills it twice -> split; the poison alone twice more -> dead letter
+    assert worker.restarts == 4 and not worker.in_process
+    msgs = [decode(item.payload) for item in sink.items]
+    assert len(msgs) == 40
+    letter = msgs[5]
+    assert isinstance(letter, DeadLetter) and letter.reason is DeadLetterReason.INVALID_JSON
+    assert letter.frames == poison and "died twice" in letter.detail
+    events = [m for i, m in enumerate(msgs) if i != 5]
+    assert all(isinstance(m, ErrorEvent) for m in events)
+    assert [m.event_id for m in events] == [f"ev-{i:06d}" for i in range(40) if i != 5]
+
+
+async def test_a_worker_that_never_starts_leaves_the_decoding_to_the_bridge() -> None:
+    messages = _d1(200)
+    metrics = Metrics()
+    worker, sink = _worker(
+        metrics,
+        command=[sys.executable, "-c", "import time; time.sleep(60)"],
+        max_in_flight=2,
+        hello_timeout_secs=0.3,
+        max_failed_starts=2,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        worker.handle_batch(messages[:32])
+        worker.handle_batch(messages[32:64])
+        assert not worker.ready()  # backpressure: the reader stops reading
+        with anyio.fail_after(30):
+            await worker.wait_ready()
+        assert worker.in_process and worker.pid is None
+        await _feed(worker, messages[64:])
+        tg.cancel_scope.cancel()
+    assert worker.restarts == 1  # one restart after the first failed start, none after the second
+    assert metrics.decode_worker_up._value.get() == 0
+    assert _ids(sink) == [f"ev-{i:06d}" for i in range(200)]
+
+
+async def test_what_a_hung_worker_holds_at_stop_is_decoded_by_the_bridge() -> None:
+    messages = _d1(300)
+    worker, sink = _worker(Metrics())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await _feed(worker, messages[:100])
+        await worker.flush(30.0)
+        assert worker.pid is not None
+        pid = worker.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await _feed(worker, messages[100:])
+            await worker.flush(0.5)
+            assert worker.in_process and worker.in_flight == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        tg.cancel_scope.cancel()
+    assert _ids(sink) == [f"ev-{i:06d}" for i in range(300)]
+
+
+def test_the_worker_exits_when_the_bridge_process_dies(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import anyio, sys
+            sys.path.insert(0, sys.argv[1])
+            from tests.unit.test_decode_worker import _worker
+            from bridge.metrics import Metrics
+
+            async def main():
+                worker, _ = _worker(Metrics())
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(worker.run)
+                    while worker.pid is None or not worker.ready():
+                        await anyio.sleep(0.01)
+                    print(worker.pid, flush=True)
+                    await anyio.sleep(60)
+
+            anyio.run(main)
+            """
+        )
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script), str(ROOT)], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            child = int(parent.stdout.readline())
+        finally:
+            parent.kill()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, exited and not yet reaped by init, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
