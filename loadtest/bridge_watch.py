@@ -29,8 +29,21 @@ __all__ = [
 ]
 
 
-def status_kib(pid: int, key: str) -> int:
-    """``VmRSS``/``VmHWM``/... of ``pid`` in KiB from /proc/<pid>/status; 0 when the process is gone."""
+def status_kib(pid: int, key: str, *, children: bool = True) -> int:
+    """``VmRSS``/``RssAnon``/... of ``pid`` in KiB from /proc/<pid>/status, plus the same of its
+    child processes when ``children`` (the bridge's decode worker: the sidecar's memory is both;
+    ``VmHWM`` sums each one's peak); 0 when the process is gone."""
+    total = _status_kib(pid, key)
+    if children:
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        total += sum(_status_kib(int(kid), key) for kid in kids)
+    return total
+
+
+def _status_kib(pid: int, key: str) -> int:
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:

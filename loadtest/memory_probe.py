@@ -196,8 +196,8 @@ def structure_sizes(bridge: Any) -> dict[str, int | None]:
 async def _sample(bridge: Any, t0: float, trim: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "t_secs": round(time.monotonic() - t0, 1),
-        "rss_mib": round(status_kib(os.getpid(), "VmRSS") / 1024, 1),
-        "anon_mib": round(status_kib(os.getpid(), "RssAnon") / 1024, 1),
+        "rss_mib": round(status_kib(os.getpid(), "VmRSS", children=False) / 1024, 1),
+        "anon_mib": round(status_kib(os.getpid(), "RssAnon", children=False) / 1024, 1),
         "py_blocks": sys.getallocatedblocks(),
         **malloc_stats(),
         **pymalloc_stats(),
@@ -207,7 +207,7 @@ async def _sample(bridge: Any, t0: float, trim: bool) -> dict[str, Any]:
         started = time.perf_counter()
         _libc.malloc_trim(0)
         out["trim_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        out["trimmed_rss_mib"] = round(status_kib(os.getpid(), "VmRSS") / 1024, 1)
+        out["trimmed_rss_mib"] = round(status_kib(os.getpid(), "VmRSS", children=False) / 1024, 1)
     return out
 
 
@@ -310,7 +310,7 @@ async def _watch(args: argparse.Namespace, bridge: Any, producer: LoadProducer) 
     if snapshot is not None:
         last["tracemalloc_top_growth"] = _top_growth(snapshot)
     _libc.malloc_trim(0)  # the last sample trims: what is reclaimable
-    last["trimmed_rss_mib"] = round(status_kib(os.getpid(), "VmRSS") / 1024, 1)
+    last["trimmed_rss_mib"] = round(status_kib(os.getpid(), "VmRSS", children=False) / 1024, 1)
     last["final"] = True
     print(json.dumps(last), flush=True)
 

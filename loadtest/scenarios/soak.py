@@ -3,7 +3,8 @@ memory stays flat under load).
 
 One ``LoadEnv`` (nats-server + ``busbridge run`` process + probe) takes ``workload`` (default
 5k msg/s for 900 s, all seven dialects). From just before the traffic starts until it ends,
-the bridge's ``VmRSS`` and ``RssAnon`` (``/proc/<pid>/status``), its spool backlog and the
+the bridge's ``VmRSS`` and ``RssAnon`` (``/proc/<pid>/status``, the bridge process and its
+decode worker summed), its spool backlog and the
 messages sent that it has not read yet are sampled every ``sample_secs``; one more sample is taken when the producer has sent everything.
 Then the stream catches up and is reconciled by token, as in ``steady``.
 

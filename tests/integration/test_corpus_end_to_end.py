@@ -118,8 +118,8 @@ async def test_each_dialect_decoded(stored) -> None:
         e for e in by_dialect["multipart_colon"] if e.legacy.raw_severity == "ErrorSeverity.WARNING"
     )
     assert d4.severity is Severity.WARNING and d4.error_type == "tts_request_error"
-    d5 = next(e for e in by_dialect["multipart_bare"] if e.source == "AdvancedRouterAgent")
-    assert d5.error_type in {"vram_exhausted", "timeout_error"}
+    d5 = {e.error_type for e in by_dialect["multipart_bare"] if e.source == "AdvancedRouterAgent"}
+    assert d5 == {"vram_exhausted", "timeout_error", "connection_error"}  # in any order: 4 sockets
     d6 = [e for e in by_dialect["bare_json"] if e.source == "ModelManagerSuite"]
     assert d6 and all(e.legacy.topic == "" for e in d6)
     d7 = by_dialect["prefix_text"]
