@@ -37,7 +37,9 @@ under FULL) are the slow part of writing; ``wal_autocheckpoint`` is raised to
 second, on a worker thread, while appends go on over the main connection).
 
 Invariants: a row is appended (committed) before its message is published and
-deleted from ``spool`` only after its PubAck. ``synchronous`` NORMAL survives a process kill
+deleted from ``spool`` only after its PubAck. Under FULL, ``append(synced=False)`` commits
+without the fsync and ``sync_wal`` (an ``os.fsync`` of the WAL file, no SQLite call) supplies
+it later, from any thread: what FULL does at each commit, done off the committing thread. ``synchronous`` NORMAL survives a process kill
 (``kill -9``); FULL also survives power loss. Under FULL only appends (and restores) pay an
 fsync of their own: ``delete``, ``retire`` and ``prune_retained`` commit at NORMAL. A power cut
 may undo those, and that is harmless: an acknowledged row that comes back into ``spool`` is
@@ -61,6 +63,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -150,6 +153,7 @@ class Spool:
         #: ``checkpoint``'s own connection (opened on first use): a WAL checkpoint then needs
         #: no turn on the writer's connection, and appends go on while it copies pages
         self._checkpoint_db: sqlite3.Connection | None = None
+        self._wal_fd: int | None = None  # ``sync_wal``'s descriptor of the WAL file
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._open()
@@ -188,14 +192,38 @@ class Spool:
         self.recovered_from = aside
         return self._open()
 
-    def append(self, rows: Sequence[SpoolRow]) -> list[int]:
+    def append(self, rows: Sequence[SpoolRow], *, synced: bool = True) -> list[int]:
         """Insert ``rows`` in one transaction; return their ``seq`` values (contiguous, in
-        order). ``insert`` then ``commit``, on the calling thread."""
+        order). ``insert`` then ``commit``, on the calling thread. ``synced=False``: committed
+        without an fsync of its own even under FULL; the rows survive a process kill, and a
+        power cut only after ``sync_wal`` returned (the caller's job: ``SpooledQueue`` runs it
+        on a worker thread and publishes nothing of the batch before)."""
         if not rows:
             return []
-        seqs = self.insert(rows)
-        self.commit()
+        if synced or self.synchronous == "NORMAL":
+            seqs = self.insert(rows)
+            self.commit()
+            return seqs
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            seqs = self.insert(rows)
+            self.commit()
+        finally:
+            self._db.execute(f"PRAGMA synchronous={self.synchronous}")
         return seqs
+
+    def sync_wal(self) -> None:
+        """fsync the WAL file: every transaction committed so far (on any connection) then
+        survives a power cut, as ``synchronous=FULL`` makes each commit survive one. Blocks on
+        the disk; touches no SQLite connection, so it may run on another thread alongside any
+        call. Raises ``OSError`` when the file cannot be opened or synced."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        fd = self._wal_fd
+        if fd is None or os.fstat(fd).st_ino != os.stat(wal).st_ino:  # new file: reopen
+            if fd is not None:
+                os.close(fd)
+            fd = self._wal_fd = os.open(wal, os.O_RDONLY)
+        os.fsync(fd)
 
     def insert(self, rows: Sequence[SpoolRow]) -> list[int]:
         """Begin a transaction and insert ``rows`` in it; return their ``seq`` values
@@ -255,10 +283,17 @@ class Spool:
         cur = db.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
         return cur.lastrowid  # type: ignore[return-value]  # an INSERT always sets it
 
-    def read_after(self, seq: int, limit: int) -> list[StoredRow]:
-        """Up to ``limit`` rows with a ``seq`` greater than ``seq``, in ``seq`` order (``StoredRow``)."""
+    def read_after(self, seq: int, limit: int, upto: int | None = None) -> list[StoredRow]:
+        """Up to ``limit`` rows with a ``seq`` greater than ``seq`` (and at most ``upto``), in
+        ``seq`` order (``StoredRow``)."""
+        if upto is None:
+            return self._db.execute(
+                f"SELECT seq, {_COLUMNS} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
         return self._db.execute(
-            f"SELECT seq, {_COLUMNS} FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            f"SELECT seq, {_COLUMNS} FROM spool WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (seq, upto, limit),
         ).fetchall()
 
     def delete(self, seqs: Iterable[int]) -> None:
@@ -397,6 +432,9 @@ class Spool:
         return row[0] if row else None
 
     def close(self) -> None:
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+            self._wal_fd = None
         if self._checkpoint_db is not None:
             self._checkpoint_db.close()
         self._db.close()

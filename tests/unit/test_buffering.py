@@ -120,7 +120,7 @@ async def test_drain_catches_up_while_live_batches_keep_landing(tmp_path: Path) 
     io = queue._io
 
     async def live_batch_before_every_read(fn, *args):  # type: ignore[no-untyped-def]
-        if fn == queue.spool.read_after:
+        if fn == queue._read_synced:
             queue.submit(_item(next(live)))
             await anyio.lowlevel.checkpoint()  # the writer takes the spool first
         return await io(fn, *args)
@@ -156,7 +156,7 @@ async def test_what_the_publisher_had_no_room_for_is_fed_from_memory_in_order(
     queue, pub, metrics = _queue(tmp_path / "s.db", max_pending=2)
     reads = []
     read_after = queue.spool.read_after
-    queue.spool.read_after = lambda seq, limit: reads.append(seq) or read_after(seq, limit)  # type: ignore[method-assign]
+    queue.spool.read_after = lambda seq, *rest: reads.append(seq) or read_after(seq, *rest)  # type: ignore[method-assign]
     for n in range(4):
         queue.submit(_item(n))
     await queue.flush_staging()  # one batch: 2 to the publisher, 2 kept in memory
@@ -236,3 +236,43 @@ async def test_appends_go_on_while_a_wal_checkpoint_runs(tmp_path: Path) -> None
     assert written_meanwhile, "the append waited for the checkpoint"
     assert [row[4] for row in queue.spool.read_after(0, 10)] == ["id-1"]
     queue.spool.close()
+
+
+async def test_under_full_no_message_of_a_batch_is_published_before_the_wal_is_synced(
+    tmp_path: Path,
+) -> None:
+    """The writer commits a batch without its fsync, syncs the WAL on a worker thread (the
+    event loop runs on meanwhile) and hands the batch on only after that returned."""
+    metrics = Metrics()
+    pub = PipelinedPublisher(
+        FakeTransport(), "_INBOX.t", metrics, max_pending=100, clock=FakeClock()
+    )
+    spool = Spool(tmp_path / "s.db", "FULL")
+    entered, release = threading.Event(), threading.Event()
+    sync_wal = spool.sync_wal
+
+    def held_sync() -> None:
+        entered.set()
+        release.wait(10)
+        sync_wal()
+
+    spool.sync_wal = held_sync  # type: ignore[method-assign]
+    queue = SpooledQueue(spool, pub, metrics)
+    pub.on_done = queue.on_done
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queue.run)
+        for n in range(3):
+            queue.submit(_item(n))
+        with anyio.fail_after(5):
+            while not entered.is_set():
+                await anyio.sleep(0.001)
+        await anyio.sleep(0.05)  # the loop runs on while the sync is held
+        assert [row[4] for row in spool.read_after(0, 10)] == ["id-0", "id-1", "id-2"]  # committed
+        assert not pub._pending  # ...but not published
+        release.set()
+        with anyio.fail_after(5):
+            while len(pub._pending) < 3:
+                await anyio.sleep(0.001)
+        tg.cancel_scope.cancel()
+    assert [item.msg_id for item in pub._pending] == ["id-0", "id-1", "id-2"]
+    await queue.flush_acks()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -224,4 +225,38 @@ def test_a_normal_spool_stays_normal(tmp_path: Path) -> None:
     spool.retire([1, 2], 2000.0)
     spool.delete([3])
     assert _synchronous(spool) == 1
+    spool.close()
+
+
+def test_an_unsynced_append_skips_the_fsync_that_sync_wal_then_makes_on_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``append(synced=False)`` under FULL commits at NORMAL (the connection back at FULL after
+    it); ``sync_wal`` then fsyncs the WAL file itself, reopening it when it was replaced."""
+    spool = Spool(tmp_path / "s.db", "FULL")
+    statements: list[str] = []
+    spool._db.set_trace_callback(statements.append)
+    assert spool.append([_row(n) for n in range(5)], synced=False) == [1, 2, 3, 4, 5]
+    levels = [s for s in statements if s.startswith(("PRAGMA synchronous=", "BEGIN", "COMMIT"))]
+    assert levels == [
+        "PRAGMA synchronous=NORMAL",
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+        "PRAGMA synchronous=FULL",
+    ]
+    assert _synchronous(spool) == 2
+    wal = tmp_path / "s.db-wal"
+    synced: list[int] = []
+    fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino) or fsync(fd))
+    spool.sync_wal()
+    spool.sync_wal()
+    assert synced == [wal.stat().st_ino] * 2
+    aside = tmp_path / "old-wal"
+    wal.rename(aside)  # what SQLite does not do while open; the descriptor must follow the name
+    wal.write_bytes(aside.read_bytes())
+    spool.sync_wal()
+    assert synced[-1] == wal.stat().st_ino != aside.stat().st_ino
+    aside.rename(wal)
+    assert [r[0] for r in spool.read_after(0, 10, upto=3)] == [1, 2, 3]
     spool.close()
