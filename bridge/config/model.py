@@ -106,9 +106,10 @@ class ZmqConfig(_Strict):
     #: hard backstop (ZMQ_MAXMSGSIZE): libzmq disconnects a peer sending a bigger frame before it is
     #: read, so nothing is dead-lettered; -1 = none. Must be -1 or >= max_frame_bytes.
     hard_max_frame_bytes: Annotated[int, Meta(ge=-1)] = 64 * 1024 * 1024
-    #: decode in a child process beside the event loop (``bridge.adapters.decode_worker``);
-    #: false decodes in the bridge's own process. Takes effect at start.
-    decode_worker: bool = True
+    #: decode in a child process beside the event loop (``bridge.adapters.decode_worker``): the
+    #: event loop does ~9% less work, the machine ~16% more (10k msg/s D1, loadtest/README.md);
+    #: for hosts whose bridge loop is busy while cores idle. Takes effect at start.
+    decode_worker: bool = False
     curve: ZmqCurveConfig = msgspec.field(default_factory=ZmqCurveConfig)
 
 

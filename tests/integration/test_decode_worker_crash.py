@@ -54,7 +54,7 @@ def _wait_for_worker(parent: int, other_than: int | None = None, timeout_secs: f
 def test_a_killed_decode_worker_loses_and_doubles_nothing(
     nats_server: NatsServerProcess, tmp_path: Path
 ) -> None:
-    bridge = BridgeProcess(tmp_path, nats_server.url)
+    bridge = BridgeProcess(tmp_path, nats_server.url, extra="zmq: {decode_worker: true}\n")
     try:
         bridge.start()
         assert bridge.pid is not None

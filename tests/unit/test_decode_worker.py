@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 
 from bridge.adapters.decode_worker import DecodeWorker, WorkerSettings
 from bridge.metrics import Metrics
@@ -151,7 +152,9 @@ async def test_a_worker_that_never_starts_leaves_the_decoding_to_the_bridge() ->
     async with anyio.create_task_group() as tg:
         tg.start_soon(worker.run)
         worker.handle_batch(messages[:32])
+        await anyio.lowlevel.checkpoint()  # the reader's turn ends: its messages go as one chunk
         worker.handle_batch(messages[32:64])
+        await anyio.lowlevel.checkpoint()
         assert not worker.ready()  # backpressure: the reader stops reading
         with anyio.fail_after(30):
             await worker.wait_ready()
