@@ -13,7 +13,8 @@ stage of the event loop's work per ZMQ message, and that thread is the bridge's 
   (0700) temporary directory. The reply, ``(seq, evicted_in_window, [contract JSON, ...])``,
   is decoded with typed msgspec and handed to ``IngestRunner.settle`` with the ``Routing``
   captured at read time; the JSON bytes are reused as the outbound payload (no second
-  encode). Replies come back in request order (the child is one loop): order is kept.
+  encode). Replies come back in request order (the child is one loop): order is kept. A
+  chunk's ``received_at`` is its first read (a turn lasts at most ``zmq.batch_max_secs``).
 * **Child** (``main``): owns a ``LegacyDecoder`` and its ``EventIdentity``, decodes each
   request in order and answers it. It exits when its parent goes away (checked every second)
   and ignores SIGINT (a Ctrl-C in the terminal stops the parent, which drains through it).

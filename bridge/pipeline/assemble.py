@@ -3,6 +3,7 @@
 Stage order (the one description of it; the README and the package docstrings point here)::
 
     ZMQ SUB :7150                      bridge.adapters.zmq.IngestSocket: chunks of <= 32 messages
+                                       (the decode worker gathers a reader turn's chunks)
       -> IngestRunner.take              bridge.pipeline.runner, for each message in read order:
            loop check                   bridge.legacy.reemit (frames a bridge re-emitted)
            legacy republish             Routing.republish (phase), frames byte for byte
