@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from bridge.pipeline.acks import NotConnected, PublishRefused
+from bridge.pipeline.publish import Outbound
 
-__all__ = ["FakeClock", "FakeTransport"]
+__all__ = ["FakeClock", "FakeTransport", "RecordingSink"]
 
 
 class FakeClock:
@@ -41,3 +42,14 @@ class FakeTransport:
 
     def token(self, index: int) -> int:
         return int(self.sent[index][2].rsplit(".", 1)[1])
+
+
+class RecordingSink:
+    """A runner's sink that accepts everything and keeps it in ``items``, in order."""
+
+    def __init__(self) -> None:
+        self.items: list[Outbound] = []
+
+    def submit(self, item: Outbound) -> bool:
+        self.items.append(item)
+        return True

@@ -19,12 +19,12 @@ import anyio.lowlevel
 from bridge.adapters.decode_worker import DecodeWorker, WorkerSettings
 from bridge.metrics import Metrics
 from bridge.pipeline.outbound import OutboundBuilder
-from bridge.pipeline.publish import Outbound
 from bridge.pipeline.runner import IngestRunner
 from contracts.codec import decode
 from contracts.messages import DeadLetter, DeadLetterReason, ErrorEvent
 from contracts.subjects import Subjects
 from tests.support.corpus import load_corpus
+from tests.support.fakes import RecordingSink
 from tests.support.frames import d1_frame
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,17 +32,8 @@ SETTINGS = WorkerSettings(machine="MainPC", local_timezone="Asia/Manila")
 WALL = datetime(2026, 12, 4, 9, 0, 0, 123456, tzinfo=UTC)
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.items: list[Outbound] = []
-
-    def submit(self, item: Outbound) -> bool:
-        self.items.append(item)
-        return True
-
-
-def _runner(metrics: Metrics) -> tuple[IngestRunner, _Sink]:
-    sink = _Sink()
+def _runner(metrics: Metrics) -> tuple[IngestRunner, RecordingSink]:
+    sink = RecordingSink()
     runner = IngestRunner(
         SETTINGS.decoder(SETTINGS.identity()),
         OutboundBuilder(Subjects("errbus"), "b1", 1024 * 1024),
@@ -53,7 +44,7 @@ def _runner(metrics: Metrics) -> tuple[IngestRunner, _Sink]:
     return runner, sink
 
 
-def _worker(metrics: Metrics, **kwargs: object) -> tuple[DecodeWorker, _Sink]:
+def _worker(metrics: Metrics, **kwargs: object) -> tuple[DecodeWorker, RecordingSink]:
     runner, sink = _runner(metrics)
     fallback = SETTINGS.decoder(SETTINGS.identity())
     return DecodeWorker(SETTINGS, runner, fallback, metrics, **kwargs), sink  # type: ignore[arg-type]
@@ -71,7 +62,7 @@ def _d1(n: int, tag: str = "ev") -> list[list[bytes]]:
     return [[d1_frame(f"{tag}-{i:06d}", f"agent{i % 7}")] for i in range(n)]
 
 
-def _ids(sink: _Sink) -> list[str]:
+def _ids(sink: RecordingSink) -> list[str]:
     return [item.msg_id for item in sink.items]
 
 

@@ -10,23 +10,14 @@ from bridge.pipeline.decode import LegacyDecoder
 from bridge.pipeline.dedup import DedupWindow
 from bridge.pipeline.identity import EventIdentity
 from bridge.pipeline.outbound import OutboundBuilder
-from bridge.pipeline.publish import Outbound
 from bridge.pipeline.runner import IngestRunner
 from contracts.subjects import Subjects
 from loadtest.traffic import frames, token
+from tests.support.fakes import RecordingSink
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.items: list[Outbound] = []
-
-    def submit(self, item: Outbound) -> bool:
-        self.items.append(item)
-        return True
-
-
-def _runner() -> tuple[IngestRunner, _Sink, Metrics]:
-    metrics, sink = Metrics(), _Sink()
+def _runner() -> tuple[IngestRunner, RecordingSink, Metrics]:
+    metrics, sink = Metrics(), RecordingSink()
     decoder = LegacyDecoder(machine="M", identity=EventIdentity(600, 1000, time.monotonic))
     builder = OutboundBuilder(Subjects("errbus"), "M", 1 << 20, metrics)
     return (
