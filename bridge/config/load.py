@@ -123,6 +123,12 @@ def cross_checks(cfg: BridgeConfig) -> list[str]:
         )
     if cfg.publish.retry_initial_secs > cfg.publish.retry_max_secs:
         problems.append("publish.retry_initial_secs: must be <= publish.retry_max_secs")
+    if cfg.publish.batch_idle_secs >= cfg.publish.ack_timeout_secs:
+        problems.append(
+            "publish.batch_idle_secs: must be < publish.ack_timeout_secs "
+            f"({cfg.publish.batch_idle_secs} >= {cfg.publish.ack_timeout_secs}); the last "
+            "messages of an idle batch are acknowledged only when it ends"
+        )
     if cfg.spool.retain_acked_secs > cfg.stream.duplicate_window_secs:
         problems.append(
             "spool.retain_acked_secs: must be <= stream.duplicate_window_secs "

@@ -230,7 +230,10 @@ class PublishConfig(_Strict):
     #: the server supports them, else the pipelined per-message publisher
     mode: PublishMode = PublishMode.AUTO
     #: batch mode: messages per fast-ingest batch at most
-    batch_max_msgs: PositiveInt = 1000
+    batch_max_msgs: PositiveInt = 50_000
+    #: batch mode: an open batch waits this long for more messages before it ends, in seconds
+    #: (0: it ends whenever nothing is pending; below the server's 10 s abandon)
+    batch_idle_secs: Annotated[float, Meta(ge=0, lt=5)] = 0.05
 
     #: published but not yet acknowledged messages, at most.
     max_in_flight: PositiveInt = 1024

@@ -495,6 +495,7 @@ def build_pipeline(
             transport,
             metrics,
             batch_max_msgs=p.batch_max_msgs,
+            batch_idle_secs=p.batch_idle_secs,
             on_disabled=on_batching_disabled,
             **settings,
         ),

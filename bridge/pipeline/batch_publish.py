@@ -24,10 +24,17 @@ What the server guarantees, and what we build on it (gap mode ``fail``, always):
   ``min(max_in_flight, flow * max_outstanding_acks)`` messages are unacknowledged.
 * A batch starts with one message and waits for its reply before sending more (ADR-50 asks
   for it: the reply says whether fast ingest is on and sets the flow). It ends with the last
-  message sent as a commit (op 2) when it is known to be last (no more pending, ``batch_max_msgs``
-  reached, or the batch is older than ``max_batch_age_secs``), else with an empty end-of-batch
-  message (op 3) once nothing more is pending. A batch of one message is one op-2 message
-  answered by an ordinary PubAck. Batches therefore never idle into the server's 10 s abandon.
+  message sent as a commit (op 2) when it is known to be last (``batch_max_msgs`` reached, the
+  batch older than ``max_batch_age_secs``, or, with ``batch_idle_secs`` 0, no more pending),
+  else with an empty end-of-batch message (op 3) once nothing more was pending for
+  ``batch_idle_secs``. A batch of one message is one op-2 message answered by an ordinary
+  PubAck. Batches therefore never idle into the server's 10 s abandon.
+* Why a batch stays open while idle (``batch_idle_secs``): fast ingest stores each message as
+  it arrives, but a new batch costs a round trip (its first message waits for the reply) and
+  ending one another (nothing is sent while its commit is unanswered). Under live traffic the
+  writer hands over a few dozen messages at a time, so with no idle time every hand-over paid
+  both round trips through a busy event loop while the next messages waited. Kept open,
+  messages are sent as they are handed over, and flow acks settle them.
 
 The guarantees of ``bridge.pipeline.publish`` hold unchanged:
 
@@ -234,6 +241,8 @@ class BatchPublisher:
 
     ``batch_max_msgs``: messages per batch at most; ``max_batch_age_secs``: a batch older than
     this ends with its next message (the server abandons a batch idle for 10 s);
+    ``batch_idle_secs``: how long an open batch waits for more messages before it ends (0: it
+    ends as soon as nothing is pending; below 5 s and ``ack_timeout_secs``);
     ``max_outstanding_acks``: flow acks that may be outstanding (ADR-50 recommends 2).
     ``batch_id_prefix``: the batch ids' prefix (random by default; ids are ``<prefix><n>``, at
     most 64 characters, no dots). ``on_disabled()``: called whenever the stream refuses a batch
@@ -254,6 +263,7 @@ class BatchPublisher:
         max_rejections: int = 5,
         batch_max_msgs: int = 1000,
         max_batch_age_secs: float = 5.0,
+        batch_idle_secs: float = 0.0,
         max_outstanding_acks: int = 2,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -267,6 +277,12 @@ class BatchPublisher:
             raise ValueError(
                 "batch_max_msgs, max_outstanding_acks and max_batch_age_secs must be positive"
             )
+        if not 0 <= batch_idle_secs < min(5.0, ack_timeout_secs):
+            raise ValueError(
+                "batch_idle_secs must be >= 0 and below 5 s (the server abandons an idle batch "
+                "at 10 s) and ack_timeout_secs (an idle batch's last messages are acknowledged "
+                "when it ends)"
+            )
         prefix = batch_id_prefix if batch_id_prefix is not None else secrets.token_hex(8)
         if len(prefix) > 40 or "." in prefix or not prefix.isprintable() or " " in prefix:
             raise ValueError("batch_id_prefix: at most 40 printable characters, no dots or spaces")
@@ -279,6 +295,7 @@ class BatchPublisher:
         self.retry_max_secs = retry_max_secs
         self.batch_max_msgs = batch_max_msgs
         self.max_batch_age_secs = max_batch_age_secs
+        self.batch_idle_secs = batch_idle_secs
         self.max_outstanding_acks = max_outstanding_acks
         self._max_rejections = max_rejections
         self._clock = clock
@@ -341,6 +358,11 @@ class BatchPublisher:
     def room(self) -> int:
         """How many more messages ``submit`` accepts right now (pending and retries share ``max_pending``)."""
         return self.max_pending - len(self._pending) - len(self._retry)
+
+    @property
+    def batch_open(self) -> bool:
+        """True while a batch is open (started and not yet ended by commit, error or timeout)."""
+        return self._batch is not None
 
     @property
     def in_flight(self) -> int:
@@ -532,7 +554,15 @@ class BatchPublisher:
         if not b.started or b.closing or b.broken:
             return math.inf  # a reply (or the ack timeout) moves it on
         if not (self._retry or self._pending):
-            return 0.0  # nothing more to add: end the batch
+            # nothing more to add: end the batch once idle (or too old)
+            now = self._clock()
+            return max(
+                0.0,
+                min(
+                    b.last_sent_at + self.batch_idle_secs - now,
+                    b.created_at + self.max_batch_age_secs - now,
+                ),
+            )
         if b.sent - b.acked >= self._window(b):
             return math.inf
         return 0.0
@@ -579,6 +609,7 @@ class BatchPublisher:
         limit = self.batch_max_msgs
         aged = self._clock() - b.created_at >= self.max_batch_age_secs
         window = self._window(b)
+        linger = self.batch_idle_secs
         while (
             self._batch is b
             and not (b.closing or b.broken or b.need_eob)
@@ -586,7 +617,9 @@ class BatchPublisher:
             and b.sent - b.acked < window
         ):
             item = self._take()
-            last = aged or b.sent + 1 >= limit or not (self._retry or self._pending)
+            last = (
+                aged or b.sent + 1 >= limit or (linger <= 0 and not (self._retry or self._pending))
+            )
             if await self._send(b, item, BatchOp.COMMIT if last else BatchOp.APPEND):
                 sent.append(item)
                 b.closing = last

@@ -220,6 +220,27 @@ async def test_batches_are_stored_once_and_in_order(nats_server: NatsServerProce
     assert rig.metrics.acked.labels("error_event")._value.get() == 2500
 
 
+async def test_a_batch_kept_open_across_idle_gaps_stores_every_message_once_in_order(
+    nats_server: NatsServerProcess,
+) -> None:
+    """``batch_idle_secs``: messages handed over in bursts with pauses shorter than it join
+    the open batch (flow acks settle them meanwhile); the batch ends once idle, and the
+    server takes an end-of-batch after pauses of 0.2 s inside the batch."""
+    async with _rig(nats_server.url, provision=True, batch_idle_secs=0.5) as rig:
+        for burst in range(5):
+            for n in range(burst * 100, burst * 100 + 100):
+                assert rig.pub.submit(_item(n))
+            await anyio.sleep(0.2)
+        await rig.settled(500)
+        assert rig.pub.batches == 1 and rig.pub.backlog == 0
+        with anyio.fail_after(5):  # idle: the batch ends with an end-of-batch message
+            while rig.pub.batch_open:
+                await anyio.sleep(0.05)
+        assert rig.pub.late_acks == 0
+    assert await _ids_in(nats_server.url, "ERRBUS") == [f"id-{n}" for n in range(500)]
+    assert rig.done == [(f"id-{n}", "stored") for n in range(500)]
+
+
 async def test_copies_inside_and_across_batches_are_stored_once(
     nats_server: NatsServerProcess,
 ) -> None:

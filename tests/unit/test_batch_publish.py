@@ -525,6 +525,66 @@ async def test_an_emptied_queue_ends_the_batch_with_an_end_of_batch() -> None:
     assert server.sent[-1][2] in (BatchOp.COMMIT, BatchOp.COMMIT_EOB)
 
 
+async def test_an_idle_batch_stays_open_for_batch_idle_secs_and_takes_later_messages() -> None:
+    server, clock, done = FakeFastServer(max_flow=2), FakeClock(), []
+    pub = _publisher(
+        server, clock, done, max_in_flight=64, batch_idle_secs=1.0, ack_timeout_secs=10.0
+    )
+    for n in range(5):
+        pub.submit(_item(n))
+
+    async def body() -> None:
+        await _until(lambda: len(server.sent) == 5)
+        await _until(lambda: len(done) == 4)  # flow acks every 2: the 5th waits for the end
+        await anyio.sleep(0.05)
+        assert len(server.sent) == 5 and pub.batches == 1  # idle, but still open
+        for n in range(5, 8):
+            pub.submit(_item(n))
+        await _until(lambda: len(server.sent) == 8)
+        clock.advance(0.5)
+        await anyio.sleep(0.05)
+        assert len(server.sent) == 8  # idle for less than batch_idle_secs
+        clock.advance(0.6)
+        await _until(lambda: len(server.sent) == 9 and len(done) == 8)
+
+    await _running(server, pub, body)
+    assert server.stored == _ids(8) and pub.batches == 1
+    ops = [op for _, _, op, _ in server.sent]
+    assert ops == [BatchOp.START] + [BatchOp.APPEND] * 7 + [BatchOp.COMMIT_EOB]
+    assert done == [(i, "stored") for i in _ids(8)]
+
+
+async def test_an_idle_batch_ends_when_too_old_even_while_messages_keep_coming() -> None:
+    server, clock, done = FakeFastServer(max_flow=2), FakeClock(), []
+    pub = _publisher(
+        server,
+        clock,
+        done,
+        max_in_flight=64,
+        batch_idle_secs=1.0,
+        max_batch_age_secs=3.0,
+        ack_timeout_secs=10.0,
+    )
+    for n in range(3):
+        pub.submit(_item(n))
+
+    async def body() -> None:
+        for n in range(3, 9):
+            await _until(lambda n=n: len(server.sent) == n)
+            clock.advance(0.9)  # never idle for batch_idle_secs
+            pub.submit(_item(n))
+        await _until(lambda: len(done) == 9)
+
+    await _running(server, pub, body)
+    assert server.stored == _ids(9)
+    # the first reached 3 s of age and ended with its next message (the 7th); the two after
+    # it each found the queue with one message: one-message batches
+    assert pub.batches == 3
+    assert [op for b, _, op, _ in server.sent if b == "t1"] == (
+        [BatchOp.START] + [BatchOp.APPEND] * 5 + [BatchOp.COMMIT]
+    )
+
+
 async def test_memory_stays_bounded_while_the_server_does_not_answer() -> None:
     server, clock, done = FakeFastServer(max_flow=4), FakeClock(), []
     pub = _publisher(server, clock, done, max_in_flight=8, max_pending=20)
@@ -602,6 +662,10 @@ async def test_reconfigure_changes_the_window_and_limits_live() -> None:
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         BatchPublisher(FakeFastServer(), Metrics(), batch_max_msgs=0)
+    with pytest.raises(ValueError, match="batch_idle_secs"):
+        BatchPublisher(FakeFastServer(), Metrics(), batch_idle_secs=10.0)
+    with pytest.raises(ValueError, match="batch_idle_secs"):
+        BatchPublisher(FakeFastServer(), Metrics(), batch_idle_secs=1.0, ack_timeout_secs=1.0)
     with pytest.raises(ValueError):
         BatchPublisher(FakeFastServer(), Metrics(), batch_id_prefix="a.b")
 

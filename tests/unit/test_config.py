@@ -56,10 +56,12 @@ def test_cross_field_rules() -> None:
         "zmq: {mode: connect}\nstream: {subject_prefix: errors.bridge}\n"
         "identity: {occurrence_window_secs: 10}\nlegacy: {local_timezone: Mars/Base}\n"
         "nats: {servers: ['http://x'], user: bob}\n"
+        "publish: {batch_idle_secs: 2, ack_timeout_secs: 2}\n"
     )
     paths = sorted(p.split(":")[0] for p in problems)
     assert paths == sorted(
         [
+            "publish.batch_idle_secs",
             "zmq.connect_endpoints",
             "stream.subject_prefix",
             "identity.occurrence_window_secs",
