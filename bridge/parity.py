@@ -164,6 +164,7 @@ class ParityLedger:
             deque()
         )  # [bucket start, matched, missing_nats, missing_zmq, suppressed]
         self._zmq_since = float("inf")  # NATS-only ids first seen before this are not counted
+        self._matched_unreported = 0  # matches not yet added to the parity_matched counter
 
     def zmq_tap_live(self, warmup_secs: float) -> None:
         """The ZMQ tap received its first message: a SUB only gets messages once its
@@ -183,7 +184,7 @@ class ParityLedger:
         if msg_id in self._done or msg_id in self._zmq:
             return
         if self._nats.pop(msg_id, None) is not None:
-            self._resolve(msg_id, 1)
+            self._matched(msg_id)
         else:
             self._zmq[msg_id] = (self._clock(), fingerprint)
 
@@ -191,7 +192,7 @@ class ParityLedger:
         if msg_id in self._done or msg_id in self._nats:
             return
         if self._zmq.pop(msg_id, None) is not None:
-            self._resolve(msg_id, 1)
+            self._matched(msg_id)
         else:
             self._nats[msg_id] = self._clock()
 
@@ -224,23 +225,38 @@ class ParityLedger:
         while self._buckets and self._buckets[0][0] < now - self.window_secs:
             self._buckets.popleft()
 
+    def _matched(self, msg_id: str) -> None:
+        """A match (once per message on the hot path): the ``parity_matched`` counter is
+        brought up to date in ``stats`` (every second), not here."""
+        self._record(msg_id, 1)
+        self._matched_unreported += 1
+
     def _resolve(self, msg_id: str, column: int) -> None:
+        """A missing or suppressed id (``column`` 2, 3 or 4), counted at once."""
+        self._record(msg_id, column)
+        if self._m is not None and column in (2, 3):
+            self._m.parity_missing.labels("nats" if column == 2 else "zmq").inc()
+
+    def _record(self, msg_id: str, column: int) -> None:
         now = self._clock()
-        self._done[msg_id] = now
-        if len(self._done) > self.max_matched_ids:
-            self._done.popitem(last=False)
-        start = now - now % _BUCKET_SECS
-        if not self._buckets or self._buckets[-1][0] != start:
-            self._buckets.append([start, 0, 0, 0, 0])
-        self._buckets[-1][column] += 1
-        if self._m is not None:
-            if column == 1:
-                self._m.parity_matched.inc()
-            elif column in (2, 3):
-                self._m.parity_missing.labels("nats" if column == 2 else "zmq").inc()
+        done = self._done
+        done[msg_id] = now
+        if len(done) > self.max_matched_ids:
+            done.popitem(last=False)
+        buckets = self._buckets
+        if buckets and now - buckets[-1][0] < _BUCKET_SECS:
+            buckets[-1][column] += 1
+        else:
+            bucket = [now - now % _BUCKET_SECS, 0, 0, 0, 0]
+            bucket[column] = 1
+            buckets.append(bucket)
 
     def stats(self) -> ParityStats:
         self.expire()
+        if self._matched_unreported:
+            if self._m is not None:
+                self._m.parity_matched.inc(self._matched_unreported)
+            self._matched_unreported = 0
         sums = [sum(b[i] for b in self._buckets) for i in range(1, 5)]
         stats = ParityStats(
             self.window_secs, *map(int, sums), pending=len(self._zmq) + len(self._nats)

@@ -65,6 +65,9 @@ def test_loss_on_each_side_counts_after_the_match_window() -> None:
     assert s.ratio == 0.85
     assert m.registry.get_sample_value("busbridge_parity_missing_total", {"side": "nats"}) == 10
     assert m.registry.get_sample_value("busbridge_parity_ratio") == 0.85
+    assert m.registry.get_sample_value("busbridge_parity_matched_total") == 85
+    led.stats()
+    assert m.registry.get_sample_value("busbridge_parity_matched_total") == 85  # counted once
 
 
 def test_copies_after_a_match_are_ignored() -> None:
