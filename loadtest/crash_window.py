@@ -33,13 +33,17 @@ Token = tuple[int, int]
 
 
 def spooled_tokens(spool_path: Path) -> set[Token]:
-    """Tokens of the error events left in a dead bridge's spool (bridge/pipeline/spool.py: table
-    ``spool``, ``payload`` = the encoded message): read but not yet acknowledged at the crash.
+    """Tokens of the error events left in a dead bridge's spool (bridge/pipeline/spool.py: the
+    ``spool`` rows whose ``seq`` is in ``pending``; ``payload`` = the encoded message): read but
+    not yet acknowledged at the crash.
     Empty when there is no spool file."""
     if not spool_path.exists():
         return set()
     with closing(sqlite3.connect(spool_path)) as db:
-        rows = db.execute("SELECT payload FROM spool WHERE kind = 'error_event'").fetchall()
+        rows = db.execute(
+            "SELECT s.payload FROM pending p JOIN spool s ON s.seq = p.seq "
+            "WHERE s.kind = 'error_event'"
+        ).fetchall()
     return {t for (payload,) in rows if (t := find_token(bytes(payload))) is not None}
 
 

@@ -49,7 +49,7 @@ and release cost ~8 us per call.
   two reads). Backlog drains before live traffic, so per-connection order holds
   across an outage.
 * **deleter**: deletes acknowledged rows in batches; with ``retain_acked_secs`` > 0 rows
-  stored by JetStream move to the spool's ``retained`` table instead (``Spool.retire``) and
+  stored by JetStream stay in the spool marked retained instead (``Spool.retire``) and
   the maintenance loop drops them once older than that (or beyond ``retain_max_bytes``,
   oldest first). ``restore_lost`` (after every connect) asks the stream whether it still
   holds them (``bridge.pipeline.stream_loss``) and puts the lost ones back in the spool.
@@ -312,7 +312,7 @@ class SpooledQueue:
         how many. Only rows acknowledged before the last disconnect (or this process's start)
         are checked: the server that acknowledged later ones is the one answering now.
         Raises what ``reader`` raises (``NotConnected``; the caller tries again)."""
-        if self._stored:  # acknowledged before the disconnect, not yet moved to ``retained``
+        if self._stored:  # acknowledged before the disconnect, not yet marked retained
             await self._delete_acked()
         upto = self._check_upto
         if not self.retained_rows or not upto:

@@ -22,7 +22,12 @@ pytestmark = pytest.mark.integration
 
 def _spooled_ids(path: Path) -> list[str]:
     with sqlite3.connect(path) as db:
-        return [row[0] for row in db.execute("SELECT msg_id FROM spool ORDER BY seq")]
+        return [
+            row[0]
+            for row in db.execute(
+                "SELECT s.msg_id FROM pending p JOIN spool s ON s.seq = p.seq ORDER BY p.seq"
+            )
+        ]
 
 
 def test_sigkill_mid_load_loses_nothing_that_was_spooled(

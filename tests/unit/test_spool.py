@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bridge.pipeline.spool import _CHUNK_ROWS, AUTOCHECKPOINT_PAGES, Spool, SpoolRow, _chunks
+from bridge.pipeline.spool import (
+    _CHUNK_ROWS,
+    AUTOCHECKPOINT_PAGES,
+    Anchor,
+    Spool,
+    SpoolRow,
+    _chunks,
+)
 
 
 def _row(n: int, rank: int = 3, at: float = 1000.0, size: int = 100) -> SpoolRow:
@@ -106,6 +113,71 @@ def test_evict_lowest_severity_first_then_oldest_and_never_at_or_below_cursor(
     ]  # seq 1 is at the cursor: kept
     assert [r[0] for r in spool.read_after(0, 10)] == [1, 2, 5]
     spool.close()
+
+
+def test_retired_rows_stay_retained_until_pruned_and_are_never_read_or_evicted_as_pending(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "s.db")
+    spool.append([_row(n, at=1000.0 + n) for n in range(10)])  # seq 1..10
+    spool.retire([1, 2, 3, 4], 2000.0, [(4, 77)])
+    spool.retire([6, 7], 2500.0)
+    assert [r[0] for r in spool.read_after(0, 100)] == [5, 8, 9, 10]
+    assert spool.stats() == (4, 400, 1004.0, 10)
+    assert spool.oldest_enqueued_at() == 1004.0
+    assert spool.retained_stats() == (6, 600, 7)
+    assert spool.anchors() == [Anchor(4, 77, "id-3")]
+    assert [v.seq for v in spool.evict_older_than(0, 1009.0)] == [5, 8, 9]
+    assert [v.seq for v in spool.evict_lowest(0, 10**9)] == [10]
+    assert spool.retained_stats() == (6, 600, 7)  # retained rows are never evicted
+    assert spool.prune_retained(7, 2100.0) == 4  # only the run acknowledged at 2000
+    assert spool.retained_stats() == (2, 200, 7) and spool.anchors() == []
+    spool.close()
+    again = Spool(tmp_path / "s.db")
+    assert again.retained_stats() == (2, 200, 7) and again.stats()[:2] == (0, 0)
+    assert again.append([_row(10)]) == [11]
+    assert again.prune_retained(7, 3000.0) == 2 and again.retained_stats() == (0, 0, 0)
+    again.close()
+
+
+#: the spool's first on-disk format (until user_version 2): ``spool`` held only pending rows,
+#: acknowledged ones moved to ``retained``
+_FIRST_FORMAT = """
+CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, rank INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL, kind TEXT NOT NULL, msg_id TEXT NOT NULL, subject TEXT NOT NULL,
+    headers BLOB NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL);
+CREATE INDEX spool_by_rank ON spool(rank, seq);
+CREATE TABLE retained (seq INTEGER PRIMARY KEY, rank INTEGER NOT NULL, enqueued_at REAL NOT NULL,
+    kind TEXT NOT NULL, msg_id TEXT NOT NULL, subject TEXT NOT NULL, headers BLOB NOT NULL,
+    payload BLOB NOT NULL, size INTEGER NOT NULL, acked_at REAL NOT NULL, stream_seq INTEGER);
+"""
+
+
+def test_a_spool_file_of_the_first_format_is_converted_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(_FIRST_FORMAT)
+        values = "(?, 3, 1000.0, 'error_event', ?, 'errbus.error.m.error.s', '{}', ?, 100)"
+        for seq in (1, 2, 3, 5, 6):  # acknowledged (4 was a duplicate: deleted)
+            db.execute(
+                f"INSERT INTO retained VALUES {values[:-1]}, ?, ?)",
+                (seq, f"id-{seq}", b"p", 2000.0 + seq, 900 + seq if seq == 3 else None),
+            )
+        for seq in (7, 8, 9):  # pending
+            db.execute(f"INSERT INTO spool VALUES {values}", (seq, f"id-{seq}", b"p"))
+    spool = Spool(path)
+    assert [r[4] for r in spool.read_after(0, 10)] == ["id-7", "id-8", "id-9"]
+    assert spool.stats()[:2] == (3, 300)
+    assert spool.retained_stats() == (5, 500, 6)
+    assert spool.anchors() == [Anchor(3, 903, "id-3")]
+    assert spool.prune_retained(3, 2003.5) == 3  # run 1-3 (acknowledged at 2003 at the latest)
+    assert spool.append([_row(10)]) == [10]
+    assert spool._db.execute("PRAGMA user_version").fetchone()[0] == 2
+    spool.close()
+    again = Spool(path)  # opening again changes nothing
+    assert [r[0] for r in again.read_after(0, 10)] == [7, 8, 9, 10]
+    assert again.retained_stats() == (2, 200, 6)
+    again.close()
 
 
 def test_evict_older_than_stops_at_the_first_young_row(tmp_path: Path) -> None:
@@ -212,7 +284,7 @@ def test_only_appends_pay_an_fsync_of_their_own_under_full(tmp_path: Path) -> No
     spool.append([_row(n) for n in range(3)])
     assert levels(lambda: spool.evict_lowest(0, 1)) == ["BEGIN IMMEDIATE", "COMMIT"]
 
-    spool._db.execute("DROP TABLE retained")  # the next retire fails inside its transaction
+    spool._db.execute("DROP TABLE acked")  # the next retire fails inside its transaction
     with pytest.raises(sqlite3.OperationalError):
         spool.retire([12], 2000.0)
     assert _synchronous(spool) == 2 and not spool._db.in_transaction
