@@ -232,7 +232,8 @@ class PublishConfig(_Strict):
     #: batch mode: messages per fast-ingest batch at most
     batch_max_msgs: PositiveInt = 50_000
     #: batch mode: an open batch waits this long for more messages before it ends, in seconds
-    #: (0: it ends whenever nothing is pending; below the server's 10 s abandon)
+    #: (0: it ends whenever nothing is pending; below 5 s, half the server's idle abandon, and
+    #: below ack_timeout_secs: an idle batch's last messages are acknowledged when it ends)
     batch_idle_secs: Annotated[float, Meta(ge=0, lt=5)] = 0.05
 
     #: published but not yet acknowledged messages, at most.
