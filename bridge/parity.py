@@ -59,7 +59,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -181,12 +181,23 @@ class ParityLedger:
         self._zmq_since = float("inf")
 
     def saw_zmq(self, msg_id: str, fingerprint: str = "") -> None:
-        if msg_id in self._done or msg_id in self._zmq:
-            return
-        if self._nats.pop(msg_id, None) is not None:
-            self._matched(msg_id)
-        else:
-            self._zmq[msg_id] = (self._clock(), fingerprint)
+        self.saw_zmq_many(((msg_id, fingerprint),))
+
+    def saw_zmq_many(self, seen: Iterable[tuple[str, str]]) -> None:
+        """ZMQ-side ids read together, ``(msg id, fingerprint)`` in read order: one clock
+        reading for all of them (the ingest runner hands over a read batch at a time)."""
+        now = self._clock()
+        done, zmq, nats = self._done, self._zmq, self._nats
+        matched = 0
+        for msg_id, fingerprint in seen:
+            if msg_id in done or msg_id in zmq:
+                continue
+            if nats.pop(msg_id, None) is not None:
+                self._record(msg_id, 1, now)
+                matched += 1
+            else:
+                zmq[msg_id] = (now, fingerprint)
+        self._matched_unreported += matched
 
     def saw_nats(self, msg_id: str) -> None:
         if msg_id in self._done or msg_id in self._nats:
@@ -228,17 +239,16 @@ class ParityLedger:
     def _matched(self, msg_id: str) -> None:
         """A match (once per message on the hot path): the ``parity_matched`` counter is
         brought up to date in ``stats`` (every second), not here."""
-        self._record(msg_id, 1)
+        self._record(msg_id, 1, self._clock())
         self._matched_unreported += 1
 
     def _resolve(self, msg_id: str, column: int) -> None:
         """A missing or suppressed id (``column`` 2, 3 or 4), counted at once."""
-        self._record(msg_id, column)
+        self._record(msg_id, column, self._clock())
         if self._m is not None and column in (2, 3):
             self._m.parity_missing.labels("nats" if column == 2 else "zmq").inc()
 
-    def _record(self, msg_id: str, column: int) -> None:
-        now = self._clock()
+    def _record(self, msg_id: str, column: int, now: float) -> None:
         done = self._done
         done[msg_id] = now
         if len(done) > self.max_matched_ids:
@@ -328,14 +338,18 @@ class ParityTap:
         else:
             self.ledger.flood(event.fingerprint, ended=isinstance(event, FloodEnded))
 
-    def observe(self, msg: ErrorEvent | DeadLetter) -> None:
-        """ZMQ side, in-process: one message the bridge read and decoded (``IngestRunner.observe``)."""
-        self.zmq_seen += 1
+    def observe(self, msgs: list[ErrorEvent | DeadLetter]) -> None:
+        """ZMQ side, in-process: the messages of one read batch the bridge decoded, in read
+        order (``Routing.observe``, called by ``IngestRunner.settle``)."""
+        self.zmq_seen += len(msgs)
         self.ledger.zmq_tap_live(_WARMUP_SECS)  # again after a reset (phase change)
-        if isinstance(msg, ErrorEvent):
-            self.ledger.saw_zmq(msg.event_id, msg.fingerprint)
-        else:
-            self.ledger.saw_zmq(msg.event_id, dead_letter_key(msg, self._dl_leading_bytes))
+        leading = self._dl_leading_bytes
+        self.ledger.saw_zmq_many(
+            (msg.event_id, msg.fingerprint)
+            if msg.__class__ is ErrorEvent
+            else (msg.event_id, dead_letter_key(msg, leading))  # type: ignore[arg-type]
+            for msg in msgs
+        )
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -404,14 +418,12 @@ class ParityTap:
             self.ledger.stats()
 
     def _on_batch(self, messages: list[list[bytes]]) -> None:
-        for frames in messages:
-            self._on_frames(frames)
-
-    def _on_frames(self, frames: list[bytes]) -> None:
-        if is_reemitted(frames):
-            return
-        assert self._decoder is not None
-        self.observe(self._decoder.decode(frames, datetime.now(UTC)))
+        decoder = self._decoder
+        assert decoder is not None
+        now = datetime.now(UTC)
+        self.observe(
+            [decoder.decode(frames, now) for frames in messages if not is_reemitted(frames)]
+        )
 
     async def _subscribe(self) -> list[Any]:
         machine, s = self.cfg.machine or "", self._subjects

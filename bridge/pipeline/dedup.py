@@ -7,11 +7,13 @@ other bridges and from agents publishing natively).
 
 Bounded by time (``window_secs`` since the id was first seen) and by count
 (``max_ids``, oldest forgotten first). The clock is injected; nothing here
-counts or logs: ``seen`` returns the decision.
+counts or logs: ``seen`` returns the decision. Expiry is looked at only once the oldest
+id's time is up (``_expires_at``), not on every call.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -28,6 +30,9 @@ class DedupWindow:
         self.max_ids = max_ids
         self._clock = clock
         self._first_seen: OrderedDict[str, float] = OrderedDict()
+        #: monotonic time the oldest id leaves the window (inf: none held); may be early after
+        #: an eviction by count, never late
+        self._expires_at = math.inf
 
     def __len__(self) -> int:
         return len(self._first_seen)
@@ -35,18 +40,25 @@ class DedupWindow:
     def seen(self, event_id: str) -> bool:
         """Record ``event_id``; True if it is a copy of one seen less than ``window_secs`` ago."""
         now = self._clock()
-        self._expire(now)
-        if event_id in self._first_seen:
+        if now >= self._expires_at:
+            self._expire(now)
+        first = self._first_seen
+        if event_id in first:
             return True
-        self._first_seen[event_id] = now
-        if len(self._first_seen) > self.max_ids:
-            self._first_seen.popitem(last=False)
+        first[event_id] = now
+        if len(first) > self.max_ids:
+            first.popitem(last=False)
+        elif self._expires_at == math.inf:
+            self._expires_at = now + self.window_secs
         return False
 
     def _expire(self, now: float) -> None:
         first = self._first_seen
+        window = self.window_secs
         while first:
             oldest_id, at = next(iter(first.items()))
-            if now - at < self.window_secs:
+            if now - at < window:
+                self._expires_at = at + window
                 return
             del first[oldest_id]
+        self._expires_at = math.inf

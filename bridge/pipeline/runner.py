@@ -41,8 +41,8 @@ class Routing:
     ``to_jetstream``: decoded messages go on to dedup, flood control and the sink (off in
     ``zmq_only``: shadow decode and inventory only). ``republish``: called with every
     ingested message's frames, byte for byte (legacy republish), or None. ``observe``: the
-    parity tap's ZMQ side, called with every decoded message before dedup and flood control,
-    or None. ``observe_flood``: the parity tap's flood side, called with every flood event and
+    parity tap's ZMQ side, called once per batch with its decoded messages (read order) before
+    dedup and flood control, or None. ``observe_flood``: the parity tap's flood side, called with every flood event and
     dead-letter summary the bridge emits, or None. ``confirmed``: the parity tap's JetStream side from PubAcks,
     called by the pipeline with every message the publisher settled
     (``item, outcome, ack``), or None.
@@ -50,7 +50,7 @@ class Routing:
 
     to_jetstream: bool = True
     republish: Callable[[list[bytes]], None] | None = None
-    observe: Callable[[ErrorEvent | DeadLetter], None] | None = None
+    observe: Callable[[list[ErrorEvent | DeadLetter]], None] | None = None
     observe_flood: Callable[[FloodEvent | DeadLetterSummary], None] | None = None
     confirmed: Callable[[Outbound, str, AckResult | None], None] | None = None
 
@@ -169,10 +169,10 @@ class IngestRunner:
         message's contract JSON as ``contracts.codec.encode`` makes it, when the decoder made it
         already (the decode worker), so the outbound stage does not encode it again."""
         try:
+            if routing.observe is not None:
+                routing.observe(msgs)
             for i, msg in enumerate(msgs):
                 self._count(msg)
-                if routing.observe is not None:
-                    routing.observe(msg)
                 if not routing.to_jetstream:
                     continue
                 if msg.__class__ is ErrorEvent:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import anyio
 import nats.js.errors
 
 from bridge.metrics import Metrics
 from bridge.parity import ParityLedger, ParityTap
 from bridge.pipeline.acks import AckOutcome, AckResult
+from bridge.pipeline.dead_letters import dead_letter_key
 from bridge.pipeline.publish import Outbound
+from contracts.messages import DeadLetter, DeadLetterReason, ErrorEvent, Severity
 from tests.support.bridge import make_config
 from tests.support.fakes import FakeClock
 
@@ -91,6 +95,47 @@ def test_flooded_fingerprints_count_as_suppressed_not_missing() -> None:
     clock.advance(11)
     s = led.stats()
     assert (s.suppressed, s.missing_nats, s.ratio) == (1, 1, 0.0)
+
+
+def test_a_read_batch_is_observed_at_once_copies_and_dead_letters_included() -> None:
+    """``ParityTap.observe`` takes one read batch: every id once (a copy inside the batch is
+    ignored), an id JetStream already confirmed is matched, a dead letter is keyed by its
+    ``dead_letter_key`` so a dead-letter flood marks it suppressed, not missing."""
+    clock = FakeClock()
+    cfg = make_config(None, "/tmp")
+    ledger = _ledger(clock)
+    tap = ParityTap(cfg, ledger, [], None)
+    at = datetime(2026, 12, 4, tzinfo=UTC)
+
+    def event(event_id: str) -> ErrorEvent:
+        return ErrorEvent(
+            event_id=event_id,
+            occurred_at=None,
+            received_at=at,
+            machine="M",
+            source="A",
+            severity=Severity.ERROR,
+            error_type="boom",
+            message="it broke",
+            fingerprint="fp-a",
+        )
+
+    dead = DeadLetter(
+        event_id="dl-1",
+        received_at=at,
+        machine="M",
+        reason=DeadLetterReason.INVALID_UTF8,
+        frames=[b"\xff\xfe"],
+        frame_sizes=[2],
+    )
+    ledger.saw_nats("e1")  # stored before its ZMQ copy was handed over
+    tap.observe([event("e1"), event("e2"), event("e2"), dead, event("e3")])
+    assert tap.zmq_seen == 5
+    ledger.saw_nats("e2")
+    ledger.flood(dead_letter_key(dead, cfg.dead_letters.leading_bytes), ended=False)
+    clock.advance(11)
+    s = ledger.stats()
+    assert (s.matched, s.missing_nats, s.suppressed, s.pending) == (2, 1, 1, 0)
 
 
 def test_ratio_window_forgets_old_results_and_reset_clears() -> None:
