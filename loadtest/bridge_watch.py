@@ -1,5 +1,5 @@
-"""Watching a ``busbridge run`` child from outside: RSS from /proc, metrics and readiness from
-its admin HTTP port, the backlog drain after a NATS outage.
+"""Watching a ``busbridge run`` child from outside: RSS and CPU time from /proc, metrics and
+readiness from its admin HTTP port, the backlog drain after a NATS outage.
 
 Shared by ``loadtest.outage_bench`` and the chaos scenarios (loadtest/scenarios/chaos.py).
 All calls are blocking (urllib, /proc); async callers run them in a worker thread.
@@ -8,6 +8,7 @@ All calls are blocking (urllib, /proc); async callers run them in a worker threa
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import urllib.error
@@ -23,6 +24,7 @@ __all__ = [
     "Drain",
     "measure_drain",
     "metric",
+    "process_cpu_secs",
     "ready",
     "status_kib",
     "stream_count",
@@ -41,6 +43,33 @@ def status_kib(pid: int, key: str, *, children: bool = True) -> int:
             kids = []
         total += sum(_status_kib(int(kid), key) for kid in kids)
     return total
+
+
+def process_cpu_secs(pid: int | None, *, children: bool = True) -> float:
+    """User + system CPU seconds ``pid`` has used so far (/proc/<pid>/stat ``utime`` +
+    ``stime``), plus its live child processes' when ``children`` (the bridge's decode worker);
+    0.0 when the process is gone or ``pid`` is None. Clock ticks: 10 ms on this Linux."""
+    if pid is None:
+        return 0.0
+    total = _stat_ticks(pid)
+    if children:
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        total += sum(_stat_ticks(int(kid)) for kid in kids)
+    return total / _TICKS_PER_SEC
+
+
+_TICKS_PER_SEC = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
 
 
 def _status_kib(pid: int, key: str) -> int:

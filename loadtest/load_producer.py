@@ -171,6 +171,11 @@ class LoadProducer:
         return int(self._counter.value)
 
     @property
+    def pid(self) -> int | None:
+        """The child's PID once started (None before ``start``)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def finished(self) -> bool:
         """True once the child has sent every slot (or failed or was stopped)."""
         if self._log is not None:

@@ -31,7 +31,7 @@ import anyio
 import yaml
 
 from bridge.adapters.nats_server import NatsServerProcess
-from loadtest.bridge_watch import metric
+from loadtest.bridge_watch import metric, process_cpu_secs
 from loadtest.harness import BridgeProcess
 from loadtest.load_producer import LoadProducer, SentLog
 from loadtest.probe import StreamProbe
@@ -83,6 +83,8 @@ class LoadEnv:
         self.probe: StreamProbe
         self._producers: list[LoadProducer] = []
         self.peak_spool = 0
+        #: CPU seconds the last ``drive``'s producer used from ready to done (0.0 before one)
+        self.producer_cpu_secs = 0.0
 
     @property
     def urls(self) -> list[str]:
@@ -171,13 +173,16 @@ class LoadEnv:
 
     async def drive(self, producer: LoadProducer, progress: Progress, stage: str) -> SentLog:
         """Start ``producer``, report progress about once a second until it has sent its whole
-        workload, and return its ``SentLog``. Raises what the producer raised."""
+        workload, and return its ``SentLog`` (``producer_cpu_secs``: what the child used
+        meanwhile). Raises what the producer raised."""
         await anyio.to_thread.run_sync(producer.start)
+        cpu_at_ready = process_cpu_secs(producer.pid, children=False)
         while not producer.finished:
             progress(stage, await self.counters(producer))
             with anyio.move_on_after(1.0):
                 while not producer.finished:
                     await anyio.sleep(0.05)
+        self.producer_cpu_secs = process_cpu_secs(producer.pid, children=False) - cpu_at_ready
         sent = await anyio.to_thread.run_sync(producer.stop)
         progress(stage, await self.counters(producer))
         return sent

@@ -18,7 +18,10 @@ stored / (first ZMQ send -> the server's time of the last store). A target is lo
 the stream holds every event exactly once (count of ``errbus.error.>`` == sent: with unique
 msg ids inside the duplicate window no copy can be stored) and the bridge dropped nothing.
 ``extra``: every run, the medians per target and the ratios busbridge/ceiling and
-busbridge/naive of the medians. Checks: lossless per target and run; never speed.
+busbridge/naive of the medians; a busbridge run also carries the CPU seconds the bridge used
+from the first send to the end of the run and that per message (``cpu_us_per_msg``: its
+per-message cost, steadier than the rate on a shared 2-core machine). Checks: lossless per
+target and run; never speed.
 
 ``mode=sustained``: busbridge alone at ``workload.rate_per_sec`` for ``workload.duration_secs``.
 Every 0.5 s the backlog (sent - stored) is sampled; passes when nothing is lost and the backlog
@@ -47,7 +50,7 @@ import nats
 
 from bridge.adapters.nats_server import NatsServerProcess
 from loadtest.baselines import StreamState, ThroughputRun, ZmqSender, create_stream, stream_state
-from loadtest.bridge_watch import metric, ready
+from loadtest.bridge_watch import metric, process_cpu_secs, ready
 from loadtest.ceiling import run_ceiling
 from loadtest.harness import BridgeProcess
 from loadtest.naive_bridge import NaiveBridgeProcess
@@ -182,13 +185,20 @@ async def _busbridge(
     await anyio.to_thread.run_sync(bridge.start)
     try:
         await _until_ready(bridge)
+        cpu_before = process_cpu_secs(bridge.pid)
         run = await _send_and_wait("busbridge", bridge.endpoint, url, options, progress, stage)
+        cpu_secs = process_cpu_secs(bridge.pid) - cpu_before
         dropped = await anyio.to_thread.run_sync(
             metric, bridge.admin_port, "busbridge_dropped_total"
         )
     finally:
         await anyio.to_thread.run_sync(bridge.stop)
-    return _with(run, {"dropped": dropped}, lossless=run.lossless and dropped == 0)
+    stats = {
+        "dropped": dropped,
+        "cpu_secs": round(cpu_secs, 2),
+        "cpu_us_per_msg": round(cpu_secs / max(1, run.sent) * 1e6, 1),
+    }
+    return _with(run, stats, lossless=run.lossless and dropped == 0)
 
 
 async def _until_ready(bridge: BridgeProcess, timeout_secs: float = 30.0) -> None:

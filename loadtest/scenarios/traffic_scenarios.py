@@ -4,6 +4,12 @@ Each runs one ``LoadEnv`` (nats-server + bridge process + probe) per run, drives
 through real ZMQ sockets, waits until the stream has caught up and reconciles by token. Every
 result carries ``correctness_checks`` (loss, copies, order, unexpected, dead letters, flood
 balance) plus the scenario's own checks; numbers go to ``extra``. Nothing here checks speed.
+Among the numbers: the CPU seconds each process used from the first send until the stream
+caught up (``cpu_secs``: bridge with its decode worker, nats-server, load producer, this
+harness with its probe; /proc and ``getrusage``) and the bridge's share per message sent
+(``bridge_cpu_us_per_msg``): on a 2-core machine the four compete, and the bridge's CPU per
+message is the steadiest figure of its per-message cost (latency percentiles move with
+whatever else runs).
 
 Own checks:
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import resource
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +38,7 @@ from typing import Any
 
 import msgspec
 
+from loadtest.bridge_watch import process_cpu_secs
 from loadtest.load_producer import SentLog
 from loadtest.message_mix import message_mix
 from loadtest.results import Check, ProbeReport, ScenarioResult, correctness_checks
@@ -89,8 +97,11 @@ async def run_traffic(
 async def _one_run(
     env: LoadEnv, name: str, workload: Workload, progress: Progress, own: OwnChecks | None
 ) -> tuple[dict[str, Any], list[Check], ProbeReport]:
+    cpu_before = _cpu_secs(env)
     sent = await env.drive(env.producer(workload), progress, name)
     await env.catch_up(sent, progress)
+    cpu = {k: round(v - cpu_before[k], 2) for k, v in _cpu_secs(env).items()}
+    cpu["producer"] = round(env.producer_cpu_secs, 2)
     read = int(await env.metric("busbridge_frames_received_total"))
     extra: dict[str, Any] = {
         "sent": sent.total(),
@@ -100,6 +111,8 @@ async def _one_run(
         "bridge_duplicates": int(await env.metric("busbridge_duplicates_total")),
         "peak_spool_messages": env.peak_spool,
         "probe_reconnects": env.probe.reconnects,
+        "cpu_secs": cpu,
+        "bridge_cpu_us_per_msg": round(cpu["bridge"] / max(1, sent.total()) * 1e6, 1),
     }
     await env.close_floods(progress)
     report = env.probe.report(sent)
@@ -108,6 +121,18 @@ async def _one_run(
     detail = f"bridge read {read} of {sent.total()} frames sent"
     checks.append(Check(name="frames_read", ok=read == sent.total(), detail=detail))
     return {**extra, **own_extra}, checks + own_checks, report
+
+
+def _cpu_secs(env: LoadEnv) -> dict[str, float]:
+    """CPU seconds used so far by the bridge (with its decode worker), the local nats-server
+    (0.0 with external servers) and this harness process (the probe, the driver; user +
+    system of every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "bridge": process_cpu_secs(env.bridge.pid),
+        "nats_server": process_cpu_secs(env.server.pid if env.server else None),
+        "harness": usage.ru_utime + usage.ru_stime,
+    }
 
 
 # --------------------------------------------------------------------------- steady, burst
