@@ -188,7 +188,7 @@ def _error_prefixed(frame: bytes, local_tz: tzinfo) -> Decoded | Rejected:
 
 
 def _error_json(payload: bytes, local_tz: tzinfo) -> Decoded | Rejected:
-    if b'"error_data"' in payload:  # D1 likely; D3 payloads skip the typed pass
+    if payload.find(b'"error_data"') >= 0:  # D1 likely; D3 skips the typed pass (find: reemit.py)
         env = _typed_envelope(payload)
         if env is not None and env.error_data is not None:  # else D1 or D3: see below
             return _map_envelope(env, env.error_data, False, Dialect.ERRPUB_ENVELOPE, "ERROR:")

@@ -47,4 +47,6 @@ def encode_d1(ev: ErrorEvent, bridge_id: str) -> list[bytes]:
 
 def is_reemitted(frames: list[bytes]) -> bool:
     """True when a frame set was made by ``encode_d1`` (of any bridge)."""
-    return len(frames) == 1 and _MARKER in frames[0]
+    # ``find``, not ``in``: CPython's ``bytes.__contains__`` first tries the operand as an
+    # int and builds (then drops) a TypeError for every bytes operand
+    return len(frames) == 1 and frames[0].find(_MARKER) >= 0

@@ -17,6 +17,10 @@ kind. ``parse_timestamp`` returns ``(occurred_at, kind)`` and never raises:
 ``MAX_ISO_CHARS``), an epoch that is not finite or outside
 ``0 .. MAX_EPOCH_SECS`` (year 9999), a bool or any other JSON type ->
 ``(None, UNPARSEABLE)``.
+
+ISO strings repeat: every event an agent sends within one second carries the same one. The
+results of the last ``_ISO_MEMO_MAX`` distinct ``(string, kind, zone)`` are kept (datetimes
+are immutable, so sharing one is safe); the memo is emptied when full.
 """
 
 from __future__ import annotations
@@ -53,7 +57,23 @@ def parse_timestamp(
     return _UNPARSEABLE
 
 
+_ISO_MEMO_MAX = 4096
+_iso_memo: dict[tuple[str, TimestampKind, tzinfo], tuple[datetime | None, TimestampKind]] = {}
+
+
 def _from_iso(
+    raw: str, iso_kind: TimestampKind, local_tz: tzinfo
+) -> tuple[datetime | None, TimestampKind]:
+    key = (raw, iso_kind, local_tz)
+    found = _iso_memo.get(key)
+    if found is None:
+        if len(_iso_memo) >= _ISO_MEMO_MAX:
+            _iso_memo.clear()
+        found = _iso_memo[key] = _parse_iso(raw, iso_kind, local_tz)
+    return found
+
+
+def _parse_iso(
     raw: str, iso_kind: TimestampKind, local_tz: tzinfo
 ) -> tuple[datetime | None, TimestampKind]:
     if len(raw) > MAX_ISO_CHARS:
