@@ -88,7 +88,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bridge.errors import BridgeError, ProvisioningError
-from bridge.pipeline.batch_publish import BatchOp, BatchReply, ReplyKind
+from bridge.pipeline.batch_publish import BatchOp, BatchReply, ReplyKind, RunMessage
 
 __all__ = [
     "FAST_INGEST_MIN_VERSION",
@@ -161,7 +161,12 @@ class FastInbox:
 
     def reply(self, batch: str, flow: int, seq: int, op: BatchOp) -> str:
         """The reply subject of message ``seq`` (1-based) of ``batch``."""
-        return f"{self._head}{batch}.{flow}.{self._gap}.{seq}.{_OP_TOKENS[op]}"
+        return f"{self.batch_head(batch, flow)}{seq}.{_OP_TOKENS[op]}"
+
+    def batch_head(self, batch: str, flow: int) -> str:
+        """What every reply subject of ``batch`` (at ``flow``) starts with: ``reply`` is this
+        plus ``<seq>.<op>.$FI``."""
+        return f"{self._head}{batch}.{flow}.{self._gap}."
 
     def parse(self, subject: str) -> ReplySubject | None:
         """The state in a reply subject of this inbox, or None when it is not one."""
@@ -285,6 +290,10 @@ class _Link(Protocol):
         self, subject: str, payload: bytes, reply: str, headers: dict[str, str]
     ) -> None: ...
 
+    async def publish_many(
+        self, messages: list[tuple[str, bytes, str, dict[str, str]]]
+    ) -> None: ...
+
 
 class FastIngestTransport:
     """``BatchTransport`` over a ``JetStreamLink``: builds each message's reply subject in
@@ -308,6 +317,17 @@ class FastIngestTransport:
     ) -> None:
         """Queue message ``seq`` of ``batch``; see ``BatchTransport``."""
         await self.link.publish(subject, payload, self._reply(batch, flow, seq, op), headers)
+
+    async def publish_run(self, batch: str, flow: int, messages: list[RunMessage]) -> None:
+        """Queue the messages of a run of ``batch`` in order; see ``BatchTransport``. Raises
+        ``RunCut`` (what ``JetStreamLink.publish_many`` raises)."""
+        head = self.inbox.batch_head(batch, flow)
+        await self.link.publish_many(
+            [
+                (subject, payload, f"{head}{seq}.{_OP_TOKENS[op]}", headers)
+                for subject, payload, headers, seq, op in messages
+            ]
+        )
 
     async def subscribe(self, on_reply: Callable[[BatchReply], None]) -> Subscription:
         """``subscribe_replies`` on the link's connection. Raises ``FastIngestUnavailable``

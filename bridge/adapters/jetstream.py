@@ -37,7 +37,7 @@ from bridge.adapters.nats_connect import connect_options
 from bridge.config.model import NatsConfig, StorageKind
 from bridge.config.model import StreamConfig as StreamSettings
 from bridge.errors import BridgeError, ProvisioningError
-from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
+from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused, RunCut
 from bridge.pipeline.stream_loss import DELETED
 from contracts.subjects import HEADER_MSG_ID
 
@@ -184,6 +184,17 @@ async def publish_fast(
     nc.stats["out_msgs"] += 1
     nc.stats["out_bytes"] += len(payload)
     await nc._send_command(cmd)
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
+
+
+async def send_commands(nc: Client, commands: list[bytes], payload_bytes: int) -> None:
+    """Queue ``commands`` (``_hpub`` results, in order) as one write to the connection's
+    buffer and flush it as ``publish_fast`` does; ``payload_bytes``: their payloads' total
+    for nats-py's ``out_bytes``. Raises what ``nc._send_command`` raises."""
+    nc.stats["out_msgs"] += len(commands)
+    nc.stats["out_bytes"] += payload_bytes
+    await nc._send_command(b"".join(commands))
     if nc._flush_queue is not None and nc._flush_queue.empty():
         await nc._flush_pending()
 
@@ -359,6 +370,43 @@ class JetStreamLink:
             raise PublishRefused(f"{type(exc).__name__}: {exc}") from exc
         except nats.errors.Error as exc:  # draining, stale connection, ...: try again later
             raise NotConnected(f"{type(exc).__name__}: {exc}") from exc
+
+    async def publish_many(self, messages: list[tuple[str, bytes, str, dict[str, str]]]) -> None:
+        """``publish`` for each ``(subject, payload, reply, headers)`` in order, the raw ones
+        (``_hpub``) as one write to the connection's buffer. Raises ``RunCut`` with how many
+        were queued when one fails as ``publish`` would fail (``NotConnected``,
+        ``PublishRefused``)."""
+        nc = self.nc
+        if nc is None:
+            raise RunCut(0, NotConnected("not connected to NATS yet"))
+        commands: list[bytes] = []
+        payload_bytes = queued = 0
+        for i, (subject, payload, reply, headers) in enumerate(messages):
+            command = _hpub(nc, subject, payload, reply, headers)
+            if command is not None:
+                commands.append(command)
+                payload_bytes += len(payload)
+                continue
+            if commands:  # first what was gathered: the order is the run's
+                await self._send_commands(nc, commands, payload_bytes, queued)
+                commands, payload_bytes = [], 0
+            try:
+                await self.publish(subject, payload, reply, headers)
+            except (NotConnected, PublishRefused) as exc:
+                raise RunCut(i, exc) from exc
+            queued = i + 1
+        if commands:
+            await self._send_commands(nc, commands, payload_bytes, queued)
+
+    @staticmethod
+    async def _send_commands(
+        nc: Client, commands: list[bytes], payload_bytes: int, queued: int
+    ) -> None:
+        try:
+            await send_commands(nc, commands, payload_bytes)
+        except nats.errors.Error as exc:
+            cause = NotConnected(f"{type(exc).__name__}: {exc}")
+            raise RunCut(queued, cause) from exc
 
     async def stream_bounds(self, stream: str) -> tuple[int, int]:
         """``(first_seq, last_seq)`` of ``stream`` (``bridge.pipeline.stream_loss.StreamReader``).

@@ -11,7 +11,7 @@ import msgspec
 
 from bridge.errors import BridgeError
 
-__all__ = ["AckOutcome", "AckResult", "NotConnected", "PublishRefused"]
+__all__ = ["AckOutcome", "AckResult", "NotConnected", "PublishRefused", "RunCut"]
 
 
 class NotConnected(BridgeError):
@@ -24,6 +24,19 @@ class PublishRefused(BridgeError):
     """The client refused the message itself (too large, bad subject or header): retrying cannot help."""
 
     code = "publish_refused"
+
+
+class RunCut(BridgeError):
+    """Of several messages handed over at once, only the first ``queued`` were queued: the
+    next one failed with ``cause`` (``NotConnected`` or ``PublishRefused``), and none after it
+    was queued."""
+
+    code = "publish_run_cut"
+
+    def __init__(self, queued: int, cause: NotConnected | PublishRefused) -> None:
+        super().__init__(f"{queued} messages queued, then {cause}")
+        self.queued = queued
+        self.cause = cause
 
 
 class AckOutcome(enum.Enum):

@@ -85,7 +85,7 @@ import anyio.lowlevel
 import msgspec
 
 from bridge.metrics import Metrics
-from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
+from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused, RunCut
 from bridge.pipeline.publish import PERMANENT_ERROR_CODES, DoneCallback, Outbound
 from bridge.pipeline.wake import WakeUp
 
@@ -97,6 +97,8 @@ __all__ = [
     "BatchReply",
     "BatchTransport",
     "ReplyKind",
+    "RunMessage",
+    "publish_each",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,10 @@ class BatchOp(enum.IntEnum):
     COMMIT = 2  # store this message and end the batch
     COMMIT_EOB = 3  # end the batch; this (empty) message is not stored
     PING = 4
+
+
+#: op of a run's message by "is it the batch's last"
+_OPS = {False: BatchOp.APPEND, True: BatchOp.COMMIT}
 
 
 class ReplyKind(enum.Enum):
@@ -159,6 +165,10 @@ class BatchReply(msgspec.Struct, frozen=True):
     description: str = ""
 
 
+#: one message of a run: ``(subject, payload, headers, batch sequence, op)``
+RunMessage = tuple[str, bytes, dict[str, str], int, BatchOp]
+
+
 class BatchTransport(Protocol):
     """What ``BatchPublisher`` needs from NATS (``fast_ingest.FastIngestTransport`` or a fake).
 
@@ -178,6 +188,21 @@ class BatchTransport(Protocol):
         """Queue message ``seq`` of fast batch ``batch`` (requested ack interval ``flow``).
         Raise ``NotConnected`` when it cannot be queued, ``PublishRefused`` when the client
         refuses the message itself."""
+
+    async def publish_run(self, batch: str, flow: int, messages: list[RunMessage]) -> None:
+        """Queue ``messages`` of ``batch``, in order, as ``publish_batched`` would one by one
+        (``publish_each`` does exactly that). Raise ``RunCut`` when one cannot be queued."""
+
+
+async def publish_each(
+    transport: BatchTransport, batch: str, flow: int, messages: list[RunMessage]
+) -> None:
+    """``publish_run`` through ``transport.publish_batched``, one message at a time."""
+    for i, (subject, payload, headers, seq, op) in enumerate(messages):
+        try:
+            await transport.publish_batched(subject, payload, headers, batch, flow, seq, op)
+        except (NotConnected, PublishRefused) as exc:
+            raise RunCut(i, exc) from exc
 
 
 _STORED = AckResult(AckOutcome.STORED)
@@ -604,7 +629,9 @@ class BatchPublisher:
             self._batch = None  # refused before anything went out: no batch exists
 
     async def _send_run(self, b: _Batch) -> None:
-        """Append to the open batch while the window, the batch size and the queue allow."""
+        """Append to the open batch while the window, the batch size and the queue allow, in
+        runs of at most ``_YIELD_EVERY`` messages handed to the transport at once (one
+        ``publish_run``: one write to the connection's buffer per run, not per message)."""
         sent: list[Outbound] = []
         limit = self.batch_max_msgs
         aged = self._clock() - b.created_at >= self.max_batch_age_secs
@@ -616,28 +643,82 @@ class BatchPublisher:
             and (self._retry or self._pending)
             and b.sent - b.acked < window
         ):
-            item = self._take()
-            last = (
-                aged or b.sent + 1 >= limit or (linger <= 0 and not (self._retry or self._pending))
-            )
-            if await self._send(b, item, BatchOp.COMMIT if last else BatchOp.APPEND):
-                sent.append(item)
-                b.closing = last
-                if len(sent) % _YIELD_EVERY == 0:
-                    await anyio.lowlevel.checkpoint()
+            room = min(_YIELD_EVERY, window - (b.sent - b.acked))
+            now = self._clock()
+            items: list[Outbound] = []
+            run: list[RunMessage] = []
+            new_ids: list[bool] = []  # per message: its id was new to the batch
+            last = False
+            while len(run) < room and (self._retry or self._pending) and not last:
+                item = self._take()
+                last = (
+                    aged
+                    or b.sent + 1 >= limit
+                    or (linger <= 0 and not (self._retry or self._pending))
+                )
+                seq, new = self._record(b, item, now)
+                items.append(item)
+                new_ids.append(new)
+                run.append((item.subject, item.payload, item.headers, seq, _OPS[last]))
+            try:
+                await self._transport.publish_run(b.id, b.flow, run)
+            except RunCut as cut:
+                sent += items[: cut.queued]
+                self._cut(b, items, new_ids, cut)
+                if isinstance(cut.cause, NotConnected):
+                    break
+                continue
+            sent += items
+            b.closing = last
+            if len(sent) >= _YIELD_EVERY:
+                self._count_published(sent)
+                sent = []
+                await anyio.lowlevel.checkpoint()
         self._count_published(sent)
 
-    async def _send(self, b: _Batch, item: Outbound, op: BatchOp) -> bool:
-        """Send ``item`` as the next message of ``b``; False when it did not go out."""
+    def _record(self, b: _Batch, item: Outbound, now: float) -> tuple[int, bool]:
+        """Give ``item`` the batch's next sequence and track it as sent; return the sequence
+        and whether its ``Nats-Msg-Id`` was new to the batch (else it is a copy)."""
         seq = b.sent = b.sent + 1
-        now = self._clock()
-        if item.msg_id in b.ids:
-            b.copies.add(seq)
-        else:
+        new = item.msg_id not in b.ids
+        if new:
             b.ids.add(item.msg_id)
+        else:
+            b.copies.add(seq)
         b.unacked.append((seq, item, now))
         b.last_sent_at = now
         item.attempts += 1
+        return seq, new
+
+    def _cut(self, b: _Batch, items: list[Outbound], new_ids: list[bool], cut: RunCut) -> None:
+        """A run was cut at ``items[cut.queued]``. Not connected: the batch ends (what it did not
+        persist is retried). Refused: the batch forgets the messages from that one on (nothing
+        went out with their sequences), gives that one up and puts the rest back first in
+        line, in their order."""
+        if isinstance(cut.cause, NotConnected):
+            if self._batch is b:
+                self._end(b, "not_connected")
+            return
+        if self._batch is not b:
+            return
+        unsent = items[cut.queued :]
+        for item, new in zip(reversed(unsent), reversed(new_ids[cut.queued :]), strict=True):
+            seq, popped, _ = b.unacked.pop()
+            assert popped is item, "a cut run's messages are the batch's last ones"
+            b.copies.discard(seq)
+            if new:
+                b.ids.discard(item.msg_id)
+            item.attempts -= 1
+        b.sent -= len(unsent)
+        refused, rest = unsent[0], unsent[1:]
+        refused.attempts += 1
+        self._give_up(refused, AckResult(AckOutcome.ERROR, description=str(cut.cause)))
+        for item in rest:
+            heapq.heappush(self._retry, (item.seq, item))
+
+    async def _send(self, b: _Batch, item: Outbound, op: BatchOp) -> bool:
+        """Send ``item`` as the next message of ``b``; False when it did not go out."""
+        seq, _ = self._record(b, item, self._clock())
         try:
             await self._transport.publish_batched(
                 item.subject, item.payload, item.headers, b.id, b.flow, seq, op

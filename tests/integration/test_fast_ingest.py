@@ -275,6 +275,25 @@ async def test_one_message_too_large_is_rejected_and_the_rest_stored_once(
     assert rig.metrics.dropped.labels("rejected")._value.get() == 1
 
 
+async def test_a_message_the_client_refuses_inside_a_run_is_rejected_and_the_rest_stored_once(
+    nats_server: NatsServerProcess,
+) -> None:
+    """A payload over the server's ``max_payload`` cannot take the raw path: nats-py refuses it
+    (``PublishRefused``) in the middle of a run of the real transport. It is rejected at once;
+    the run's earlier messages went out, its later ones go again, in order, stored once."""
+    await _create(nats_server.url, name="ERRBUS", subjects=["errbus.>"], allow_batched=True)
+    async with _rig(nats_server.url) as rig:
+        assert rig.link.nc is not None
+        too_big = rig.link.nc.max_payload + 1
+        items = [_item(n, size=too_big if n == 57 else 0) for n in range(120)]
+        for item in items:
+            rig.pub.submit(item)
+        await rig.settled(120)
+    assert ("id-57", "rejected") in rig.done and items[57].attempts == 1
+    assert sorted(o for _, o in rig.done).count("stored") == 119
+    assert await _ids_in(nats_server.url, "ERRBUS") == [f"id-{n}" for n in range(120) if n != 57]
+
+
 async def test_a_message_no_stream_takes_is_retried_and_never_overtaken(
     nats_server: NatsServerProcess,
 ) -> None:

@@ -31,6 +31,8 @@ from bridge.pipeline.batch_publish import (
     BatchPublisher,
     BatchReply,
     ReplyKind,
+    RunMessage,
+    publish_each,
 )
 from bridge.pipeline.publish import Outbound
 from tests.support.fakes import FakeClock
@@ -61,6 +63,7 @@ class FakeFastServer:
         self.deliver = True  # False: replies wait in the outbox (lost when dropped)
         self.outbox: list[BatchReply] = []
         self.on_reply: Callable[[BatchReply], None] = lambda r: None
+        self.runs: list[int] = []  # the length of every publish_run
 
     async def publish_batched(
         self,
@@ -79,6 +82,10 @@ class FakeFastServer:
             raise PublishRefused("MaxPayloadError: maximum payload exceeded")
         self.sent.append((batch, seq, op, msg_id))
         self._process(batch, seq, op, msg_id, min(flow, self.max_flow))
+
+    async def publish_run(self, batch: str, flow: int, messages: list[RunMessage]) -> None:
+        self.runs.append(len(messages))
+        await publish_each(self, batch, flow, messages)
 
     def _reply(self, kind: ReplyKind, batch: str, seq: int, **kw: object) -> None:
         self.outbox.append(BatchReply(kind, batch, seq, **kw))  # type: ignore[arg-type]
@@ -467,6 +474,33 @@ async def test_a_message_the_client_refuses_is_rejected_at_once() -> None:
 
     await _running(server, pub, body)
     assert server.stored == ["id-0", "id-2"] and ("id-1", "rejected") in done
+
+
+async def test_a_refusal_inside_a_run_puts_the_rest_of_the_run_back_in_order() -> None:
+    """Messages go out in runs (one ``publish_run`` each); when the client refuses one in the
+    middle of a run, that one is rejected, the run's later messages were not sent and go
+    again first, in their order, and a copy among them is still told from an original."""
+    server, clock, done = FakeFastServer(max_flow=100), FakeClock(), []
+    server.refuse.add("id-4")
+    pub = _publisher(server, clock, done, max_in_flight=64)
+    items = [_item(n) for n in range(10)] + [_item(10, msg_id="id-6")]  # the last: a copy
+    server.deliver = False
+    for item in items:
+        pub.submit(item)
+
+    async def body() -> None:
+        await _until(lambda: len(server.sent) == 1)
+        server.deliver = True
+        pub.on_reply(server.outbox.pop(0))  # the batch started: the rest goes as runs
+        await _until(lambda: len(done) == 11)
+
+    await _running(server, pub, body)
+    kept = [f"id-{n}" for n in range(10) if n != 4]
+    assert server.stored == kept and max(server.runs) > 1
+    assert [mid for _, seq, _, mid in server.sent] == ["id-0", *kept[1:], "id-6"]
+    assert sorted(done) == sorted(
+        [(mid, "stored") for mid in kept] + [("id-4", "rejected"), ("id-6", "duplicate")]
+    )
 
 
 async def test_a_stream_without_batches_keeps_every_message_for_a_retry() -> None:
