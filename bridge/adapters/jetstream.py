@@ -38,6 +38,7 @@ from bridge.config.model import NatsConfig, StorageKind
 from bridge.config.model import StreamConfig as StreamSettings
 from bridge.errors import BridgeError, ProvisioningError
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused, RunCut
+from bridge.pipeline.publish import WireHeaders
 from bridge.pipeline.stream_loss import DELETED
 from contracts.subjects import HEADER_MSG_ID
 
@@ -134,8 +135,9 @@ def _hpub(
     are non-empty, printable and have no space (so no whitespace at all: every other whitespace
     character is unprintable); every key is a valid header name and every value is printable
     with no surrounding whitespace (so nats-py's stripping and CR/LF replacement would not
-    change it). 2.2 us per message with the four bridge headers, 2.9 us with a regex per
-    subject and no memo of the repeating header lines (``timeit`` medians of 7, same process).
+    change it). ``WireHeaders`` carry their header section made by ``OutboundBuilder`` under
+    the same rules (``wire``; None: checked and made here). 2.2 us per message with the four
+    bridge headers in a plain dict, 0.8 us as ``WireHeaders`` (``timeit``, same process).
     """
     ok = _raw_ok.get(type(nc))
     if ok is None:
@@ -146,6 +148,19 @@ def _hpub(
         return None
     if " " in subject or " " in reply:
         return None
+    hdr = headers.wire if headers.__class__ is WireHeaders else None  # type: ignore[attr-defined]
+    if hdr is None:
+        hdr = _header_section(headers)
+        if hdr is None:
+            return None
+    size = len(hdr)
+    command = f"HPUB {subject} {reply} {size} {size + len(payload)}\r\n".encode()
+    return b"".join((command, hdr, payload, b"\r\n"))
+
+
+def _header_section(headers: dict[str, str]) -> bytes | None:
+    """``headers`` as an ``HPUB`` header section, or None when nats-py would change them
+    (the rules of ``_hpub``)."""
     lines = [b"NATS/1.0\r\n"]
     for key, value in headers.items():
         if value.__class__ is not str:
@@ -165,10 +180,7 @@ def _hpub(
                 _header_lines[(key, value)] = line
         lines.append(line)
     lines.append(b"\r\n")
-    hdr = b"".join(lines)
-    size = len(hdr)
-    command = f"HPUB {subject} {reply} {size} {size + len(payload)}\r\n".encode()
-    return b"".join((command, hdr, payload, b"\r\n"))
+    return b"".join(lines)
 
 
 async def publish_fast(

@@ -2,7 +2,8 @@
 
 Headers: ``Nats-Msg-Id`` (the event id), ``Busbridge-Contract`` (``type`` tag),
 ``Busbridge-Contract-Version`` and ``Busbridge-Origin`` (bridge id, for loop
-prevention).
+prevention), as ``WireHeaders``: with their header section made here, from a tail per
+contract that is the same for every message of it and the message's own id line.
 
 Oversized messages (legacy contexts are unbounded; a 1.1 MB one exceeds NATS'
 default 1 MiB ``max_payload``) are **stored truncated with a marker**, never
@@ -18,7 +19,7 @@ from __future__ import annotations
 import msgspec
 
 from bridge.metrics import Metrics
-from bridge.pipeline.publish import Outbound
+from bridge.pipeline.publish import Outbound, WireHeaders
 from contracts.codec import contract_name, encode
 from contracts.messages import (
     CONTRACT_VERSION,
@@ -61,6 +62,14 @@ _HEADER_KEY_BYTES = sum(
 _VERSION = str(CONTRACT_VERSION)
 _FIXED_HEADER_BYTES = _HEADER_KEY_BYTES + len(_VERSION)
 _SUBJECT_MEMO_MAX = 4096
+_MSG_ID_LINE = f"NATS/1.0\r\n{HEADER_MSG_ID}: ".encode()
+_NO_TAIL = b"?"  # not made yet (None: cannot be made)
+
+
+def _plain(value: str) -> bool:
+    """A header value nats-py writes unchanged: printable (so no CR/LF), no surrounding
+    whitespace, not empty (``bridge.adapters.jetstream._hpub`` checks the same)."""
+    return value.isprintable() and value.strip() == value and value != ""
 
 
 class OutboundBuilder:
@@ -80,6 +89,9 @@ class OutboundBuilder:
         self._error_subjects: dict[
             tuple[str, Severity, str], str
         ] = {}  # memo: sanitising costs 2 regex subs
+        #: contract name -> the header section after the ``Nats-Msg-Id`` line (None: the bridge
+        #: id is not a value nats-py sends unchanged, so no message gets a ``wire``)
+        self._wire_tails: dict[str, bytes | None] = {}
 
     def set_max_payload(self, max_payload_bytes: int) -> None:
         """The connected server's ``max_payload`` in bytes (replaces the configured guess)."""
@@ -92,12 +104,19 @@ class OutboundBuilder:
         name = contract_name(msg)
         event_id = msg.event_id
         bridge_id = self.bridge_id
-        headers = {
-            HEADER_MSG_ID: event_id,
-            HEADER_CONTRACT: name,
-            HEADER_CONTRACT_VERSION: _VERSION,
-            HEADER_ORIGIN: bridge_id,
-        }
+        tail = self._wire_tails.get(name, _NO_TAIL)
+        if tail is _NO_TAIL:
+            tail = self._wire_tail(name)
+        headers = WireHeaders()
+        headers[HEADER_MSG_ID] = event_id
+        headers[HEADER_CONTRACT] = name
+        headers[HEADER_CONTRACT_VERSION] = _VERSION
+        headers[HEADER_ORIGIN] = bridge_id
+        headers.wire = (
+            _MSG_ID_LINE + event_id.encode() + tail
+            if tail is not None and _plain(event_id)
+            else None
+        )
         if payload is None:
             payload = encode(msg)
         header_bytes = _FIXED_HEADER_BYTES + len(event_id) + len(name) + len(bridge_id)
@@ -115,6 +134,23 @@ class OutboundBuilder:
             rank = severity.rank if severity is not None else _RANK.get(name, 3)
             subject = self._subject(msg)
         return Outbound(subject, payload, headers, name, event_id, rank=rank)
+
+    def _wire_tail(self, name: str) -> bytes | None:
+        values = (name, _VERSION, self.bridge_id)
+        tail = (
+            b"\r\n"
+            + b"".join(
+                f"{key}: {value}\r\n".encode()
+                for key, value in zip(
+                    (HEADER_CONTRACT, HEADER_CONTRACT_VERSION, HEADER_ORIGIN), values, strict=True
+                )
+            )
+            + b"\r\n"
+            if all(map(_plain, values))
+            else None
+        )
+        self._wire_tails[name] = tail
+        return tail
 
     def _error_subject(self, key: tuple[str, Severity, str]) -> str:
         """An error event's subject, memoised by (machine, severity, source)."""

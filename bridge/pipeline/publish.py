@@ -57,7 +57,7 @@ from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 from bridge.pipeline.wake import WakeUp
 
-__all__ = ["Outbound", "PipelinedPublisher", "Transport"]
+__all__ = ["Outbound", "PipelinedPublisher", "Transport", "WireHeaders"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,20 @@ class Transport(Protocol):
         self, subject: str, payload: bytes, reply: str, headers: dict[str, str]
     ) -> None:
         """Queue a message; raise ``NotConnected`` when it cannot be queued."""
+
+
+class WireHeaders(dict[str, str]):
+    """A message's NATS headers (a plain ``dict`` to every reader) with ``wire``: their header
+    section as an ``HPUB`` carries it (``NATS/1.0\r\n``, ``Key: value\r\n`` per header in the
+    dict's order, ``\r\n``), made once by ``OutboundBuilder`` so the transport does not build
+    it per send; None when a value is not one nats-py would send unchanged (printable, no
+    surrounding whitespace, not empty): the transport then goes nats-py's way. Whoever makes
+    one sets ``wire`` right after the items (no ``__init__`` of its own: a subclass's Python
+    ``__init__`` costs more than the header section saves). Not updated when the dict changes:
+    treat it as read-only."""
+
+    __slots__ = ("wire",)
+    wire: bytes | None
 
 
 class Outbound:

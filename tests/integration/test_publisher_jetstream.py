@@ -4,6 +4,7 @@ provisioning, and a server restart mid-stream losing nothing and storing nothing
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -14,7 +15,10 @@ from bridge.adapters.nats_server import NatsServerProcess
 from bridge.config.load import parse_config
 from bridge.errors import ProvisioningError
 from bridge.metrics import Metrics
-from bridge.pipeline.publish import Outbound, PipelinedPublisher
+from bridge.pipeline.outbound import OutboundBuilder
+from bridge.pipeline.publish import Outbound, PipelinedPublisher, WireHeaders
+from contracts.messages import DeadLetter, DeadLetterReason
+from contracts.subjects import Subjects
 from tests.support.nats_server import running_nats_server
 from tests.support.stream import fetch_all, wait_for_count
 
@@ -166,6 +170,21 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
         assert (
             _hpub(nc, "errbus.error.T.error.s1", b'{"n":1}', "_INBOX.t.1", headers) == sent[0]
         )  # the raw path wrote it
+        built = OutboundBuilder(Subjects("errbus"), "Load PC", nc.max_payload).build(
+            DeadLetter(
+                event_id="dl-7",
+                received_at=datetime(2026, 12, 4, tzinfo=UTC),
+                machine="T",
+                reason=DeadLetterReason.INVALID_UTF8,
+                frames=[b"\xff"],
+                frame_sizes=[1],
+            )
+        )
+        assert isinstance(built.headers, WireHeaders) and built.headers.wire is not None
+        await nc.publish(built.subject, built.payload, reply="_INBOX.t.5", headers=built.headers)
+        await link.publish(built.subject, built.payload, "_INBOX.t.5", built.headers)  # its wire
+        assert sent[-2] == sent[-1]  # the section OutboundBuilder made is the one nats-py writes
+        del sent[-2:]
         odd = {"Nats-Msg-Id": "odd-1", "Busbridge-Origin": " padded\r\nInjected: x"}
         await link.publish(
             "errbus.error.T.error.s2", b"{}", "_INBOX.t.2", odd
@@ -188,6 +207,7 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
     stored = await fetch_all(nats_server.url, "ERRBUS", raw=True)
     assert [m.headers["Nats-Msg-Id"] for m in stored] == [
         "lt-p001-000000007",
+        "dl-7",
         "odd-1",
     ]  # copies collapsed by msg id
     assert stored[0].headers["Busbridge-Origin"] == "Load PC" and stored[0].data == b'{"n":1}'
