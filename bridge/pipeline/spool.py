@@ -518,13 +518,15 @@ _DELETE_RANGE = "DELETE FROM spool WHERE seq BETWEEN ? AND ?"
 _DELETE_PENDING_RANGE = "DELETE FROM pending WHERE seq BETWEEN ? AND ?"
 
 
-def _chunks(n: int) -> list[int]:
-    """``n`` rows as chunk sizes from ``_CHUNK_ROWS`` (greedy: at most a few statements)."""
-    out = []
+@functools.lru_cache(maxsize=4096)
+def _chunks(n: int) -> tuple[int, ...]:
+    """``n`` rows as chunk sizes from ``_CHUNK_ROWS`` (greedy: at most a few statements);
+    remembered, as writer batches repeat a few sizes."""
+    out: list[int] = []
     for size in _CHUNK_ROWS:
         k, n = divmod(n, size)
         out += [size] * k
-    return out
+    return tuple(out)
 
 
 @functools.cache
