@@ -297,8 +297,10 @@ class _Link(Protocol):
 
 class FastIngestTransport:
     """``BatchTransport`` over a ``JetStreamLink``: builds each message's reply subject in
-    ``inbox`` and publishes through the link (``NotConnected`` / ``PublishRefused`` as
-    ``JetStreamLink.publish`` raises them). ``subscribe(on_reply)`` once the link is connected."""
+    ``inbox`` and publishes through the link, one message (``publish_batched``: ``NotConnected``
+    / ``PublishRefused`` as ``JetStreamLink.publish`` raises them) or a run of them
+    (``publish_run``: ``RunCut`` as ``JetStreamLink.publish_many`` raises it).
+    ``subscribe(on_reply)`` once the link is connected."""
 
     def __init__(self, link: _Link, inbox: FastInbox) -> None:
         self.link = link

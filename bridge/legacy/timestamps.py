@@ -19,12 +19,13 @@ kind. ``parse_timestamp`` returns ``(occurred_at, kind)`` and never raises:
 ``(None, UNPARSEABLE)``.
 
 ISO strings repeat: every event an agent sends within one second carries the same one. The
-results of the last ``_ISO_MEMO_MAX`` distinct ``(string, kind, zone)`` are kept (datetimes
-are immutable, so sharing one is safe); the memo is emptied when full.
+results of the 4,096 most recently used ``(string, kind, zone)`` are kept (``lru_cache``;
+datetimes are immutable, so sharing one is safe).
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -57,20 +58,11 @@ def parse_timestamp(
     return _UNPARSEABLE
 
 
-_ISO_MEMO_MAX = 4096
-_iso_memo: dict[tuple[str, TimestampKind, tzinfo], tuple[datetime | None, TimestampKind]] = {}
-
-
+@functools.lru_cache(maxsize=4096)
 def _from_iso(
     raw: str, iso_kind: TimestampKind, local_tz: tzinfo
 ) -> tuple[datetime | None, TimestampKind]:
-    key = (raw, iso_kind, local_tz)
-    found = _iso_memo.get(key)
-    if found is None:
-        if len(_iso_memo) >= _ISO_MEMO_MAX:
-            _iso_memo.clear()
-        found = _iso_memo[key] = _parse_iso(raw, iso_kind, local_tz)
-    return found
+    return _parse_iso(raw, iso_kind, local_tz)
 
 
 def _parse_iso(

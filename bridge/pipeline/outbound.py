@@ -73,7 +73,9 @@ def _plain(value: str) -> bool:
 
 
 class OutboundBuilder:
-    """Builds ``Outbound`` values for one bridge. ``max_payload_bytes`` is the server's."""
+    """Builds ``Outbound`` values for one bridge. ``max_payload_bytes`` is the server's;
+    ``bridge_id`` is fixed for the builder's life (the header tails are made once per
+    contract)."""
 
     def __init__(
         self,

@@ -684,7 +684,7 @@ def test_timestamps_unparseable(raw: Any) -> None:
 
 def test_an_iso_string_reads_the_same_in_every_zone_and_kind_and_the_memo_stays_bounded() -> None:
     """The memo of parsed ISO strings is keyed by string, kind and zone (one string read as
-    UTC and as UTC+8 differs by 8 h), and is emptied when full."""
+    UTC and as UTC+8 differs by 8 h), and bounded."""
     from bridge.legacy import timestamps
 
     raw = "2026-12-04T10:00:00"
@@ -693,9 +693,10 @@ def test_an_iso_string_reads_the_same_in_every_zone_and_kind_and_the_memo_stays_
     assert as_utc == (datetime(2026, 12, 4, 10, tzinfo=UTC), TimestampKind.NAIVE_UTC_ISO)
     assert as_local == (datetime(2026, 12, 4, 2, tzinfo=UTC), TimestampKind.NAIVE_LOCAL_ISO)
     assert parse_timestamp(raw, TimestampKind.NAIVE_UTC_ISO, UTC8) == as_utc  # from the memo
-    for n in range(timestamps._ISO_MEMO_MAX + 10):
+    memo = timestamps._from_iso
+    for n in range(memo.cache_info().maxsize + 10):
         parse_timestamp(f"2026-12-04T10:00:00.{n:06d}")
-    assert 0 < len(timestamps._iso_memo) <= timestamps._ISO_MEMO_MAX
+    assert memo.cache_info().currsize == memo.cache_info().maxsize
 
 
 def test_timestamp_missing() -> None:
