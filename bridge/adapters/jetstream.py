@@ -193,11 +193,7 @@ async def publish_fast(
     if cmd is None:
         await nc.publish(subject, payload, reply=reply, headers=headers)
         return
-    nc.stats["out_msgs"] += 1
-    nc.stats["out_bytes"] += len(payload)
-    await nc._send_command(cmd)
-    if nc._flush_queue is not None and nc._flush_queue.empty():
-        await nc._flush_pending()
+    await send_commands(nc, [cmd], len(payload))
 
 
 async def send_commands(nc: Client, commands: list[bytes], payload_bytes: int) -> None:
