@@ -98,7 +98,6 @@ __all__ = [
     "BatchTransport",
     "ReplyKind",
     "RunMessage",
-    "publish_each",
 ]
 
 log = logging.getLogger(__name__)
@@ -190,19 +189,8 @@ class BatchTransport(Protocol):
         refuses the message itself."""
 
     async def publish_run(self, batch: str, flow: int, messages: list[RunMessage]) -> None:
-        """Queue ``messages`` of ``batch``, in order, as ``publish_batched`` would one by one
-        (``publish_each`` does exactly that). Raise ``RunCut`` when one cannot be queued."""
-
-
-async def publish_each(
-    transport: BatchTransport, batch: str, flow: int, messages: list[RunMessage]
-) -> None:
-    """``publish_run`` through ``transport.publish_batched``, one message at a time."""
-    for i, (subject, payload, headers, seq, op) in enumerate(messages):
-        try:
-            await transport.publish_batched(subject, payload, headers, batch, flow, seq, op)
-        except (NotConnected, PublishRefused) as exc:
-            raise RunCut(i, exc) from exc
+        """Queue ``messages`` of ``batch``, in order, as ``publish_batched`` would one by one.
+        Raise ``RunCut`` when one cannot be queued (``queued``: how many were before it)."""
 
 
 _STORED = AckResult(AckOutcome.STORED)

@@ -23,7 +23,7 @@ from bridge.adapters.fast_ingest import (
     version_supports_fast_ingest,
 )
 from bridge.metrics import Metrics
-from bridge.pipeline.acks import NotConnected, PublishRefused
+from bridge.pipeline.acks import NotConnected, PublishRefused, RunCut
 from bridge.pipeline.batch_publish import (
     BATCH_DISABLED,
     BATCH_UNKNOWN,
@@ -32,7 +32,6 @@ from bridge.pipeline.batch_publish import (
     BatchReply,
     ReplyKind,
     RunMessage,
-    publish_each,
 )
 from bridge.pipeline.publish import Outbound
 from tests.support.fakes import FakeClock
@@ -84,8 +83,14 @@ class FakeFastServer:
         self._process(batch, seq, op, msg_id, min(flow, self.max_flow))
 
     async def publish_run(self, batch: str, flow: int, messages: list[RunMessage]) -> None:
+        """One message at a time through ``publish_batched`` (what the real transport's run
+        must be equivalent to)."""
         self.runs.append(len(messages))
-        await publish_each(self, batch, flow, messages)
+        for i, (subject, payload, headers, seq, op) in enumerate(messages):
+            try:
+                await self.publish_batched(subject, payload, headers, batch, flow, seq, op)
+            except (NotConnected, PublishRefused) as exc:
+                raise RunCut(i, exc) from exc
 
     def _reply(self, kind: ReplyKind, batch: str, seq: int, **kw: object) -> None:
         self.outbox.append(BatchReply(kind, batch, seq, **kw))  # type: ignore[arg-type]
