@@ -92,3 +92,73 @@ async def test_read_batches_hands_over_every_message_once_in_order_then_unwatche
         finally:
             pub.close(linger=0)
             sub.close(linger=0)
+
+
+class _CountingReadable(Readable):
+    """A ``Readable`` counting how often the loop ran its FD callback."""
+
+    calls = 0
+
+    def _on_fd(self) -> None:
+        type(self).calls += 1
+        super()._on_fd()
+
+
+async def test_the_loop_does_not_spin_on_the_fd_while_nobody_reads() -> None:
+    # asyncio's selector is level-triggered and libzmq keeps its FD readable until EVENTS or a
+    # receive resets it: a callback that only set the event ran at every turn of the loop
+    with zmq.Context() as ctx:
+        pub, sub = _pair(ctx)
+        try:
+            await _joined(pub, sub)
+            await anyio.sleep(0.2)
+            while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                sub.recv_multipart(zmq.NOBLOCK)
+            _CountingReadable.calls = 0
+            with _CountingReadable(sub, safety_secs=3600):
+                for burst in range(10):  # messages wait, nobody reads them
+                    for i in range(10):
+                        pub.send_multipart([b"%d" % (burst * 10 + i)])
+                    await anyio.sleep(0.03)
+                await anyio.sleep(0.2)
+                assert 1 <= _CountingReadable.calls <= 10  # was thousands
+            assert sub.recv_multipart(zmq.NOBLOCK) == [b"0"]
+        finally:
+            pub.close(linger=0)
+            sub.close(linger=0)
+
+
+async def test_gather_secs_takes_what_arrives_during_the_pause_in_one_turn() -> None:
+    chunks: list[list[bytes]] = []
+    first = anyio.Event()
+    with zmq.Context() as ctx:
+        pub, sub = _pair(ctx)
+        try:
+            await _joined(pub, sub)
+            await anyio.sleep(0.2)
+            while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                sub.recv_multipart(zmq.NOBLOCK)
+            async with anyio.create_task_group() as tg:
+
+                def handler(messages: list[list[bytes]]) -> None:
+                    chunks.append([m[0] for m in messages])
+                    first.set()
+
+                tg.start_soon(read_batches, sub, handler, 2048, 0.01, None, 1.0)
+                pub.send_multipart([b"0"])
+                with anyio.fail_after(30):
+                    await first.wait()
+                for burst in range(5):  # within the reader's pause: no turn of their own
+                    for i in range(10):
+                        pub.send_multipart([b"%d" % (1 + burst * 10 + i)])
+                    await anyio.sleep(0.02)
+                with anyio.fail_after(30):
+                    while sum(map(len, chunks)) < 51:
+                        await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+            # one turn of 50 = handler calls of 32 and 18 (bursts read as they came: 5 x 10)
+            assert [len(c) for c in chunks] == [1, 32, 18]
+            assert [m for c in chunks for m in c] == [b"%d" % n for n in range(51)]
+        finally:
+            pub.close(linger=0)
+            sub.close(linger=0)
