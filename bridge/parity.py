@@ -200,12 +200,22 @@ class ParityLedger:
         self._matched_unreported += matched
 
     def saw_nats(self, msg_id: str) -> None:
-        if msg_id in self._done or msg_id in self._nats:
-            return
-        if self._zmq.pop(msg_id, None) is not None:
-            self._matched(msg_id)
-        else:
-            self._nats[msg_id] = self._clock()
+        self.saw_nats_many((msg_id,))
+
+    def saw_nats_many(self, msg_ids: Iterable[str]) -> None:
+        """JetStream-side ids confirmed together: one clock reading for all of them."""
+        now = self._clock()
+        done, zmq, nats = self._done, self._zmq, self._nats
+        matched = 0
+        for msg_id in msg_ids:
+            if msg_id in done or msg_id in nats:
+                continue
+            if zmq.pop(msg_id, None) is not None:
+                self._record(msg_id, 1, now)
+                matched += 1
+            else:
+                nats[msg_id] = now
+        self._matched_unreported += matched
 
     def flood(self, fingerprint: str, *, ended: bool) -> None:
         """A flood event for ``fingerprint``: suppressed ids of it are not missing."""
@@ -235,12 +245,6 @@ class ParityLedger:
         self._floods = {fp: until for fp, until in self._floods.items() if until >= cutoff}
         while self._buckets and self._buckets[0][0] < now - self.window_secs:
             self._buckets.popleft()
-
-    def _matched(self, msg_id: str) -> None:
-        """A match (once per message on the hot path): the ``parity_matched`` counter is
-        brought up to date in ``stats`` (every second), not here."""
-        self._record(msg_id, 1, self._clock())
-        self._matched_unreported += 1
 
     def _resolve(self, msg_id: str, column: int) -> None:
         """A missing or suppressed id (``column`` 2, 3 or 4), counted at once."""
@@ -317,17 +321,26 @@ class ParityTap:
     def confirmed(self, item: Outbound, outcome: str, ack: AckResult | None) -> None:
         """JetStream side from PubAcks: the publisher settled ``item`` with ``outcome``
         (``stored``, ``duplicate``, ``rejected``, ``abandoned``); ``ack`` is the PubAck."""
-        if ack is None or ack.outcome not in _STORED or item.kind not in _COMPARED_KINDS:
+        self.confirmed_many([item], outcome, ack)
+
+    def confirmed_many(self, items: list[Outbound], outcome: str, ack: AckResult | None) -> None:
+        """``confirmed`` for messages settled together with one ``outcome`` and ``ack``, in
+        order (``Routing.confirmed``). An ack with a stream sequence settles one message
+        (a one-message batch, or a batch's last): only then is a read-back scheduled."""
+        if ack is None or ack.outcome not in _STORED:
             return
-        self.nats_seen += 1
-        self.ledger.saw_nats(item.msg_id)
+        ids = [item.msg_id for item in items if item.kind in _COMPARED_KINDS]
+        if not ids:
+            return
+        self.nats_seen += len(ids)
+        self.ledger.saw_nats_many(ids)
         if self._readback_every and ack.outcome is AckOutcome.STORED:
-            self._until_readback -= 1
+            self._until_readback -= len(ids)
             # due: the next one whose PubAck gave its stream sequence (with fast-ingest
             # batches only a batch's last message has one)
             if self._until_readback <= 0 and ack.seq:
                 self._until_readback = self._readback_every
-                self._readback.append((ack.seq, item.msg_id))
+                self._readback.append((ack.seq, ids[-1]))
                 self._readback_wake.set()
 
     def observe_flood(self, event: FloodEvent | DeadLetterSummary) -> None:

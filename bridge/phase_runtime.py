@@ -296,7 +296,7 @@ class PhaseRuntime:
                 republish=pub.send if pub is not None and b.republish_frames else None,
                 observe=tap.observe if in_process else None,  # type: ignore[union-attr]
                 observe_flood=tap.observe_flood if pubacks else None,  # type: ignore[union-attr]
-                confirmed=tap.confirmed if pubacks else None,  # type: ignore[union-attr]
+                confirmed=tap.confirmed_many if pubacks else None,  # type: ignore[union-attr]
             )
         )
 

@@ -478,7 +478,18 @@ def build_pipeline(
             item.on_settled(outcome)
         confirmed = runner.routing.confirmed if runner is not None else None
         if confirmed is not None:
-            confirmed(item, outcome, ack)
+            confirmed([item], outcome, ack)
+
+    def on_done_many(items: list[Outbound], outcome: str, ack: AckResult) -> None:
+        """``on_done`` for messages the batch publisher settled alike (a flow ack, a commit)."""
+        if queue is not None:
+            queue.on_done_many(items, outcome, ack)
+        for item in items:
+            if item.on_settled is not None:
+                item.on_settled(outcome)
+        confirmed = runner.routing.confirmed if runner is not None else None
+        if confirmed is not None:
+            confirmed(items, outcome, ack)
 
     p = cfg.publish
     settings = {
@@ -497,6 +508,7 @@ def build_pipeline(
             batch_max_msgs=p.batch_max_msgs,
             batch_idle_secs=p.batch_idle_secs,
             on_disabled=on_batching_disabled,
+            on_done_many=on_done_many,
             **settings,
         ),
     )

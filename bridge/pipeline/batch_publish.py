@@ -86,7 +86,12 @@ import msgspec
 
 from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused, RunCut
-from bridge.pipeline.publish import PERMANENT_ERROR_CODES, DoneCallback, Outbound
+from bridge.pipeline.publish import (
+    PERMANENT_ERROR_CODES,
+    DoneCallback,
+    DoneManyCallback,
+    Outbound,
+)
 from bridge.pipeline.wake import WakeUp
 
 __all__ = [
@@ -250,7 +255,9 @@ class BatchPublisher:
     ``on_reply`` in place of ``on_ack``. ``on_done(item, outcome, ack)`` is called once per
     submitted message with outcome ``stored``, ``duplicate``, ``rejected`` or ``abandoned``;
     ``ack.seq`` is the stream sequence only for one-message batches (0 otherwise: fast ingest
-    acknowledges batch positions, not stream sequences).
+    acknowledges batch positions, not stream sequences). With ``on_done_many(items, outcome,
+    ack)`` the messages a flow ack or commit settles alike are reported in one call instead
+    (in order; a copy settled ``duplicate`` inside them goes to ``on_done`` between them).
 
     ``batch_max_msgs``: messages per batch at most; ``max_batch_age_secs``: a batch older than
     this ends with its next message (the server abandons a batch idle for 10 s);
@@ -281,6 +288,7 @@ class BatchPublisher:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_done: DoneCallback | None = None,
+        on_done_many: DoneManyCallback | None = None,
         batch_id_prefix: str | None = None,
         on_disabled: Callable[[], None] | None = None,
     ) -> None:
@@ -314,6 +322,7 @@ class BatchPublisher:
         self._clock = clock
         self._rng = rng or random.Random()
         self.on_done: DoneCallback = on_done or (lambda item, outcome, ack: None)
+        self.on_done_many = on_done_many
         self._id_prefix = prefix
         self._on_disabled = on_disabled
         self._batch_numbers = itertools.count(1)
@@ -457,16 +466,25 @@ class BatchPublisher:
         kinds: dict[str, int] = {}
         outcome = ack.outcome.value
         sent_at = now
-        done = self.on_done
+        done, done_many = self.on_done, self.on_done_many
         copies = 0
+        alike: list[Outbound] = []  # settled with ``ack``, for one ``on_done_many`` call
+        check_copies = bool(b.copies) and ack.outcome is AckOutcome.STORED
         while unacked and unacked[0][0] <= upto:
             seq, item, sent_at = unacked.popleft()
             kinds[item.kind] = kinds.get(item.kind, 0) + 1
-            if seq in b.copies and ack.outcome is AckOutcome.STORED:
+            if check_copies and seq in b.copies:
                 copies += 1
+                if alike:
+                    done_many(alike, outcome, ack)  # type: ignore[misc]
+                    alike = []
                 done(item, "duplicate", _DUPLICATE)
-            else:
+            elif done_many is None:
                 done(item, outcome, ack)
+            else:
+                alike.append(item)
+        if alike:
+            done_many(alike, outcome, ack)  # type: ignore[misc]
         if copies:
             self._m.duplicates.labels("jetstream").inc(copies)
         self.last_ack_at = now

@@ -306,6 +306,20 @@ class SpooledQueue:
             self._acked.append(item)
         self._ack_wake.set()
 
+    def on_done_many(self, items: list[Outbound], outcome: str, ack: AckResult) -> None:
+        """``on_done`` for several messages settled with one outcome and ack (in order)."""
+        if outcome == "abandoned":
+            return
+        spooled = [item for item in items if item.spool_seq]
+        if not spooled:
+            return
+        if outcome == "stored" and self.retain_acked_secs > 0:
+            self._stored += [(item, ack.seq) for item in spooled]
+            self._max_stored_seq = max(self._max_stored_seq, spooled[-1].spool_seq)
+        else:
+            self._acked += spooled
+        self._ack_wake.set()
+
     async def restore_lost(self, reader: StreamReader, stream: str) -> int:
         """Compare the retained rows with ``stream`` (see ``bridge.pipeline.stream_loss``) and
         put those it lost back into the spool, to be published again in their order; return

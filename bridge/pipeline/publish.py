@@ -130,6 +130,8 @@ class Outbound:
 
 
 DoneCallback = Callable[[Outbound, str, AckResult | None], None]
+#: the same for several messages settled together with one outcome and ack, in submit order
+DoneManyCallback = Callable[[list[Outbound], str, AckResult], None]
 
 #: JetStream API error codes that retrying cannot fix (10054: message size exceeds maximum).
 #: Every other error (503, insufficient resources, leader changes) is retried forever: a stuck

@@ -44,15 +44,15 @@ class Routing:
     parity tap's ZMQ side, called once per batch with its decoded messages (read order) before
     dedup and flood control, or None. ``observe_flood``: the parity tap's flood side, called with every flood event and
     dead-letter summary the bridge emits, or None. ``confirmed``: the parity tap's JetStream side from PubAcks,
-    called by the pipeline with every message the publisher settled
-    (``item, outcome, ack``), or None.
+    called by the pipeline with the messages the publisher settled, a list at a time with
+    their one outcome and ack (``items, outcome, ack``), or None.
     """
 
     to_jetstream: bool = True
     republish: Callable[[list[bytes]], None] | None = None
     observe: Callable[[list[ErrorEvent | DeadLetter]], None] | None = None
     observe_flood: Callable[[FloodEvent | DeadLetterSummary], None] | None = None
-    confirmed: Callable[[Outbound, str, AckResult | None], None] | None = None
+    confirmed: Callable[[list[Outbound], str, AckResult | None], None] | None = None
 
 
 class _Decoder(Protocol):  # bridge.pipeline.decode.LegacyDecoder

@@ -318,6 +318,35 @@ async def test_duplicates_inside_and_across_batches_are_settled_once() -> None:
     assert metrics.duplicates.labels("jetstream")._value.get() == 8
 
 
+async def test_on_done_many_reports_messages_settled_alike_together_in_order() -> None:
+    # the scenario above, with the batched callback: same outcomes in the same order, the
+    # copies one by one between the groups, the commit's last message alone (its sequence)
+    server, clock, done, metrics = FakeFastServer(max_flow=8), FakeClock(), [], Metrics()
+    calls: list[tuple[str, list[str], str, int]] = []
+    pub = _publisher(server, clock, done, metrics, batch_max_msgs=6, max_in_flight=16)
+    pub.on_done = lambda i, o, a: calls.append(("one", [i.msg_id], o, a.seq if a else 0))
+    pub.on_done_many = lambda items, o, a: calls.append(
+        ("many", [i.msg_id for i in items], o, a.seq)
+    )
+    ids = ["a", "b", "a", "c", "b", "d", "a", "b", "c", "d", "a", "b"]
+    for n, mid in enumerate(ids):
+        pub.submit(_item(n, msg_id=mid))
+
+    async def body() -> None:
+        await _until(lambda: sum(len(c[1]) for c in calls) == len(ids))
+
+    await _running(server, pub, body)
+    assert calls == [
+        ("many", ["a", "b"], "stored", 0),
+        ("one", ["a"], "duplicate", 0),
+        ("many", ["c"], "stored", 0),
+        ("one", ["b"], "duplicate", 0),
+        ("many", ["d"], "stored", 4),
+        ("many", ["a", "b", "c", "d", "a", "b"], "duplicate", 0),
+    ]
+    assert done == [] and metrics.duplicates.labels("jetstream")._value.get() == 8
+
+
 async def test_a_server_that_ends_a_batch_on_a_duplicate_first_message_loses_nothing() -> None:
     server, clock, done = FakeFastServer(), FakeClock(), []
     server.dup_first_ends_batch = True

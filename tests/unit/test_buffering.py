@@ -89,6 +89,30 @@ async def test_abandoned_messages_stay_in_the_spool(tmp_path: Path) -> None:
     assert Spool(tmp_path / "s.db").stats()[0] == 1
 
 
+@pytest.mark.parametrize("retain_secs", [0.0, 60.0])
+async def test_messages_settled_together_leave_the_spool_as_one_by_one(
+    tmp_path: Path, retain_secs: float
+) -> None:
+    """``on_done_many`` (the batch publisher's flow acks and commits) does what ``on_done``
+    does per message: stored rows deleted (or retained), abandoned ones kept."""
+    queue, _, _ = _queue(tmp_path / "s.db", retain_acked_secs=retain_secs)
+    items = [_item(n) for n in range(6)]
+    for item in items:
+        queue.submit(item)
+    await queue.flush_staging()
+    assert [item.spool_seq for item in items] == [1, 2, 3, 4, 5, 6]
+    queue.on_done_many(items[:3], "stored", AckResult(AckOutcome.STORED))
+    queue.on_done_many(items[3:4], "duplicate", AckResult(AckOutcome.DUPLICATE))
+    queue.on_done_many(items[4:], "abandoned", AckResult(AckOutcome.STORED))
+    await queue.flush_acks()
+    spool = Spool(tmp_path / "s.db")
+    unacked, _, _, _ = spool.stats()
+    retained, _, last_retained = spool.retained_stats()
+    assert unacked == 2  # the abandoned two stay for the next start
+    assert (retained, last_retained) == ((3, 3) if retain_secs else (0, 0))
+    assert queue.rows == 2
+
+
 def test_staging_is_bounded(tmp_path: Path) -> None:
     queue, _, _ = _queue(tmp_path / "s.db", staging_max=2)
     assert [queue.submit(_item(n)) for n in range(3)] == [True, True, False]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import anyio
 import nats.js.errors
+import pytest
 
 from bridge.metrics import Metrics
 from bridge.parity import ParityLedger, ParityTap
@@ -194,9 +195,14 @@ async def test_pubacks_side_confirms_stored_ids_and_reads_samples_back() -> None
     assert (s.matched, s.missing_nats, s.missing_zmq, tap.nats_seen) == (4, 0, 0, 4)
 
 
-async def test_readback_with_fast_ingest_batches_samples_the_next_message_with_a_sequence() -> None:
+@pytest.mark.parametrize("grouped", [False, True])
+async def test_readback_with_fast_ingest_batches_samples_the_next_message_with_a_sequence(
+    grouped: bool,
+) -> None:
     """In batch mode only a batch's last message has a stream sequence: every
-    ``readback_every``-th stored message makes the next such one the sample."""
+    ``readback_every``-th stored message makes the next such one the sample. ``grouped``:
+    confirmed as the batch publisher reports them (``confirmed_many``: a flow ack's messages
+    together, the one with the sequence alone), else one by one."""
     read: list[int] = []
 
     class FakeJs:
@@ -208,10 +214,19 @@ async def test_readback_with_fast_ingest_batches_samples_the_next_message_with_a
     cfg = make_config(None, "/tmp", parity={"nats_side": "pubacks", "readback_every": 25})
     ledger = _ledger(clock, metrics)
     tap = ParityTap(cfg, ledger, [], FakeJs())
+    group: list[Outbound] = []
     for n in range(1, 201):  # batches of 10: the 10th, 20th, ... message has its sequence
         item = Outbound("errbus.error.x", b"{}", {}, "error_event", f"e{n}")
         ledger.saw_zmq(f"e{n}")
-        tap.confirmed(item, "stored", AckResult(AckOutcome.STORED, seq=n if n % 10 == 0 else 0))
+        ack = AckResult(AckOutcome.STORED, seq=n if n % 10 == 0 else 0)
+        if not grouped:
+            tap.confirmed(item, "stored", ack)
+        elif ack.seq:
+            tap.confirmed_many(group, "stored", AckResult(AckOutcome.STORED))
+            tap.confirmed_many([item], "stored", ack)
+            group = []
+        else:
+            group.append(item)
     async with anyio.create_task_group() as tg:
         await tg.start(tap.run)
         with anyio.fail_after(5):
@@ -221,6 +236,9 @@ async def test_readback_with_fast_ingest_batches_samples_the_next_message_with_a
         tg.cancel_scope.cancel()
     assert read == [30, 60, 90, 120, 150, 180]  # due at 25, 50, ...: sampled at the next 10th
     assert _readbacks(metrics) == {"ok": 6, "mismatch": 0, "missing": 0}
+    clock.advance(11)
+    s = ledger.stats()
+    assert (s.matched, s.missing_nats, s.missing_zmq, tap.nats_seen) == (200, 0, 0, 200)
 
 
 def _readbacks(metrics: Metrics) -> dict[str, float]:
