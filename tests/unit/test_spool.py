@@ -259,35 +259,48 @@ def _synchronous(spool: Spool) -> int:
 
 
 def test_only_appends_pay_an_fsync_of_their_own_under_full(tmp_path: Path) -> None:
-    """Deleting, retiring and pruning acknowledged rows commit at NORMAL (a power cut may undo
-    them harmlessly); appends and evictions stay FULL, and so does the connection
-    after each of them, failures included."""
+    """Under FULL the connection runs at SQLite's NORMAL and the spool fsyncs the WAL itself
+    (``sync_wal``) after the transactions that must survive a power cut: appends, evictions.
+    Deleting, retiring and pruning acknowledged rows do not (a power cut may undo them
+    harmlessly); no transaction switches the connection's level; a failed one syncs nothing."""
     spool = Spool(tmp_path / "s.db", "FULL")
     statements: list[str] = []
     spool._db.set_trace_callback(statements.append)
+    syncs: list[int] = []
+    sync_wal = spool.sync_wal
 
-    def levels(call: object) -> list[str]:
+    def counted_sync() -> None:
+        syncs.append(1)
+        sync_wal()
+
+    spool.sync_wal = counted_sync  # type: ignore[method-assign]
+
+    def fsyncs(call: object) -> int:
         statements.clear()
+        syncs.clear()
         call()  # type: ignore[operator]
-        assert _synchronous(spool) == 2
-        return [s for s in statements if s.startswith(("PRAGMA synchronous=", "BEGIN", "COMMIT"))]
+        assert _synchronous(spool) == 1
+        assert [s for s in statements if s.startswith(("BEGIN", "COMMIT"))] == [
+            "BEGIN IMMEDIATE",
+            "COMMIT",
+        ]
+        assert not [s for s in statements if s.startswith("PRAGMA synchronous=")]
+        return len(syncs)
 
-    unsynced = ["PRAGMA synchronous=NORMAL", "BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous=FULL"]
-    assert levels(lambda: spool.append([_row(n) for n in range(10)])) == [
-        "BEGIN IMMEDIATE",
-        "COMMIT",
-    ]
-    assert levels(lambda: spool.delete([1, 2])) == unsynced
-    assert levels(lambda: spool.retire([3, 4, 5], 2000.0, [(5, 77)])) == unsynced
-    assert levels(lambda: spool.prune_retained(5, 3000.0)) == unsynced
-    assert levels(lambda: spool.evict_older_than(0, 5000.0)) == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert fsyncs(lambda: spool.append([_row(n) for n in range(10)])) == 1
+    assert fsyncs(lambda: spool.append([_row(n) for n in range(2)], synced=False)) == 0
+    assert fsyncs(lambda: spool.delete([1, 2])) == 0
+    assert fsyncs(lambda: spool.retire([3, 4, 5], 2000.0, [(5, 77)])) == 0
+    assert fsyncs(lambda: spool.prune_retained(5, 3000.0)) == 0
+    assert fsyncs(lambda: spool.evict_older_than(0, 5000.0)) == 1
     spool.append([_row(n) for n in range(3)])
-    assert levels(lambda: spool.evict_lowest(0, 1)) == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert fsyncs(lambda: spool.evict_lowest(0, 1)) == 1
 
     spool._db.execute("DROP TABLE acked")  # the next retire fails inside its transaction
+    syncs.clear()
     with pytest.raises(sqlite3.OperationalError):
         spool.retire([12], 2000.0)
-    assert _synchronous(spool) == 2 and not spool._db.in_transaction
+    assert not syncs and not spool._db.in_transaction
     spool.close()
 
 
@@ -303,20 +316,15 @@ def test_a_normal_spool_stays_normal(tmp_path: Path) -> None:
 def test_an_unsynced_append_skips_the_fsync_that_sync_wal_then_makes_on_the_wal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``append(synced=False)`` under FULL commits at NORMAL (the connection back at FULL after
-    it); ``sync_wal`` then fsyncs the WAL file itself, reopening it when it was replaced."""
+    """``append(synced=False)`` under FULL commits (the connection runs at NORMAL) without an
+    fsync; ``sync_wal`` then fsyncs the WAL file itself, reopening it when it was replaced."""
     spool = Spool(tmp_path / "s.db", "FULL")
     statements: list[str] = []
     spool._db.set_trace_callback(statements.append)
     assert spool.append([_row(n) for n in range(5)], synced=False) == [1, 2, 3, 4, 5]
     levels = [s for s in statements if s.startswith(("PRAGMA synchronous=", "BEGIN", "COMMIT"))]
-    assert levels == [
-        "PRAGMA synchronous=NORMAL",
-        "BEGIN IMMEDIATE",
-        "COMMIT",
-        "PRAGMA synchronous=FULL",
-    ]
-    assert _synchronous(spool) == 2
+    assert levels == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert _synchronous(spool) == 1
     wal = tmp_path / "s.db-wal"
     synced: list[int] = []
     fsync = os.fsync
