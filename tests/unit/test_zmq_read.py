@@ -33,6 +33,14 @@ async def _joined(pub: zmq.Socket, sub: zmq.Socket) -> None:
                 continue
 
 
+async def _joined_and_drained(pub: zmq.Socket, sub: zmq.Socket) -> None:
+    """``_joined``, then the probes still in flight arrive and are read: the socket is empty."""
+    await _joined(pub, sub)
+    await anyio.sleep(0.2)
+    while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        sub.recv_multipart(zmq.NOBLOCK)
+
+
 def _no_reader(fd: int) -> bool:
     """True when nothing watches ``fd`` on the running loop (``remove_reader`` found nothing)."""
     return not asyncio.get_running_loop().remove_reader(fd)
@@ -42,10 +50,7 @@ async def test_a_message_sent_while_waiting_wakes_the_reader_not_its_safety_time
     with zmq.Context() as ctx:
         pub, sub = _pair(ctx)
         try:
-            await _joined(pub, sub)
-            await anyio.sleep(0.2)  # the probes in flight arrive: read them all
-            while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                sub.recv_multipart(zmq.NOBLOCK)
+            await _joined_and_drained(pub, sub)
             with Readable(sub, safety_secs=3600) as readable:
                 woken = anyio.Event()
 
@@ -110,10 +115,7 @@ async def test_the_loop_does_not_spin_on_the_fd_while_nobody_reads() -> None:
     with zmq.Context() as ctx:
         pub, sub = _pair(ctx)
         try:
-            await _joined(pub, sub)
-            await anyio.sleep(0.2)
-            while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                sub.recv_multipart(zmq.NOBLOCK)
+            await _joined_and_drained(pub, sub)
             _CountingReadable.calls = 0
             with _CountingReadable(sub, safety_secs=3600):
                 for burst in range(10):  # messages wait, nobody reads them
@@ -134,10 +136,7 @@ async def test_gather_secs_takes_what_arrives_during_the_pause_in_one_turn() -> 
     with zmq.Context() as ctx:
         pub, sub = _pair(ctx)
         try:
-            await _joined(pub, sub)
-            await anyio.sleep(0.2)
-            while sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                sub.recv_multipart(zmq.NOBLOCK)
+            await _joined_and_drained(pub, sub)
             async with anyio.create_task_group() as tg:
 
                 def handler(messages: list[list[bytes]]) -> None:
