@@ -53,7 +53,7 @@ must survive a power cut is followed by ``sync_wal`` (an ``os.fsync`` of the WAL
 SQLite call), which is what SQLite's FULL does at each commit, and may run later on any
 thread: ``append(synced=False)`` leaves it to the caller (``SpooledQueue`` runs it on a
 worker thread). Switching the connection's level around each transaction instead cost two
-``PRAGMA`` statements per transaction (~36 us of an 18-row append's ~160 us). Under FULL only
+``PRAGMA`` statements per transaction (22-36 us of an 18-row append's 161-184 us). Under FULL only
 appends, evictions and restores pay an fsync of their own: ``delete``, ``retire`` and
 ``prune_retained`` do not. A power cut
 may undo those, and that is harmless: an acknowledged row that comes back as pending is
