@@ -129,10 +129,20 @@ class Drain(NamedTuple):
         return self.stored / self.secs if self.secs > 0 else 0.0
 
 
-def measure_drain(url: str, admin_port: int, max_secs: float, poll_secs: float = 0.1) -> Drain:
+def measure_drain(
+    url: str,
+    admin_port: int,
+    max_secs: float,
+    poll_secs: float = 0.1,
+    stored_before: int | None = None,
+) -> Drain:
     """Call right after the nats-server came back: wait for ``/readyz`` (NATS connected, no
-    backlog waiting in the spool) and count what the stream gained meanwhile."""
-    t0, c0 = time.monotonic(), asyncio.run(stream_count(url))
+    backlog waiting in the spool) and count what the stream gained meanwhile.
+    ``stored_before``: the stream's count taken before the server stopped (it stores nothing
+    while down); without it the count is taken here, after the restart, and a bridge that
+    reconnects and drains a small backlog before that count is taken shows nothing gained."""
+    t0 = time.monotonic()
+    c0 = asyncio.run(stream_count(url)) if stored_before is None else stored_before
     while not ready(admin_port) and time.monotonic() - t0 < max_secs:
         time.sleep(poll_secs)
     t1, c1 = time.monotonic(), asyncio.run(stream_count(url))

@@ -40,6 +40,7 @@ an error: the rig's by ``LoadEnv``, the cluster's by ``running_cluster``.
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -51,7 +52,14 @@ import msgspec
 import yaml
 
 from bridge.adapters.nats_server import NatsServerProcess
-from loadtest.bridge_watch import BridgeSampler, Drain, measure_drain, metric, status_kib
+from loadtest.bridge_watch import (
+    BridgeSampler,
+    Drain,
+    measure_drain,
+    metric,
+    status_kib,
+    stream_count,
+)
 from loadtest.crash_window import CrashWindow, Token, crash_window, spooled_tokens
 from loadtest.load_producer import LoadProducer, SentLog
 from loadtest.phase_walk import WalkStopped, walk
@@ -242,6 +250,10 @@ async def _outage(
         await anyio.sleep(float(p["warmup_secs"]))
         rss_before = status_kib(env.bridge.pid or 0, "VmRSS")
         traffic.stage = "outage"
+        # counted before the stop: the bridge may drain a small backlog before any count
+        # taken after the restart (a stop right after the count adds at most what the
+        # stream stored in between to ``drain_stored``)
+        stored_before = await stream_count(env.server.url)
         await anyio.to_thread.run_sync(env.server.stop)
         await anyio.sleep(float(p["outage_secs"]))
         env.server = await anyio.to_thread.run_sync(restarted, env.server)  # LoadEnv stops this one
@@ -249,7 +261,8 @@ async def _outage(
         url, port, max_secs = env.server.url, env.bridge.admin_port, float(p["max_drain_secs"])
         # abandon on Ctrl-C/SIGTERM: the teardown must not wait out max_secs of polling
         drain = await anyio.to_thread.run_sync(
-            measure_drain, url, port, max_secs, abandon_on_cancel=True
+            functools.partial(measure_drain, url, port, max_secs, stored_before=stored_before),
+            abandon_on_cancel=True,
         )
         traffic.stage = "tail"
         with anyio.move_on_after(float(p["tail_secs"])):
