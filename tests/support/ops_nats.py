@@ -24,6 +24,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bridge.adapters.nats_server import NatsServerProcess
+from bridge.errors import EmbeddedServerError
 from loadtest.harness import free_port
 
 __all__ = ["OPS_NATS", "LoopbackTopology", "ShippedServer", "running_shipped"]
@@ -77,14 +78,29 @@ class ShippedServer(NatsServerProcess):
         return self._text
 
 
+_START_ATTEMPTS = 3
+
+
 @contextmanager
 def running_shipped(root: Path, *relative: str) -> Iterator[dict[str, ShippedServer]]:
     """Start ``ops/nats/<relative>`` files in order on loopback (keyed by file stem); every one
-    is stopped, by its own PID, on exit."""
-    topology = LoopbackTopology(root)
-    servers = {Path(r).stem: topology.server(OPS_NATS / r) for r in relative}
-    with ExitStack() as stack:
-        for server in servers.values():
-            stack.callback(server.stop)
-            server.start()
-        yield servers
+    is stopped, by its own PID, on exit.
+
+    The ports are picked free before the servers start, so one may be taken meanwhile (a
+    started server's outgoing route connections use ephemeral ports from the same range):
+    when a server fails with "address already in use", every server is stopped and the
+    topology rendered again on other ports, up to ``_START_ATTEMPTS`` times."""
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        topology = LoopbackTopology(root)
+        servers = {Path(r).stem: topology.server(OPS_NATS / r) for r in relative}
+        with ExitStack() as stack:
+            try:
+                for server in servers.values():
+                    stack.callback(server.stop)
+                    server.start()
+            except EmbeddedServerError as exc:
+                if "address already in use" not in str(exc) or attempt == _START_ATTEMPTS:
+                    raise
+                continue  # the ExitStack stops what started
+            yield servers
+            return
