@@ -44,6 +44,12 @@ under FULL) are the slow part of writing; ``wal_autocheckpoint`` is raised to
 ``AUTOCHECKPOINT_PAGES`` so commits rarely run one, and the owner calls
 ``checkpoint`` regularly from a thread that may block (``SpooledQueue``: every
 second, on a worker thread, while appends go on over the main connection).
+SQLite writes the WAL from its beginning again only once a checkpoint copied all of it,
+and one that runs while appends go on never does: the WAL grows until a commit runs the
+auto-checkpoint inline. ``complete_checkpoint``, on the main connection between two
+appends, copies what was committed during ``checkpoint`` (a few hundred pages) and so
+lets the next append start the WAL over. Measured at 10k msg/s D1 without it: every 3 s
+a commit took 32-40 ms (the auto-checkpoint at 16,384 pages), on the event loop.
 
 Invariants: a row is appended (committed, pending) before its message is published and
 leaves ``pending`` only after its PubAck. ``synchronous`` NORMAL survives a process kill
@@ -297,6 +303,18 @@ class Spool:
             )
             self._checkpoint_db.execute(f"PRAGMA synchronous={self.synchronous}")
         _, pages, copied = self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return pages, copied
+
+    def complete_checkpoint(self) -> tuple[int, int]:
+        """Copy the rest of the WAL into the database file on the spool's own connection
+        (``PRAGMA wal_checkpoint(PASSIVE)``; like every call but ``checkpoint``, not alongside
+        another one). Right after ``checkpoint`` only the pages committed meanwhile are left to
+        copy; with no reader and no transaction open, all of them are, and the next write
+        transaction then writes the WAL from its beginning instead of growing it (see the module
+        note). SQLite syncs the WAL before and the database file after it, at either
+        ``synchronous`` level. Returns ``(WAL pages, pages copied)``; (-1, -1) when the database
+        is not in WAL mode. Raises ``sqlite3.Error`` when SQLite refuses."""
+        _, pages, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return pages, copied
 
     def rollback(self) -> None:

@@ -262,6 +262,29 @@ async def test_appends_go_on_while_a_wal_checkpoint_runs(tmp_path: Path) -> None
     queue.spool.close()
 
 
+@pytest.mark.parametrize(
+    "wal_pages", [buffering._WAL_RESTART_PAGES - 1, buffering._WAL_RESTART_PAGES]
+)
+async def test_a_large_wal_gets_its_checkpoint_completed_between_two_appends(
+    tmp_path: Path, wal_pages: int
+) -> None:
+    """From ``_WAL_RESTART_PAGES`` on, the maintenance checkpoint is followed by
+    ``complete_checkpoint`` inside the spool's call limiter (no append runs alongside it)."""
+    queue, _, _ = _queue(tmp_path / "s.db")
+    calls: list[bool] = []
+    queue.spool.checkpoint = lambda: (wal_pages, wal_pages)  # type: ignore[method-assign]
+    complete = queue.spool.complete_checkpoint
+
+    def completing() -> tuple[int, int]:
+        calls.append(queue._io_limiter.borrowed_tokens == 1)
+        return complete()
+
+    queue.spool.complete_checkpoint = completing  # type: ignore[method-assign]
+    await queue._checkpoint()
+    assert calls == ([True] if wal_pages >= buffering._WAL_RESTART_PAGES else [])
+    queue.spool.close()
+
+
 async def test_under_full_no_message_of_a_batch_is_published_before_the_wal_is_synced(
     tmp_path: Path,
 ) -> None:

@@ -235,6 +235,34 @@ def test_commits_leave_checkpoints_to_the_owner_up_to_the_safety_net(tmp_path: P
     spool.close()
 
 
+def test_a_completed_checkpoint_lets_the_next_append_write_the_wal_from_its_beginning(
+    tmp_path: Path,
+) -> None:
+    """Pages committed after ``checkpoint`` keep the WAL from starting over: it grows with each
+    append. ``complete_checkpoint`` copies them; the next append then writes the WAL from its
+    beginning (the file does not grow) and every row is still there."""
+    spool = Spool(tmp_path / "s.db", synchronous="FULL")
+    wal = tmp_path / "s.db-wal"
+    rows = [
+        SpoolRow(3, 1000.0, "error_event", f"id-{n}", "s", b"{}", b"x" * 4000, 4000)
+        for n in range(700)
+    ]
+    spool.append(rows[:300])
+    first, _ = spool.checkpoint()
+    spool.append(rows[300:600])  # committed while the checkpoint ran, in the bridge
+    before = wal.stat().st_size
+    spool.append(rows[600:650])
+    assert wal.stat().st_size > before, "the WAL started over without a complete checkpoint"
+    pages, copied = spool.complete_checkpoint()
+    assert pages > first and copied == pages
+    before = wal.stat().st_size
+    spool.append(rows[650:])
+    assert wal.stat().st_size == before
+    assert spool.checkpoint()[0] < first // 4  # the WAL holds the last append only
+    assert len(spool.read_after(0, 1000)) == 700
+    spool.close()
+
+
 def test_a_checkpoint_runs_while_the_writer_holds_a_transaction_open(tmp_path: Path) -> None:
     """``checkpoint`` has its own connection: another thread can run it in the middle of an
     ``insert`` ... ``commit`` on the spool's connection (on that connection SQLite refused it:
