@@ -113,10 +113,15 @@ _DELETE_BATCH_ROWS = 512
 #: spool's accounted bytes (payload + subject + headers); the Python objects take about twice
 #: that, held at most while the publisher is behind (all of it while NATS is down)
 _UNFED_MAX_BYTES = 32 * 1024**2
+#: retained rows dropped per transaction at most (plus one retire unit, <= ``_DELETE_BATCH_ROWS``
+#: rows): at 10k msg/s D1 one prune of a second's rows held appends up 41 ms (median), max 64 ms
+_PRUNE_BATCH_ROWS = 1024
 #: WAL size in 4 KiB pages from which a checkpoint is completed on the spool's connection
-#: (``_checkpoint``): ~1 s of appends at 4k msg/s of 1 KB; at 10k msg/s, the 32-40 ms commit
-#: that ran SQLite's auto-checkpoint every 3 s is gone (p99 43 -> 24 ms, one run each)
-_WAL_RESTART_PAGES = 2048
+#: (``_checkpoint``): ~1.5 s of appends at 10k msg/s D1 (5,500 pages/s), half the spool's
+#: ``AUTOCHECKPOINT_PAGES``. A completion holds appends ~10 ms, nearly all of it the two fsyncs
+#: SQLite runs around it, so it runs rarely; the 32-40 ms commit that ran the auto-checkpoint
+#: every 3 s at 10k msg/s, on the event loop, is gone
+_WAL_RESTART_PAGES = 8192
 
 
 class EvictionTally:
@@ -209,6 +214,7 @@ class SpooledQueue:
         self._check_upto = 0
         self._io_limiter = anyio.CapacityLimiter(1)
         self._cursor_lock = anyio.Lock()
+        self._retained_lock = anyio.Lock()  # pruning and restoring retained rows
         self._write_wake = WakeUp()
         self._read_wake = WakeUp()
         self._ack_wake = WakeUp()
@@ -330,6 +336,10 @@ class SpooledQueue:
         how many. Only rows acknowledged before the last disconnect (or this process's start)
         are checked: the server that acknowledged later ones is the one answering now.
         Raises what ``reader`` raises (``NotConnected``; the caller tries again)."""
+        async with self._retained_lock:
+            return await self._restore_lost(reader, stream)
+
+    async def _restore_lost(self, reader: StreamReader, stream: str) -> int:
         if self._stored:  # acknowledged before the disconnect, not yet marked retained
             await self._delete_acked()
         upto = self._check_upto
@@ -573,22 +583,29 @@ class SpooledQueue:
 
     async def _prune_retained(self) -> None:
         """Drop retained rows older than ``retain_acked_secs`` (only once the stream was
-        checked since the last disconnect), and the oldest beyond ``retain_max_bytes``."""
-        cutoff = self._wall() - self.retain_acked_secs if self.retention_checked else -math.inf
-        units = self._retained
-        upto, rows, size = 0, 0, 0
-        while units and (
-            units[0][0] < cutoff or self.retained_bytes - size > self.retain_max_bytes
-        ):
-            acked_at, last, n, b = units.popleft()
-            if acked_at >= cutoff:
-                cutoff = acked_at + 1e-6  # over the byte cap: this unit goes too
-            upto, rows, size = max(upto, last), rows + n, size + b
-        if not rows:
-            return
-        await self._io_thread(self.spool.prune_retained, upto, cutoff)
-        self.retained_rows -= rows
-        self.retained_bytes -= size
+        checked since the last disconnect), and the oldest beyond ``retain_max_bytes``, in
+        transactions of about ``_PRUNE_BATCH_ROWS`` rows: the spool's call limiter is free
+        between two, so an append waits for one of them, not for all (``restore_lost``, which
+        reloads the accounting, waits for all: ``_retained_lock``)."""
+        async with self._retained_lock:
+            cutoff = self._wall() - self.retain_acked_secs if self.retention_checked else -math.inf
+            units = self._retained
+            while True:
+                upto, rows, size = 0, 0, 0
+                while (
+                    units
+                    and rows < _PRUNE_BATCH_ROWS
+                    and (units[0][0] < cutoff or self.retained_bytes - size > self.retain_max_bytes)
+                ):
+                    acked_at, last, n, b = units.popleft()
+                    if acked_at >= cutoff:
+                        cutoff = acked_at + 1e-6  # over the byte cap: this unit goes too
+                    upto, rows, size = max(upto, last), rows + n, size + b
+                if not rows:
+                    return
+                await self._io_thread(self.spool.prune_retained, upto, cutoff)
+                self.retained_rows -= rows
+                self.retained_bytes -= size
 
     async def _maintain_loop(self) -> None:
         last_summary = time.monotonic()
@@ -608,7 +625,7 @@ class SpooledQueue:
         connection, so appends go on meanwhile (holding the limiter, its 20-55 ms every second
         held the writer up as long: p99.9 of a write batch 31 vs 9.7 ms at 5k msg/s). Once the
         WAL holds ``_WAL_RESTART_PAGES``, ``Spool.complete_checkpoint`` then copies what was
-        committed meanwhile (a worker thread, inside the limiter: appends wait for it, a few
+        committed meanwhile (a worker thread, inside the limiter: appends wait for it, ~10
         ms), so the next append starts the WAL over (``bridge.pipeline.spool``'s note)."""
         pages, _ = await anyio.to_thread.run_sync(self.spool.checkpoint)
         if pages >= _WAL_RESTART_PAGES:

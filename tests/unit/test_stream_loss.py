@@ -9,6 +9,7 @@ import pytest
 
 from bridge.config.load import parse_config
 from bridge.errors import ConfigError
+from bridge.pipeline import buffering
 from bridge.pipeline.acks import AckOutcome, AckResult
 from bridge.pipeline.buffering import _to_row
 from bridge.pipeline.spool import Anchor, Spool
@@ -139,6 +140,38 @@ async def test_retention_window_and_byte_cap(tmp_path: Path) -> None:
     assert queue.retention_checked
     await queue._prune_retained()  # all older than 60 s, and checked
     assert queue.retained_rows == 0 and queue.spool.retained_stats()[0] == 0
+    await queue.flush_acks()
+
+
+async def test_retained_rows_are_pruned_in_bounded_transactions(tmp_path: Path) -> None:
+    """Three retire units of 600 rows: pruned in two transactions (units are not split; a
+    transaction ends once it holds ``_PRUNE_BATCH_ROWS``), every row gone, the counts right."""
+    now = [1000.0]
+    queue, _, _ = _queue(tmp_path / "s.db", retain_acked_secs=60.0)
+    queue._wall = lambda: now[0]
+    for unit in range(3):
+        seqs = queue.spool.append([_to_row(_item(unit * 600 + n), now[0]) for n in range(600)])
+        queue.rows += 600
+        for seq in seqs:
+            item = _item(seq)
+            item.spool_seq, item.size = seq, 10
+            queue.on_done(item, "stored", None)
+        await queue._delete_acked()
+    assert queue.retained_rows == 1800 and buffering._PRUNE_BATCH_ROWS == 1024
+    pruned: list[int] = []
+    prune = queue.spool.prune_retained
+
+    def counting(upto: int, cutoff: float) -> int:
+        pruned.append(prune(upto, cutoff))
+        return pruned[-1]
+
+    queue.spool.prune_retained = counting  # type: ignore[method-assign]
+    queue.retention_checked = True
+    now[0] += 61
+    await queue._prune_retained()
+    assert pruned == [1200, 600]
+    assert (queue.retained_rows, queue.retained_bytes) == (0, 0)
+    assert queue.spool.retained_stats()[0] == 0
     await queue.flush_acks()
 
 
