@@ -117,12 +117,13 @@ _UNFED_MAX_BYTES = 32 * 1024**2
 #: rows): at 10k msg/s D1 one prune of a second's rows held appends 41 ms (median), max 64 ms;
 #: in these transactions (and ``secure_delete=FAST``, see ``Spool``) 6.3 ms, max 20 ms
 _PRUNE_BATCH_ROWS = 1024
-#: WAL size in 4 KiB pages from which a checkpoint is completed on the spool's connection
-#: (``_checkpoint``): ~1.5 s of appends at 10k msg/s D1 (5,500 pages/s), half the spool's
-#: ``AUTOCHECKPOINT_PAGES``. A completion holds appends ~10 ms, nearly all of it the two fsyncs
-#: SQLite runs around it, so it runs rarely; the 32-40 ms commit that ran the auto-checkpoint
-#: every 3 s at 10k msg/s, on the event loop, is gone
-_WAL_RESTART_PAGES = 8192
+#: WAL size in 4 KiB pages (128 MiB) from which a checkpoint is completed on the spool's
+#: connection (``_checkpoint``): ~6 s of appends at 10k msg/s D1 (5,500 pages/s), half the
+#: spool's ``AUTOCHECKPOINT_PAGES``. A completion holds appends 20-26 ms in the bridge at 10k
+#: msg/s (~10 ms alone), nearly all of it the two fsyncs SQLite runs around it, whatever the
+#: WAL's size (``checkpoint`` has copied all but the last ~0.1 s): so it runs rarely. At 8,192
+#: pages (every ~1.5 s) each one showed as a 33-36 ms peak of the send-to-stored latency
+_WAL_RESTART_PAGES = 32_768
 
 
 class EvictionTally:
@@ -626,7 +627,7 @@ class SpooledQueue:
         connection, so appends go on meanwhile (holding the limiter, its 20-55 ms every second
         held the writer up as long: p99.9 of a write batch 31 vs 9.7 ms at 5k msg/s). Once the
         WAL holds ``_WAL_RESTART_PAGES``, ``Spool.complete_checkpoint`` then copies what was
-        committed meanwhile (a worker thread, inside the limiter: appends wait for it, ~10
+        committed meanwhile (a worker thread, inside the limiter: appends wait for it, 10-26
         ms), so the next append starts the WAL over (``bridge.pipeline.spool``'s note)."""
         pages, _ = await anyio.to_thread.run_sync(self.spool.checkpoint)
         if pages >= _WAL_RESTART_PAGES:
