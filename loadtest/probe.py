@@ -9,7 +9,9 @@ ordered push consumer drains ~160k msg/s, a pull consumer (``fetch(1000)`` loop)
 so push it is; at 10-20k msg/s the probe is far from the bottleneck.
 
 Per message (the callback; receipt time is ``time.monotonic_ns()``, CLOCK_MONOTONIC is
-system-wide on Linux so it compares with the producer's send times in another process):
+system-wide on Linux so it compares with the producer's send times in another process; the
+time the stream stored it is in the delivery's reply subject, on the server's wall clock, and
+is set against the monotonic clock with one offset taken at construction):
 
 * the ``Busbridge-Contract`` header (contracts/subjects.py) names the type without decoding;
 * ``error_event``: ``traffic.find_token`` on the raw JSON payload (the token sits in the
@@ -80,6 +82,9 @@ class StreamProbe:
         self.reconnects = 0
         self.errors: Counter[str] = Counter()
         self._last_sseq = 0
+        #: the stored time in a delivery's metadata is the server's wall clock (ns since the
+        #: epoch); minus this, it is on the monotonic clock the send times use
+        self._wall_minus_monotonic_ns = time.time_ns() - time.monotonic_ns()
         self._nc: nats.NATS | None = None
         self._sub: Any = None
 
@@ -167,7 +172,8 @@ class StreamProbe:
 
     async def _on_msg(self, msg: Msg) -> None:
         now = time.monotonic_ns()
-        sseq = int(msg._get_metadata_fields(msg.reply)[5]) if msg.reply else 0
+        fields = msg._get_metadata_fields(msg.reply) if msg.reply else None
+        sseq = int(fields[5]) if fields else 0
         if sseq and sseq <= self._last_sseq:
             self.observed.redelivered += 1
             return
@@ -176,7 +182,8 @@ class StreamProbe:
         obs.stream_messages += 1
         kind = msg.headers.get(HEADER_CONTRACT, "") if msg.headers else ""
         if kind == "error_event":
-            obs.add_event(find_token(msg.data), now)
+            stored = int(fields[7]) - self._wall_minus_monotonic_ns if fields else None
+            obs.add_event(find_token(msg.data), now, stored)
         else:
             try:
                 self._other(kind, msg.data, now)

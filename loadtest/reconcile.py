@@ -10,7 +10,9 @@
   order check (which copy the bridge stores first depends on two connections, so its place
   says nothing about one connection's order); ``order_checked`` in ``per_publisher`` counts
   the events judged;
-* latency: first receipt minus first send (``SentLog.send_times``), stored events only;
+* latency: first receipt minus first send (``SentLog.send_times``), stored events only; and
+  the stream's stored time of the first copy minus first send (``latency_to_stored``): the
+  bridge's part of it, when the probe could read that time;
 * flood: flood tokens stored as events + ``FloodSummary.suppressed`` of summaries whose sample
   is a flood token == flood messages sent (DESIGN §2); suppressed non-flood events counted apart;
 * dead letters: stored ``DeadLetter`` messages, plus those counted in ``DeadLetterSummary``
@@ -33,12 +35,14 @@ _SECOND_NS = 1_000_000_000
 
 class Observed:
     """Raw record of a stream read. ``first_ns``: token -> first receipt (monotonic ns), in
-    stream order; ``copies``: extra stored copies per token; ``no_token``: error events without
+    stream order; ``stored_ns``: token -> when the stream stored that first copy (monotonic
+    ns, converted from the server's clock), where known; ``copies``: extra stored copies per token; ``no_token``: error events without
     a token; ``events``: error events in all; ``dead_letters``: token per stored dead letter;
     ``flood_summaries``: ``(fingerprint, suppressed, sample token)``; ``other``: other types."""
 
     def __init__(self) -> None:
         self.first_ns: dict[Token, int] = {}
+        self.stored_ns: dict[Token, int] = {}
         self.copies: Counter[Token] = Counter()
         self.no_token = 0
         self.events = 0
@@ -51,7 +55,9 @@ class Observed:
         self.stream_messages = 0
         self.redelivered = 0
 
-    def add_event(self, token: Token | None, now_ns: int) -> None:
+    def add_event(self, token: Token | None, now_ns: int, stored_ns: int | None = None) -> None:
+        """An error event received at ``now_ns``, stored by the stream at ``stored_ns`` (both
+        monotonic ns; None: unknown)."""
         self.events += 1
         if token is None:
             self.no_token += 1
@@ -59,6 +65,8 @@ class Observed:
             self.copies[token] += 1
         else:
             self.first_ns[token] = now_ns
+            if stored_ns is not None:
+                self.stored_ns[token] = stored_ns
 
 
 def reconcile(obs: Observed, sent: SentLog) -> ProbeReport:
@@ -85,6 +93,11 @@ def reconcile(obs: Observed, sent: SentLog) -> ProbeReport:
         for t in stored
         if t in send_times and kinds.get(t) != KIND_MALFORMED
     ]
+    to_stored = [
+        at - send_times[t]
+        for t, at in obs.stored_ns.items()
+        if t in send_times and kinds.get(t) != KIND_MALFORMED
+    ]
     return ProbeReport(
         sent=sent.total(),
         expected=len(expected),
@@ -97,6 +110,7 @@ def reconcile(obs: Observed, sent: SentLog) -> ProbeReport:
         dead_letters_received=len(obs.dead_letters) + obs.dead_letters_summarised,
         dead_letters_summarised=obs.dead_letters_summarised,
         latency=latency_stats(latencies),
+        latency_to_stored=latency_stats(to_stored),
         flood=_flood(obs, sent, flood),
         timeline=_timeline(obs, sent),
         per_publisher={p: dict(c) for p, c in per_pub.items() if c},

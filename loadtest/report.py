@@ -118,6 +118,13 @@ def _probe_rows(p: ProbeReport) -> Iterator[tuple[str, str]]:
             else "-"
         ),
     )
+    stored = p.latency_to_stored
+    if stored is not None:
+        yield (
+            "  to stored ms",
+            f"p50 {_num(stored.p50_ms)} | p90 {_num(stored.p90_ms)} | p99 {_num(stored.p99_ms)}"
+            f" | max {_num(stored.max_ms)} (send -> the stream's stored time)",
+        )
     if p.flood is not None:
         f = p.flood
         yield (

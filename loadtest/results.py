@@ -95,6 +95,12 @@ class ProbeReport(msgspec.Struct, frozen=True, kw_only=True):
     #: dead letters not stored but counted in DeadLetterSummary messages (dead-letter flood
     #: control); ``dead_letters_received`` includes them
     dead_letters_summarised: int = 0
+    #: ZMQ send -> the stream's stored time of the event (the nats-server's wall clock, from
+    #: the delivery's metadata, set against the probe's monotonic clock once): the bridge's
+    #: part of ``latency``, the rest being the delivery to the consumer. Only meaningful with
+    #: the server on the producer's host (every scenario but the cluster ones); None when no
+    #: delivery carried the time
+    latency_to_stored: LatencyStats | None = None
 
 
 class Check(msgspec.Struct, frozen=True, kw_only=True):

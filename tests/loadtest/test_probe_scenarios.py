@@ -67,6 +67,9 @@ async def test_steady_stores_every_dialect_once_in_order(tmp_path: Path) -> None
     assert (probe.lost, probe.duplicated, probe.out_of_order, probe.unexpected) == (0, 0, 0, 0)
     assert probe.latency is not None and probe.latency.count == 800
     assert sum(c for _, c in probe.latency.histogram_ms) == 800
+    stored = probe.latency_to_stored  # the stream's clock, set against the producer's
+    assert stored is not None and stored.count == 800
+    assert 0 < stored.p50_ms <= probe.latency.p50_ms and stored.max_ms <= probe.latency.max_ms
     assert (
         sum(s for _, s, _ in probe.timeline) == 800 and sum(r for _, _, r in probe.timeline) == 800
     )
@@ -228,6 +231,26 @@ def test_reconcile_flood_balance_and_copied_events_out_of_the_order_check() -> N
     report = reconcile(obs, sent)
     assert report.flood is not None and not report.flood.balanced
     assert _failing(correctness_checks(report)) == {"flood_balanced"}
+
+
+def test_reconcile_latency_to_stored_takes_the_first_copy_and_skips_unknown_times() -> None:
+    sent = SentLog(
+        publishers=1,
+        n=[[0, 1, 2]],
+        kind=[[KIND_EVENT, KIND_EVENT, KIND_EVENT]],
+        sent_ns=[[1_000_000, 2_000_000, 3_000_000]],
+        started_ns=1_000_000,
+    )
+    obs = Observed()
+    obs.add_event((0, 0), 9_000_000, 5_000_000)  # stored 4 ms after its send
+    obs.add_event((0, 1), 9_000_000, None)  # no stored time in its delivery
+    obs.add_event((0, 2), 10_000_000, 5_000_000)  # 2 ms
+    obs.add_event((0, 0), 11_000_000, 10_000_000)  # a stored copy: counted as one, not timed
+    report = reconcile(obs, sent)
+    assert report.duplicated == 1 and report.latency is not None and report.latency.count == 3
+    stored = report.latency_to_stored
+    assert stored is not None and stored.count == 2
+    assert (stored.p50_ms, stored.max_ms) == (2.0, 4.0)
 
 
 def test_latency_stats_percentiles_and_histogram() -> None:
