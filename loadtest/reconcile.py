@@ -36,9 +36,10 @@ _SECOND_NS = 1_000_000_000
 class Observed:
     """Raw record of a stream read. ``first_ns``: token -> first receipt (monotonic ns), in
     stream order; ``stored_ns``: token -> when the stream stored that first copy (monotonic
-    ns, converted from the server's clock), where known; ``copies``: extra stored copies per token; ``no_token``: error events without
-    a token; ``events``: error events in all; ``dead_letters``: token per stored dead letter;
-    ``flood_summaries``: ``(fingerprint, suppressed, sample token)``; ``other``: other types."""
+    ns, converted from the server's clock), where known; ``copies``: extra stored copies per
+    token; ``no_token``: error events without a token; ``events``: error events in all;
+    ``dead_letters``: token per stored dead letter; ``flood_summaries``: ``(fingerprint,
+    suppressed, sample token)``; ``other``: other types."""
 
     def __init__(self) -> None:
         self.first_ns: dict[Token, int] = {}

@@ -27,7 +27,8 @@ __all__ = [
 
 
 class LatencyStats(msgspec.Struct, frozen=True, kw_only=True):
-    """End-to-end latency (ZMQ send -> JetStream consumer receipt) over ``count`` events, in ms.
+    """Latency over ``count`` events, in ms: end to end (ZMQ send -> JetStream consumer
+    receipt, ``ProbeReport.latency``) or to the stream (``ProbeReport.latency_to_stored``).
 
     ``histogram_ms``: ``(bucket upper bound in ms, events in the bucket)``, log-spaced buckets,
     empty buckets left out; the last bound is ``max_ms``.
@@ -98,8 +99,8 @@ class ProbeReport(msgspec.Struct, frozen=True, kw_only=True):
     #: ZMQ send -> the stream's stored time of the event (the nats-server's wall clock, from
     #: the delivery's metadata, set against the probe's monotonic clock once): the bridge's
     #: part of ``latency``, the rest being the delivery to the consumer. Only meaningful with
-    #: the server on the producer's host (every scenario but the cluster ones); None when no
-    #: delivery carried the time
+    #: the server on the producer's host (every scenario here); None when no delivery carried
+    #: the time
     latency_to_stored: LatencyStats | None = None
 
 
