@@ -236,6 +236,12 @@ class Metrics:
             "Decode worker processes started again after the last one died",
             registry=r,
         )
+        self.decode_worker_messages = Counter(
+            "busbridge_decode_worker_messages_total",
+            "ZMQ messages decoded by the decode worker process (zmq.decode_worker); the rest "
+            "are decoded in the bridge's own process (auto: small turns while it is idle)",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "busbridge_config_reloads_total", "Config reloads, by result", ["result"], registry=r
         )

@@ -1,16 +1,25 @@
 """The decode worker: legacy ZMQ messages decoded in a child process, beside the event loop
-(``zmq.decode_worker``, off by default).
+(``zmq.decode_worker``: ``auto`` by default, ``true``, ``false``).
 
 Design note. Decoding (dialects, timestamps, fingerprint, event identity) was the largest
 stage of the event loop's work per ZMQ message, and that thread is the bridge's bottleneck
 (``loadtest/README.md``). This module moves the stage into one child process
 (``python -m bridge.adapters.decode_worker``), so it can run on another core:
 
+* **Where a message is decoded** (``inline_max``): under ``auto`` (``INLINE_MAX``) a reader
+  turn's first 128 messages are decoded in the bridge's own process while no chunk is out
+  to the child (and every message while the child is not up yet); the rest of the turn
+  goes to the child, and so does every turn while a chunk is unanswered. So steady traffic
+  (a turn every ``zmq.gather_secs``, ~20 messages at 10k msg/s) pays no round trip, and a
+  burst or a backlog (after a stall of the event loop) gets a second core; order holds, as
+  a message is decoded here only when everything read before it is settled. Under ``true``
+  every message goes to the child.
 * **Parent** (``DecodeWorker``, the ZMQ reader's handler): ``IngestRunner.take`` (loop check,
   republish, frame counters) runs at read time; what one turn of the reader took (up to
   ``_GATHER_MAX`` messages) is sent when the turn ends, as one msgpack frame
-  ``(seq, received_at, [frames, ...])`` over a ZMQ ``PAIR`` socket on ``ipc://`` in a private
-  (0700) temporary directory. The reply, ``(seq, evicted_in_window, [contract JSON, ...])``,
+  ``(seq, received_at, [frames, ...], identity entries)`` over a ZMQ ``PAIR`` socket on
+  ``ipc://`` in a private (0700) temporary directory. The reply, ``(seq, evicted_in_window,
+  [contract JSON, ...], identity entries)`` (entries: see Identity),
   is decoded with typed msgspec and handed to ``IngestRunner.settle`` with the ``Routing``
   captured at read time; the JSON bytes are reused as the outbound payload (no second
   encode). Replies come back in request order (the child is one loop): order is kept. A
@@ -35,16 +44,22 @@ stage of the event loop's work per ZMQ message, and that thread is the bridge's 
   that is not a contract is decoded here instead. A child that dies ``max_failed_starts``
   times in a row before answering its hello makes the bridge decode in its own process
   from then on (``busbridge_decode_worker_up`` 0, logged).
-* **Identity**: the child's ``EventIdentity`` counts identical frame sets (DESIGN §3) for the
-  ZMQ ingest; the parent's counts the NATS inputs' payloads. A restarted child starts with
-  an empty table, as a restarted bridge does: a legacy message repeated byte for byte within
-  ``identity.occurrence_window_secs`` of its last copy before the restart may get the id of
-  that copy again (DESIGN §3's restart caveat). Each restart is counted
-  (``busbridge_decode_worker_restarts_total``).
-* **What it buys** (10k msg/s D1, 2 vCPU shared with nats-server and the load generator):
-  the parent's CPU -9% (12.6-12.8 -> 11.4-11.6 s per 150k messages), the child's +3.0 s,
-  latency and throughput unchanged within the noise. Hence off by default; it is for hosts
-  where the bridge's loop is the bottleneck while other cores idle.
+* **Identity**: one ``EventIdentity`` table for both processes (DESIGN §3): the parent's
+  (shared with its fallback decoder and the NATS inputs) and the child's take turns, since
+  each decodes only while the other has nothing unanswered, and pass their changes each time
+  (``EventIdentity.take_changes``/``apply``): a request carries the parent's changes since
+  the last one, a reply the child's. A new child gets the parent's whole table with its first
+  chunk (``snapshot``), so a legacy message repeated byte for byte gets a new occurrence id
+  across a restart too. The one race left: a NATS input's payload with the same digest as a
+  ZMQ message's frames, counted by the parent while the child decodes that message, can give
+  both the same count (a single-frame ZMQ message byte for byte equal to a legacy NATS
+  payload). Restarts are counted (``busbridge_decode_worker_restarts_total``).
+* **What it buys** (2 vCPU shared with nats-server and the load generator,
+  ``loadtest/README.md``): a 50k-message D1 burst (``throughput``) went 30-31k -> 39-40k msg/s
+  with ``auto`` (37-40k with ``true``); steady 10k msg/s D1 and 5k msg/s of all seven
+  dialects, where ``auto`` sends 0.5-2% of the messages to the child, and the drain after an
+  outage stayed as they were. ``true`` at 10k msg/s D1: the parent's CPU -9%, the child's
+  +3.0 s per 150k messages, latency unchanged within the noise.
 """
 
 from __future__ import annotations
@@ -76,7 +91,7 @@ from bridge.pipeline.runner import IngestRunner, Routing
 from contracts.codec import encode
 from contracts.messages import DeadLetter, ErrorEvent
 
-__all__ = ["DecodeWorker", "WorkerSettings", "main"]
+__all__ = ["INLINE_MAX", "DecodeWorker", "WorkerSettings", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +102,14 @@ _LAST_REPLIES_QUIET_SECS = 0.05
 _LAST_REPLIES_MAX_SECS = 1.0
 _STOP_GRACE_SECS = 2.0
 _GATHER_MAX = 2048  # messages per chunk, at most
+#: ``zmq.decode_worker: auto``: messages of one reader turn decoded in the bridge's process
+#: while the child has nothing unanswered (steady traffic: a turn every ``zmq.gather_secs``
+#: brings ~20 at 10k msg/s); the rest of the turn, and every turn while it is busy, go to it
+INLINE_MAX = 128
 
-_Request = tuple[int, datetime, list[list[bytes]]]  # seq, received_at, messages
-_Reply = tuple[int, int, list[bytes]]  # seq, evicted_in_window, contract JSON per message
+_Entries = list[tuple[str, float, int]]  # EventIdentity entries: hash, last seen, occurrences
+_Request = tuple[int, datetime, list[list[bytes]], _Entries]  # seq, received_at, messages, ...
+_Reply = tuple[int, int, list[bytes], _Entries]  # seq, evicted_in_window, contract JSON, ...
 _request_encoder = msgspec.msgpack.Encoder()
 _reply_decoder = msgspec.msgpack.Decoder(_Reply)
 _event_decoder = msgspec.json.Decoder(ErrorEvent | DeadLetter)
@@ -144,7 +164,11 @@ class DecodeWorker:
     wait until every chunk is settled, decoding here what the child has not answered after
     ``secs``. ``fallback``: the decoder used in this process when the child cannot be used.
     ``command``: the child's argv before its three arguments (endpoint, settings JSON, this
-    process's pid); default ``python -m bridge.adapters.decode_worker``.
+    process's pid); default ``python -m bridge.adapters.decode_worker``. ``identity``: the
+    ``EventIdentity`` of ``fallback`` (and of the NATS inputs), shared with the child's table
+    (see the module note); None: the two tables stay apart. ``inline_max``: 0, every message
+    goes to the child; > 0 (needs ``identity``), up to that many messages of a reader turn
+    are decoded here while no chunk is unanswered, the rest go to the child.
     """
 
     def __init__(
@@ -158,7 +182,11 @@ class DecodeWorker:
         command: Sequence[str] | None = None,
         hello_timeout_secs: float = 30.0,
         max_failed_starts: int = 3,
+        identity: EventIdentity | None = None,
+        inline_max: int = 0,
     ) -> None:
+        if inline_max > 0 and identity is None:
+            raise ValueError("decoding here as well as in the child needs the shared identity")
         self._settings_json = msgspec.json.encode(settings).decode()
         self._runner = runner
         self._fallback = fallback
@@ -181,6 +209,13 @@ class DecodeWorker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._in_process = False
+        self._identity = identity
+        if identity is not None:
+            identity.track_changes()
+        self._resync = True  # the next request carries the whole table (a new child)
+        self._inline_max = inline_max
+        self._inline_turn = 0  # messages decoded here in this reader turn
+        self.decoded_here = 0  # messages decoded in this process (inline_max, fallback)
         self.pid: int | None = None
         self.restarts = 0
         #: the child's ``EventIdentity.evicted_in_window`` as last reported
@@ -213,6 +248,17 @@ class DecodeWorker:
         if self._in_process:
             self._decode_here(kept, received_at, routing)
             return
+        if (
+            self._inline_max
+            and not self._pending
+            and self._gather is None
+            and (self._inline_turn + len(kept) <= self._inline_max or self._sock is None)
+        ):
+            if not self._inline_turn:
+                asyncio.get_running_loop().call_soon(self._end_turn)
+            self._inline_turn += len(kept)
+            self._decode_here(kept, received_at, routing)
+            return
         gather = self._gather
         if gather is not None and gather.routing is routing and len(gather.frames) < _GATHER_MAX:
             gather.frames += kept
@@ -222,6 +268,9 @@ class DecodeWorker:
         self._next_seq += 1
         self._idle.clear()
         asyncio.get_running_loop().call_soon(self._close_gather)
+
+    def _end_turn(self) -> None:
+        self._inline_turn = 0
 
     def _close_gather(self) -> None:
         """Send what this turn of the reader gathered, as one chunk (one request, one reply,
@@ -245,14 +294,20 @@ class DecodeWorker:
             chunk = pending[self._sent]
             if chunk.alone and self._sent:
                 return
+            identity, entries = self._identity, []
+            if identity is not None:
+                entries = identity.take_changes()
+                if self._resync:
+                    entries = identity.snapshot()
             try:
                 sock.send(
-                    _request_encoder.encode((chunk.seq, chunk.received_at, chunk.frames)),
+                    _request_encoder.encode((chunk.seq, chunk.received_at, chunk.frames, entries)),
                     zmq.NOBLOCK,
                 )
-            except zmq.ZMQError:  # the child is gone: the next one gets it
+            except zmq.ZMQError:  # the child is gone: the next one gets it (and the table)
                 self._sock = None
                 return
+            self._resync = False
             self._sent += 1
             if chunk.alone:
                 break
@@ -265,6 +320,7 @@ class DecodeWorker:
         self, frames: list[list[bytes]], received_at: datetime, routing: Routing
     ) -> None:
         decode = self._fallback.decode
+        self.decoded_here += len(frames)
         self._runner.settle([decode(f, received_at) for f in frames], routing)
 
     # -- the child's side ----------------------------------------------------------------
@@ -386,24 +442,33 @@ class DecodeWorker:
             except zmq.Again:
                 break
             try:
-                seq, evicted, payloads = _reply_decoder.decode(raw)
+                seq, evicted, payloads, entries = _reply_decoder.decode(raw)
             except msgspec.DecodeError as exc:
                 raise _ProtocolError(f"unreadable reply ({exc})") from exc
             if seq == _HELLO:
                 said_hello = True
                 self._sock = sock
                 self._sent = 0
+                self._resync = True
                 self._m.decode_worker_up.set(1)
                 self._pump()
                 continue
-            self._settle(seq, evicted, payloads)
+            self._settle(seq, evicted, payloads, entries)
         return said_hello
 
-    def _settle(self, seq: int, evicted: int, payloads: list[bytes]) -> None:
+    def _settle(
+        self,
+        seq: int,
+        evicted: int,
+        payloads: list[bytes],
+        entries: list[tuple[str, float, int]],
+    ) -> None:
         head = self._pending[0] if self._pending else None
         if head is None or head.seq != seq or len(payloads) != len(head.frames):
             raise _ProtocolError(f"reply {seq} does not answer chunk {head.seq if head else None}")
         self._pending.popleft()
+        if self._identity is not None and entries:
+            self._identity.apply(entries)
         self._sent -= 1
         self.evicted_in_window = evicted
         try:
@@ -412,6 +477,7 @@ class DecodeWorker:
             log.error("decode worker: a reply is not a contract (%s); decoded here instead", exc)
             self._decode_here(head.frames, head.received_at, head.routing)
         else:
+            self._m.decode_worker_messages.inc(len(msgs))
             self._runner.settle(msgs, head.routing, payloads)
         self._after_settle()
 
@@ -513,7 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The child: ``python -m bridge.adapters.decode_worker ENDPOINT SETTINGS_JSON PARENT_PID``.
 
     Connects a ``PAIR`` socket to ``ENDPOINT``, says hello, then answers each request
-    ``(seq, received_at, [frames, ...])`` with ``(seq, evicted_in_window, [contract JSON, ...])``
+    ``(seq, received_at, [frames, ...], identity entries)`` with ``(seq, evicted_in_window,
+    [contract JSON, ...], identity entries)`` (entries: ``EventIdentity.take_changes``)
     until ``PARENT_PID`` is no longer its parent (the bridge died, even before this process
     got this far) or it is terminated. Returns the exit status."""
     endpoint, settings_json, parent_pid = argv if argv is not None else sys.argv[1:4]
@@ -528,16 +595,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock = ctx.socket(zmq.PAIR)
     sock.setsockopt(zmq.LINGER, 1000)
     sock.connect(endpoint)
-    sock.send(replies.encode((_HELLO, 0, [])))
+    sock.send(replies.encode((_HELLO, 0, [], [])))
+    identity.track_changes()
     try:
         while True:
             if not sock.poll(int(_PARENT_CHECK_SECS * 1000)):
                 if os.getppid() != parent:
                     return 0
                 continue
-            seq, received_at, batch = requests.decode(sock.recv())
+            seq, received_at, batch, entries = requests.decode(sock.recv())
+            identity.apply(entries)
             payloads = [encode(decode(frames, received_at)) for frames in batch]
-            sock.send(replies.encode((seq, identity.evicted_in_window, payloads)))
+            sock.send(
+                replies.encode((seq, identity.evicted_in_window, payloads, identity.take_changes()))
+            )
     finally:
         sock.close()
         ctx.term()

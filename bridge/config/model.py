@@ -10,7 +10,7 @@ Units are in the names: ``*_secs`` seconds, ``*_bytes`` bytes.
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -110,10 +110,12 @@ class ZmqConfig(_Strict):
     #: hard backstop (ZMQ_MAXMSGSIZE): libzmq disconnects a peer sending a bigger frame before it is
     #: read, so nothing is dead-lettered; -1 = none. Must be -1 or >= max_frame_bytes.
     hard_max_frame_bytes: Annotated[int, Meta(ge=-1)] = 64 * 1024 * 1024
-    #: decode in a child process beside the event loop (``bridge.adapters.decode_worker``): the
-    #: event loop does ~9% less work, the machine ~16% more (10k msg/s D1, loadtest/README.md);
-    #: for hosts whose bridge loop is busy while cores idle. Takes effect at start.
-    decode_worker: bool = False
+    #: decode in a child process beside the event loop (``bridge.adapters.decode_worker``):
+    #: ``true``: every ZMQ message (the event loop does ~9% less work, the machine ~16% more at
+    #: 10k msg/s D1); ``auto``: only what a reader turn brings beyond the first 128 messages
+    #: while the child is not busy, i.e. bursts and backlogs, steady traffic is decoded in the
+    #: bridge's process (loadtest/README.md); ``false``: never. Takes effect at start.
+    decode_worker: bool | Literal["auto"] = "auto"
     curve: ZmqCurveConfig = msgspec.field(default_factory=ZmqCurveConfig)
 
 

@@ -9,8 +9,10 @@ Stage order (the one description of it; the README and the package docstrings po
            legacy republish             Routing.republish (phase), frames byte for byte
       -> decode + identity              bridge.pipeline.decode (dialects: bridge.legacy.dialects;
                                         event id: bridge.pipeline.identity) -> ErrorEvent | DeadLetter,
-                                        in the decode worker process (zmq.decode_worker:
-                                        bridge.adapters.decode_worker, replies in order) or here
+                                        here, or in the decode worker process (zmq.decode_worker,
+                                        auto: what a turn brings beyond 128 messages and every
+                                        turn while it is busy; bridge.adapters.decode_worker,
+                                        replies in order, one identity table for both)
       -> IngestRunner.settle            for each decoded message in read order:
            counters, inventory, parity  Routing.observe (phase): the parity tap's ZMQ side
            [zmq_only stops here]        Routing.to_jetstream
@@ -53,7 +55,7 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
-from bridge.adapters.decode_worker import DecodeWorker, WorkerSettings
+from bridge.adapters.decode_worker import INLINE_MAX, DecodeWorker, WorkerSettings
 from bridge.adapters.zmq import Admission, BatchHandler
 from bridge.config.flood import flood_rules
 from bridge.config.model import BridgeConfig
@@ -543,7 +545,14 @@ def build_pipeline(
             occurrence_window_secs=cfg.identity.occurrence_window_secs,
             max_tracked=cfg.identity.max_tracked,
         )
-        worker = DecodeWorker(worker_settings, runner, decoder, metrics)
+        worker = DecodeWorker(
+            worker_settings,
+            runner,
+            decoder,
+            metrics,
+            identity=identity,
+            inline_max=INLINE_MAX if cfg.zmq.decode_worker == "auto" else 0,
+        )
     return Pipeline(
         cfg,
         metrics,

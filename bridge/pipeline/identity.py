@@ -15,6 +15,15 @@ holds the hashes of one window, not of all time. At most ``max_tracked``
 hashes are remembered (least recently seen forgotten first); forgetting one
 seen within the window is a duplicate risk: counted in ``evicted_in_window``
 (exported as ``busbridge_identity_evicted_in_window``).
+
+Two processes can share one table (the decode worker, ``bridge.adapters.decode_worker``):
+with ``track_changes`` on, every hash counted is remembered as changed; ``take_changes``
+returns those entries ``(hash, last seen, occurrences)`` and ``apply`` writes another
+table's into this one. When the two sides take turns (one decodes only while the other
+has nothing unanswered) and pass their changes at each turn, both count as one table
+would. ``last seen`` is ``clock()`` seconds: the processes must share the clock
+(``time.monotonic`` is system-wide on Linux). Evictions are counted by the side whose
+own count caused them, not by ``apply``.
 """
 
 from __future__ import annotations
@@ -52,6 +61,41 @@ class EventIdentity:
         #: them (a list per hash made every full collection walk the whole table)
         self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self.evicted_in_window = 0
+        #: hashes counted since the last ``take_changes`` (None: not tracked)
+        self._changed: dict[str, None] | None = None
+
+    def track_changes(self) -> None:
+        """Remember from now on which hashes this table counts (``take_changes``)."""
+        if self._changed is None:
+            self._changed = {}
+
+    def take_changes(self) -> list[tuple[str, float, int]]:
+        """The entries ``(hash, last seen, occurrences)`` counted since the last call (or
+        since ``track_changes``) and still held, least recently seen first; [] when changes
+        are not tracked."""
+        changed, seen = self._changed, self._seen
+        if not changed:
+            return []
+        self._changed = {}
+        entries = [(key, *seen[key]) for key in changed if key in seen]
+        entries.sort(key=lambda e: e[1])
+        return entries
+
+    def snapshot(self) -> list[tuple[str, float, int]]:
+        """Every entry held, least recently seen first (a new sharer's starting table)."""
+        return [(key, at, count) for key, (at, count) in self._seen.items()]
+
+    def apply(self, entries: Sequence[tuple[str, float, int]]) -> None:
+        """Write another table's entries (``take_changes``, ``snapshot``) into this one, as
+        if counted here; not counted as changes of this table. Entries beyond
+        ``max_tracked`` are forgotten least recently seen first, without counting them in
+        ``evicted_in_window`` (the side that counted them does)."""
+        seen = self._seen
+        for key, at, count in entries:
+            seen[key] = (at, count)
+            seen.move_to_end(key)
+        while len(seen) > self.max_tracked:
+            seen.popitem(last=False)
 
     def __call__(self, frames: Sequence[bytes], legacy_id: str | None) -> str:
         if legacy_id:
@@ -78,6 +122,8 @@ class EventIdentity:
             count = entry[1] + 1
             self._seen[key] = (now, count)
         self._seen.move_to_end(key)
+        if self._changed is not None:
+            self._changed[key] = None
         return count
 
     def _forget_idle(self, now: float) -> None:

@@ -1,6 +1,7 @@
-"""kill -9 of the decode worker process under load: ``busbridge run`` starts a new one, sends it
-what the dead one had not answered, and every message reaches JetStream exactly once, in each
-publisher's order; a SIGKILL of the bridge itself takes the worker down with it."""
+"""The decode worker process in a real bridge: kill -9 of it under load (``busbridge run`` starts
+a new one, sends it what the dead one had not answered, and every message reaches JetStream
+exactly once, in each publisher's order; a SIGKILL of the bridge itself takes the worker down
+with it), and the default ``auto``, which sends it bursts only."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+import zmq
 
 from bridge.adapters.nats_server import NatsServerProcess
 from loadtest.bridge_watch import metric
-from loadtest.producer import SteadyProducer
+from loadtest.producer import SteadyProducer, envelope
 from tests.support.order import assert_exactly_once_in_order
 from tests.support.process import BridgeProcess
 from tests.support.stream import fetch_all, wait_for_count
@@ -87,3 +89,44 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_burst_goes_partly_to_the_decode_worker_under_auto_and_is_stored_once_in_order(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
+    """The default ``zmq.decode_worker: auto`` on a real bridge: a trickle is decoded in the
+    bridge's process, a burst partly in the worker (``busbridge_decode_worker_messages_total``),
+    and all of it reaches JetStream exactly once, in each publisher's order."""
+    bridge = BridgeProcess(tmp_path, nats_server.url)
+    ctx = zmq.Context()
+    socks = [ctx.socket(zmq.PUB) for _ in range(2)]
+    try:
+        bridge.start()
+        assert bridge.pid is not None
+        _wait_for_worker(bridge.pid)
+        for sock in socks:
+            sock.setsockopt(zmq.SNDHWM, 0)  # a burst: nothing dropped on our side
+            sock.setsockopt(zmq.LINGER, 5000)
+            sock.connect(bridge.endpoint)
+        time.sleep(0.5)  # PUB/SUB: the subscription must arrive first
+        sent: set[str] = set()
+        for n in range(20):  # a trickle
+            socks[0].send(envelope(0, n))
+            sent.add(f"p000-{n:09d}")
+            time.sleep(0.01)
+        anyio.run(wait_for_count, nats_server.url, "ERRBUS", len(sent), 30.0, 0.5, 1.0)
+        assert metric(bridge.admin_port, "busbridge_decode_worker_messages_total") == 0
+        for n in range(20, 15_020):  # a burst from both publishers, interleaved
+            for p, sock in enumerate(socks):
+                sock.send(envelope(p, n))
+                sent.add(f"p{p:03d}-{n:09d}")
+        anyio.run(wait_for_count, nats_server.url, "ERRBUS", len(sent), 60.0, 1.0, 3.0)
+        in_worker = metric(bridge.admin_port, "busbridge_decode_worker_messages_total")
+        assert 0 < in_worker < len(sent)
+        stored = anyio.run(fetch_all, nats_server.url, "ERRBUS")
+    finally:
+        for sock in socks:
+            sock.close(linger=0)
+        ctx.term()
+        bridge.kill()
+    assert_exactly_once_in_order(stored, sent)

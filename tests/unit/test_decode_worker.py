@@ -18,6 +18,7 @@ import anyio.lowlevel
 
 from bridge.adapters.decode_worker import DecodeWorker, WorkerSettings
 from bridge.metrics import Metrics
+from bridge.pipeline.identity import frames_digest
 from bridge.pipeline.outbound import OutboundBuilder
 from bridge.pipeline.runner import IngestRunner
 from contracts.codec import decode
@@ -85,6 +86,108 @@ async def test_what_the_worker_settles_equals_the_bridge_decoding_in_its_own_pro
         assert (got.subject, got.headers, got.payload) == (want.subject, want.headers, want.payload)
     assert {type(decode(item.payload)) for item in sink.items} == {ErrorEvent, DeadLetter}
     assert metrics.decoded.labels("prefix_text")._value.get() > 0  # D7
+
+
+def _auto_worker(metrics: Metrics, **kwargs: object) -> tuple[DecodeWorker, RecordingSink]:
+    """``zmq.decode_worker: auto``: the fallback decoder's identity is shared with the child."""
+    runner, sink = _runner(metrics)
+    identity = SETTINGS.identity()
+    fallback = SETTINGS.decoder(identity)
+    worker = DecodeWorker(
+        SETTINGS,
+        runner,
+        fallback,
+        metrics,
+        identity=identity,
+        inline_max=64,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return worker, sink
+
+
+async def _settled(worker: DecodeWorker) -> None:
+    with anyio.fail_after(30):
+        while worker.in_flight:
+            await anyio.sleep(0.005)
+
+
+async def _child_up(worker: DecodeWorker, metrics: Metrics, restarts: int = 0) -> None:
+    with anyio.fail_after(30):
+        while worker.restarts < restarts or metrics.decode_worker_up._value.get() != 1:
+            await anyio.sleep(0.01)
+
+
+async def test_auto_decodes_small_turns_here_and_the_rest_of_a_big_one_in_the_child() -> None:
+    """``inline_max``: a reader turn's first messages are decoded here while nothing is out to
+    the child, the rest of the turn goes to it, and so does every turn while it has something
+    unanswered. Repeats of identical frames (D7: occurrence ids) are numbered across both
+    processes as the bridge alone numbers them, and everything is settled once, in order."""
+    messages = [row.frames for row in load_corpus()] * 6
+    metrics = Metrics()
+    worker, sink = _auto_worker(metrics)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await _child_up(worker, metrics)
+        i, turn = 0, 0
+        while i < len(messages):
+            if turn % 2:  # a big turn: 64 here, 96 to the child, no yield in between
+                for _ in range(5):
+                    worker.handle_batch(messages[i : i + 32])
+                    i += 32
+                turn_sent = worker.in_flight
+                assert turn_sent <= 1  # gathered into one chunk, sent when the turn ends
+                await anyio.lowlevel.checkpoint()
+                worker.handle_batch(messages[i : i + 8])  # next turn: the child is busy
+                i += 8
+                await _settled(worker)
+            else:  # small turns: decoded here
+                for _ in range(3):
+                    before = worker.decoded_here
+                    worker.handle_batch(messages[i : i + 10])
+                    assert worker.decoded_here == before + len(messages[i : i + 10])
+                    i += 10
+                    await anyio.lowlevel.checkpoint()
+            turn += 1
+        await worker.flush(30.0)
+        tg.cancel_scope.cancel()
+    here, expected = _runner(Metrics())
+    for j in range(0, len(messages), 32):
+        here.handle_batch(messages[j : j + 32])
+    assert 0 < worker.decoded_here < len(messages) - 300
+    assert worker.restarts == 0 and not worker.in_process
+    assert len(sink.items) == len(expected.items) == len(messages)
+    assert _ids(sink) == _ids(expected)
+    for got, want in zip(sink.items, expected.items, strict=True):
+        assert (got.subject, got.payload) == (want.subject, want.payload)
+
+
+async def test_a_restarted_child_gets_the_whole_identity_table_and_goes_on_counting() -> None:
+    """After a restart the new child starts from the bridge's table (sent with its first
+    chunk), not only from what the bridge counted since: a message repeated byte for byte
+    keeps getting new occurrence ids, none reused."""
+    frame, other = [b"ERROR: disk full on /var (no id)"], [b"ERROR: another one (no id)"]
+    metrics = Metrics()
+    worker, sink = _auto_worker(metrics)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await _child_up(worker, metrics)
+        for _ in range(10):  # one turn of 320: 64 here, 256 in the child
+            worker.handle_batch([frame] * 32)
+        await anyio.lowlevel.checkpoint()
+        await _settled(worker)
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        await _child_up(worker, metrics, restarts=1)
+        worker.handle_batch([other] * 32)  # here: the only change since the last chunk
+        worker.handle_batch([other] * 32)
+        for _ in range(8):  # the new child's first chunk
+            worker.handle_batch([frame] * 32)
+        await anyio.lowlevel.checkpoint()
+        await worker.flush(30.0)
+        tg.cancel_scope.cancel()
+    assert worker.decoded_here == 128
+    ids = [i for i in _ids(sink) if i.startswith(frames_digest(frame))]
+    assert [int(i.rsplit("-", 1)[1]) for i in ids] == list(range(1, 577))
 
 
 async def test_a_killed_worker_is_restarted_and_every_message_is_settled_once_in_order() -> None:

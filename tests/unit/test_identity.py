@@ -71,3 +71,42 @@ def test_lru_eviction_counts_a_duplicate_risk_within_the_window() -> None:
 def test_constructor_guards() -> None:
     with pytest.raises(ValueError):
         EventIdentity(0, 10, FakeClock())
+
+
+def test_two_tables_passing_their_changes_at_each_turn_count_as_one_table() -> None:
+    """``take_changes``/``apply``: two sides that take turns (the decode worker and the bridge)
+    give every repeat the id one table would give it; the LRU order follows last seen."""
+    clock = FakeClock()
+    one, left, right = _identity(clock), _identity(clock), _identity(clock)
+    left.track_changes()
+    right.track_changes()
+    frames = [[b"ERROR:", b"a"], [b"ERROR:", b"b"], [b"ERROR:", b"a"]]
+    want, got = [], []
+    for turn in range(6):
+        side, other = (left, right) if turn % 2 else (right, left)
+        for f in frames[: turn % 3 + 1]:
+            clock.advance(1.0)
+            want.append(one(f, None))
+            got.append(side(f, None))
+        other.apply(side.take_changes())
+    assert got == want
+    assert left.take_changes() == right.take_changes() == []  # apply is not a change
+    assert left.snapshot() == right.snapshot() == one.snapshot()
+
+
+def test_a_snapshot_lets_an_empty_table_go_on_counting() -> None:
+    clock = FakeClock()
+    old = _identity(clock)
+    ids = [old([b"x"], None) for _ in range(3)]
+    fresh = _identity(clock)
+    fresh.apply(old.snapshot())
+    assert fresh([b"x"], None) == ids[0][:-1] + "4"
+    assert old.take_changes() == []  # not tracked: nothing remembered
+
+
+def test_applied_entries_beyond_max_tracked_are_forgotten_without_counting_evictions() -> None:
+    clock = FakeClock()
+    small = _identity(clock, max_tracked=2)
+    small.apply([(f"h{i}", clock(), 1) for i in range(5)])
+    assert [key for key, _, _ in small.snapshot()] == ["h3", "h4"]
+    assert small.evicted_in_window == 0
