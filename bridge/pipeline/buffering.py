@@ -119,11 +119,15 @@ _UNFED_MAX_BYTES = 32 * 1024**2
 _PRUNE_BATCH_ROWS = 1024
 #: WAL size in 4 KiB pages (128 MiB) from which a checkpoint is completed on the spool's
 #: connection (``_checkpoint``): ~6 s of appends at 10k msg/s D1 (5,500 pages/s), half the
-#: spool's ``AUTOCHECKPOINT_PAGES``. A completion holds appends 20-26 ms in the bridge at 10k
-#: msg/s (~10 ms alone), nearly all of it the two fsyncs SQLite runs around it, whatever the
-#: WAL's size (``checkpoint`` has copied all but the last ~0.1 s): so it runs rarely. At 8,192
-#: pages (every ~1.5 s) each one showed as a 33-36 ms peak of the send-to-stored latency
+#: spool's ``AUTOCHECKPOINT_PAGES``...
 _WAL_RESTART_PAGES = 32_768
+#: ...after up to this many more checkpoint passes outside the limiter, until at most
+#: ``_COMPLETE_LEFT_PAGES`` are left uncopied: the completion's time, during which appends
+#: wait, grows with what it copies (the two fsyncs alone are ~1 ms). One pass of ~6 s of WAL
+#: takes ~30 ms, and left ~150 pages committed meanwhile: completing then held appends 39-74
+#: ms (median 54, 8 completions at 10k msg/s D1); after two more passes 1-3 ms
+_CATCH_UP_PASSES = 3
+_COMPLETE_LEFT_PAGES = 16
 
 
 class EvictionTally:
@@ -626,12 +630,19 @@ class SpooledQueue:
         """``Spool.checkpoint`` on a worker thread, outside ``_io_limiter``: it has its own
         connection, so appends go on meanwhile (holding the limiter, its 20-55 ms every second
         held the writer up as long: p99.9 of a write batch 31 vs 9.7 ms at 5k msg/s). Once the
-        WAL holds ``_WAL_RESTART_PAGES``, ``Spool.complete_checkpoint`` then copies what was
-        committed meanwhile (a worker thread, inside the limiter: appends wait for it, 10-26
-        ms), so the next append starts the WAL over (``bridge.pipeline.spool``'s note)."""
-        pages, _ = await anyio.to_thread.run_sync(self.spool.checkpoint)
-        if pages >= _WAL_RESTART_PAGES:
-            await self._io_thread(self.spool.complete_checkpoint)
+        WAL holds ``_WAL_RESTART_PAGES``, more such passes copy what was committed during the
+        last one until at most ``_COMPLETE_LEFT_PAGES`` are left (``_CATCH_UP_PASSES`` at
+        most), then ``Spool.complete_checkpoint`` copies the rest (a worker thread, inside the
+        limiter: appends wait for it), so the next append starts the WAL over
+        (``bridge.pipeline.spool``'s note)."""
+        pages, copied = await anyio.to_thread.run_sync(self.spool.checkpoint)
+        if pages < _WAL_RESTART_PAGES:
+            return
+        for _ in range(_CATCH_UP_PASSES):
+            if pages - copied <= _COMPLETE_LEFT_PAGES:
+                break
+            pages, copied = await anyio.to_thread.run_sync(self.spool.checkpoint)
+        await self._io_thread(self.spool.complete_checkpoint)
 
     async def _evict_for_bytes(self) -> None:
         excess = self.bytes - int(self.max_bytes * 0.95)  # 5% hysteresis: evict in chunks

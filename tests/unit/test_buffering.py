@@ -285,6 +285,42 @@ async def test_a_large_wal_gets_its_checkpoint_completed_between_two_appends(
     queue.spool.close()
 
 
+_R = buffering._WAL_RESTART_PAGES
+
+
+@pytest.mark.parametrize(
+    ("answers", "passes"),
+    [
+        ([(_R, _R - 400), (_R + 150, _R + 100), (_R + 160, _R + 160)], 3),
+        ([(_R, _R - buffering._COMPLETE_LEFT_PAGES)], 1),
+        ([(_R, 0)] * 10, 1 + buffering._CATCH_UP_PASSES),
+    ],
+)
+async def test_before_completing_more_passes_copy_what_was_committed_during_the_last_one(
+    tmp_path: Path, answers: list[tuple[int, int]], passes: int
+) -> None:
+    """The completion holds appends for as long as it copies: passes outside the limiter run
+    first until at most ``_COMPLETE_LEFT_PAGES`` are left, ``_CATCH_UP_PASSES`` at most."""
+    queue, _, _ = _queue(tmp_path / "s.db")
+    results = iter(answers)
+    outside: list[bool] = []
+    completions: list[bool] = []
+
+    def checkpoint() -> tuple[int, int]:
+        outside.append(queue._io_limiter.borrowed_tokens == 0)
+        return next(results)
+
+    def complete() -> tuple[int, int]:
+        completions.append(queue._io_limiter.borrowed_tokens == 1)
+        return 0, 0
+
+    queue.spool.checkpoint = checkpoint  # type: ignore[method-assign]
+    queue.spool.complete_checkpoint = complete  # type: ignore[method-assign]
+    await queue._checkpoint()
+    assert outside == [True] * passes and completions == [True]
+    queue.spool.close()
+
+
 async def test_under_full_no_message_of_a_batch_is_published_before_the_wal_is_synced(
     tmp_path: Path,
 ) -> None:
