@@ -238,7 +238,7 @@ class Spool:
         order). ``insert`` then ``commit``, on the calling thread. ``synced=False``: committed
         without an fsync of its own even under FULL; the rows survive a process kill, and a
         power cut only after ``sync_wal`` returned (the caller's job: ``SpooledQueue`` runs it
-        on a worker thread and publishes nothing of the batch before)."""
+        on a worker thread right after the commit)."""
         if not rows:
             return []
         seqs = self.insert(rows)

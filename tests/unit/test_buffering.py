@@ -144,7 +144,7 @@ async def test_drain_catches_up_while_live_batches_keep_landing(tmp_path: Path) 
     io = queue._io
 
     async def live_batch_before_every_read(fn, *args):  # type: ignore[no-untyped-def]
-        if fn == queue._read_synced:
+        if fn == queue._read_committed:
             queue.submit(_item(next(live)))
             await anyio.lowlevel.checkpoint()  # the writer takes the spool first
         return await io(fn, *args)
@@ -321,11 +321,12 @@ async def test_before_completing_more_passes_copy_what_was_committed_during_the_
     queue.spool.close()
 
 
-async def test_under_full_no_message_of_a_batch_is_published_before_the_wal_is_synced(
+async def test_under_full_a_batch_is_published_after_its_commit_while_the_wal_is_synced(
     tmp_path: Path,
 ) -> None:
-    """The writer commits a batch without its fsync, syncs the WAL on a worker thread (the
-    event loop runs on meanwhile) and hands the batch on only after that returned."""
+    """The writer commits a batch without its fsync and hands it on at once; the syncer fsyncs
+    the WAL on a worker thread (the event loop runs on meanwhile) and again for what was
+    committed during that sync: ``synced_seq`` ends at the last commit."""
     metrics = Metrics()
     pub = PipelinedPublisher(
         FakeTransport(), "_INBOX.t", metrics, max_pending=100, clock=FakeClock()
@@ -333,8 +334,10 @@ async def test_under_full_no_message_of_a_batch_is_published_before_the_wal_is_s
     spool = Spool(tmp_path / "s.db", "FULL")
     entered, release = threading.Event(), threading.Event()
     sync_wal = spool.sync_wal
+    began_after: list[int] = []  # rows committed when each sync began
 
     def held_sync() -> None:
+        began_after.append(len(spool.read_after(0, 100)))
         entered.set()
         release.wait(10)
         sync_wal()
@@ -347,15 +350,19 @@ async def test_under_full_no_message_of_a_batch_is_published_before_the_wal_is_s
         for n in range(3):
             queue.submit(_item(n))
         with anyio.fail_after(5):
-            while not entered.is_set():
+            while not entered.is_set() or len(pub._pending) < 3:
                 await anyio.sleep(0.001)
-        await anyio.sleep(0.05)  # the loop runs on while the sync is held
-        assert [row[4] for row in spool.read_after(0, 10)] == ["id-0", "id-1", "id-2"]  # committed
-        assert not pub._pending  # ...but not published
+        for n in range(3, 5):  # committed and published while the first sync is held
+            queue.submit(_item(n))
+        with anyio.fail_after(5):
+            while len(pub._pending) < 5:
+                await anyio.sleep(0.001)
+        assert queue.synced_seq == 0
         release.set()
         with anyio.fail_after(5):
-            while len(pub._pending) < 3:
+            while queue.synced_seq < 5:
                 await anyio.sleep(0.001)
         tg.cancel_scope.cancel()
-    assert [item.msg_id for item in pub._pending] == ["id-0", "id-1", "id-2"]
+    assert [item.msg_id for item in pub._pending] == [f"id-{n}" for n in range(5)]
+    assert began_after[0] >= 3 and began_after[-1] == 5
     await queue.flush_acks()
