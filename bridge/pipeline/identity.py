@@ -61,8 +61,10 @@ class EventIdentity:
         #: them (a list per hash made every full collection walk the whole table)
         self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self.evicted_in_window = 0
-        #: hashes counted since the last ``take_changes`` (None: not tracked)
+        #: hashes counted since the last ``take_changes`` (None: not tracked), at most
+        #: ``max_tracked``: beyond, ``take_changes`` returns the whole table instead
         self._changed: dict[str, None] | None = None
+        self._changed_overflow = False
 
     def track_changes(self) -> None:
         """Remember from now on which hashes this table counts (``take_changes``)."""
@@ -71,15 +73,23 @@ class EventIdentity:
 
     def take_changes(self) -> list[tuple[str, float, int]]:
         """The entries ``(hash, last seen, occurrences)`` counted since the last call (or
-        since ``track_changes``) and still held, least recently seen first; [] when changes
-        are not tracked."""
+        since ``track_changes``) and still held, least recently seen first (the whole table,
+        ``snapshot``, when more than ``max_tracked`` hashes were counted since); [] when
+        changes are not tracked."""
         changed, seen = self._changed, self._seen
+        if self._changed_overflow:
+            self._changed, self._changed_overflow = {}, False
+            return self.snapshot()
         if not changed:
             return []
         self._changed = {}
         entries = [(key, *seen[key]) for key in changed if key in seen]
         entries.sort(key=lambda e: e[1])
         return entries
+
+    def changes_waiting(self) -> int:
+        """How many hashes ``take_changes`` would return now (a bound: some may be gone)."""
+        return len(self._changed) if self._changed is not None else 0
 
     def snapshot(self) -> list[tuple[str, float, int]]:
         """Every entry held, least recently seen first (a new sharer's starting table)."""
@@ -122,8 +132,12 @@ class EventIdentity:
             count = entry[1] + 1
             self._seen[key] = (now, count)
         self._seen.move_to_end(key)
-        if self._changed is not None:
-            self._changed[key] = None
+        changed = self._changed
+        if changed is not None:
+            changed[key] = None
+            if len(changed) > self.max_tracked:  # bounded while nobody takes them
+                changed.clear()
+                self._changed_overflow = True
         return count
 
     def _forget_idle(self, now: float) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 
+from bridge.adapters import decode_worker
 from bridge.adapters.decode_worker import DecodeWorker, WorkerSettings
 from bridge.metrics import Metrics
 from bridge.pipeline.identity import frames_digest
@@ -188,6 +189,33 @@ async def test_a_restarted_child_gets_the_whole_identity_table_and_goes_on_count
     assert worker.decoded_here == 128
     ids = [i for i in _ids(sink) if i.startswith(frames_digest(frame))]
     assert [int(i.rsplit("-", 1)[1]) for i in ids] == list(range(1, 577))
+
+
+async def test_steady_traffic_decoded_here_sends_its_identity_changes_on_as_it_goes() -> None:
+    """While the bridge decodes steady traffic itself, its identity changes go to the child
+    in requests of their own (at most ``_TABLE_SYNC_ENTRIES`` waiting): memory stays bounded
+    and a later burst in the child numbers repeats from the bridge's counts."""
+    frames = [[f"ERROR: steady message {i} (no id)".encode()] for i in range(3000)]
+    metrics = Metrics()
+    worker, sink = _auto_worker(metrics)
+    identity = worker._identity
+    assert identity is not None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.run)
+        await _child_up(worker, metrics)
+        for i in range(0, len(frames), 20):  # small turns: all decoded here
+            worker.handle_batch(frames[i : i + 20])
+            assert identity.changes_waiting() < decode_worker._TABLE_SYNC_ENTRIES + 20
+            await anyio.lowlevel.checkpoint()
+        assert worker.decoded_here == len(frames) and worker.in_flight == 0
+        for i in range(0, 320, 32):  # one turn: 64 here, 256 in the child, repeats of the first
+            worker.handle_batch(frames[i : i + 32])
+        await anyio.lowlevel.checkpoint()
+        await worker.flush(30.0)
+        tg.cancel_scope.cancel()
+    assert metrics.decode_worker_messages._value.get() == 256
+    repeats = _ids(sink)[len(frames) :]
+    assert [i.rsplit("-", 1)[1] for i in repeats] == ["2"] * 320
 
 
 async def test_a_killed_worker_is_restarted_and_every_message_is_settled_once_in_order() -> None:

@@ -110,3 +110,17 @@ def test_applied_entries_beyond_max_tracked_are_forgotten_without_counting_evict
     small.apply([(f"h{i}", clock(), 1) for i in range(5)])
     assert [key for key, _, _ in small.snapshot()] == ["h3", "h4"]
     assert small.evicted_in_window == 0
+
+
+def test_changes_nobody_takes_stay_bounded_and_then_come_as_the_whole_table() -> None:
+    """The bridge counts on its own for as long as traffic stays steady (the decode worker
+    idle): what it remembers as changed stays within ``max_tracked``."""
+    clock = FakeClock()
+    ident = _identity(clock, max_tracked=3)
+    ident.track_changes()
+    for i in range(10):
+        clock.advance(0.1)
+        ident([f"frame {i}".encode()], None)
+        assert len(ident._changed or {}) <= 3
+    assert ident.take_changes() == ident.snapshot() != []
+    assert ident.take_changes() == []
