@@ -75,7 +75,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -133,6 +133,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     oversized_keep_bytes: int = 64 * 1024
     occurrence_window_secs: float = 300.0
     max_tracked: int = 100_000
+    #: give the heap's free pages back to the OS this often while idle (glibc
+    #: ``malloc_trim``, the bridge's ``malloc_trim_interval_secs``); 0: never
+    malloc_trim_interval_secs: float = 10.0
 
     def decoder(self, identity: EventIdentity) -> LegacyDecoder:
         """The ``LegacyDecoder`` these settings describe, with ``identity`` for event ids."""
@@ -625,8 +628,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.connect(endpoint)
     sock.send(replies.encode((_HELLO, 0, [], [])))
     identity.track_changes()
+    trim_every = settings.malloc_trim_interval_secs
+    malloc_trim = _malloc_trim() if trim_every > 0 else None
+    next_trim = time.monotonic() + trim_every
     try:
         while True:
+            if malloc_trim is not None and time.monotonic() >= next_trim and not sock.poll(0):
+                malloc_trim(0)  # a few ms, with no request waiting
+                next_trim = time.monotonic() + trim_every
             if not sock.poll(int(_PARENT_CHECK_SECS * 1000)):
                 if os.getppid() != parent:
                     return 0
@@ -642,6 +651,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sock.close()
         ctx.term()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None elsewhere): after a burst, the child's RSS otherwise stays
+    at its peak (a 15-minute soak: 92 -> 129 MiB in steps, one per burst it decoded)."""
+    import ctypes
+
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 if __name__ == "__main__":

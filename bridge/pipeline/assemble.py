@@ -544,6 +544,7 @@ def build_pipeline(
             oversized_keep_bytes=cfg.zmq.oversized_keep_bytes,
             occurrence_window_secs=cfg.identity.occurrence_window_secs,
             max_tracked=cfg.identity.max_tracked,
+            malloc_trim_interval_secs=cfg.malloc_trim_interval_secs,
         )
         worker = DecodeWorker(
             worker_settings,
