@@ -114,7 +114,8 @@ class ZmqConfig(_Strict):
     #: ``true``: every ZMQ message (the event loop does ~9% less work, the machine ~16% more at
     #: 10k msg/s D1); ``auto``: only what a reader turn brings beyond the first 128 messages
     #: while the child is not busy, i.e. bursts and backlogs, steady traffic is decoded in the
-    #: bridge's process (loadtest/README.md); ``false``: never. Takes effect at start.
+    #: bridge's process (loadtest/README.md); ``false``: never (saves the child's ~100-130 MiB
+    #: of RSS: its own Python and a copy of the identity table). Takes effect at start.
     decode_worker: bool | Literal["auto"] = "auto"
     curve: ZmqCurveConfig = msgspec.field(default_factory=ZmqCurveConfig)
 
