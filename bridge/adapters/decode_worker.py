@@ -305,11 +305,7 @@ class DecodeWorker:
             chunk = pending[self._sent]
             if chunk.alone and self._sent:
                 return
-            identity, entries = self._identity, []
-            if identity is not None:
-                entries = identity.take_changes()
-                if self._resync:
-                    entries = identity.snapshot()
+            entries = self._table_entries()
             try:
                 sock.send(
                     _request_encoder.encode((chunk.seq, chunk.received_at, chunk.frames, entries)),
@@ -337,16 +333,23 @@ class DecodeWorker:
         if identity is not None and identity.changes_waiting() >= _TABLE_SYNC_ENTRIES:
             self._send_table()
 
+    def _table_entries(self) -> list[tuple[str, float, int]]:
+        """The identity entries the next request carries: the changes counted here since the
+        last one, or the whole table for a child that has not had it yet; [] unshared."""
+        identity = self._identity
+        if identity is None:
+            return []
+        entries = identity.take_changes()
+        return identity.snapshot() if self._resync else entries
+
     def _send_table(self) -> None:
         """Send the child the identity changes counted here (the whole table to a new child)
         with no chunk; only while nothing is out to it (the changes must reach it before any
         chunk that follows, and a chunk out may be sent again to a new child)."""
-        sock, identity = self._sock, self._identity
-        if sock is None or identity is None or self._pending or self._in_process:
+        sock = self._sock
+        if sock is None or self._identity is None or self._pending or self._in_process:
             return
-        entries = identity.take_changes()
-        if self._resync:
-            entries = identity.snapshot()
+        entries = self._table_entries()
         try:
             sock.send(_request_encoder.encode((_TABLE, _EPOCH, [], entries)), zmq.NOBLOCK)
         except zmq.ZMQError:  # gone: the next child gets the whole table
