@@ -15,6 +15,7 @@ from bridge.adapters.nats_server import NatsServerProcess
 from bridge.config.load import parse_config
 from bridge.errors import ProvisioningError
 from bridge.metrics import Metrics
+from bridge.pipeline.acks import PublishRefused, RunCut
 from bridge.pipeline.outbound import OutboundBuilder
 from bridge.pipeline.publish import Outbound, PipelinedPublisher, WireHeaders
 from contracts.messages import DeadLetter, DeadLetterReason
@@ -211,3 +212,62 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
         "odd-1",
     ]  # copies collapsed by msg id
     assert stored[0].headers["Busbridge-Origin"] == "Load PC" and stored[0].data == b'{"n":1}'
+
+
+async def test_a_run_is_written_as_nats_py_would_write_each_message_and_cut_at_a_refused_one(
+    nats_server: NatsServerProcess,
+) -> None:
+    link = JetStreamLink(CFG.nats, [nats_server.url], name="test")
+    await link.connect()
+    try:
+        await link.ensure_stream(CFG.stream)
+        nc = link.nc
+        assert nc is not None
+        sent: list[bytes] = []
+        original = nc._send_command
+
+        async def capture(cmd: bytes, priority: bool = False) -> None:
+            sent.append(bytes(cmd))
+            await original(cmd, priority)
+
+        nc._send_command = capture  # type: ignore[method-assign]
+        plain = {"Nats-Msg-Id": "run-1", "Busbridge-Contract": "error_event"}
+        built = OutboundBuilder(Subjects("errbus"), "Load PC", nc.max_payload).build(
+            DeadLetter(
+                event_id="run-2",
+                received_at=datetime(2026, 12, 5, tzinfo=UTC),
+                machine="T",
+                reason=DeadLetterReason.INVALID_UTF8,
+                frames=[b"\xff"],
+                frame_sizes=[1],
+            )
+        )
+        odd = {"Nats-Msg-Id": "run-3", "Busbridge-Origin": " padded"}  # nats-py strips it
+        run = [
+            ("errbus.error.T.error.r1", b'{"n":1}', "_INBOX.r.1", plain),
+            (built.subject, built.payload, "_INBOX.r.2", built.headers),
+            ("errbus.error.T.error.r1", b'{"n":3}', "_INBOX.r.3", odd),
+            ("errbus.error.T.error.r1", b'{"n":4}', "_INBOX.r.4", {"Nats-Msg-Id": "run-4"}),
+        ]
+        for subject, payload, reply, headers in run:  # what nats-py writes, one by one
+            await nc.publish(subject, payload, reply=reply, headers=headers)
+        expected, sent[:] = b"".join(sent), []
+        await link.publish_many(run)
+        # raw pieces of messages 1-2, nats-py's own write for 3, the raw piece of 4
+        assert len(sent) == 3 and b"".join(sent) == expected
+        del sent[:]
+        refused = [
+            ("errbus.error.T.error.r1", b"{}", "_INBOX.r.5", {"Nats-Msg-Id": "run-5"}),
+            ("errbus a b", b"{}", "_INBOX.r.6", {"Nats-Msg-Id": "run-6"}),
+            ("errbus.error.T.error.r1", b"{}", "_INBOX.r.7", {"Nats-Msg-Id": "run-7"}),
+        ]
+        for _ in range(2):  # a refused subject is refused again (never taken as checked)
+            with pytest.raises(RunCut) as cut:
+                await link.publish_many(refused)
+            assert cut.value.queued == 1 and isinstance(cut.value.cause, PublishRefused)
+        assert len(sent) == 2 and all(b"run-5" in s and b"run-7" not in s for s in sent)
+    finally:
+        await link.close()
+    stored = await fetch_all(nats_server.url, "ERRBUS", raw=True)
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [f"run-{n}" for n in (1, 2, 3, 4, 5)]
+    assert stored[2].headers["Busbridge-Origin"] == "padded"
