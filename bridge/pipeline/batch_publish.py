@@ -118,9 +118,10 @@ _LOG_INTERVAL_SECS = 30.0
 #: writes what is queued, replies are read, the ZMQ reader keeps up): one socket write per run
 #: while a backlog drains. Each write wakes nats-server, and on a busy 2-core machine the
 #: bridge then waits for a core, so fewer, larger writes drain faster: 128 -> 512 took
-#: ``nats_outage`` (8k msg/s D1, 30 s) from 2.55-2.87x live (median 2.80, 7 runs) to 2.69-3.34x
-#: (median 3.09, 6 runs); steady 10k msg/s and the 50k burst unchanged (runs there are short).
-#: ~512 x 0.4 KB stays far below nats-py's pending buffer and a run takes ~1.5 ms of the loop.
+#: ``nats_outage``'s backlog (8k msg/s D1, 30 s) from a median 2.80x live to 3.09x (7 and 6
+#: runs), 2.48x to 2.85x in another window (4 alternating rounds); steady 10k msg/s and the 50k
+#: burst unchanged (runs there are short). A run of 512 D1 messages is ~0.5 MB and ~1.5 ms of
+#: the event loop.
 _YIELD_EVERY = 512
 
 
