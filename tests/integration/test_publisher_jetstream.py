@@ -3,7 +3,9 @@ provisioning, and a server restart mid-stream losing nothing and storing nothing
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -141,9 +143,12 @@ async def test_overlapping_stream_is_refused_with_a_clear_error(
         await link.close()
 
 
-async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on_odd_headers(
+@contextlib.asynccontextmanager
+async def _capturing_link(
     nats_server: NatsServerProcess,
-) -> None:
+) -> AsyncIterator[tuple[JetStreamLink, list[bytes]]]:
+    """A connected link with the stream provisioned, and every write it queues to the
+    connection's buffer (``_send_command``), in order; closed on exit."""
     link = JetStreamLink(CFG.nats, [nats_server.url], name="test")
     await link.connect()
     try:
@@ -158,6 +163,17 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
             await original(cmd, priority)
 
         nc._send_command = capture  # type: ignore[method-assign]
+        yield link, sent
+    finally:
+        await link.close()
+
+
+async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on_odd_headers(
+    nats_server: NatsServerProcess,
+) -> None:
+    async with _capturing_link(nats_server) as (link, sent):
+        nc = link.nc
+        assert nc is not None
         headers = {
             "Nats-Msg-Id": "lt-p001-000000007",
             "Busbridge-Contract": "error_event",
@@ -203,8 +219,6 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
             and b"Injected" in sent[2]
             and b"\r\nInjected" not in sent[2]
         )
-    finally:
-        await link.close()
     stored = await fetch_all(nats_server.url, "ERRBUS", raw=True)
     assert [m.headers["Nats-Msg-Id"] for m in stored] == [
         "lt-p001-000000007",
@@ -217,20 +231,9 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
 async def test_a_run_is_written_as_nats_py_would_write_each_message_and_cut_at_a_refused_one(
     nats_server: NatsServerProcess,
 ) -> None:
-    link = JetStreamLink(CFG.nats, [nats_server.url], name="test")
-    await link.connect()
-    try:
-        await link.ensure_stream(CFG.stream)
+    async with _capturing_link(nats_server) as (link, sent):
         nc = link.nc
         assert nc is not None
-        sent: list[bytes] = []
-        original = nc._send_command
-
-        async def capture(cmd: bytes, priority: bool = False) -> None:
-            sent.append(bytes(cmd))
-            await original(cmd, priority)
-
-        nc._send_command = capture  # type: ignore[method-assign]
         plain = {"Nats-Msg-Id": "run-1", "Busbridge-Contract": "error_event"}
         built = OutboundBuilder(Subjects("errbus"), "Load PC", nc.max_payload).build(
             DeadLetter(
@@ -266,8 +269,6 @@ async def test_a_run_is_written_as_nats_py_would_write_each_message_and_cut_at_a
                 await link.publish_many(refused)
             assert cut.value.queued == 1 and isinstance(cut.value.cause, PublishRefused)
         assert len(sent) == 2 and all(b"run-5" in s and b"run-7" not in s for s in sent)
-    finally:
-        await link.close()
     stored = await fetch_all(nats_server.url, "ERRBUS", raw=True)
     assert [m.headers["Nats-Msg-Id"] for m in stored] == [f"run-{n}" for n in (1, 2, 3, 4, 5)]
     assert stored[2].headers["Busbridge-Origin"] == "padded"
