@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from nats.aio.client import Client
 
 from bridge.adapters.jetstream import JetStreamLink, _hpub
 from bridge.adapters.nats_server import NatsServerProcess
@@ -146,9 +147,9 @@ async def test_overlapping_stream_is_refused_with_a_clear_error(
 @contextlib.asynccontextmanager
 async def _capturing_link(
     nats_server: NatsServerProcess,
-) -> AsyncIterator[tuple[JetStreamLink, list[bytes]]]:
-    """A connected link with the stream provisioned, and every write it queues to the
-    connection's buffer (``_send_command``), in order; closed on exit."""
+) -> AsyncIterator[tuple[JetStreamLink, Client, list[bytes]]]:
+    """A connected link with the stream provisioned, its client, and every write it queues to
+    the connection's buffer (``_send_command``), in order; closed on exit."""
     link = JetStreamLink(CFG.nats, [nats_server.url], name="test")
     await link.connect()
     try:
@@ -163,17 +164,29 @@ async def _capturing_link(
             await original(cmd, priority)
 
         nc._send_command = capture  # type: ignore[method-assign]
-        yield link, sent
+        yield link, nc, sent
     finally:
         await link.close()
+
+
+def _dead_letter(max_payload: int, event_id: str) -> Outbound:
+    """A dead letter built as the bridge builds it (its headers carry their ``wire`` form)."""
+    return OutboundBuilder(Subjects("errbus"), "Load PC", max_payload).build(
+        DeadLetter(
+            event_id=event_id,
+            received_at=datetime(2026, 12, 4, tzinfo=UTC),
+            machine="T",
+            reason=DeadLetterReason.INVALID_UTF8,
+            frames=[b"\xff"],
+            frame_sizes=[1],
+        )
+    )
 
 
 async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on_odd_headers(
     nats_server: NatsServerProcess,
 ) -> None:
-    async with _capturing_link(nats_server) as (link, sent):
-        nc = link.nc
-        assert nc is not None
+    async with _capturing_link(nats_server) as (link, nc, sent):
         headers = {
             "Nats-Msg-Id": "lt-p001-000000007",
             "Busbridge-Contract": "error_event",
@@ -187,16 +200,7 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
         assert (
             _hpub(nc, "errbus.error.T.error.s1", b'{"n":1}', "_INBOX.t.1", headers) == sent[0]
         )  # the raw path wrote it
-        built = OutboundBuilder(Subjects("errbus"), "Load PC", nc.max_payload).build(
-            DeadLetter(
-                event_id="dl-7",
-                received_at=datetime(2026, 12, 4, tzinfo=UTC),
-                machine="T",
-                reason=DeadLetterReason.INVALID_UTF8,
-                frames=[b"\xff"],
-                frame_sizes=[1],
-            )
-        )
+        built = _dead_letter(nc.max_payload, "dl-7")
         assert isinstance(built.headers, WireHeaders) and built.headers.wire is not None
         await nc.publish(built.subject, built.payload, reply="_INBOX.t.5", headers=built.headers)
         await link.publish(built.subject, built.payload, "_INBOX.t.5", built.headers)  # its wire
@@ -231,20 +235,9 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
 async def test_a_run_is_written_as_nats_py_would_write_each_message_and_cut_at_a_refused_one(
     nats_server: NatsServerProcess,
 ) -> None:
-    async with _capturing_link(nats_server) as (link, sent):
-        nc = link.nc
-        assert nc is not None
+    async with _capturing_link(nats_server) as (link, nc, sent):
         plain = {"Nats-Msg-Id": "run-1", "Busbridge-Contract": "error_event"}
-        built = OutboundBuilder(Subjects("errbus"), "Load PC", nc.max_payload).build(
-            DeadLetter(
-                event_id="run-2",
-                received_at=datetime(2026, 12, 5, tzinfo=UTC),
-                machine="T",
-                reason=DeadLetterReason.INVALID_UTF8,
-                frames=[b"\xff"],
-                frame_sizes=[1],
-            )
-        )
+        built = _dead_letter(nc.max_payload, "run-2")
         odd = {"Nats-Msg-Id": "run-3", "Busbridge-Origin": " padded"}  # nats-py strips it
         run = [
             ("errbus.error.T.error.r1", b'{"n":1}', "_INBOX.r.1", plain),
