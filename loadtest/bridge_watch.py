@@ -93,9 +93,21 @@ def metric(admin_port: int, name: str, **labels: str) -> float:
         return 0.0
     return sum(
         s.value
-        for family in text_string_to_metric_families(text)
+        for family in text_string_to_metric_families(_sample_lines(text, name))
         for s in family.samples
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _sample_lines(text: str, name: str) -> str:
+    """The lines of an exposition ``text`` that are samples called ``name``. The parser then
+    reads a few lines instead of all (~540 lines of the bridge's: ~6 ms of this process's GIL,
+    shared with the probe, whose receipt times it would delay)."""
+    cut = len(name)
+    return "\n".join(
+        line
+        for line in text.splitlines()
+        if line.startswith(name) and line[cut : cut + 1] in ("{", " ")
     )
 
 
