@@ -50,8 +50,9 @@ auto-checkpoint inline. ``complete_checkpoint``, on the main connection between 
 appends, copies what was committed during ``checkpoint`` and so lets the next append start
 the WAL over. Its time grows with what it copies (the fsync of the WAL before and of the
 database file after are ~1 ms of it): right after a pass of ~6 s of WAL, ~150 pages, 39-74
-ms; after passes that leave a few pages (``SpooledQueue``), 1-3 ms. Measured at 10k msg/s D1 without it: every 3 s a commit
-took 32-40 ms (the auto-checkpoint, then at 16,384 pages), on the event loop.
+ms; after passes that leave a few pages (``SpooledQueue``), 1-3 ms. Measured at 10k msg/s D1
+without it: every 3 s a commit took 32-40 ms (the auto-checkpoint, then at 16,384 pages), on
+the event loop.
 
 Invariants: a row is appended (committed, pending) before its message is published and
 leaves ``pending`` only after its PubAck. ``synchronous`` NORMAL survives a process kill
