@@ -54,7 +54,8 @@ stage of the event loop's work per ZMQ message, and that thread is the bridge's 
   legacy message repeated byte for byte gets a new occurrence id across a restart too. The
   one race left: a NATS input's payload with the same digest as a ZMQ message's frames,
   counted by the parent while the child decodes that message, can give both the same count
-  (a single-frame ZMQ message byte for byte equal to a legacy NATS payload). Restarts are counted (``busbridge_decode_worker_restarts_total``).
+  (a single-frame ZMQ message byte for byte equal to a legacy NATS payload). Restarts are
+  counted (``busbridge_decode_worker_restarts_total``).
 * **What it buys** (2 vCPU shared with nats-server and the load generator,
   ``loadtest/README.md``): a 50k-message D1 burst (``throughput``) went 30-31k -> 39-40k msg/s
   with ``auto`` (37-40k with ``true``); steady 10k msg/s D1 and 5k msg/s of all seven
