@@ -118,11 +118,13 @@ _RAW_ATTRS = ("_send_command", "_flush_queue", "_flush_pending", "stats")
 _raw_ok: dict[type, bool] = {}
 #: header field names (RFC 7230 token), as nats-py checks them
 _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_safe_keys: set[str] = set()
-#: ``(key, value) -> b"key: value\r\n"`` for header values that repeat (contract, version,
-#: origin); ``Nats-Msg-Id`` values are unique per message and never kept. Emptied when full.
-_header_lines: dict[tuple[str, str], bytes] = {}
-_HEADER_LINES_MAX = 256
+#: the header section after its ``Nats-Msg-Id`` line (``b"key: value\r\n" ... b"\r\n"``) per
+#: tuple of the other ``(key, value)`` items, which repeat (contract, version, origin); None
+#: when nats-py would change one of them. ``Nats-Msg-Id`` values are unique per message and
+#: never kept. Emptied when full.
+_header_tails: dict[tuple[tuple[str, str], ...], bytes | None] = {}
+_HEADER_TAILS_MAX = 256
+_MSG_ID_LINE = f"NATS/1.0\r\n{HEADER_MSG_ID}: ".encode()
 #: subjects ``_hpub_parts`` found printable and without spaces; emptied when full
 _valid_subjects: set[str] = set()
 _VALID_SUBJECTS_MAX = 4096
@@ -191,27 +193,53 @@ def _hpub_parts(
 
 def _header_section(headers: dict[str, str]) -> bytes | None:
     """``headers`` as an ``HPUB`` header section, or None when nats-py would change them
-    (the rules of ``_hpub``)."""
-    lines = [b"NATS/1.0\r\n"]
-    for key, value in headers.items():
-        if value.__class__ is not str:
+    (the rules of ``_hpub``). The lines after a leading ``Nats-Msg-Id`` are made once per set
+    of the other headers (``_header_tails``): ``timeit``, the four bridge headers, 0.92 us
+    per call made line by line, 0.75 us so."""
+    items = tuple(headers.items())
+    if items and items[0][0] == HEADER_MSG_ID:
+        msg_id, rest = items[0][1], items[1:]
+    elif HEADER_MSG_ID in headers:  # not first: a unique value inside the lines, not kept
+        tail = _header_lines(items)
+        return None if tail is None else b"NATS/1.0\r\n" + tail
+    else:
+        msg_id, rest = None, items
+    try:
+        tail = _header_tails[rest]
+    except KeyError:
+        tail = _header_lines(rest)
+        if len(_header_tails) >= _HEADER_TAILS_MAX:
+            _header_tails.clear()
+        _header_tails[rest] = tail
+    except TypeError:  # an unhashable value: not a str, so not one nats-py sends unchanged
+        return None
+    if tail is None:
+        return None
+    if msg_id is None:
+        return b"NATS/1.0\r\n" + tail
+    if msg_id.__class__ is not str or not _plain_value(msg_id):
+        return None
+    return b"".join((_MSG_ID_LINE, msg_id.encode(), b"\r\n", tail))
+
+
+def _header_lines(items: tuple[tuple[str, str], ...]) -> bytes | None:
+    """``Key: value\r\n`` per item and the closing ``\r\n``, or None when nats-py would change
+    one of them (a key that is not a header name, a value that is not plain)."""
+    lines = []
+    for key, value in items:
+        if not (isinstance(key, str) and _HEADER_KEY.fullmatch(key)):
             return None
-        line = _header_lines.get((key, value))
-        if line is None:
-            if key not in _safe_keys:
-                if not (isinstance(key, str) and _HEADER_KEY.fullmatch(key)):
-                    return None
-                _safe_keys.add(key)
-            if not (value.isprintable() and value.strip() == value and value):
-                return None
-            line = f"{key}: {value}\r\n".encode()
-            if key != HEADER_MSG_ID:
-                if len(_header_lines) >= _HEADER_LINES_MAX:
-                    _header_lines.clear()
-                _header_lines[(key, value)] = line
-        lines.append(line)
+        if value.__class__ is not str or not _plain_value(value):
+            return None
+        lines.append(f"{key}: {value}\r\n".encode())
     lines.append(b"\r\n")
     return b"".join(lines)
+
+
+def _plain_value(value: str) -> bool:
+    """A header value nats-py sends unchanged: printable (so no CR/LF), no surrounding
+    whitespace, not empty."""
+    return value.isprintable() and value.strip() == value and value != ""
 
 
 async def publish_fast(

@@ -200,6 +200,13 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
         assert (
             _hpub(nc, "errbus.error.T.error.s1", b'{"n":1}', "_INBOX.t.1", headers) == sent[0]
         )  # the raw path wrote it
+        again = {**headers, "Nats-Msg-Id": "lt-p001-000000008"}  # the other lines kept: reused
+        later = {"Busbridge-Origin": "Load PC", "Nats-Msg-Id": "lt-p001-000000009"}  # id not first
+        for other in (again, later):
+            await nc.publish("errbus.error.T.error.s1", b"{}", reply="_INBOX.t.6", headers=other)
+            await link.publish("errbus.error.T.error.s1", b"{}", "_INBOX.t.6", other)
+            assert sent[-2] == sent[-1] and other["Nats-Msg-Id"].encode() in sent[-1]
+        del sent[-4:]
         built = _dead_letter(nc.max_payload, "dl-7")
         assert isinstance(built.headers, WireHeaders) and built.headers.wire is not None
         await nc.publish(built.subject, built.payload, reply="_INBOX.t.5", headers=built.headers)
@@ -226,6 +233,8 @@ async def test_raw_publish_path_writes_the_bytes_nats_py_would_and_falls_back_on
     stored = await fetch_all(nats_server.url, "ERRBUS", raw=True)
     assert [m.headers["Nats-Msg-Id"] for m in stored] == [
         "lt-p001-000000007",
+        "lt-p001-000000008",
+        "lt-p001-000000009",
         "dl-7",
         "odd-1",
     ]  # copies collapsed by msg id
