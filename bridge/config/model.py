@@ -258,7 +258,7 @@ class PublishConfig(_Strict):
 
 class SpoolSync(str, enum.Enum):
     NORMAL = "NORMAL"  # survives a process kill (kill -9), not a power cut (WAL not fsynced)
-    FULL = "FULL"  # also survives a power cut (fsync per commit); the default (ops/README.md)
+    FULL = "FULL"  # also a power cut (WAL fsynced after commits, at most every 10 ms); default
 
 
 class SpoolConfig(_Strict):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -365,4 +367,39 @@ async def test_under_full_a_batch_is_published_after_its_commit_while_the_wal_is
         tg.cancel_scope.cancel()
     assert [item.msg_id for item in pub._pending] == [f"id-{n}" for n in range(5)]
     assert began_after[0] >= 3 and began_after[-1] == 5
+    await queue.flush_acks()
+
+
+async def test_under_full_the_wal_is_synced_at_most_every_sync_interval_and_covers_every_commit(
+    tmp_path: Path,
+) -> None:
+    """Batches committed every millisecond or so: the syncer starts an fsync of the WAL at most
+    every ``_SYNC_MIN_INTERVAL_SECS`` (each covers every commit before it began), and the
+    last one covers the last commit."""
+    metrics = Metrics()
+    pub = PipelinedPublisher(
+        FakeTransport(), "_INBOX.t", metrics, max_pending=1000, clock=FakeClock()
+    )
+    spool = Spool(tmp_path / "s.db", "FULL")
+    sync_wal, starts = spool.sync_wal, []
+
+    def timed_sync() -> None:
+        starts.append(time.monotonic())
+        sync_wal()
+
+    spool.sync_wal = timed_sync  # type: ignore[method-assign]
+    queue = SpooledQueue(spool, pub, metrics)
+    pub.on_done = queue.on_done
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queue.run)
+        for n in range(150):
+            queue.submit(_item(n))
+            await anyio.sleep(0.001)
+        with anyio.fail_after(5):
+            while queue.synced_seq < 150:
+                await anyio.sleep(0.001)
+        tg.cancel_scope.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) >= 2 and min(gaps) >= buffering._SYNC_MIN_INTERVAL_SECS / 2  # timer slack
+    assert queue.synced_seq == 150 and len(pub._pending) == 150
     await queue.flush_acks()
