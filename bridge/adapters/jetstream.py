@@ -38,7 +38,7 @@ from bridge.config.model import NatsConfig, StorageKind
 from bridge.config.model import StreamConfig as StreamSettings
 from bridge.errors import BridgeError, ProvisioningError
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused, RunCut
-from bridge.pipeline.publish import WireHeaders
+from bridge.pipeline.publish import WireHeaders, plain_header_value
 from bridge.pipeline.stream_loss import DELETED
 from contracts.subjects import HEADER_MSG_ID
 
@@ -217,7 +217,7 @@ def _header_section(headers: dict[str, str]) -> bytes | None:
         return None
     if msg_id is None:
         return b"NATS/1.0\r\n" + tail
-    if msg_id.__class__ is not str or not _plain_value(msg_id):
+    if msg_id.__class__ is not str or not plain_header_value(msg_id):
         return None
     return b"".join((_MSG_ID_LINE, msg_id.encode(), b"\r\n", tail))
 
@@ -229,17 +229,11 @@ def _header_lines(items: tuple[tuple[str, str], ...]) -> bytes | None:
     for key, value in items:
         if not (isinstance(key, str) and _HEADER_KEY.fullmatch(key)):
             return None
-        if value.__class__ is not str or not _plain_value(value):
+        if value.__class__ is not str or not plain_header_value(value):
             return None
         lines.append(f"{key}: {value}\r\n".encode())
     lines.append(b"\r\n")
     return b"".join(lines)
-
-
-def _plain_value(value: str) -> bool:
-    """A header value nats-py sends unchanged: printable (so no CR/LF), no surrounding
-    whitespace, not empty."""
-    return value.isprintable() and value.strip() == value and value != ""
 
 
 async def publish_fast(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import msgspec
 
 from bridge.metrics import Metrics
-from bridge.pipeline.publish import Outbound, WireHeaders
+from bridge.pipeline.publish import Outbound, WireHeaders, plain_header_value
 from contracts.codec import contract_name, encode
 from contracts.messages import (
     CONTRACT_VERSION,
@@ -66,12 +66,6 @@ _MSG_ID_LINE = f"NATS/1.0\r\n{HEADER_MSG_ID}: ".encode()
 _NO_TAIL = b"?"  # not made yet (None: cannot be made)
 
 
-def _plain(value: str) -> bool:
-    """A header value nats-py writes unchanged: printable (so no CR/LF), no surrounding
-    whitespace, not empty (``bridge.adapters.jetstream._hpub`` checks the same)."""
-    return value.isprintable() and value.strip() == value and value != ""
-
-
 class OutboundBuilder:
     """Builds ``Outbound`` values for one bridge. ``max_payload_bytes`` is the server's;
     ``bridge_id`` is fixed for the builder's life (the header tails are made once per
@@ -116,7 +110,7 @@ class OutboundBuilder:
         headers[HEADER_ORIGIN] = bridge_id
         headers.wire = (
             _MSG_ID_LINE + event_id.encode() + tail
-            if tail is not None and _plain(event_id)
+            if tail is not None and plain_header_value(event_id)
             else None
         )
         if payload is None:
@@ -148,7 +142,7 @@ class OutboundBuilder:
                 )
             )
             + b"\r\n"
-            if all(map(_plain, values))
+            if all(map(plain_header_value, values))
             else None
         )
         self._wire_tails[name] = tail

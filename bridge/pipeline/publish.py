@@ -57,7 +57,7 @@ from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 from bridge.pipeline.wake import WakeUp
 
-__all__ = ["Outbound", "PipelinedPublisher", "Transport", "WireHeaders"]
+__all__ = ["Outbound", "PipelinedPublisher", "Transport", "WireHeaders", "plain_header_value"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,13 @@ class WireHeaders(dict[str, str]):
 
     __slots__ = ("wire",)
     wire: bytes | None
+
+
+def plain_header_value(value: str) -> bool:
+    """A header value nats-py sends unchanged: printable (so no CR/LF), no surrounding
+    whitespace, not empty (the rule of ``WireHeaders.wire`` and of the raw publish path,
+    ``bridge.adapters.jetstream``)."""
+    return value.isprintable() and value.strip() == value and value != ""
 
 
 class Outbound:
