@@ -32,13 +32,13 @@ def _item(n: int, rank: int = 3) -> Outbound:
 
 
 def _queue(
-    path: Path, max_pending: int = 100, **kw
+    path: Path, max_pending: int = 100, synchronous: str = "NORMAL", **kw
 ) -> tuple[SpooledQueue, PipelinedPublisher, Metrics]:
     metrics = Metrics()
     pub = PipelinedPublisher(
         FakeTransport(), "_INBOX.t", metrics, max_pending=max_pending, clock=FakeClock()
     )
-    queue = SpooledQueue(Spool(path), pub, metrics, **kw)
+    queue = SpooledQueue(Spool(path, synchronous), pub, metrics, **kw)
     pub.on_done = queue.on_done
     return queue, pub, metrics
 
@@ -329,11 +329,8 @@ async def test_under_full_a_batch_is_published_after_its_commit_while_the_wal_is
     """The writer commits a batch without its fsync and hands it on at once; the syncer fsyncs
     the WAL on a worker thread (the event loop runs on meanwhile) and again for what was
     committed during that sync: ``synced_seq`` ends at the last commit."""
-    metrics = Metrics()
-    pub = PipelinedPublisher(
-        FakeTransport(), "_INBOX.t", metrics, max_pending=100, clock=FakeClock()
-    )
-    spool = Spool(tmp_path / "s.db", "FULL")
+    queue, pub, _ = _queue(tmp_path / "s.db", synchronous="FULL")
+    spool = queue.spool
     entered, release = threading.Event(), threading.Event()
     sync_wal = spool.sync_wal
     began_after: list[int] = []  # rows committed when each sync began
@@ -345,8 +342,6 @@ async def test_under_full_a_batch_is_published_after_its_commit_while_the_wal_is
         sync_wal()
 
     spool.sync_wal = held_sync  # type: ignore[method-assign]
-    queue = SpooledQueue(spool, pub, metrics)
-    pub.on_done = queue.on_done
     async with anyio.create_task_group() as tg:
         tg.start_soon(queue.run)
         for n in range(3):
@@ -376,20 +371,14 @@ async def test_under_full_the_wal_is_synced_at_most_every_sync_interval_and_cove
     """Batches committed every millisecond or so: the syncer starts an fsync of the WAL at most
     every ``_SYNC_MIN_INTERVAL_SECS`` (each covers every commit before it began), and the
     last one covers the last commit."""
-    metrics = Metrics()
-    pub = PipelinedPublisher(
-        FakeTransport(), "_INBOX.t", metrics, max_pending=1000, clock=FakeClock()
-    )
-    spool = Spool(tmp_path / "s.db", "FULL")
-    sync_wal, starts = spool.sync_wal, []
+    queue, pub, _ = _queue(tmp_path / "s.db", max_pending=1000, synchronous="FULL")
+    sync_wal, starts = queue.spool.sync_wal, []
 
     def timed_sync() -> None:
         starts.append(time.monotonic())
         sync_wal()
 
-    spool.sync_wal = timed_sync  # type: ignore[method-assign]
-    queue = SpooledQueue(spool, pub, metrics)
-    pub.on_done = queue.on_done
+    queue.spool.sync_wal = timed_sync  # type: ignore[method-assign]
     async with anyio.create_task_group() as tg:
         tg.start_soon(queue.run)
         for n in range(150):
