@@ -294,32 +294,43 @@ _R = buffering._WAL_RESTART_PAGES
     ("answers", "passes"),
     [
         ([(_R, _R - 400), (_R + 150, _R + 100), (_R + 160, _R + 160)], 3),
-        ([(_R, _R - buffering._COMPLETE_LEFT_PAGES)], 1),
+        ([(_R, _R), (_R + 90, _R + 90 - buffering._COMPLETE_LEFT_PAGES)], 2),
         ([(_R, 0)] * 10, 1 + buffering._CATCH_UP_PASSES),
     ],
 )
-async def test_before_completing_more_passes_copy_what_was_committed_during_the_last_one(
+async def test_before_completing_the_database_is_flushed_and_passes_copy_what_came_meanwhile(
     tmp_path: Path, answers: list[tuple[int, int]], passes: int
 ) -> None:
-    """The completion holds appends for as long as it copies: passes outside the limiter run
-    first until at most ``_COMPLETE_LEFT_PAGES`` are left, ``_CATCH_UP_PASSES`` at most."""
+    """The completion holds appends for as long as it copies and fsyncs: the database file is
+    flushed first, then passes (one at least) run until at most ``_COMPLETE_LEFT_PAGES`` are
+    left, ``_CATCH_UP_PASSES`` at most; all outside the limiter, on worker threads."""
     queue, _, _ = _queue(tmp_path / "s.db")
     results = iter(answers)
-    outside: list[bool] = []
-    completions: list[bool] = []
+    calls: list[tuple[str, bool, bool]] = []
+
+    def record(name: str) -> None:
+        loop_thread = threading.current_thread() is threading.main_thread()
+        calls.append((name, queue._io_limiter.borrowed_tokens == 1, loop_thread))
 
     def checkpoint() -> tuple[int, int]:
-        outside.append(queue._io_limiter.borrowed_tokens == 0)
+        record("pass")
         return next(results)
 
     def complete() -> tuple[int, int]:
-        completions.append(queue._io_limiter.borrowed_tokens == 1)
+        record("complete")
         return 0, 0
 
     queue.spool.checkpoint = checkpoint  # type: ignore[method-assign]
+    queue.spool.sync_database = lambda: record("flush")  # type: ignore[method-assign]
     queue.spool.complete_checkpoint = complete  # type: ignore[method-assign]
     await queue._checkpoint()
-    assert outside == [True] * passes and completions == [True]
+    outside = ("pass", False, False)
+    assert calls == [
+        outside,
+        ("flush", False, False),
+        *[outside] * (passes - 1),
+        ("complete", True, False),
+    ]
     queue.spool.close()
 
 

@@ -263,6 +263,30 @@ def test_a_completed_checkpoint_lets_the_next_append_write_the_wal_from_its_begi
     spool.close()
 
 
+def test_sync_database_fdatasyncs_the_database_file_alongside_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync_database`` flushes the database file (not the WAL) through its own descriptor,
+    while the writer holds a transaction open; ``close`` closes that descriptor."""
+    spool = Spool(tmp_path / "s.db", synchronous="FULL")
+    spool.append([_row(n) for n in range(50)])
+    spool.checkpoint()
+    synced: list[int] = []
+    fdatasync = os.fdatasync
+    monkeypatch.setattr(
+        os, "fdatasync", lambda fd: synced.append(os.fstat(fd).st_ino) or fdatasync(fd)
+    )
+    spool.insert([_row(50)])  # a transaction open on the spool's connection
+    spool.sync_database()
+    spool.commit()
+    spool.sync_database()
+    assert synced == [(tmp_path / "s.db").stat().st_ino] * 2
+    fd = spool._db_fd
+    spool.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # type: ignore[arg-type]
+
+
 def test_a_checkpoint_runs_while_the_writer_holds_a_transaction_open(tmp_path: Path) -> None:
     """``checkpoint`` has its own connection: another thread can run it in the middle of an
     ``insert`` ... ``commit`` on the spool's connection (on that connection SQLite refused it:
