@@ -9,12 +9,21 @@ Bounded by time (``window_secs`` since the id was first seen) and by count
 (``max_ids``, oldest forgotten first). The clock is injected; nothing here
 counts or logs: ``seen`` returns the decision. Expiry is looked at only once the oldest
 id's time is up (``_expires_at``), not on every call.
+
+Design note: the ids are a plain ``dict`` (id -> first seen) plus a ``deque`` of the same
+ids in first-seen order, not an ``OrderedDict``. A table that takes one id in and lets the
+oldest go for every message runs out of free slots now and then and is rebuilt in one call
+(neither shrinks on deletion), in time proportional to the ids it holds, with the GIL held:
+an ``OrderedDict`` also rebuilds its node index then. At 10k msg/s with 200k ids that held
+the event loop 11-47 ms every few seconds (``faulthandler`` stacks in ``seen``); a plain
+dict's rebuild is ~4x shorter, and every call is cheaper too (200k ids, 600k calls: 180 vs
+280 ns each). An id is never inserted twice, so the deque and the dict hold the same ids.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
 
 __all__ = ["DedupWindow"]
@@ -29,7 +38,8 @@ class DedupWindow:
         self.window_secs = window_secs
         self.max_ids = max_ids
         self._clock = clock
-        self._first_seen: OrderedDict[str, float] = OrderedDict()
+        self._first_seen: dict[str, float] = {}
+        self._order: deque[str] = deque()  # the same ids, oldest first
         #: monotonic time the oldest id leaves the window (inf: none held); may be early after
         #: an eviction by count, never late
         self._expires_at = math.inf
@@ -46,19 +56,20 @@ class DedupWindow:
         if event_id in first:
             return True
         first[event_id] = now
+        self._order.append(event_id)
         if len(first) > self.max_ids:
-            first.popitem(last=False)
+            del first[self._order.popleft()]
         elif self._expires_at == math.inf:
             self._expires_at = now + self.window_secs
         return False
 
     def _expire(self, now: float) -> None:
-        first = self._first_seen
+        first, order = self._first_seen, self._order
         window = self.window_secs
-        while first:
-            oldest_id, at = next(iter(first.items()))
+        while order:
+            at = first[order[0]]
             if now - at < window:
                 self._expires_at = at + window
                 return
-            del first[oldest_id]
+            del first[order.popleft()]
         self._expires_at = math.inf

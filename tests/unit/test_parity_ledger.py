@@ -87,6 +87,21 @@ def test_copies_after_a_match_are_ignored() -> None:
     assert (s.matched, s.missing_nats, s.missing_zmq) == (1, 0, 0)
 
 
+def test_matched_ids_stay_within_max_matched_ids_and_recent_copies_are_still_ignored() -> None:
+    clock = FakeClock()
+    led = ParityLedger(10, 60, clock=clock, max_matched_ids=4096)
+    led.zmq_tap_live(0)
+    ids = [f"e{n}" for n in range(20_000)]
+    led.saw_zmq_many((i, "") for i in ids)
+    led.saw_nats_many(ids)
+    assert len(led._done) == 4096
+    led.saw_zmq_many((i, "") for i in ids[-4096:])  # copies of the newest matches
+    clock.advance(11)
+    s = led.stats()
+    assert (s.matched, s.missing_nats, s.missing_zmq) == (20_000, 0, 0)
+    assert len(led._done) == 0
+
+
 def test_flooded_fingerprints_count_as_suppressed_not_missing() -> None:
     clock = FakeClock()
     led = _ledger(clock)
