@@ -16,8 +16,9 @@ oldest go for every message runs out of free slots now and then and is rebuilt i
 (neither shrinks on deletion), in time proportional to the ids it holds, with the GIL held:
 an ``OrderedDict`` also rebuilds its node index then. At 10k msg/s with 200k ids that held
 the event loop 11-47 ms every few seconds (``faulthandler`` stacks in ``seen``); a plain
-dict's rebuild is ~4x shorter, and every call is cheaper too (200k ids, 600k calls: 180 vs
-280 ns each). An id is never inserted twice, so the deque and the dict hold the same ids.
+dict's rebuild takes half as long (200k ids: 22 -> 11 ms, every ~500k new ids), and every
+call is cheaper too (600k ids: 500 -> 450 ns). An id is never inserted twice, so the deque
+and the dict hold the same ids.
 """
 
 from __future__ import annotations

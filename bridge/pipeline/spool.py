@@ -53,7 +53,7 @@ checkpoint that copies the whole WAL: that one flushes every page the passes cop
 last completion too. Its time is what it copies plus that flush: right after a pass of ~6 s
 of WAL, ~150 pages, 39-74 ms; after passes that leave a few pages (``SpooledQueue``) still
 28-58 ms, nearly all the flush (strace: ``fdatasync`` of the database file 36 ms); with
-``sync_database`` on a worker thread before the last pass, 0.6-2.3 ms. Measured at 10k msg/s
+``sync_database`` on a worker thread before the last pass, 0.8-3.2 ms. Measured at 10k msg/s
 D1 without any completion: every 3 s a commit took 32-40 ms (the auto-checkpoint, then at
 16,384 pages), on the event loop.
 
