@@ -38,7 +38,7 @@ from bridge.config.model import NatsConfig, StorageKind
 from bridge.config.model import StreamConfig as StreamSettings
 from bridge.errors import BridgeError, ProvisioningError
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused, RunCut
-from bridge.pipeline.publish import WireHeaders, plain_header_value
+from bridge.pipeline.publish import MSG_ID_LINE, WireHeaders, plain_header_value
 from bridge.pipeline.stream_loss import DELETED
 from contracts.subjects import HEADER_MSG_ID
 
@@ -124,7 +124,6 @@ _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: never kept. Emptied when full.
 _header_tails: dict[tuple[tuple[str, str], ...], bytes | None] = {}
 _HEADER_TAILS_MAX = 256
-_MSG_ID_LINE = f"NATS/1.0\r\n{HEADER_MSG_ID}: ".encode()
 #: subjects ``_hpub_parts`` found printable and without spaces; emptied when full
 _valid_subjects: set[str] = set()
 _VALID_SUBJECTS_MAX = 4096
@@ -219,7 +218,7 @@ def _header_section(headers: dict[str, str]) -> bytes | None:
         return b"NATS/1.0\r\n" + tail
     if msg_id.__class__ is not str or not plain_header_value(msg_id):
         return None
-    return b"".join((_MSG_ID_LINE, msg_id.encode(), b"\r\n", tail))
+    return b"".join((MSG_ID_LINE, msg_id.encode(), b"\r\n", tail))
 
 
 def _header_lines(items: tuple[tuple[str, str], ...]) -> bytes | None:

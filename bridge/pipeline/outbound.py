@@ -19,7 +19,7 @@ from __future__ import annotations
 import msgspec
 
 from bridge.metrics import Metrics
-from bridge.pipeline.publish import Outbound, WireHeaders, plain_header_value
+from bridge.pipeline.publish import MSG_ID_LINE, Outbound, WireHeaders, plain_header_value
 from contracts.codec import contract_name, encode
 from contracts.messages import (
     CONTRACT_VERSION,
@@ -62,7 +62,6 @@ _HEADER_KEY_BYTES = sum(
 _VERSION = str(CONTRACT_VERSION)
 _FIXED_HEADER_BYTES = _HEADER_KEY_BYTES + len(_VERSION)
 _SUBJECT_MEMO_MAX = 4096
-_MSG_ID_LINE = f"NATS/1.0\r\n{HEADER_MSG_ID}: ".encode()
 _NO_TAIL = b"?"  # not made yet (None: cannot be made)
 
 
@@ -109,7 +108,7 @@ class OutboundBuilder:
         headers[HEADER_CONTRACT_VERSION] = _VERSION
         headers[HEADER_ORIGIN] = bridge_id
         headers.wire = (
-            _MSG_ID_LINE + event_id.encode() + tail
+            MSG_ID_LINE + event_id.encode() + tail
             if tail is not None and plain_header_value(event_id)
             else None
         )

@@ -56,8 +56,16 @@ import anyio
 from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckOutcome, AckResult, NotConnected, PublishRefused
 from bridge.pipeline.wake import WakeUp
+from contracts.subjects import HEADER_MSG_ID
 
-__all__ = ["Outbound", "PipelinedPublisher", "Transport", "WireHeaders", "plain_header_value"]
+__all__ = [
+    "MSG_ID_LINE",
+    "Outbound",
+    "PipelinedPublisher",
+    "Transport",
+    "WireHeaders",
+    "plain_header_value",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +91,11 @@ class WireHeaders(dict[str, str]):
 
     __slots__ = ("wire",)
     wire: bytes | None
+
+
+#: the start of a header section whose first header is ``Nats-Msg-Id``, up to its value (what
+#: ``WireHeaders.wire`` and the raw publish path put before the id)
+MSG_ID_LINE = f"NATS/1.0\r\n{HEADER_MSG_ID}: ".encode()
 
 
 def plain_header_value(value: str) -> bool:
