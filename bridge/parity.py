@@ -79,7 +79,6 @@ from bridge.metrics import Metrics
 from bridge.pipeline.acks import AckOutcome, AckResult
 from bridge.pipeline.dead_letters import dead_letter_key
 from bridge.pipeline.decode import LegacyDecoder
-from bridge.pipeline.event_head import EventHead
 from bridge.pipeline.identity import EventIdentity
 from bridge.pipeline.publish import Outbound
 from contracts.codec import decode
@@ -359,16 +358,16 @@ class ParityTap:
         else:
             self.ledger.flood(event.fingerprint, ended=isinstance(event, FloodEnded))
 
-    def observe(self, msgs: list[ErrorEvent | EventHead | DeadLetter]) -> None:
+    def observe(self, msgs: list[ErrorEvent | DeadLetter]) -> None:
         """ZMQ side, in-process: the messages of one read batch the bridge decoded, in read
         order (``Routing.observe``, called by ``IngestRunner.settle``)."""
         self.zmq_seen += len(msgs)
         self.ledger.zmq_tap_live(_WARMUP_SECS)  # again after a reset (phase change)
         leading = self._dl_leading_bytes
         self.ledger.saw_zmq_many(
-            (msg.event_id, dead_letter_key(msg, leading))  # type: ignore[arg-type]
-            if msg.__class__ is DeadLetter
-            else (msg.event_id, msg.fingerprint)  # type: ignore[union-attr]
+            (msg.event_id, msg.fingerprint)
+            if msg.__class__ is ErrorEvent
+            else (msg.event_id, dead_letter_key(msg, leading))  # type: ignore[arg-type]
             for msg in msgs
         )
 

@@ -20,10 +20,9 @@ stage of the event loop's work per ZMQ message, and that thread is the bridge's 
   ``(seq, received_at, [frames, ...], identity entries)`` over a ZMQ ``PAIR`` socket on
   ``ipc://`` in a private (0700) temporary directory. The reply, ``(seq, evicted_in_window,
   [contract JSON, ...], identity entries)`` (entries: see Identity),
-  is decoded with typed msgspec, each event as an ``EventHead`` (only the fields the stages
-  read, ``bridge.pipeline.event_head``), and handed to ``IngestRunner.settle`` with the
-  ``Routing`` captured at read time; the JSON bytes are reused as the outbound payload (no
-  second encode). Replies come back in request order (the child is one loop): order is kept. A
+  is decoded with typed msgspec and handed to ``IngestRunner.settle`` with the ``Routing``
+  captured at read time; the JSON bytes are reused as the outbound payload (no second
+  encode). Replies come back in request order (the child is one loop): order is kept. A
   chunk's ``received_at`` is its first read (a turn lasts at most ``zmq.batch_max_secs``).
 * **Child** (``main``): owns a ``LegacyDecoder`` and its ``EventIdentity``, decodes each
   request in order and answers it. It exits when its parent goes away (checked every second)
@@ -89,10 +88,10 @@ import zmq
 from bridge.adapters.zmq import Readable
 from bridge.metrics import Metrics
 from bridge.pipeline.decode import LegacyDecoder
-from bridge.pipeline.event_head import decode_heads
 from bridge.pipeline.identity import EventIdentity
 from bridge.pipeline.runner import IngestRunner, Routing
 from contracts.codec import encode
+from contracts.messages import DeadLetter, ErrorEvent
 
 __all__ = ["INLINE_MAX", "DecodeWorker", "WorkerSettings", "main"]
 
@@ -122,6 +121,7 @@ _Reply = tuple[int, int, list[bytes], _Entries]  # seq, evicted_in_window, contr
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # received_at of a _TABLE request (unused)
 _request_encoder = msgspec.msgpack.Encoder()
 _reply_decoder = msgspec.msgpack.Decoder(_Reply)
+_event_decoder = msgspec.json.Decoder(ErrorEvent | DeadLetter)
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -505,7 +505,7 @@ class DecodeWorker:
         self._sent -= 1
         self.evicted_in_window = evicted
         try:
-            msgs = decode_heads(payloads)
+            msgs = [_event_decoder.decode(p) for p in payloads]
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("decode worker: a reply is not a contract (%s); decoded here instead", exc)
             self._decode_here(head.frames, head.received_at, head.routing)

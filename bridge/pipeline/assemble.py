@@ -12,8 +12,7 @@ Stage order (the one description of it; the README and the package docstrings po
                                         here, or in the decode worker process (zmq.decode_worker,
                                         auto: what a turn brings beyond 128 messages and every
                                         turn while it is busy; bridge.adapters.decode_worker,
-                                        replies in order, one identity table for both; its
-                                        events come back as EventHead, bridge.pipeline.event_head)
+                                        replies in order, one identity table for both)
       -> IngestRunner.settle            for each decoded message in read order:
            counters, inventory, parity  Routing.observe (phase): the parity tap's ZMQ side
            [zmq_only stops here]        Routing.to_jetstream

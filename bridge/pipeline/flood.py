@@ -26,9 +26,7 @@ shed unless ``suppress_critical`` (then only when the bucket is empty). Shed eve
 
 State is bounded: at most ``max_fingerprints`` (least recently seen forgotten
 first; an active flood forgotten that way is closed with its summaries, so no
-count is lost). ``update_rules`` keeps all state (hot reload). An event may come as an
-``EventHead`` (``bridge.pipeline.event_head``: the decode worker's answers); a flood's sample is
-always the whole ``ErrorEvent`` (``full_event``, once per sample taken).
+count is lost). ``update_rules`` keeps all state (hot reload).
 
 Pure policy: the clock is injected, nothing sleeps, logs or counts. ``check``
 returns the verdict and any flood events to publish; ``tick`` (call about
@@ -47,7 +45,6 @@ from typing import NamedTuple
 
 import msgspec
 
-from bridge.pipeline.event_head import EventHead, full_event
 from contracts.messages import (
     ErrorEvent,
     FloodEnded,
@@ -103,23 +100,21 @@ class _Flood:
         "unreported",
     )
 
-    def __init__(self, ev: ErrorEvent | EventHead, now: float) -> None:
+    def __init__(self, ev: ErrorEvent, now: float) -> None:
         self.started_at = ev.received_at
         self.started_mono = now
         self.suppressed_total = 0
         self.unreported = 0
         self.first_seen = ev.received_at
         self.last_seen = ev.received_at
-        self.sample = full_event(ev)
+        self.sample = ev
         self.last_summary_mono = now
         self.last_suppressed_mono = now
         self.summaries = 0
 
-    def add(self, ev: ErrorEvent | EventHead, now: float) -> None:
+    def add(self, ev: ErrorEvent, now: float) -> None:
         if self.unreported == 0:
-            self.first_seen = ev.received_at
-            if self.suppressed_total:  # (the flood's first is its sample already)
-                self.sample = full_event(ev)
+            self.first_seen, self.sample = ev.received_at, ev
         self.unreported += 1
         self.suppressed_total += 1
         self.last_seen = ev.received_at
@@ -129,9 +124,7 @@ class _Flood:
 class _State:
     __slots__ = ("count", "error_type", "flood", "key", "message", "rule", "source", "window_start")
 
-    def __init__(
-        self, key: str, rule: FloodRule, now: float, ev: ErrorEvent | EventHead | None = None
-    ) -> None:
+    def __init__(self, key: str, rule: FloodRule, now: float, ev: ErrorEvent | None = None) -> None:
         self.key = key
         self.rule = rule
         self.window_start = now
@@ -235,7 +228,7 @@ class FloodGate:
 
     # -- decisions -----------------------------------------------------------------------------
 
-    def check(self, ev: ErrorEvent | EventHead) -> FloodDecision:
+    def check(self, ev: ErrorEvent) -> FloodDecision:
         """Pass or suppress ``ev``; also return flood events to publish now (starts, evictions)."""
         if ev.severity is Severity.CRITICAL and not self.suppress_critical:
             return FloodDecision(Verdict.PASS, "critical", self._drain_outbox())
@@ -251,7 +244,7 @@ class FloodGate:
             return FloodDecision(Verdict.SUPPRESS, GLOBAL_RULE_NAME, events)
         return FloodDecision(Verdict.PASS, state.rule.name, self._drain_outbox())
 
-    def _suppress(self, state: _State, ev: ErrorEvent | EventHead, now: float) -> list[FloodEvent]:
+    def _suppress(self, state: _State, ev: ErrorEvent, now: float) -> list[FloodEvent]:
         if state.flood is None:
             state.flood = _Flood(ev, now)
             self._active[state.key] = state
@@ -279,7 +272,7 @@ class FloodGate:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def _state(self, ev: ErrorEvent | EventHead, now: float) -> _State:
+    def _state(self, ev: ErrorEvent, now: float) -> _State:
         key = ev.fingerprint or f"{ev.source}|{ev.error_type}|{ev.message}"
         state = self._states.get(key)
         if state is None:
@@ -290,7 +283,7 @@ class FloodGate:
             self._states.move_to_end(key)
         return state
 
-    def _global_state(self, ev: ErrorEvent | EventHead, now: float) -> _State:
+    def _global_state(self, ev: ErrorEvent, now: float) -> _State:
         key = f"global-{ev.severity.value}"
         state = self._states.get(key)
         if state is None:
@@ -337,9 +330,7 @@ class FloodGate:
         started_ms = int(state.flood.started_at.timestamp() * 1000)
         return f"flood-{state.key}-{started_ms}-{kind}-{n}"
 
-    def _started(self, state: _State, ev: ErrorEvent | EventHead) -> FloodStarted:
-        assert state.flood is not None
-        sample = state.flood.sample
+    def _started(self, state: _State, ev: ErrorEvent) -> FloodStarted:
         return FloodStarted(
             event_id=self._event_id(state, "started"),
             machine=self.machine,
@@ -349,9 +340,9 @@ class FloodGate:
             rule=state.rule.name,
             threshold=state.rule.threshold,
             window_secs=state.rule.window_secs,
-            severity=self._severity(state, sample),
+            severity=self._severity(state, ev),
             started_at=ev.received_at,
-            sample=sample,
+            sample=ev,
         )
 
     def _summary(self, state: _State, now: float) -> FloodSummary:

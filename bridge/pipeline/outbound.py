@@ -19,7 +19,6 @@ from __future__ import annotations
 import msgspec
 
 from bridge.metrics import Metrics
-from bridge.pipeline.event_head import EventHead, full_event
 from bridge.pipeline.publish import MSG_ID_LINE, Outbound, WireHeaders, plain_header_value
 from contracts.codec import contract_name, encode
 from contracts.messages import (
@@ -93,11 +92,10 @@ class OutboundBuilder:
         """The connected server's ``max_payload`` in bytes (replaces the configured guess)."""
         self.max_payload_bytes = max_payload_bytes
 
-    def build(self, msg: Message | EventHead, payload: bytes | None = None) -> Outbound:
+    def build(self, msg: Message, payload: bytes | None = None) -> Outbound:
         """``msg`` as an ``Outbound`` within ``max_payload_bytes`` (truncated with a marker when
         too big, see the module note). ``payload``: ``contracts.codec.encode(msg)`` when the
-        caller has it already (the decode worker made it); it is not checked against ``msg``.
-        An ``EventHead`` is built as the ``ErrorEvent`` it was decoded from (its ``payload``)."""
+        caller has it already (the decode worker made it); it is not checked against ``msg``."""
         name = contract_name(msg)
         event_id = msg.event_id
         bridge_id = self.bridge_id
@@ -114,17 +112,15 @@ class OutboundBuilder:
             if tail is not None and plain_header_value(event_id)
             else None
         )
-        is_event = msg.__class__ is ErrorEvent or msg.__class__ is EventHead
         if payload is None:
-            payload = msg.payload if msg.__class__ is EventHead else encode(msg)  # type: ignore
+            payload = encode(msg)
         header_bytes = _FIXED_HEADER_BYTES + len(event_id) + len(name) + len(bridge_id)
         budget = self.max_payload_bytes - _SAFETY_BYTES - header_bytes
         if len(payload) > budget:
-            whole = full_event(msg) if msg.__class__ is EventHead else msg  # type: ignore[arg-type]
-            msg, payload = _truncate(whole, payload, budget)  # type: ignore[arg-type]
+            msg, payload = _truncate(msg, payload, budget)
             if self._m is not None:
                 self._m.truncated.labels(name).inc()
-        if is_event:
+        if msg.__class__ is ErrorEvent:
             rank = msg.severity.rank  # type: ignore[union-attr]
             key = (msg.machine, msg.severity, msg.source)  # type: ignore[union-attr]
             subject = self._error_subjects.get(key) or self._error_subject(key)

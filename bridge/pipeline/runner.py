@@ -23,7 +23,6 @@ from bridge.migration import TRANSPORTS, SourceInventory
 from bridge.pipeline.acks import AckResult
 from bridge.pipeline.dead_letters import DeadLetterGate
 from bridge.pipeline.dedup import DedupWindow
-from bridge.pipeline.event_head import EventHead
 from bridge.pipeline.flood import FloodGate, Verdict
 from bridge.pipeline.outbound import OutboundBuilder
 from bridge.pipeline.publish import Outbound
@@ -51,7 +50,7 @@ class Routing:
 
     to_jetstream: bool = True
     republish: Callable[[list[bytes]], None] | None = None
-    observe: Callable[[list[ErrorEvent | EventHead | DeadLetter]], None] | None = None
+    observe: Callable[[list[ErrorEvent | DeadLetter]], None] | None = None
     observe_flood: Callable[[FloodEvent | DeadLetterSummary], None] | None = None
     confirmed: Callable[[list[Outbound], str, AckResult | None], None] | None = None
 
@@ -160,16 +159,15 @@ class IngestRunner:
 
     def settle(
         self,
-        msgs: list[ErrorEvent | EventHead | DeadLetter],
+        msgs: list[ErrorEvent | DeadLetter],
         routing: Routing,
         payloads: list[bytes] | None = None,
     ) -> None:
         """The stages after decoding, for ``msgs`` (decoded in read order, under ``routing``
         as ``take`` returned it): count, observe, dead-letter gate, dedup, flood gate, sink;
-        the per-message counters go to Prometheus once, before it returns. An event may come
-        as an ``EventHead`` (the decode worker's answers). ``payloads``: each message's
-        contract JSON as ``contracts.codec.encode`` makes it, when the decoder made it already
-        (the decode worker), so the outbound stage does not encode it again."""
+        the per-message counters go to Prometheus once, before it returns. ``payloads``: each
+        message's contract JSON as ``contracts.codec.encode`` makes it, when the decoder made it
+        already (the decode worker), so the outbound stage does not encode it again."""
         try:
             if routing.observe is not None:
                 routing.observe(msgs)
@@ -177,7 +175,7 @@ class IngestRunner:
                 self._count(msg)
                 if not routing.to_jetstream:
                     continue
-                if msg.__class__ is not DeadLetter:
+                if msg.__class__ is ErrorEvent:
                     if not self._admit(msg):  # type: ignore[arg-type]
                         continue
                 elif not self._admit_dead_letter(msg):  # type: ignore[arg-type]
@@ -186,7 +184,7 @@ class IngestRunner:
         finally:
             self._flush_counts()
 
-    def _admit(self, ev: ErrorEvent | EventHead) -> bool:
+    def _admit(self, ev: ErrorEvent) -> bool:
         if self.dedup is not None and self.dedup.seen(ev.event_id):
             self._dup_bridge.inc()
             return False
@@ -208,7 +206,7 @@ class IngestRunner:
                 observe(summary)
             self._submit(summary)
 
-    def _admit_flood(self, ev: ErrorEvent | EventHead) -> bool:
+    def _admit_flood(self, ev: ErrorEvent) -> bool:
         if self.flood is None:
             return True
         decision = self.flood.check(ev)
@@ -265,7 +263,7 @@ class IngestRunner:
         """Send a bridge event (phase change, ...) to the sink, in every phase."""
         self._submit(msg)
 
-    def _submit(self, msg: Message | EventHead, payload: bytes | None = None) -> None:
+    def _submit(self, msg: Message, payload: bytes | None = None) -> None:
         if not self._sink.submit(self._builder.build(msg, payload)):
             self._dropped.inc()
 
@@ -286,11 +284,9 @@ class IngestRunner:
         if sources and self.inventory is not None:
             self.inventory.add(sources)
 
-    def _count(
-        self, msg: ErrorEvent | EventHead | DeadLetter, client_api: str | None = None
-    ) -> None:
+    def _count(self, msg: ErrorEvent | DeadLetter, client_api: str | None = None) -> None:
         """One dict update per event; ``_flush_counts`` expands them once per batch."""
-        if msg.__class__ is not DeadLetter:
+        if msg.__class__ is ErrorEvent:
             legacy = msg.legacy
             if legacy is not None:
                 dialect = legacy.dialect.value
