@@ -242,9 +242,14 @@ class PublishConfig(_Strict):
     #: (0: it ends whenever nothing is pending; below 5 s, half the server's idle abandon, and
     #: below ack_timeout_secs: an idle batch's last messages are acknowledged when it ends)
     batch_idle_secs: Annotated[float, Meta(ge=0, lt=5)] = 0.05
+    #: batch mode: flow acks the publisher may run ahead of; the open batch then has at most
+    #: min(max_in_flight, flow x this) messages unacknowledged (the server acks every ``flow``,
+    #: at most 500). ADR-50 suggests 2; 8 keeps a burst or a backlog drain from waiting on
+    #: the acks' way through a busy event loop (loadtest/README.md, 2026-12-05 noon)
+    batch_outstanding_acks: PositiveInt = 8
 
     #: published but not yet acknowledged messages, at most.
-    max_in_flight: PositiveInt = 1024
+    max_in_flight: PositiveInt = 4096
     #: a PubAck not received within this is a failure and the message is retried.
     ack_timeout_secs: PositiveSecs = 5.0
     #: messages queued in memory for a publish slot. With the spool on, more wait on disk;

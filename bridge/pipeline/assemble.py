@@ -509,6 +509,7 @@ def build_pipeline(
             metrics,
             batch_max_msgs=p.batch_max_msgs,
             batch_idle_secs=p.batch_idle_secs,
+            max_outstanding_acks=p.batch_outstanding_acks,
             on_disabled=on_batching_disabled,
             on_done_many=on_done_many,
             **settings,

@@ -21,7 +21,12 @@ What the server guarantees, and what we build on it (gap mode ``fail``, always):
 * Hence **one batch open at a time**: the next batch starts only after the previous one ended
   (commit, error or timeout). Two batches in flight would let the second be stored while the
   first's tail is retried, which breaks the order guarantee below. Inside the open batch up to
-  ``min(max_in_flight, flow * max_outstanding_acks)`` messages are unacknowledged.
+  ``min(max_in_flight, flow * max_outstanding_acks)`` messages are unacknowledged. The server
+  (2.15.1, ``jetstream_batching.go``) acks every ``flow`` messages and does not hold a
+  publisher to a number of outstanding acks; ADR-50 suggests 2. With 2 (1,000 messages) a
+  burst's publishing waited on each ack's way through the event loop: 4096 in flight and 8
+  acks took a 50k burst from 37.7 / 38.4 / 36.4 / 36.9k to 39.1 / 39.1 / 40.4 / 38.3k msg/s
+  and the drain after a 30 s outage from 2.05 / 2.46x to 2.46 / 2.81x live (alternating).
 * A batch starts with one message and waits for its reply before sending more (ADR-50 asks
   for it: the reply says whether fast ingest is on and sets the flow). It ends with the last
   message sent as a commit (op 2) when it is known to be last (``batch_max_msgs`` reached, the
@@ -269,7 +274,9 @@ class BatchPublisher:
     this ends with its next message (the server abandons a batch idle for 10 s);
     ``batch_idle_secs``: how long an open batch waits for more messages before it ends (0: it
     ends as soon as nothing is pending; below 5 s and ``ack_timeout_secs``);
-    ``max_outstanding_acks``: flow acks that may be outstanding (ADR-50 recommends 2).
+    ``max_outstanding_acks``: flow acks that may be outstanding (ADR-50 suggests 2, the
+    bridge's config ``publish.batch_outstanding_acks`` defaults to 8; the server does not
+    enforce it).
     ``batch_id_prefix``: the batch ids' prefix (random by default; ids are ``<prefix><n>``, at
     most 64 characters, no dots). ``on_disabled()``: called whenever the stream refuses a batch
     because ``allow_batched`` is off (e.g. the stream was recreated without it): the owner

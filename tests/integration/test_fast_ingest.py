@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import nats
 import pytest
 from nats.js.api import StorageType, StreamConfig
@@ -206,6 +207,48 @@ async def test_the_server_answers_as_the_design_note_says(nats_server: NatsServe
     ]
 
 
+async def test_the_server_stores_a_batch_sent_far_ahead_of_its_flow_acks(
+    nats_server: NatsServerProcess,
+) -> None:
+    """``publish.batch_outstanding_acks`` 8 runs ahead of more flow acks than ADR-50 suggests
+    (2): the server acks every ``flow`` and holds no publisher to a number outstanding. 4,000
+    messages after the start, sent without reading one ack: all stored, in order, and acked."""
+    await _create(nats_server.url, name="FI", subjects=["fi.>"], allow_batched=True)
+    nc = await nats.connect(nats_server.url)
+    replies: list[BatchReply] = []
+    inbox = FastInbox(f"_INBOX.{uuid.uuid4().hex}")
+    await subscribe_replies(nc, inbox, replies.append)
+    total = 4001
+    try:
+        await nc.publish(
+            "fi.a",
+            b"x",
+            reply=inbox.reply("A", 500, 1, BatchOp.START),
+            headers={"Nats-Msg-Id": "a1"},
+        )
+        with anyio.fail_after(10):
+            while not replies:
+                await anyio.sleep(0.01)
+        assert replies[0].kind is ReplyKind.FLOW and replies[0].flow_msgs == 500
+        for seq in range(2, total + 1):
+            op = BatchOp.COMMIT if seq == total else BatchOp.APPEND
+            await nc.publish(
+                "fi.a",
+                b"x",
+                reply=inbox.reply("A", 500, seq, op),
+                headers={"Nats-Msg-Id": f"a{seq}"},
+            )
+        with anyio.fail_after(10):
+            while not any(r.kind is ReplyKind.COMMIT for r in replies):
+                await anyio.sleep(0.01)
+    finally:
+        await nc.close()
+    assert [r.kind for r in replies if r.kind not in (ReplyKind.FLOW, ReplyKind.COMMIT)] == []
+    commit = [r for r in replies if r.kind is ReplyKind.COMMIT]
+    assert len(commit) == 1 and commit[0].seq == total
+    assert await _ids_in(nats_server.url, "FI") == [f"a{seq}" for seq in range(1, total + 1)]
+
+
 # -- BatchPublisher against the real thing --------------------------------------------
 
 
@@ -218,6 +261,33 @@ async def test_batches_are_stored_once_and_in_order(nats_server: NatsServerProce
     assert await _ids_in(nats_server.url, "ERRBUS") == [f"id-{n}" for n in range(2500)]
     assert sorted(rig.done) == sorted((f"id-{n}", "stored") for n in range(2500))
     assert rig.metrics.acked.labels("error_event")._value.get() == 2500
+
+
+async def test_with_the_bridges_window_a_burst_is_stored_once_and_in_order(
+    nats_server: NatsServerProcess,
+) -> None:
+    """The config's defaults (4,096 in flight, 8 flow acks outstanding) on the real server."""
+    async with _rig(
+        nats_server.url,
+        provision=True,
+        max_in_flight=4096,
+        max_outstanding_acks=8,
+        batch_max_msgs=50_000,
+    ) as rig:
+        most = 0
+        for n in range(20_000):
+            assert rig.pub.submit(_item(n))
+            if n % 500 == 0:
+                most = max(most, rig.pub.in_flight)
+                await anyio.lowlevel.checkpoint()
+        with anyio.fail_after(60):
+            while len(rig.done) < 20_000:
+                most = max(most, rig.pub.in_flight)
+                await anyio.lowlevel.checkpoint()
+        assert rig.pub.backlog == 0 and rig.pub.abandon_all() == 0
+    assert most > 1000  # ran ahead of more than two flow acks of 500
+    assert await _ids_in(nats_server.url, "ERRBUS") == [f"id-{n}" for n in range(20_000)]
+    assert sorted(rig.done) == sorted((f"id-{n}", "stored") for n in range(20_000))
 
 
 async def test_a_batch_kept_open_across_idle_gaps_stores_every_message_once_in_order(
