@@ -270,9 +270,9 @@ async def test_with_the_bridges_window_a_burst_is_stored_once_and_in_order(
     async with _rig(
         nats_server.url,
         provision=True,
-        max_in_flight=4096,
-        max_outstanding_acks=8,
-        batch_max_msgs=50_000,
+        max_in_flight=CFG.publish.max_in_flight,
+        max_outstanding_acks=CFG.publish.batch_outstanding_acks,
+        batch_max_msgs=CFG.publish.batch_max_msgs,
     ) as rig:
         most = 0
         for n in range(20_000):
