@@ -176,8 +176,9 @@ class NatsConfig(_Strict):
     #: nats-py waits this long before trying the same server again, so a server that comes back
     #: is found this long later at most (half of it on average). Measured (nats-py 2.x, a
     #: nats-server stopped and restarted on one port, 6 trials each): reconnected 0.54 s (median,
-    #: max 0.94) after it listened again at 1.0, 0.12 s (max 0.24) at 0.25; meanwhile the spool
-    #: holds all traffic. A refused attempt costs a connect() and one rate-limited log line.
+    #: max 0.94) after it listened again at 1.0, 0.12 s (max 0.24) at 0.25; until then every
+    #: message waits (in the spool, when it is on). A refused attempt costs a connect() and one
+    #: rate-limited log line.
     reconnect_wait_secs: PositiveSecs = 0.25
     #: a PING to the server this often; after ``max_outstanding_pings`` unanswered the connection
     #: is declared stale and reconnected, so a server that vanished without a TCP reset (host
