@@ -9,8 +9,9 @@
 3. ``busbridge``: ZMQ -> ``busbridge run`` (``loadtest.harness.BridgeProcess``) against an
    external nats-server, every guarantee on: durable spool, ``Nats-Msg-Id``, file storage;
    otherwise its defaults, so phase ``dual`` with the legacy republish and the parity tap
-   (together about a third of the event loop thread's time under a burst, by py-spy;
-   ``bridge_extra="parity: {enabled: false}"`` measures without the tap);
+   (switching either off moved neither the bridge's CPU per message nor its rate beyond
+   the run-to-run spread, loadtest/README.md; ``bridge_extra="parity: {enabled: false}"``
+   measures without the tap);
 
 each into the stream on a fresh nats-server. For the ZMQ targets the message set is sent as fast
 as a separate sender process can (``baselines.ZmqSender``) and throughput is end to end:
